@@ -1,0 +1,1 @@
+"""Simplex-style BFT consensus: the sans-IO core and its wire types."""

@@ -1,0 +1,270 @@
+"""Consensus wire types: blocks, votes, certificates.
+
+These are the contract between the consensus core, the store (which archives blocks and
+certificates), the transport and integrators (who verify certificates offline). Encodings
+are deterministic CBOR arrays with a leading type string and schema version; decoders
+refuse anything else with a RemoteError naming the problem.
+
+Signed payload of a vote (the same bytes for every kind, under the kind's domain tag):
+
+    encode(["vote", 1, kind, committee_id, epoch, view, digest])
+
+`digest` is the block digest for notarise/finalise and 32 zero bytes for nullify. Naming the
+committee and epoch in every signed payload is what stops replay into another committee or
+epoch (DESIGN §2.2).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ..committee import CommitteeSpec
+from ..crypto import SIGNATURE_LEN, SigningKey, is_valid
+from ..encoding import decode, encode
+from ..errors import LocalError, RemoteError
+from ..identity import digest as blake3_digest
+
+SCHEMA: Final = 1
+ZERO_DIGEST: Final = b"\x00" * 32
+#: Hard limits (TigerBeetle habit): every size that arrives from outside is bounded.
+MAX_COMMANDS_PER_BLOCK: Final = 10_000
+MAX_COMMAND_SIZE: Final = 64 * 1024
+MAX_BLOCK_SIZE: Final = 8 * 1024 * 1024
+MAX_EVIDENCE_PER_BLOCK: Final = 64
+MAX_EVIDENCE_SIZE: Final = 4 * 1024
+
+
+class MalformedMessage(RemoteError):
+    """Bytes that decode as CBOR but not as the consensus structure they claim to be."""
+
+
+class InvalidCertificate(RemoteError):
+    """A certificate that does not carry q valid, distinct member signatures."""
+
+
+class VoteKind(enum.IntEnum):
+    NOTARIZE = 0
+    FINALIZE = 1
+    NULLIFY = 2
+
+    @property
+    def domain_tag(self) -> bytes:
+        return _VOTE_TAGS[self]
+
+
+_VOTE_TAGS: Final = {
+    VoteKind.NOTARIZE: b"coalitiond/notarize/v1",
+    VoteKind.FINALIZE: b"coalitiond/finalize/v1",
+    VoteKind.NULLIFY: b"coalitiond/nullify/v1",
+}
+
+
+def _expect(cond: bool, what: str) -> None:
+    if not cond:
+        raise MalformedMessage(what)
+
+
+def _is_bytes(x: Any, n: int | None = None) -> bool:
+    return isinstance(x, bytes) and (n is None or len(x) == n)
+
+
+def _is_uint(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One proposed block (SPEC §2).
+
+    `state_root` is the component state root after executing every block up to and
+    including height `executed_height` (≤ height − 1): execution lags consensus, and the
+    root of executed blocks is committed by a later block.
+    """
+
+    epoch: int
+    height: int
+    view: int
+    parent: bytes
+    proposer: int
+    commands: tuple[bytes, ...]
+    executed_height: int
+    state_root: bytes
+    evidence: tuple[bytes, ...] = ()
+    digest: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digest", blake3_digest(self.encode()))
+
+    def to_wire(self) -> list[Any]:
+        return [
+            "block", SCHEMA, self.epoch, self.height, self.view, self.parent, self.proposer,
+            list(self.commands), self.executed_height, self.state_root, list(self.evidence),
+        ]
+
+    def encode(self) -> bytes:
+        return encode(self.to_wire())
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Block:
+        _expect(isinstance(obj, list) and len(obj) == 11, "block: expected an 11-item array")
+        (tag, schema, epoch, height, view, parent, proposer, commands, executed_height,
+         state_root, evidence) = obj
+        _expect(tag == "block" and schema == SCHEMA, "block: wrong type tag or schema")
+        _expect(all(_is_uint(x) for x in (epoch, height, view, proposer, executed_height)),
+                "block: epoch/height/view/proposer/executed_height must be unsigned integers")
+        _expect(_is_bytes(parent, 32) and _is_bytes(state_root, 32),
+                "block: parent and state_root must be 32 bytes")
+        _expect(isinstance(commands, list) and len(commands) <= MAX_COMMANDS_PER_BLOCK,
+                f"block: at most {MAX_COMMANDS_PER_BLOCK} commands")
+        _expect(all(_is_bytes(c) and len(c) <= MAX_COMMAND_SIZE for c in commands),
+                f"block: commands must be byte strings of at most {MAX_COMMAND_SIZE} bytes")
+        _expect(isinstance(evidence, list) and len(evidence) <= MAX_EVIDENCE_PER_BLOCK,
+                f"block: at most {MAX_EVIDENCE_PER_BLOCK} evidence items")
+        _expect(all(_is_bytes(e) and len(e) <= MAX_EVIDENCE_SIZE for e in evidence),
+                "block: evidence items must be bounded byte strings")
+        _expect(height == 0 or executed_height < height,
+                "block: executed_height must be below height")
+        return cls(epoch, height, view, parent, proposer, tuple(commands), executed_height,
+                   state_root, tuple(evidence))
+
+    @classmethod
+    def decode(cls, data: bytes) -> Block:
+        return cls.from_wire(decode(data, max_size=MAX_BLOCK_SIZE))
+
+
+def genesis_block(committee: CommitteeSpec) -> Block:
+    """Height 0: every member derives the same one from the committee alone."""
+    return Block(committee.epoch, 0, 0, committee.committee_id, 0, (), 0, ZERO_DIGEST)
+
+
+def vote_payload(kind: VoteKind, committee_id: bytes, epoch: int, view: int,
+                 digest: bytes) -> bytes:
+    return encode(["vote", SCHEMA, int(kind), committee_id, epoch, view, digest])
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """One member's signed vote. For NULLIFY, `digest` is ZERO_DIGEST."""
+
+    kind: VoteKind
+    epoch: int
+    view: int
+    digest: bytes
+    signer: int
+    signature: bytes
+
+    @classmethod
+    def sign(cls, key: SigningKey, committee: CommitteeSpec, signer: int, kind: VoteKind,
+             view: int, digest: bytes) -> Vote:
+        if kind is VoteKind.NULLIFY and digest != ZERO_DIGEST:
+            raise LocalError("nullify votes carry the zero digest")
+        payload = vote_payload(kind, committee.committee_id, committee.epoch, view, digest)
+        return cls(kind, committee.epoch, view, digest, signer, key.sign(kind.domain_tag, payload))
+
+    def verify(self, committee: CommitteeSpec) -> bool:
+        """True iff the signature is member `signer`'s for this committee and epoch."""
+        if self.epoch != committee.epoch or not 0 <= self.signer < committee.n:
+            return False
+        payload = vote_payload(self.kind, committee.committee_id, self.epoch, self.view,
+                               self.digest)
+        return is_valid(committee.members[self.signer], self.kind.domain_tag, payload,
+                        self.signature)
+
+    def to_wire(self) -> list[Any]:
+        return ["vote", SCHEMA, int(self.kind), self.epoch, self.view, self.digest, self.signer,
+                self.signature]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Vote:
+        _expect(isinstance(obj, list) and len(obj) == 8, "vote: expected an 8-item array")
+        tag, schema, kind, epoch, view, digest, signer, signature = obj
+        _expect(tag == "vote" and schema == SCHEMA, "vote: wrong type tag or schema")
+        _expect(kind in (0, 1, 2) and not isinstance(kind, bool), "vote: unknown kind")
+        _expect(all(_is_uint(x) for x in (epoch, view, signer)),
+                "vote: epoch/view/signer must be unsigned integers")
+        _expect(_is_bytes(digest, 32), "vote: digest must be 32 bytes")
+        _expect(_is_bytes(signature, SIGNATURE_LEN), "vote: signature must be 64 bytes")
+        vk = VoteKind(kind)
+        _expect(vk is not VoteKind.NULLIFY or digest == ZERO_DIGEST,
+                "vote: nullify must carry the zero digest")
+        return cls(vk, epoch, view, digest, signer, signature)
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """`q` or more signatures of distinct members on one (kind, epoch, view, digest)."""
+
+    kind: VoteKind
+    epoch: int
+    view: int
+    digest: bytes
+    signatures: tuple[tuple[int, bytes], ...]  # (member index, signature), ascending index
+
+    @classmethod
+    def from_votes(cls, votes: Sequence[Vote]) -> Certificate:
+        if not votes:
+            raise LocalError("certificate from no votes")
+        first = votes[0]
+        for v in votes:
+            if (v.kind, v.epoch, v.view, v.digest) != (first.kind, first.epoch, first.view,
+                                                         first.digest):
+                raise LocalError("certificate from votes on different payloads")
+        by_signer = {v.signer: v.signature for v in votes}
+        return cls(first.kind, first.epoch, first.view, first.digest,
+                   tuple(sorted(by_signer.items())))
+
+    def signers(self) -> tuple[int, ...]:
+        return tuple(i for i, _ in self.signatures)
+
+    def verify(self, committee: CommitteeSpec) -> None:
+        """Raise InvalidCertificate unless q distinct members of `committee` signed it."""
+        if self.epoch != committee.epoch:
+            raise InvalidCertificate(
+                f"certificate for epoch {self.epoch}, committee is at epoch {committee.epoch}")
+        indices = self.signers()
+        if list(indices) != sorted(set(indices)):
+            raise InvalidCertificate("certificate signers are not distinct and ascending")
+        if len(indices) < committee.quorum:
+            raise InvalidCertificate(
+                f"certificate has {len(indices)} signatures, quorum is {committee.quorum}")
+        payload = vote_payload(self.kind, committee.committee_id, self.epoch, self.view,
+                               self.digest)
+        for index, signature in self.signatures:
+            if not 0 <= index < committee.n:
+                raise InvalidCertificate(f"certificate names member index {index}, n={committee.n}")
+            if not is_valid(committee.members[index], self.kind.domain_tag, payload, signature):
+                raise InvalidCertificate(
+                    f"certificate signature of member {index} does not verify "
+                    f"({self.kind.name.lower()}, view {self.view})")
+
+    def to_wire(self) -> list[Any]:
+        return ["certificate", SCHEMA, int(self.kind), self.epoch, self.view, self.digest,
+                [[i, s] for i, s in self.signatures]]
+
+    def encode(self) -> bytes:
+        return encode(self.to_wire())
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Certificate:
+        _expect(isinstance(obj, list) and len(obj) == 7, "certificate: expected a 7-item array")
+        tag, schema, kind, epoch, view, digest, sigs = obj
+        _expect(tag == "certificate" and schema == SCHEMA, "certificate: wrong type tag or schema")
+        _expect(kind in (0, 1, 2) and not isinstance(kind, bool), "certificate: unknown kind")
+        _expect(_is_uint(epoch) and _is_uint(view), "certificate: epoch/view must be unsigned")
+        _expect(_is_bytes(digest, 32), "certificate: digest must be 32 bytes")
+        _expect(isinstance(sigs, list) and 0 < len(sigs) <= 1024,
+                "certificate: signatures must be a non-empty bounded array")
+        pairs: list[tuple[int, bytes]] = []
+        for item in sigs:
+            _expect(isinstance(item, list) and len(item) == 2 and _is_uint(item[0])
+                    and _is_bytes(item[1], SIGNATURE_LEN),
+                    "certificate: each signature must be [member index, 64 bytes]")
+            pairs.append((item[0], item[1]))
+        return cls(VoteKind(kind), epoch, view, digest, tuple(pairs))
+
+    @classmethod
+    def decode(cls, data: bytes) -> Certificate:
+        return cls.from_wire(decode(data, max_size=256 * 1024))
