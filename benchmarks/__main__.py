@@ -25,6 +25,11 @@ def machine_line() -> str:
 
 
 def main(argv: list[str]) -> None:
+    """`python -m benchmarks [NAME ...] [-- ARGS]`: ARGS go to every named benchmark."""
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
     wanted = set(argv)
     here = Path(__file__).parent
     print(machine_line())
@@ -37,7 +42,7 @@ def main(argv: list[str]) -> None:
         module = importlib.import_module(f"benchmarks.{info.name}")
         print(f"\n== {short} ==")
         started = time.perf_counter()
-        module.main([])
+        module.main(extra)
         print(f"({short}: {time.perf_counter() - started:.1f}s)")
 
 

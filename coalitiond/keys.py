@@ -27,7 +27,10 @@ def write_key_file(path: Path, key: SigningKey, *, overwrite: bool = False) -> N
     if path.exists() and not overwrite:
         raise KeyFileError(f"{path}: refusing to overwrite an existing key file")
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as e:  # missing directory, read-only file system, permissions
+        raise KeyFileError(f"{path}: cannot write key file: {e.strerror}") from None
     try:
         os.fchmod(fd, 0o600)  # umask cannot widen it, but an existing tmp file might be wider
         os.write(fd, f"{KEY_FILE_HEADER}\n{key.seed.hex()}\n".encode("ascii"))

@@ -38,10 +38,26 @@ def configure(fmt: LogFormat = "auto", level: str = "info", *, stream: Any = Non
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=(structlog.PrintLoggerFactory(file=stream) if stream is not None
+                        else _StderrLoggerFactory()),
         cache_logger_on_first_use=False,
     )
     _configured = True
+
+
+class _StderrLogger:
+    """Writes each line to whatever `sys.stderr` is *now*: a process that swaps its stderr
+    (test runners, daemons redirecting output) never logs into a closed stream."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = err = critical = fatal = exception = msg
+
+
+class _StderrLoggerFactory:
+    def __call__(self, *args: Any) -> _StderrLogger:
+        return _StderrLogger()
 
 
 def get_logger(name: str, **bound: Any) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from types import ModuleType
 
 from .. import __version__
 from ..errors import OperatorError
+from ..logs import configure
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -61,13 +63,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return EXIT_OPERATOR
+    # Every command logs to stderr (stdout is for results: JSON, ids); `run` reconfigures
+    # from the member's [node] log settings.
+    configure("auto", "warning")
     try:
         return int(args._run(args))
     except OperatorError as e:
         print(f"coalitiond: error: {e}", file=sys.stderr)
         return EXIT_OPERATOR
+    except BaseExceptionGroup as group:
+        # Raised inside trio nurseries, an operator's problem arrives wrapped: show it as
+        # the one line it is, and let anything else (a bug) keep its traceback.
+        operator_errors, rest = group.split(OperatorError)
+        if operator_errors is None or rest is not None:
+            raise
+        first = _leaves(operator_errors)[0]
+        print(f"coalitiond: error: {first}", file=sys.stderr)
+        return EXIT_OPERATOR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `coalitiond tail ... | head`: the reader left; say nothing more and stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
 
 
 def entry_point() -> None:

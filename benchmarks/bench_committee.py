@@ -1,0 +1,218 @@
+"""Committee benchmark: a real coalitiond committee on loopback vs a PySyncObj (Raft) cluster.
+
+Same workload on both, for n = 4, 5, 7: `clients` closed-loop clients per member, each with
+`window` commands of `size` bytes outstanding, for `duration` seconds after a warm-up.
+coalitiond: one feed `publish` per signed envelope (the worst case for signatures), submitted
+round-robin to members over Noise links, latency from submit to the finalised outcome.
+PySyncObj: one replicated call per command, latency from the call to its applied callback.
+
+Printed per n: finalised blocks/s, commands/s, p50/p99 latency, CPU seconds and peak RSS per
+member, and coalitiond/PySyncObj ratios. Usage: python -m benchmarks committee [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from coalitiond.cli.devnet import generate_devnet
+from coalitiond.client_commands import EnvelopeSigner, publish
+from coalitiond.errors import CoalitiondError
+from coalitiond.keys import load_key_file
+from coalitiond.logs import configure
+from coalitiond.node.client import CommitteeClient, load_client_config
+from coalitiond.node.devnet import coalitiond_command, write_client_config
+
+
+def _free_base_port(span: int) -> int:
+    import socket
+
+    for base in range(20000, 60000, 997):
+        socks = []
+        try:
+            for p in range(base, base + span):
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+def _proc_usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds, peak RSS KiB) of a live process, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    peak = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1])
+    return cpu, peak
+
+
+def _percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(p / 100 * len(sorted_values)))]
+
+
+async def _coalitiond_load(dir: Path, n: int, clients: int, window: int, size: int,
+                           warmup: float, duration: float) -> dict[str, Any]:
+    config = load_client_config(write_client_config(dir))
+    key = load_key_file(config.key_file)
+    latencies: list[float] = []
+    measuring = False
+    done = 0
+    async with CommitteeClient.open(config) as client:
+        with trio.fail_after(60):
+            await client.manager.wait_until(lambda: len(client.members()) == n)
+        signer = EnvelopeSigner(key, client.committee.committee_id, time.time_ns() // 1000)
+        payload = os.urandom(size // 2).hex()[:size]
+        members = client.members()
+        status0 = await client.status(members[0])
+
+        async def one_client(c: int) -> None:
+            nonlocal done
+            k = 0
+            while True:
+                k += 1
+                env = signer.sign([publish("bench", payload)])
+                started = time.perf_counter()
+                try:
+                    ack, outcome = await client.submit(env.raw, member=members[(c + k) % n])
+                except CoalitiondError:
+                    continue
+                if measuring and ack.accepted and outcome is not None:
+                    latencies.append(time.perf_counter() - started)
+                    done += 1
+
+        async with trio.open_nursery() as nursery:
+            for c in range(clients * n * window):
+                nursery.start_soon(one_client, c)
+            await trio.sleep(warmup)
+            h0 = (await client.status(members[0]))["height"]
+            measuring = True
+            t0 = time.perf_counter()
+            await trio.sleep(duration)
+            measuring = False
+            elapsed = time.perf_counter() - t0
+            h1 = (await client.status(members[0]))["height"]
+            nursery.cancel_scope.cancel()
+    _ = status0
+    latencies.sort()
+    return {"commands": done, "elapsed": elapsed, "blocks": h1 - h0, "latencies": latencies}
+
+
+def run_coalitiond(n: int, clients: int, window: int, size: int, warmup: float,
+                   duration: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=f"bench-coalitiond-{n}-") as tmp:
+        dir = Path(tmp)
+        paths = generate_devnet(n, "feed", dir, _free_base_port(200))
+        procs = [subprocess.Popen(coalitiond_command("run", "--config", str(p)),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  stdin=subprocess.DEVNULL) for p in paths]
+        try:
+            configure("console", "error")
+            result = trio.run(_coalitiond_load, dir, n, clients, window, size, warmup, duration)
+            usage = [_proc_usage(p.pid) for p in procs]
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    result["cpu_s"] = [u[0] for u in usage]
+    result["peak_rss_kib"] = [u[1] for u in usage]
+    return result
+
+
+def run_pysyncobj(n: int, clients: int, window: int, size: int, warmup: float,
+                  duration: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=f"bench-pysyncobj-{n}-") as tmp:
+        base = _free_base_port(n)
+        addrs = [f"127.0.0.1:{base + i}" for i in range(n)]
+        procs = []
+        for i in range(n):
+            others = ",".join(a for j, a in enumerate(addrs) if j != i)
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.pysyncobj_peer", "--self", addrs[i],
+                 "--others", others, "--journal", f"{tmp}/journal-{i}", "--clients",
+                 str(clients), "--window", str(window), "--size", str(size), "--warmup",
+                 str(warmup), "--duration", str(duration), "--out", f"{tmp}/result-{i}.json"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for p in procs:
+            p.wait(timeout=warmup + duration + 120)
+        results = [json.loads(Path(f"{tmp}/result-{i}.json").read_text()) for i in range(n)]
+    latencies = sorted(x for r in results for x in r["latencies"])
+    return {"commands": sum(r["commands"] for r in results),
+            "elapsed": max(r["elapsed"] for r in results), "blocks": None,
+            "latencies": latencies, "cpu_s": [r["cpu_s"] for r in results],
+            "peak_rss_kib": [r["peak_rss_kib"] for r in results]}
+
+
+def _row(name: str, r: dict[str, Any]) -> dict[str, Any]:
+    lat = r["latencies"]
+    return {
+        "system": name,
+        "cmds/s": r["commands"] / r["elapsed"],
+        "blocks/s": None if r["blocks"] is None else r["blocks"] / r["elapsed"],
+        "p50 ms": _percentile(lat, 50) * 1000,
+        "p99 ms": _percentile(lat, 99) * 1000,
+        "cpu s/member": max(r["cpu_s"]),
+        "peak RSS MiB/member": max(r["peak_rss_kib"]) / 1024,
+    }
+
+
+def main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="benchmarks committee")
+    p.add_argument("--members", default="4,5,7")
+    p.add_argument("--clients", type=int, default=4, help="closed-loop clients per member")
+    p.add_argument("--window", type=int, default=4, help="outstanding commands per client")
+    p.add_argument("--size", type=int, default=128, help="command payload bytes")
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--quick", action="store_true", help="n=5 only, 5 s")
+    a = p.parse_args(argv)
+    sizes = [5] if a.quick else [int(x) for x in a.members.split(",")]
+    duration = 5.0 if a.quick else a.duration
+    print(f"workload: {a.clients} clients x window {a.window} per member, {a.size}-byte "
+          f"commands, 1 command per signed envelope, {duration:.0f}s after {a.warmup:.0f}s warm-up")
+    header = f"{'n':>2} {'system':<11} {'cmds/s':>8} {'blocks/s':>8} {'p50 ms':>8} {'p99 ms':>8} " \
+             f"{'cpu s/mbr':>9} {'RSS MiB':>8}"
+    print(header)
+    for n in sizes:
+        ours = _row("coalitiond", run_coalitiond(n, a.clients, a.window, a.size, a.warmup,
+                                                 duration))
+        theirs = _row("pysyncobj", run_pysyncobj(n, a.clients, a.window, a.size, a.warmup,
+                                                 duration))
+        for r in (ours, theirs):
+            blocks = "-" if r["blocks/s"] is None else f"{r['blocks/s']:.1f}"
+            print(f"{n:>2} {r['system']:<11} {r['cmds/s']:>8.0f} {blocks:>8} "
+                  f"{r['p50 ms']:>8.1f} {r['p99 ms']:>8.1f} {r['cpu s/member']:>9.1f} "
+                  f"{r['peak RSS MiB/member']:>8.1f}")
+        print(f"{n:>2} {'ratio':<11} {ours['cmds/s'] / max(theirs['cmds/s'], 1e-9):>8.2f} "
+              f"{'':>8} {ours['p50 ms'] / theirs['p50 ms']:>8.2f} "
+              f"{ours['p99 ms'] / theirs['p99 ms']:>8.2f}   (coalitiond / pysyncobj)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

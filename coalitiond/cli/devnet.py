@@ -1,0 +1,141 @@
+"""`coalitiond devnet --members N --component KIND --dir DIR`: a committee on loopback.
+
+Generates the keys and member configs of an N-member committee whose members listen on
+consecutive loopback ports, prints the committee's summary, then starts every member as a
+`coalitiond run` process, feeds a steady stream of commands and shows live progress until
+Ctrl-C (coalitiond/node/devnet.py). `--duration S` stops after S seconds, exports, verifies and
+compares every member's archive, and exits 0 only if all of that holds.
+
+Re-runnable: existing key files in DIR are reused (so peer ids stay stable across runs) and
+the configs are rewritten from them, byte for byte the same when nothing changed.
+
+Layout of DIR:
+
+    operator.key             the devnet client key (feed publisher, ACL client, atlas card key)
+    client.toml              the client configuration (`submit`, `tail`, `status`)
+    member-<i>.key           member i's identity (mode 0600)
+    member-<i>.toml          member i's config
+    member-<i>-data/         member i's data directory
+    member-<i>.log           member i's log while the devnet runs
+    member-<i>.archive       member i's exported archive (after --duration)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Final
+
+from ..config import COMPONENT_KINDS, load_config
+from ..config_template import MemberLine, TemplateInput, render_member_config
+from ..errors import LocalError, OperatorError
+from ..identity import make_id
+from .init import load_or_create_key, write_text_atomically
+
+NAME = "devnet"
+HELP = "run an N-member committee on loopback with a steady load and live progress"
+
+MIN_DEVNET_MEMBERS: Final = 1
+#: DESIGN §1: committees have 3–15 members; a devnet of more would only measure this host.
+MAX_DEVNET_MEMBERS: Final = 15
+DEFAULT_BASE_PORT: Final = 7400
+#: Member i listens on base_port + i and serves metrics on base_port + METRICS_OFFSET + i.
+METRICS_OFFSET: Final = 100
+DEVNET_NETWORK: Final = "devnet"
+#: Stand-in citizens the devnet's atlas catalogues and its confluences span.
+DEVNET_CITIZENS: Final = ("devnet-citizen-0", "devnet-citizen-1")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--members", type=int, default=5,
+                        help=f"committee size ({MIN_DEVNET_MEMBERS}..{MAX_DEVNET_MEMBERS})")
+    parser.add_argument("--component", default="feed", choices=COMPONENT_KINDS, metavar="KIND",
+                        help=f"component kind: {', '.join(COMPONENT_KINDS)}")
+    parser.add_argument("--dir", type=Path, default=Path("devnet"), help="output directory")
+    parser.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
+                        help="member i listens on 127.0.0.1:(BASE_PORT + i)")
+    parser.add_argument("--duration", type=float, default=None, metavar="S",
+                        help="stop after S seconds, then export, verify and compare archives")
+    parser.add_argument("--rate", type=float, default=100.0,
+                        help="envelopes submitted per second (default 100)")
+    parser.add_argument("--commands-per-envelope", type=int, default=1, metavar="K",
+                        help="feed commands signed together in one envelope (default 1)")
+    parser.add_argument("--generate-only", action="store_true",
+                        help="write keys and configs, print the summary, start nothing")
+
+
+def generate_devnet(members: int, component: str, dir: Path, base_port: int) -> list[Path]:
+    """Write (or refresh) a devnet's keys and configs; return the config paths in order."""
+    if not MIN_DEVNET_MEMBERS <= members <= MAX_DEVNET_MEMBERS:
+        raise OperatorError(
+            f"--members must be between {MIN_DEVNET_MEMBERS} and {MAX_DEVNET_MEMBERS}, "
+            f"got {members}"
+        )
+    if component not in COMPONENT_KINDS:
+        raise OperatorError(f"unknown component kind {component!r}; "
+                            f"expected one of {', '.join(COMPONENT_KINDS)}")
+    top = base_port + METRICS_OFFSET + members - 1
+    if base_port < 1024 or top > 65535:
+        raise OperatorError(f"--base-port {base_port} leaves ports outside 1024..65535 "
+                            f"(the devnet uses up to {top})")
+    try:
+        dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OperatorError(f"{dir}: cannot create the devnet directory: {e.strerror}") from None
+
+    operator = load_or_create_key(dir / "operator.key")
+    keys = [load_or_create_key(dir / f"member-{i}.key") for i in range(members)]
+    lines = [
+        MemberLine(k.public, f"127.0.0.1:{base_port + i}", f"devnet-{i}")
+        for i, k in enumerate(keys)
+    ]
+    citizens = [(name, make_id(name)) for name in DEVNET_CITIZENS]
+    paths = []
+    for i in range(members):
+        path = dir / f"member-{i}.toml"
+        (dir / f"member-{i}-data").mkdir(exist_ok=True)
+        text = render_member_config(
+            TemplateInput(
+                kind=component,
+                committee_name=f"devnet-{component}",
+                network_name=DEVNET_NETWORK,
+                key_file=f"member-{i}.key",
+                data_dir=f"member-{i}-data",
+                listen=lines[i].address,
+                metrics=f"127.0.0.1:{base_port + METRICS_OFFSET + i}",
+                members=lines,
+                clients=[operator.public],
+                citizens=citizens,
+                citizen_operator=operator.public,
+                anchor_file=f"member-{i}-data/anchors.jsonl",
+            )
+        )
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            write_text_atomically(path, text)
+        paths.append(path)
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = generate_devnet(args.members, args.component, args.dir, args.base_port)
+    configs = [load_config(p) for p in paths]
+    spec = configs[0].committee_spec()
+    # Every member must derive the same committee id, or they would never form a quorum.
+    if any(c.committee_spec().committee_id != spec.committee_id for c in configs):
+        raise LocalError("devnet members derived different committee ids")
+    print(spec.summary())
+    print(f"network {configs[0].network.name}; configs in {args.dir}")
+    for i, c in enumerate(configs):
+        print(f"  member {i}  {c.committee.members[i].peer_id.hex()[:16]}  "
+              f"{c.node.listen}  metrics {c.node.metrics}  {paths[i]}")
+    if args.generate_only:
+        print(f"start each member with `coalitiond run --config {args.dir}/member-<i>.toml`")
+        return 0
+    if args.component != "feed":
+        print(f"the devnet's load generator publishes feed entries; a {args.component} "
+              "committee starts without load", flush=True)
+    from ..node.devnet import run_devnet
+
+    return run_devnet(args.dir, paths, duration=args.duration, rate=args.rate,
+                      commands_per_envelope=args.commands_per_envelope,
+                      load=args.component == "feed")

@@ -1,0 +1,119 @@
+"""`coalitiond verify --archive A [--against B] [--committee-id HEX]`: offline checks.
+
+`coalitiond verify --data-dir D` runs the same checks (plus the store's own: every Merkle
+node, row counts, checksums) directly on a member's store, read-only.
+
+Exit 0: everything verifies (and, with --against, one archive is a prefix of the other).
+Exit 1: a check failed; the first failure is named (height, entry, what).
+Exit 2: the operator must fix something (unreadable file, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..archive import Comparison, compare_archives, verify_archive
+from ..errors import OperatorError
+from ..store import AuditFailure, Store, StoreCorrupt, store_path
+from . import EXIT_CHECK_FAILED, EXIT_OK
+
+NAME = "verify"
+HELP = "verify an exported log archive offline (chain, Merkle roots, signatures, certificates)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--archive", type=Path, help="archive to verify")
+    what.add_argument("--data-dir", type=Path,
+                      help="verify a member's store (log.sqlite3) in place, read-only")
+    parser.add_argument("--against", type=Path, default=None,
+                        help="a second archive of the same log: report where they diverge")
+    parser.add_argument("--committee-id", default=None,
+                        help="the committee id (64 hex) you expect; without it the archive's "
+                             "own committee is trusted and printed")
+
+
+def _check(path: Path, expect: bytes | None) -> bool:
+    try:
+        rep = verify_archive(path, expect_committee=expect)
+    except AuditFailure as e:
+        print(f"{path}: FAILED: {e}")
+        return False
+    c, s = rep.header.committee, rep.summary
+    member = c.index_of(rep.header.signer)
+    print(f"{path}: OK: committee {c.committee_id.hex()} ({c.component_kind}/"
+          f"{c.component_name}, epoch {c.epoch}, n={c.n}, q={c.quorum}); heights 1..{s.height}, "
+          f"{s.entries} entries, root {s.root.hex()}; {s.signatures_checked} signatures "
+          f"checked; {rep.evidence} evidence; checkpoints signed by member {member}")
+    return True
+
+
+def _describe(cmp: Comparison, a: Path, b: Path) -> str:
+    if not cmp.diverged or cmp.sides is None:
+        ha, hb = cmp.heights
+        rel = ("identical" if ha == hb else
+               f"{a if ha < hb else b} is a prefix of {b if ha < hb else a}")
+        return (f"consistent: the archives agree on heights 1..{cmp.common_height} "
+                f"({cmp.common_entries} entries); {a} ends at {ha}, {b} at {hb} ({rel})")
+    sa, sb = cmp.sides
+    h = cmp.common_height + 1
+    lines = [f"DIVERGED at height {h}: the archives agree on heights 1..{cmp.common_height} "
+             f"({cmp.common_entries} entries)"]
+    for path, side in ((a, sa), (b, sb)):
+        lines.append(f"  {path}: block {side.digest.hex()} (view {side.view}); valid finalize "
+                     f"signatures from members {side.finalized_by}, notarize from "
+                     f"{side.notarized_by}")
+    both = cmp.both_sides
+    if both:
+        same_view = sa.view == sb.view
+        lines.append(f"  members whose signatures stand behind both sides: {both}"
+                     + (" (same view: equivocation)" if same_view else ""))
+    else:
+        lines.append("  no member signed both sides")
+    return "\n".join(lines)
+
+
+def _check_store(data_dir: Path, expect: bytes | None) -> bool:
+    path = store_path(data_dir)
+    try:
+        with Store.open(path, read_only=True) as store:
+            c = store.committee
+            if expect is not None and c.committee_id != expect:
+                print(f"{path}: FAILED: store is for committee {c.committee_id.hex()}, "
+                      f"expected {expect.hex()}")
+                return False
+            s = store.audit()
+    except StoreCorrupt as e:
+        print(f"{path}: FAILED: {e.problem} (table {e.table}"
+              + (f", height {e.height})" if e.height is not None else ")"))
+        return False
+    print(f"{path}: OK: committee {c.committee_id.hex()}; heights 1..{s.height}, {s.entries} "
+          f"entries, root {s.root.hex()}; {s.signatures_checked} signatures checked")
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    expect = None
+    if args.committee_id is not None:
+        try:
+            expect = bytes.fromhex(args.committee_id)
+        except ValueError:
+            expect = b""
+        if len(expect) != 32:
+            raise OperatorError("--committee-id must be 64 hex characters")
+    if args.data_dir is not None:
+        if args.against is not None:
+            raise OperatorError("--against compares archives: use it with --archive")
+        return EXIT_OK if _check_store(args.data_dir, expect) else EXIT_CHECK_FAILED
+    ok = _check(args.archive, expect)
+    if args.against is None:
+        return EXIT_OK if ok else EXIT_CHECK_FAILED
+    ok = _check(args.against, expect) and ok
+    try:
+        cmp = compare_archives(args.archive, args.against)
+    except AuditFailure as e:
+        print(f"cannot compare: {e}")
+        return EXIT_CHECK_FAILED
+    print(_describe(cmp, args.archive, args.against))
+    return EXIT_OK if ok and not cmp.diverged else EXIT_CHECK_FAILED

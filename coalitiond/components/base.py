@@ -1,0 +1,153 @@
+"""The component interface (DESIGN §2.8) and the registry of component kinds.
+
+A component is a deterministic state machine. Every member runs the same one over the same
+finalised blocks and must reach byte-identical state, so `apply` may use only its arguments
+and its own state: no clock, no randomness, no I/O, no iteration over unordered containers
+(iterate sorted keys or insertion-ordered lists of things that arrived in block order).
+
+Life cycle, driven by the executor (`coalitiond.components.executor`):
+
+* `check(client, command)` — stateless validity, run by every member for every command of a
+  proposed block before voting for it (the consensus core's validation hook), and again by
+  the executor. Raises `InvalidCommand` with a reason the submitter can read.
+* `apply(ctx, envelopes)` — the envelopes of one finalised block that passed admission and
+  deduplication, in block order. Returns one `CommandResult` per command, in order: either
+  `Applied` (with the log entries it produced and the index of the first) or `Refused`.
+  A refused command must leave the state untouched.
+* `state_root()` — a 32-byte commitment to the whole state, so reads can come with proofs.
+* `query(name, args)` — reads; plain CBOR-ready values; `QueryError` for bad requests.
+* `snapshot()` / `restore(bytes)` — the state as deterministic bytes and back, for restart
+  and catch-up; `restore` validates everything (the bytes may come from a peer).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, TypeVar
+
+from ..commands import Command, Envelope
+from ..encoding import encode
+from ..errors import LocalError, OperatorError, RemoteError
+from ..verify import merkle_root
+
+
+class QueryError(RemoteError):
+    """A reader asked for something malformed or absent. `str(err)` says what."""
+
+
+class MalformedSnapshot(RemoteError):
+    """Snapshot bytes that do not describe a valid state of this component."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockContext:
+    """What a component may know about the block it applies (nothing else: no time)."""
+
+    height: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The command changed the state. `entries` are the log entries it produced, in order;
+    `entry_index` is the component's index of the first of them (None if it produced none)."""
+
+    entry_index: int | None
+    entries: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The command did nothing. `reason` is a stable code; `detail` a one-line explanation."""
+
+    reason: str
+    detail: str
+
+
+CommandResult = Applied | Refused
+
+
+class Component(abc.ABC):
+    #: Registry key and `[committee] component` value, e.g. "feed".
+    kind: ClassVar[str]
+    #: The versioned state-machine signature, e.g. "feed/1". Changing what `apply` does to
+    #: any input changes the version: members on different versions must not share a quorum.
+    signature: ClassVar[str]
+
+    @classmethod
+    @abc.abstractmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Component:
+        """Build from the `[component]` configuration table; OperatorError on bad params."""
+
+    @abc.abstractmethod
+    def config_digest(self) -> bytes:
+        """32 bytes committing to the parameters (folded into the committee id)."""
+
+    @abc.abstractmethod
+    def check(self, client: bytes, command: Command) -> None:
+        """Stateless validity of one command from `client`; raise InvalidCommand."""
+
+    @abc.abstractmethod
+    def apply(self, ctx: BlockContext, envelopes: Sequence[Envelope]) -> list[CommandResult]:
+        """Apply every command of `envelopes` in order; one result per command."""
+
+    @abc.abstractmethod
+    def state_root(self) -> bytes:
+        """32-byte commitment to the state."""
+
+    @abc.abstractmethod
+    def query(self, name: str, args: Mapping[str, Any]) -> Any:
+        """A read; raise QueryError for unknown names or bad arguments."""
+
+    @abc.abstractmethod
+    def snapshot(self) -> bytes:
+        """The state as deterministic bytes."""
+
+    @abc.abstractmethod
+    def restore(self, data: bytes) -> None:
+        """Replace the state by `data` (from `snapshot`); MalformedSnapshot leaves it as is."""
+
+
+def kv_root(items: Mapping[bytes, Any]) -> bytes:
+    """RFC 6962 root over `encode([key, value])` leaves in ascending key order: the state
+    commitment for map-shaped components (one inclusion proof per key)."""
+    return merkle_root([encode([k, items[k]]) for k in sorted(items)])
+
+
+# ---------------------------------------------------------------------------------------
+# Registry
+
+_REGISTRY: dict[str, type[Component]] = {}
+SIGNATURE_SEPARATOR: Final = "/"
+
+C = TypeVar("C", bound=type[Component])
+
+
+def register(cls: C) -> C:
+    """Class decorator: make `cls` constructible by its `kind`."""
+    kind = cls.kind
+    if not cls.signature.startswith(kind + SIGNATURE_SEPARATOR):
+        raise LocalError(f"component signature {cls.signature!r} must start with {kind!r}/")
+    if kind in _REGISTRY and _REGISTRY[kind] is not cls:
+        raise LocalError(f"component kind {kind!r} registered twice")
+    _REGISTRY[kind] = cls
+    return cls
+
+
+def component_class(kind: str) -> type[Component]:
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise OperatorError(f"unknown component kind {kind!r} (known: {known})") from None
+
+
+def known_kinds() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def build(kind: str, params: Mapping[str, Any]) -> Component:
+    return component_class(kind).from_params(params)
+

@@ -1,0 +1,340 @@
+"""The deterministic executor: finalised blocks in, command outcomes and log entries out.
+
+Pure (no clock, no I/O, no randomness); the daemon's trio shell feeds it finalised blocks in
+height order and stores what it returns. For each command of a block (a block's `commands`
+are envelope bytes), in block order:
+
+1. the stateless admission check (`check_envelope`: size, structure, committee, ACL,
+   signature) — the same check members ran before voting, repeated because catch-up and
+   offline replay must not trust that a quorum checked;
+2. deduplication against the replicated nonce state (`dedup.DedupState`);
+3. the component's `apply` over the admitted envelopes of the block.
+
+Each command ends `applied` (with the component's entry index) or `refused` (with a reason);
+an envelope refused at step 1 or 2 changes nothing at all. An envelope admitted at step 2
+consumes its nonce even if the component refuses every one of its commands: a refusal is
+final, nobody can replay the envelope later when it might succeed.
+
+The state root commits to the component signature, the nonce state and the component state
+(not to the height: a block whose commands are all refused leaves the root unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..commands import (
+    Acl,
+    CommandRefused,
+    Envelope,
+    InvalidCommand,
+    admit_envelope,
+    check_envelope,
+)
+from ..crypto import PUBLIC_KEY_LEN
+from ..encoding import decode, encode
+from ..errors import EncodingError, LocalError, RemoteError
+from ..identity import ID_LEN, digest, hash_structure
+from ..metrics import counter
+from .base import Applied, BlockContext, Component, MalformedSnapshot, QueryError
+from .dedup import DedupState
+
+APPLIED: Final = "applied"
+REFUSED: Final = "refused"
+OUTCOME_TYPE: Final = "outcome"
+SNAPSHOT_TYPE: Final = "executor-snapshot"
+#: Executor snapshots hold the component's snapshot; the bound is the component's problem
+#: first, this one only stops a peer from handing us something absurd.
+MAX_SNAPSHOT_SIZE: Final = 1 << 31
+
+COMMANDS: Final = counter("component_commands_total",
+                          "Client commands executed, by status and reason", ("status", "reason"))
+
+
+class InvalidBlock(RemoteError):
+    """A proposed block holds a command that fails the stateless check: do not vote for it."""
+
+    def __init__(self, position: int, cause: CommandRefused) -> None:
+        super().__init__(
+            f"envelope {position} of the block is refused: {cause.reason}: {cause}")
+        self.position = position
+        self.cause = cause
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    """What the submitter learns about one command.
+
+    `command_index` is None when the envelope could not be read at all (too large or
+    malformed), in which case `envelope_id` is blake3 of the raw bytes.
+    """
+
+    envelope_id: bytes
+    command_index: int | None
+    status: str
+    height: int
+    #: The envelope's index among the block's commands: with `height`, where the store's
+    #: signed log holds the envelope itself (an inclusion proof for it is the receipt).
+    position: int
+    entry_index: int | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+    def to_wire(self) -> list[Any]:
+        return [OUTCOME_TYPE, 1, self.envelope_id, self.command_index, self.status, self.height,
+                self.position, self.entry_index, self.reason, self.detail]
+
+    def encode(self) -> bytes:
+        return encode(self.to_wire())
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> CommandOutcome:
+        """For submitters reading outcomes from a member: RemoteError if malformed."""
+        if not (isinstance(obj, list) and len(obj) == 10 and obj[0] == OUTCOME_TYPE
+                and obj[1] == 1 and not isinstance(obj[1], bool)):
+            raise MalformedOutcome("outcome: expected a 10-item [\"outcome\", 1, ...] array")
+        _, _, envelope_id, index, status, height, position, entry_index, reason, detail = obj
+        ok = (isinstance(envelope_id, bytes) and len(envelope_id) == ID_LEN
+              and (index is None or _uint(index)) and _uint(height) and _uint(position)
+              and (entry_index is None or (status == APPLIED and _uint(entry_index)))
+              and (status == REFUSED) == isinstance(reason, str)
+              and (status == REFUSED) == isinstance(detail, str)
+              and status in (APPLIED, REFUSED))
+        if not ok:
+            raise MalformedOutcome("outcome: fields do not describe an applied or refused command")
+        return cls(envelope_id, index, status, height, position, entry_index, reason, detail)
+
+
+class MalformedOutcome(RemoteError):
+    """An outcome record from a member that does not parse."""
+
+
+def _uint(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One component entry (an output: e.g. a feed entry), in the order produced. The store's
+    signed log holds the inputs (the envelopes); these are committed by the state root."""
+
+    height: int
+    envelope_id: bytes
+    command_index: int
+    entry_index: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    height: int
+    digest: bytes
+    outcomes: tuple[CommandOutcome, ...]
+    entries: tuple[LogEntry, ...]
+    state_root: bytes
+
+
+class Executor:
+    def __init__(self, committee_id: bytes, acl: Acl, component: Component) -> None:
+        if len(committee_id) != ID_LEN:
+            raise LocalError(f"committee id must be {ID_LEN} bytes")
+        self.committee_id = committee_id
+        self.acl = acl
+        self.component = component
+        self.dedup = DedupState()
+        #: Height of the last executed block (0: nothing executed; genesis carries nothing).
+        self.executed_height = 0
+        self.last_digest = b"\x00" * ID_LEN
+        #: Set when apply_block raised half-way (a bug): the state may be half-applied, so
+        #: the executor refuses to go on until `restore` replaces the whole state.
+        self._broken: str | None = None
+
+    # -- stateless checks (before voting) ---------------------------------------------
+
+    def check_command(self, data: bytes) -> Envelope:
+        """Admission plus the component's stateless check of every command in the envelope.
+
+        Reads no mutable state, so the shell may run it in worker threads (signature checks off
+        the event loop) while `apply_block` runs elsewhere."""
+        envelope = check_envelope(self.committee_id, self.acl, data)
+        for index, command in enumerate(envelope.commands):
+            try:
+                self.component.check(envelope.client, command)
+            except InvalidCommand as exc:
+                raise InvalidCommand(f"command {index}: {exc}", reason=exc.reason) from None
+        return envelope
+
+    def check_block(self, commands: Sequence[bytes]) -> list[Envelope]:
+        """The consensus core's validation hook: raise InvalidBlock on the first bad command.
+
+        Returns the checked envelopes; pass them to `apply_block(checked=...)` to skip a second
+        signature verification of the same bytes.
+        """
+        out = []
+        for position, data in enumerate(commands):
+            try:
+                out.append(self.check_command(data))
+            except CommandRefused as exc:
+                raise InvalidBlock(position, exc) from None
+        return out
+
+    def validate_block_commands(self, commands: Sequence[bytes]) -> bool:
+        """`check_block` in the shape of the consensus core's hook (docs/protocol.md §6)."""
+        try:
+            self.check_block(commands)
+        except InvalidBlock:
+            return False
+        return True
+
+    # -- execution ----------------------------------------------------------------------
+
+    def apply_block(self, height: int, block_digest: bytes, commands: Sequence[bytes], *,
+                    checked: Sequence[Envelope | None] | None = None) -> BlockResult:
+        """Execute the finalised block at `height` (the next one).
+
+        `checked[p]`, when given and not None, is the envelope `check_command` returned for
+        exactly `commands[p]` on this executor; it saves a second signature verification.
+        """
+        if self._broken is not None:
+            raise LocalError(f"executor: stopped after an earlier failure ({self._broken}); "
+                             "restore a snapshot")
+        if height != self.executed_height + 1:
+            raise LocalError(f"executor: block {height} out of order (executed "
+                             f"{self.executed_height})")
+        if len(block_digest) != ID_LEN:
+            raise LocalError(f"executor: block digest must be {ID_LEN} bytes")
+        if checked is not None and len(checked) != len(commands):
+            raise LocalError("executor: checked envelopes do not match the block's commands")
+        try:
+            return self._apply(height, block_digest, commands, checked)
+        except BaseException as exc:
+            self._broken = f"block {height}: {type(exc).__name__}: {exc}"
+            raise
+
+    def _apply(self, height: int, block_digest: bytes, commands: Sequence[bytes],
+               checked: Sequence[Envelope | None] | None) -> BlockResult:
+        # slots[p] is either the refusal outcomes of command p or the admitted envelope.
+        slots: list[list[CommandOutcome] | Envelope] = []
+        admitted: list[Envelope] = []
+        for position, data in enumerate(commands):
+            known = checked[position] if checked is not None else None
+            if known is not None and known.raw == data:
+                envelope = known
+            else:
+                try:
+                    envelope = Envelope.decode(data)
+                except CommandRefused as exc:
+                    # Unreadable: no commands to name, so one outcome under blake3(bytes).
+                    slots.append([CommandOutcome(digest(data), None, REFUSED, height, position,
+                                                 reason=exc.reason, detail=str(exc))])
+                    continue
+                try:
+                    admit_envelope(self.committee_id, self.acl, envelope)
+                except CommandRefused as exc:
+                    slots.append(_refuse_all(envelope, height, position, exc))
+                    continue
+            try:
+                self.dedup.check(envelope.client, envelope.nonce)
+            except CommandRefused as exc:
+                slots.append(_refuse_all(envelope, height, position, exc))
+                continue
+            self.dedup.record(envelope.client, envelope.nonce)
+            slots.append(envelope)
+            admitted.append(envelope)
+
+        ctx = BlockContext(height, block_digest)
+        results = self.component.apply(ctx, admitted) if admitted else []
+        expected = sum(len(e.commands) for e in admitted)
+        if len(results) != expected:
+            raise LocalError(f"component {self.component.signature} returned {len(results)} "
+                             f"results for {expected} commands")
+
+        outcomes: list[CommandOutcome] = []
+        entries: list[LogEntry] = []
+        cursor = 0
+        for position, slot in enumerate(slots):
+            if isinstance(slot, list):
+                outcomes.extend(slot)
+                continue
+            for index in range(len(slot.commands)):
+                result = results[cursor]
+                cursor += 1
+                if isinstance(result, Applied):
+                    outcomes.append(CommandOutcome(slot.envelope_id, index, APPLIED, height,
+                                                   position, entry_index=result.entry_index))
+                    for k, data in enumerate(result.entries):
+                        if result.entry_index is None:
+                            raise LocalError("component produced entries without an index")
+                        entries.append(LogEntry(height, slot.envelope_id, index,
+                                                result.entry_index + k, data))
+                else:
+                    outcomes.append(CommandOutcome(slot.envelope_id, index, REFUSED, height,
+                                                   position, reason=result.reason,
+                                                   detail=result.detail))
+        for outcome in outcomes:
+            COMMANDS.labels(outcome.status, outcome.reason or "").inc()
+        self.executed_height = height
+        self.last_digest = block_digest
+        return BlockResult(height, block_digest, tuple(outcomes), tuple(entries),
+                           self.state_root())
+
+    # -- commitment, reads, snapshots ---------------------------------------------------
+
+    def state_root(self) -> bytes:
+        return hash_structure("executor-state", 1, self.component.signature, self.dedup.root(),
+                              self.component.state_root())
+
+    def query(self, name: str, args: Mapping[str, Any]) -> Any:
+        """`client_nonce {client}`: the highest nonce applied for a client (0 if none), so a
+        client that lost its counter can resume above it. Anything else: the component's."""
+        if name == "client_nonce":
+            client = args.get("client")
+            if set(args) != {"client"} or not (isinstance(client, bytes)
+                                              and len(client) == PUBLIC_KEY_LEN):
+                raise QueryError("client_nonce: arguments must be {client: 32-byte key}")
+            return {"client": client, "highest": self.dedup.highest(client),
+                    "height": self.executed_height}
+        return self.component.query(name, args)
+
+    def snapshot(self) -> bytes:
+        return encode([SNAPSHOT_TYPE, 1, self.component.signature, self.executed_height,
+                       self.last_digest, self.dedup.to_wire(), self.component.snapshot()])
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state; on MalformedSnapshot nothing changes. The caller compares
+        `state_root()` afterwards with the root a certified block committed to."""
+        try:
+            obj = decode(data, max_size=MAX_SNAPSHOT_SIZE)
+        except EncodingError as exc:
+            raise MalformedSnapshot(f"executor snapshot: {exc}") from None
+        if not (isinstance(obj, list) and len(obj) == 7 and obj[0] == SNAPSHOT_TYPE
+                and obj[1] == 1 and not isinstance(obj[1], bool)):
+            raise MalformedSnapshot("executor snapshot: expected a 7-item executor-snapshot")
+        _, _, signature, height, last_digest, dedup_wire, component_bytes = obj
+        if signature != self.component.signature:
+            raise MalformedSnapshot(f"executor snapshot is for {signature!r}, this member runs "
+                                    f"{self.component.signature!r}")
+        if not (isinstance(height, int) and not isinstance(height, bool) and height >= 0):
+            raise MalformedSnapshot("executor snapshot: height must be unsigned")
+        if not (isinstance(last_digest, bytes) and len(last_digest) == ID_LEN):
+            raise MalformedSnapshot("executor snapshot: block digest must be 32 bytes")
+        if not isinstance(component_bytes, bytes):
+            raise MalformedSnapshot("executor snapshot: component state must be bytes")
+        try:
+            dedup = DedupState.from_wire(dedup_wire)
+        except RemoteError as exc:
+            raise MalformedSnapshot(f"executor snapshot: {exc}") from None
+        self.component.restore(component_bytes)  # atomic on its own; last thing that can fail
+        self._broken = None
+        self.dedup = dedup
+        self.executed_height = height
+        self.last_digest = last_digest
+
+
+def _refuse_all(envelope: Envelope, height: int, position: int,
+                exc: CommandRefused) -> list[CommandOutcome]:
+    return [CommandOutcome(envelope.envelope_id, i, REFUSED, height, position, reason=exc.reason,
+                           detail=str(exc))
+            for i in range(len(envelope.commands))]

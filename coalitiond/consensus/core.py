@@ -1,0 +1,1013 @@
+"""The sans-IO consensus core: `Core.step(event) -> list[action]` (docs/protocol.md §3–§8).
+
+No clock, randomness or I/O in here. Time enters only as `TimerFired` events the core asked
+for with `SetTimer`; messages enter already decoded and signature-checked
+(`messages.verify_message`); every side effect leaves as an action the shell executes in
+order. A `PersistSignerGuard` action must be durable before any later action of the same step
+runs; the core emits one before every message carrying a new signature of its own.
+
+Everything iterated is iterated in a deterministic order (sorted keys, or dict insertion order
+of deterministic inputs), so a seed fully determines a simulation.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+from ..committee import CommitteeSpec
+from ..crypto import SigningKey
+from ..encoding import encode
+from ..errors import LocalError, RemoteError
+from ..identity import digest as blake3_digest
+from .batcher import Batcher
+from .evidence import Evidence, EvidenceKind, Statement
+from .messages import (
+    EvidenceMessage,
+    Finalization,
+    Message,
+    Notarization,
+    Nullification,
+    Proposal,
+    ProposalHeader,
+    SyncRequest,
+)
+from .statements import SignedKind, conflicts
+from .types import (
+    MAX_BLOCK_SIZE,
+    MAX_COMMANDS_PER_BLOCK,
+    MAX_EVIDENCE_PER_BLOCK,
+    ZERO_DIGEST,
+    Block,
+    Certificate,
+    Vote,
+    VoteKind,
+    genesis_block,
+)
+
+#: Votes and proposals further ahead than this are refused (certificates may jump any
+#: distance: they carry q signatures, so they cannot be minted to flood us).
+MAX_VIEWS_AHEAD: Final = 64
+#: Votes older than `view − MAX_VIEWS_BEHIND` are dropped and their tables pruned.
+MAX_VIEWS_BEHIND: Final = 64
+#: Evidence waiting to be put into a block.
+MAX_PENDING_EVIDENCE: Final = 256
+#: Evidence ids remembered as already finalised (no re-inclusion).
+KNOWN_EVIDENCE_WINDOW: Final = 4096
+#: Heights asked for in one FetchBlocks action.
+MAX_FETCH_BLOCKS: Final = 256
+#: Executed state roots and claimed roots remembered, by height.
+MAX_ROOTS_KEPT: Final = 1024
+#: Amnesia rule margin (docs/protocol.md §8).
+AMNESIA_MARGIN_VIEWS: Final = 1
+#: Certificates sent in answer to one SyncRequest (parent + intervening nullifications).
+MAX_SYNC_CERTS: Final = MAX_VIEWS_BEHIND
+#: Room kept in a block for the header and evidence when batching commands.
+BLOCK_OVERHEAD_RESERVE: Final = 512 * 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration and durable state
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """Timing and batching (SPEC §1 `[committee]` timing). All times in milliseconds."""
+
+    leader_timeout_ms: int = 1000
+    view_timeout_ms: int = 1500
+    batch_interval_ms: int = 50
+    max_batch_commands: int = 1000
+    max_batch_bytes: int = 1024 * 1024
+    max_backoff_exponent: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0 < self.leader_timeout_ms <= self.view_timeout_ms:
+            raise LocalError("need 0 < leader_timeout_ms <= view_timeout_ms")
+        if not 0 <= self.batch_interval_ms < self.leader_timeout_ms:
+            raise LocalError("batch_interval_ms must be below leader_timeout_ms")
+        if not 0 < self.max_batch_commands <= MAX_COMMANDS_PER_BLOCK:
+            raise LocalError(f"max_batch_commands must be in 1..{MAX_COMMANDS_PER_BLOCK}")
+        if not 0 < self.max_batch_bytes <= MAX_BLOCK_SIZE - BLOCK_OVERHEAD_RESERVE:
+            raise LocalError("max_batch_bytes too large for one block")
+        if not 0 <= self.max_backoff_exponent <= 16:
+            raise LocalError("max_backoff_exponent must be in 0..16")
+
+
+@dataclass(frozen=True, slots=True)
+class GuardRecord:
+    """"I signed `kind` for `view` with `digest`" — what the store keeps durably."""
+
+    epoch: int
+    view: int
+    kind: SignedKind
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DurableState:
+    """What the core is rebuilt from after a restart (docs/protocol.md §8)."""
+
+    guard: tuple[GuardRecord, ...] = ()
+    tip: Block | None = None  # None: genesis
+    tip_certificate: Certificate | None = None
+    executed: tuple[int, bytes] | None = None
+    guard_lost: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# events
+
+
+class TimerKind(enum.IntEnum):
+    LEADER = 0
+    VIEW = 1
+    BATCH = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """First event after construction: arms the timers of the starting view."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    sender: int | None  # member index the transport authenticated; None if unknown
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    kind: TimerKind
+    view: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSubmitted:
+    command: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BlockExecuted:
+    height: int
+    state_root: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BlocksFetched:
+    """Finalised blocks with certificates, in height order, checked by `verify_fetched`."""
+
+    chain: tuple[tuple[Block, Certificate], ...]
+
+
+Event = Start | MessageReceived | TimerFired | CommandSubmitted | BlockExecuted | BlocksFetched
+
+
+# ---------------------------------------------------------------------------------------------
+# actions
+
+
+@dataclass(frozen=True, slots=True)
+class PersistSignerGuard:
+    epoch: int
+    view: int
+    kind: SignedKind
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    to: int
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    kind: TimerKind
+    view: int
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finalized:
+    block: Block
+    certificate: Certificate  # finalises this block or a descendant (docs/protocol.md §3.4)
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceFound:
+    evidence: Evidence
+
+
+@dataclass(frozen=True, slots=True)
+class FetchBlocks:
+    from_height: int
+    to_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateDivergence:
+    height: int
+    claimed_root: bytes
+    local_root: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Input the core did not accept; `reason` is one line (metrics label + log)."""
+
+    sender: int | None
+    reason: str
+
+
+Action = (PersistSignerGuard | Broadcast | Send | SetTimer | Finalized | EvidenceFound
+          | FetchBlocks | StateDivergence | Refused)
+
+ValidationHook = Callable[[tuple[bytes, ...]], bool]
+
+
+def accept_all(commands: tuple[bytes, ...]) -> bool:
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# per-view state
+
+
+@dataclass(slots=True)
+class _View:
+    proposal: Block | None = None  # the first valid proposal (the one we notarised)
+    waiting: Proposal | None = None  # first proposal not yet decidable (parent unknown)
+    votes: dict[VoteKind, dict[int, Vote]] = field(default_factory=dict)
+    notarization: Certificate | None = None
+    nullification: Certificate | None = None
+    finalization: Certificate | None = None
+    proposed: bool = False
+    batch_due: bool = False
+    sync_asked: bool = False
+    view_timer_fired: int = 0
+    sync_answered: set[int] = field(default_factory=set)
+
+
+class _Verdict(enum.Enum):
+    VALID = 0
+    WAIT = 1
+
+
+class _Invalid(Exception):
+    """A proposal that breaks a rule: refused, never voted for."""
+
+
+class Core:
+    """One member's consensus state machine."""
+
+    def __init__(self, committee: CommitteeSpec, key: SigningKey, config: CoreConfig,
+                 durable: DurableState | None = None,
+                 validate_block_commands: ValidationHook = accept_all) -> None:
+        me = committee.index_of(key.public)
+        if me is None:
+            raise LocalError("this key is not a member of the committee")
+        durable = durable or DurableState()
+        self.committee = committee
+        self.me = me
+        self.config = config
+        self._key = key
+        self._validate = validate_block_commands
+        genesis = genesis_block(committee)
+        self.tip: Block = durable.tip or genesis
+        self.tip_certificate: Certificate | None = durable.tip_certificate
+        self._guard: dict[tuple[int, SignedKind], bytes] = {}
+        for r in durable.guard:
+            if r.epoch == committee.epoch:
+                self._guard[(r.view, r.kind)] = r.digest
+        highest_signed = max((v for v, _ in self._guard), default=0)
+        self.view = max(self.tip.view + 1, highest_signed, 1)
+        self._views: dict[int, _View] = {}
+        self._blocks: dict[bytes, Block] = {}
+        self._seen: dict[tuple[int, int], dict[SignedKind, Statement]] = {}
+        self._reported: set[tuple[int, int, EvidenceKind]] = set()
+        self._pending_evidence: dict[bytes, Evidence] = {}
+        self._known_evidence: set[bytes] = set()
+        self._known_evidence_order: deque[bytes] = deque()
+        self._batcher = Batcher()
+        self._roots: dict[int, bytes] = {}
+        self._claims: dict[int, bytes] = {}
+        self._executed: tuple[int, bytes] = (0, ZERO_DIGEST)
+        if durable.executed is not None and durable.executed[0] > 0:
+            self._executed = durable.executed
+            self._roots[durable.executed[0]] = durable.executed[1]
+        self._consecutive_nulls = 0
+        #: Highest-view certificate of each kind, re-sent when a view is stuck.
+        self._latest: dict[VoteKind, Certificate] = {}
+        self._pending_final: Certificate | None = None
+        self._max_view_seen = 0
+        #: Amnesia (docs/protocol.md §8): None and amnesiac → sign nothing yet.
+        self._amnesiac = durable.guard_lost
+        self._abstain_through: int | None = None
+        self._out: list[Action] = []
+
+    # -- public ---------------------------------------------------------------------------
+
+    def step(self, event: Event) -> list[Action]:
+        self._out = []
+        if isinstance(event, MessageReceived):
+            self._on_message(event.sender, event.message)
+        elif isinstance(event, TimerFired):
+            self._on_timer(event.kind, event.view)
+        elif isinstance(event, CommandSubmitted):
+            self._on_command(event.command)
+        elif isinstance(event, BlockExecuted):
+            self._on_executed(event.height, event.state_root)
+        elif isinstance(event, BlocksFetched):
+            self._on_fetched(event.chain)
+        elif isinstance(event, Start):
+            self._enter_view(self.view)
+        else:  # pragma: no cover - the Event union is closed
+            raise LocalError(f"unknown event {event!r}")
+        out, self._out = self._out, []
+        return out
+
+    @property
+    def leader(self) -> int:
+        return self.committee.leader(self.view)
+
+    @property
+    def pending_commands(self) -> int:
+        return len(self._batcher)
+
+    @property
+    def abstaining(self) -> bool:
+        return not self._may_sign(self.view)
+
+    def accepts_view(self, view: int) -> bool:
+        """Would a vote or proposal for `view` be looked at now (used by the simulator)?"""
+        return self.view - MAX_VIEWS_BEHIND <= view <= self.view + MAX_VIEWS_AHEAD and view > 0
+
+    def fingerprint(self) -> bytes:
+        """A digest of the protocol-relevant state: equal states hash equally (model checks)."""
+        views = []
+        for v in sorted(self._views):
+            s = self._views[v]
+            views.append([
+                v,
+                s.proposal.digest if s.proposal else b"",
+                s.notarization.digest if s.notarization else b"",
+                s.nullification is not None,
+                s.finalization.digest if s.finalization else b"",
+                sorted([int(k), sorted([i, vote.digest] for i, vote in vs.items())]
+                       for k, vs in s.votes.items()),
+            ])
+        guard = sorted([v, int(k), d] for (v, k), d in self._guard.items())
+        return blake3_digest(encode([self.view, self.tip.digest, guard, views,
+                                     self._consecutive_nulls, self._abstain_through or 0,
+                                     self._amnesiac]))
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _emit(self, action: Action) -> None:
+        self._out.append(action)
+
+    def _refuse(self, sender: int | None, reason: str) -> None:
+        self._emit(Refused(sender, reason))
+
+    def _vs(self, view: int) -> _View:
+        s = self._views.get(view)
+        if s is None:
+            s = self._views[view] = _View()
+        return s
+
+    def _backoff(self, base_ms: int) -> int:
+        return base_ms * (1 << min(self._consecutive_nulls, self.config.max_backoff_exponent))
+
+    def _may_sign(self, view: int) -> bool:
+        if self._amnesiac and self._abstain_through is None:
+            return False
+        return self._abstain_through is None or view > self._abstain_through
+
+    def _guard_allows(self, view: int, kind: SignedKind, digest: bytes) -> bool:
+        if view < self.view - MAX_VIEWS_BEHIND:
+            return False  # below the in-memory guard window: never sign there
+        for k in SignedKind:
+            d = self._guard.get((view, k))
+            if d is not None and conflicts(k, d, kind, digest):
+                return False
+        return True
+
+    def _sign_guarded(self, view: int, kind: SignedKind, digest: bytes) -> bool:
+        """Check the guard and emit the durable record; False means do not sign."""
+        if not self._may_sign(view) or not self._guard_allows(view, kind, digest):
+            return False
+        if self._guard.get((view, kind)) != digest:
+            self._guard[(view, kind)] = digest
+            self._emit(PersistSignerGuard(self.committee.epoch, view, kind, digest))
+        return True
+
+    # -- views and timers -----------------------------------------------------------------
+
+    def _enter_view(self, view: int) -> None:
+        self.view = view
+        self._vs(view)
+        self._emit(SetTimer(TimerKind.LEADER, view, self._backoff(self.config.leader_timeout_ms)))
+        self._emit(SetTimer(TimerKind.VIEW, view, self._backoff(self.config.view_timeout_ms)))
+        self._prune()
+        self._progress()
+
+    def _advance_past(self, view: int) -> None:
+        if view >= self.view:
+            self._enter_view(view + 1)
+
+    def _progress(self) -> None:
+        """Re-examine what may have become possible: a waiting proposal, our own proposal."""
+        s = self._vs(self.view)
+        if s.waiting is not None and s.proposal is None:
+            waiting, s.waiting = s.waiting, None
+            self._consider_proposal(None, waiting)
+        if self.leader == self.me and not s.proposed:
+            self._try_propose()
+
+    def _on_timer(self, kind: TimerKind, view: int) -> None:
+        if view != self.view:
+            return  # stale timer: timers are never cancelled, only outlived
+        s = self._vs(view)
+        if kind is TimerKind.BATCH:
+            s.batch_due = True
+            if self.leader == self.me:
+                self._try_propose()
+        elif kind is TimerKind.LEADER:
+            if s.proposal is None:
+                self._nullify(view)
+        else:
+            s.view_timer_fired += 1
+            if self._guard.get((view, SignedKind.NULLIFY)) is None:
+                self._nullify(view)
+            if s.view_timer_fired > 1:
+                self._rebroadcast(view)
+            self._emit(SetTimer(TimerKind.VIEW, view,
+                                self._backoff(self.config.view_timeout_ms)))
+            if self._pending_final is not None:
+                self._finalize(self._pending_final)  # the fetch may have been lost
+
+    def _rebroadcast(self, view: int) -> None:
+        """Still stuck in `view`: re-send what we said in it and the newest certificates.
+
+        Lost or torn-off messages (and members that restarted with only their guard) must
+        not stall the committee forever; every re-sent statement is one the guard already
+        holds, so this never signs anything new.
+        """
+        s = self._vs(view)
+        if s.proposal is not None and s.proposal.proposer == self.me:
+            self._emit(Broadcast(Proposal.sign(self._key, self.committee, s.proposal)))
+        for kind in (VoteKind.NOTARIZE, VoteKind.FINALIZE, VoteKind.NULLIFY):
+            digest = self._guard.get((view, SignedKind.of_vote(kind)))
+            if digest is not None:
+                vote = Vote.sign(self._key, self.committee, self.me, kind, view, digest)
+                self._emit(Broadcast(vote))
+                self._on_vote(self.me, vote)
+        for kind in sorted(self._latest):
+            self._emit(Broadcast(self._cert_message(self._latest[kind])))
+
+    def _cert_message(self, cert: Certificate) -> Message:
+        if cert.kind is VoteKind.NULLIFY:
+            return Nullification(cert)
+        block = self._blocks.get(cert.digest)
+        if block is None and cert.digest == self.tip.digest:
+            block = self.tip
+        if cert.kind is VoteKind.NOTARIZE:
+            return Notarization(cert, block)
+        return Finalization(cert, block)
+
+    def _note_latest(self, cert: Certificate) -> None:
+        prior = self._latest.get(cert.kind)
+        if prior is None or prior.view < cert.view:
+            self._latest[cert.kind] = cert
+
+    def _nullify(self, view: int) -> None:
+        if not self._sign_guarded(view, SignedKind.NULLIFY, ZERO_DIGEST):
+            return
+        vote = Vote.sign(self._key, self.committee, self.me, VoteKind.NULLIFY, view, ZERO_DIGEST)
+        self._emit(Broadcast(vote))
+        self._on_vote(self.me, vote)
+
+    # -- proposing ------------------------------------------------------------------------
+
+    def _select_parent(self, view: int) -> Block | None:
+        """Highest notarised block below `view` with every view between nullified."""
+        w = view - 1
+        while w > self.tip.view:
+            s = self._views.get(w)
+            if s is not None and s.notarization is not None:
+                return self._blocks.get(s.notarization.digest)
+            if s is not None and s.nullification is not None:
+                w -= 1
+                continue
+            return None
+        return self.tip
+
+    def _ancestors(self, parent: Block) -> list[Block] | None:
+        """Unfinalised blocks from `parent` down to (not including) the tip; None if a link
+        is missing or the chain does not reach the tip."""
+        out: list[Block] = []
+        cur = parent
+        while cur.digest != self.tip.digest:
+            if cur.height <= self.tip.height:
+                return None
+            out.append(cur)
+            nxt = self._blocks.get(cur.parent)
+            if nxt is None:
+                if cur.parent == self.tip.digest:
+                    break
+                return None
+            cur = nxt
+        return out
+
+    def _try_propose(self) -> None:
+        view = self.view
+        s = self._vs(view)
+        if s.proposed or s.proposal is not None or not self._may_sign(view):
+            return
+        if self._guard.get((view, SignedKind.NULLIFY)) is not None:
+            return
+        parent = self._select_parent(view)
+        if parent is None:
+            return  # retried whenever a certificate or block arrives
+        ancestors = self._ancestors(parent)
+        if ancestors is None:
+            return
+        cfg = self.config
+        if not (s.batch_due or self._batcher.full_batch(cfg.max_batch_commands,
+                                                        cfg.max_batch_bytes)):
+            if not s.batch_due:
+                self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))
+            return
+        exclude = {blake3_digest(c) for b in ancestors for c in b.commands}
+        commands = self._batcher.take(cfg.max_batch_commands, cfg.max_batch_bytes, exclude)
+        executed_height, root = self._executed
+        if executed_height <= parent.executed_height:
+            executed_height, root = parent.executed_height, parent.state_root
+        in_chain = {e for b in ancestors for e in b.evidence}
+        evidence = tuple(ev.encode() for ev in self._pending_evidence.values()
+                         if ev.encode() not in in_chain)[:MAX_EVIDENCE_PER_BLOCK]
+        block = Block(self.committee.epoch, parent.height + 1, view, parent.digest, self.me,
+                      commands, executed_height, root, evidence)
+        if not self._sign_guarded(view, SignedKind.PROPOSE, block.digest):
+            return
+        s.proposed = True
+        proposal = Proposal.sign(self._key, self.committee, block)
+        self._emit(Broadcast(proposal))
+        self._consider_proposal(self.me, proposal)
+
+    # -- incoming messages ----------------------------------------------------------------
+
+    def _on_message(self, sender: int | None, msg: Message) -> None:
+        if isinstance(msg, Vote):
+            if not self._vote_acceptable(sender, msg.epoch, msg.view, msg.signer, "vote"):
+                return
+            self._observe(msg.signer, msg.view, SignedKind.of_vote(msg.kind), msg.digest,
+                          msg.signature)
+            self._on_vote(sender, msg)
+        elif isinstance(msg, Proposal):
+            b = msg.block
+            if not self._vote_acceptable(sender, b.epoch, b.view, b.proposer, "proposal"):
+                return
+            self._observe(b.proposer, b.view, SignedKind.PROPOSE, b.digest, msg.signature)
+            self._consider_proposal(sender, msg)
+        elif isinstance(msg, ProposalHeader):
+            if not self._vote_acceptable(sender, self.committee.epoch, msg.view, msg.proposer,
+                                         "header"):
+                return
+            self._observe(msg.proposer, msg.view, SignedKind.PROPOSE, msg.digest, msg.signature)
+        elif isinstance(msg, Notarization | Finalization | Nullification):
+            self._on_certificate(sender, msg.certificate,
+                                 None if isinstance(msg, Nullification) else msg.block,
+                                 formed=False)
+        elif isinstance(msg, SyncRequest):
+            self._on_sync_request(sender, msg.view)
+        else:
+            self._on_evidence(sender, msg.evidence)
+
+    def _vote_acceptable(self, sender: int | None, epoch: int, view: int, signer: int,
+                         what: str) -> bool:
+        if epoch != self.committee.epoch:
+            self._refuse(sender, f"{what} for epoch {epoch}, we are at {self.committee.epoch}")
+            return False
+        if not 0 <= signer < self.committee.n:
+            self._refuse(sender, f"{what} names member index {signer}, n={self.committee.n}")
+            return False
+        if view == 0:
+            self._refuse(sender, f"{what} for view 0 (genesis)")
+            return False
+        if view > self.view + MAX_VIEWS_AHEAD:
+            self._refuse(sender, f"{what} for view {view} is more than {MAX_VIEWS_AHEAD} views "
+                                 f"ahead of {self.view}")
+            return False
+        if view < self.view - MAX_VIEWS_BEHIND:
+            self._refuse(sender, f"{what} for view {view} is stale (we are at {self.view})")
+            return False
+        self._max_view_seen = max(self._max_view_seen, view)
+        return True
+
+    def _observe(self, member: int, view: int, kind: SignedKind, digest: bytes,
+                 signature: bytes) -> None:
+        """Equivocation detection: first statement per (member, view, kind), by digest."""
+        table = self._seen.setdefault((view, member), {})
+        new = Statement(kind, digest, signature)
+        for k in sorted(table):
+            old = table[k]
+            if conflicts(old.kind, old.digest, kind, digest):
+                self._report(Evidence.build(self.committee, view, member, old, new))
+        table.setdefault(kind, new)
+
+    def _report(self, ev: Evidence) -> None:
+        key = (ev.view, ev.member, ev.kind)
+        if key in self._reported or ev.id in self._known_evidence:
+            return
+        self._reported.add(key)
+        self._emit(EvidenceFound(ev))
+        self._emit(Broadcast(EvidenceMessage(ev)))
+        if len(self._pending_evidence) < MAX_PENDING_EVIDENCE:
+            self._pending_evidence[ev.id] = ev
+
+    def _on_evidence(self, sender: int | None, ev: Evidence) -> None:
+        if ev.committee_id != self.committee.committee_id or ev.epoch != self.committee.epoch:
+            self._refuse(sender, "evidence for another committee or epoch")
+            return
+        key = (ev.view, ev.member, ev.kind)
+        if key in self._reported or ev.id in self._known_evidence:
+            return
+        self._reported.add(key)
+        self._emit(EvidenceFound(ev))
+        if len(self._pending_evidence) < MAX_PENDING_EVIDENCE:
+            self._pending_evidence[ev.id] = ev
+
+    def _consider_proposal(self, sender: int | None, proposal: Proposal) -> None:
+        b = proposal.block
+        v = b.view
+        if b.proposer != self.committee.leader(v):
+            self._refuse(sender, f"proposal for view {v} from member {b.proposer}, "
+                                 f"the leader is {self.committee.leader(v)}")
+            return
+        s = self._vs(v)
+        if s.proposal is not None:
+            return  # only the first valid proposal of a view counts
+        if v != self.view:
+            if v > self.view and s.waiting is None:
+                s.waiting = proposal
+            elif v < self.view:
+                self._learn_block(b)
+            return
+        try:
+            verdict = self._check_proposal(b)
+        except _Invalid as exc:
+            self._refuse(sender, f"proposal for view {v}: {exc}")
+            return
+        if verdict is _Verdict.WAIT:
+            if s.waiting is None:
+                s.waiting = proposal
+            if not s.sync_asked and b.proposer != self.me:
+                # Ask the leader for what it built on (lost certificates or blocks);
+                # without this a member that missed them could never vote again.
+                s.sync_asked = True
+                self._emit(Send(b.proposer, SyncRequest(v)))
+            return
+        s.proposal = b
+        self._blocks[b.digest] = b
+        self._claim_root(b)
+        if self._guard.get((v, SignedKind.NULLIFY)) is not None:
+            return  # Simplex: no notarise after nullify
+        if not self._sign_guarded(v, SignedKind.NOTARIZE, b.digest):
+            return
+        vote = Vote.sign(self._key, self.committee, self.me, VoteKind.NOTARIZE, v, b.digest)
+        self._emit(Broadcast(vote))
+        if b.proposer != self.me:
+            self._emit(Broadcast(proposal.header))  # lets others catch an equivocating leader
+        self._on_vote(self.me, vote)
+        self._retry_pending_final()
+
+    def _check_proposal(self, b: Block) -> _Verdict:
+        """VALID or WAIT (not yet decidable); raises _Invalid with the broken rule."""
+        if b.height <= self.tip.height:
+            raise _Invalid(f"height {b.height} is at or below our finalised tip {self.tip.height}")
+        if b.parent == self.tip.digest:
+            parent = self.tip
+        else:
+            found = self._blocks.get(b.parent)
+            if found is None:
+                return _Verdict.WAIT
+            ps = self._views.get(found.view)
+            if ps is None or ps.notarization is None or ps.notarization.digest != found.digest:
+                return _Verdict.WAIT
+            parent = found
+        if parent.view >= b.view:
+            raise _Invalid(f"parent view {parent.view} is not below {b.view}")
+        if b.height != parent.height + 1:
+            raise _Invalid(f"height {b.height} does not follow parent height {parent.height}")
+        for w in range(parent.view + 1, b.view):
+            ws = self._views.get(w)
+            if ws is None or ws.nullification is None:
+                return _Verdict.WAIT
+        ancestors = self._ancestors(parent)
+        if ancestors is None:
+            return _Verdict.WAIT
+        digests = [blake3_digest(c) for c in b.commands]
+        if len(set(digests)) != len(digests):
+            raise _Invalid("a command appears twice in the block")
+        seen = {blake3_digest(c) for a in ancestors for c in a.commands}
+        if any(d in seen for d in digests):
+            raise _Invalid("a command repeats one in an unfinalised ancestor")
+        if b.executed_height < parent.executed_height:
+            raise _Invalid(f"executed_height {b.executed_height} goes below the parent's "
+                           f"{parent.executed_height}")
+        if b.executed_height == parent.executed_height and b.state_root != parent.state_root:
+            raise _Invalid("state root differs from the parent's for the same executed height")
+        mine = self._roots.get(b.executed_height)
+        if mine is not None and mine != b.state_root:
+            raise _Invalid(f"state root for height {b.executed_height} differs from ours")
+        if len(set(b.evidence)) != len(b.evidence):
+            raise _Invalid("an evidence item appears twice")
+        for item in b.evidence:
+            try:
+                ev = Evidence.decode(item)
+            except RemoteError as exc:
+                raise _Invalid(f"evidence does not decode: {exc}") from None
+            if ev.committee_id != self.committee.committee_id:
+                raise _Invalid("evidence for another committee")
+        if not self._validate(b.commands):
+            raise _Invalid("the component refused the block's commands")
+        return _Verdict.VALID
+
+    def _on_sync_request(self, sender: int | None, view: int) -> None:
+        s = self._views.get(view)
+        if sender is None or s is None or s.proposal is None or s.proposal.proposer != self.me:
+            return
+        if sender in s.sync_answered or not 0 <= sender < self.committee.n:
+            return  # one answer per member and view bounds what a requester can make us send
+        s.sync_answered.add(sender)
+        block = s.proposal
+        answer: list[Message] = []
+        if block.parent == self.tip.digest:
+            parent_view = self.tip.view
+        else:
+            parent = self._blocks.get(block.parent)
+            ps = self._views.get(parent.view) if parent is not None else None
+            if parent is None or ps is None or ps.notarization is None:
+                return
+            parent_view = parent.view
+            # The parent and every unfinalised ancestor: the requester may miss any of them.
+            for b in self._ancestors(parent) or [parent]:
+                bs = self._views.get(b.view)
+                if bs is not None and bs.notarization is not None and \
+                        bs.notarization.digest == b.digest:
+                    answer.append(Notarization(bs.notarization, b))
+        if self.tip_certificate is not None and self.tip_certificate.digest == self.tip.digest:
+            answer.append(Finalization(self.tip_certificate, self.tip))  # lagging requesters
+        first = parent_view + 1
+        for w in range(max(first, view - MAX_SYNC_CERTS), view):
+            ws = self._views.get(w)
+            if ws is not None and ws.nullification is not None:
+                answer.append(Nullification(ws.nullification))
+        for msg in answer[: 2 * MAX_SYNC_CERTS]:
+            self._emit(Send(sender, msg))
+
+    def _learn_block(self, block: Block) -> None:
+        """Keep a block some certificate of ours refers to (late proposal, cert with block)."""
+        if block.height <= self.tip.height or block.digest in self._blocks:
+            return
+        s = self._views.get(block.view)
+        certs = (s.notarization, s.finalization) if s is not None else ()
+        if any(c is not None and c.digest == block.digest for c in certs):
+            self._blocks[block.digest] = block
+            self._claim_root(block)
+            self._retry_pending_final()
+
+    # -- votes and certificates -----------------------------------------------------------
+
+    def _on_vote(self, sender: int | None, vote: Vote) -> None:
+        s = self._vs(vote.view)
+        table = s.votes.setdefault(vote.kind, {})
+        if vote.signer in table:
+            return  # first vote per (member, view, kind) counts
+        table[vote.signer] = vote
+        existing = {VoteKind.NOTARIZE: s.notarization, VoteKind.FINALIZE: s.finalization,
+                    VoteKind.NULLIFY: s.nullification}[vote.kind]
+        if existing is not None:
+            return
+        same = [table[i] for i in sorted(table) if table[i].digest == vote.digest]
+        if len(same) >= self.committee.quorum:
+            self._on_certificate(sender, Certificate.from_votes(same), None, formed=True)
+
+    def _on_certificate(self, sender: int | None, cert: Certificate, block: Block | None,
+                        formed: bool) -> None:
+        if cert.epoch != self.committee.epoch or cert.view == 0:
+            self._refuse(sender, f"certificate for epoch {cert.epoch} view {cert.view}")
+            return
+        if cert.view < self.view - MAX_VIEWS_BEHIND and cert.kind is not VoteKind.FINALIZE:
+            return  # old news
+        self._max_view_seen = max(self._max_view_seen, cert.view)
+        if self._amnesiac and self._abstain_through is None:
+            self._abstain_through = (max(self._max_view_seen, cert.view)
+                                     + AMNESIA_MARGIN_VIEWS)
+        if not formed and cert.view >= self.view - MAX_VIEWS_BEHIND:
+            for signer, sig in cert.signatures:
+                self._observe(signer, cert.view, SignedKind.of_vote(cert.kind), cert.digest, sig)
+        s = self._vs(cert.view)
+        if cert.kind is VoteKind.NOTARIZE:
+            if s.notarization is not None:
+                if block is not None and block.digest not in self._blocks:
+                    self._learn_block(block)
+                    self._progress()
+                return
+            s.notarization = cert
+            if block is not None:
+                self._learn_block(block)
+            self._note_latest(cert)
+            if formed:
+                self._emit(Broadcast(self._cert_message(cert)))
+            if cert.view >= self.view:
+                self._consecutive_nulls = 0
+            if self._guard.get((cert.view, SignedKind.NULLIFY)) is None and \
+                    self._sign_guarded(cert.view, SignedKind.FINALIZE, cert.digest):
+                vote = Vote.sign(self._key, self.committee, self.me, VoteKind.FINALIZE,
+                                 cert.view, cert.digest)
+                self._emit(Broadcast(vote))
+                self._on_vote(self.me, vote)
+            self._advance_past(cert.view)
+        elif cert.kind is VoteKind.NULLIFY:
+            if s.nullification is not None:
+                return
+            s.nullification = cert
+            self._note_latest(cert)
+            if formed:
+                self._emit(Broadcast(Nullification(cert)))
+            if cert.view >= self.view:
+                self._consecutive_nulls += 1
+                self._advance_past(cert.view)
+            else:
+                self._progress()
+        else:
+            first = s.finalization is None
+            if first:
+                s.finalization = cert
+            if block is not None:
+                self._learn_block(block)
+            if first:
+                self._note_latest(cert)
+                if formed:
+                    self._emit(Broadcast(self._cert_message(cert)))
+                if cert.view >= self.view:
+                    self._consecutive_nulls = 0
+            final = s.finalization
+            if final is not None and (first or final.view > self.tip.view):
+                self._finalize(final)
+            self._advance_past(cert.view)
+        if cert.view < self.view:
+            self._progress()
+
+    # -- finalisation and catch-up --------------------------------------------------------
+
+    def _finalize(self, cert: Certificate) -> None:
+        if cert.view <= self.tip.view:
+            if cert.digest != self.tip.digest and self._blocks.get(cert.digest) is None \
+                    and cert.view == self.tip.view:
+                self._refuse(None, "finalisation conflicts with our finalised tip")
+            return
+        block = self._blocks.get(cert.digest)
+        if block is None:
+            self._pending_final = cert
+            self._emit(FetchBlocks(self.tip.height + 1, self.tip.height + MAX_FETCH_BLOCKS))
+            return
+        chain = [block]
+        cur = block
+        while cur.parent != self.tip.digest:
+            parent = self._blocks.get(cur.parent)
+            if parent is None or parent.height <= self.tip.height:
+                if cur.height - 1 <= self.tip.height:
+                    self._refuse(None, f"finalised block at height {block.height} does not "
+                                       "extend our finalised chain")
+                    return
+                self._pending_final = cert
+                self._emit(FetchBlocks(self.tip.height + 1,
+                                       min(cur.height - 1, self.tip.height + MAX_FETCH_BLOCKS)))
+                return
+            chain.append(parent)
+            cur = parent
+        for b in reversed(chain):
+            self._commit(b, cert)
+        if self._pending_final is not None and self._pending_final.view <= self.tip.view:
+            self._pending_final = None
+
+    def _commit(self, block: Block, cert: Certificate) -> None:
+        self.tip = block
+        self.tip_certificate = cert
+        self._emit(Finalized(block, cert))
+        self._batcher.committed(block.commands)
+        for item in block.evidence:
+            ev_id = blake3_digest(item)
+            self._pending_evidence.pop(ev_id, None)
+            if ev_id not in self._known_evidence:
+                self._known_evidence.add(ev_id)
+                self._known_evidence_order.append(ev_id)
+                if len(self._known_evidence_order) > KNOWN_EVIDENCE_WINDOW:
+                    self._known_evidence.discard(self._known_evidence_order.popleft())
+        self._claim_root(block)
+        self._blocks.pop(block.digest, None)
+
+    def _retry_pending_final(self) -> None:
+        if self._pending_final is not None and self._pending_final.digest in self._blocks:
+            cert, self._pending_final = self._pending_final, None
+            self._finalize(cert)
+
+    def _on_fetched(self, chain: tuple[tuple[Block, Certificate], ...]) -> None:
+        progressed = False
+        for block, cert in chain:
+            if block.height <= self.tip.height:
+                continue
+            if block.parent != self.tip.digest or block.height != self.tip.height + 1:
+                self._refuse(None, f"fetched block at height {block.height} does not extend "
+                                   f"our tip at height {self.tip.height}")
+                break
+            self._commit(block, cert)
+            progressed = True
+        if not progressed:
+            return
+        self._retry_pending_final()
+        if self._pending_final is not None:
+            self._finalize(self._pending_final)
+        if self.tip.view >= self.view:
+            self._enter_view(self.tip.view + 1)
+        else:
+            self._progress()
+
+    # -- commands and execution -----------------------------------------------------------
+
+    def _on_command(self, command: bytes) -> None:
+        reason = self._batcher.add(command)
+        if reason is not None:
+            self._refuse(None, f"command refused: {reason}")
+            return
+        if self.leader == self.me and self._batcher.full_batch(self.config.max_batch_commands,
+                                                               self.config.max_batch_bytes):
+            self._try_propose()
+
+    def _claim_root(self, block: Block) -> None:
+        h = block.executed_height
+        if h == 0:
+            return
+        mine = self._roots.get(h)
+        if mine is not None and mine != block.state_root:
+            self._emit(StateDivergence(h, block.state_root, mine))
+        self._claims.setdefault(h, block.state_root)
+        self._trim(self._claims)
+
+    def _on_executed(self, height: int, root: bytes) -> None:
+        if height == 0:
+            return  # executed_height 0 means "nothing executed" (docs/protocol.md §7)
+        self._roots[height] = root
+        self._trim(self._roots)
+        if height > self._executed[0]:
+            self._executed = (height, root)
+        claimed = self._claims.get(height)
+        if claimed is not None and claimed != root:
+            self._emit(StateDivergence(height, claimed, root))
+
+    @staticmethod
+    def _trim(table: dict[int, bytes]) -> None:
+        while len(table) > MAX_ROOTS_KEPT:
+            del table[min(table)]
+
+    # -- pruning --------------------------------------------------------------------------
+
+    def _prune(self) -> None:
+        floor = self.view - MAX_VIEWS_BEHIND
+        for v in sorted(self._views):
+            if v >= floor:
+                break
+            if v < self.tip.view:
+                del self._views[v]
+            else:
+                self._views[v].votes.clear()  # keep the certificates: parent rules need them
+        for key in sorted(self._seen):
+            if key[0] >= floor:
+                break
+            del self._seen[key]
+        self._reported = {k for k in self._reported if k[0] >= floor}
+        for gk in sorted(self._guard):
+            if gk[0] >= floor - 1:
+                break
+            del self._guard[gk]
+        for d in [d for d, b in self._blocks.items() if b.height <= self.tip.height]:
+            del self._blocks[d]
+
+
+def iter_messages(actions: list[Action]) -> Iterator[Message]:
+    """The messages a list of actions sends (helper for tests and the simulator)."""
+    for a in actions:
+        if isinstance(a, Broadcast | Send):
+            yield a.message

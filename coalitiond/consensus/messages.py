@@ -1,0 +1,281 @@
+"""Consensus wire messages: the envelope, strict decoding, and signature verification.
+
+`decode_message` turns bytes from a peer into one typed message or raises a RemoteError
+subclass naming the problem; `verify_message` checks every signature the message carries. Both
+are pure so the shell can run them off the event loop (batched) and the simulator can run them
+exactly as the shell does. The core never verifies signatures; it trusts only messages that
+passed `verify_message` and still checks every semantic rule itself (docs/protocol.md §2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..committee import CommitteeSpec
+from ..crypto import SIGNATURE_LEN, SigningKey
+from ..encoding import decode, encode
+from ..errors import RemoteError
+from .evidence import Evidence
+from .statements import SignedKind, sign_statement, statement_is_valid
+from .types import (
+    MAX_BLOCK_SIZE,
+    SCHEMA,
+    Block,
+    Certificate,
+    InvalidCertificate,
+    MalformedMessage,
+    Vote,
+    VoteKind,
+)
+
+#: One wire message: the largest block plus room for a certificate and the envelope.
+MAX_MESSAGE_SIZE: Final = MAX_BLOCK_SIZE + 256 * 1024
+
+
+class WrongCommittee(RemoteError):
+    """A message for another committee (or epoch): never processed, never counted as ours."""
+
+
+class BadSignature(RemoteError):
+    """A signature in a consensus message does not verify."""
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """The leader's block for `block.view`, signed over the block digest."""
+
+    block: Block
+    signature: bytes
+
+    @classmethod
+    def sign(cls, key: SigningKey, committee: CommitteeSpec, block: Block) -> Proposal:
+        return cls(block, sign_statement(key, committee, SignedKind.PROPOSE, block.view,
+                                         block.digest))
+
+    @property
+    def header(self) -> ProposalHeader:
+        return ProposalHeader(self.block.view, self.block.digest, self.block.proposer,
+                              self.signature)
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalHeader:
+    """A relayed proposal signature without the block (equivocation detection)."""
+
+    view: int
+    digest: bytes
+    proposer: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Notarization:
+    """A notarise certificate, with its block when the sender has it (null otherwise)."""
+
+    certificate: Certificate
+    block: Block | None
+
+
+@dataclass(frozen=True, slots=True)
+class Nullification:
+    certificate: Certificate
+
+
+@dataclass(frozen=True, slots=True)
+class Finalization:
+    """A finalise certificate, with its block when the sender has it (null otherwise)."""
+
+    certificate: Certificate
+    block: Block | None
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceMessage:
+    evidence: Evidence
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    """"I cannot check your proposal for `view`: send me its parent and the certificates in
+    between." Unsigned: the transport authenticates the sender, and the answer is certified
+    data anyone may have."""
+
+    view: int
+
+
+Message = (Proposal | ProposalHeader | Vote | Notarization | Nullification | Finalization
+           | EvidenceMessage | SyncRequest)
+
+_TYPE_NAMES: Final[dict[type, str]] = {
+    Proposal: "proposal",
+    ProposalHeader: "header",
+    Vote: "vote",
+    Notarization: "notarization",
+    Nullification: "nullification",
+    Finalization: "finalization",
+    EvidenceMessage: "evidence",
+    SyncRequest: "sync",
+}
+
+
+def _body(msg: Message) -> Any:
+    if isinstance(msg, Proposal):
+        return [msg.block.to_wire(), msg.signature]
+    if isinstance(msg, ProposalHeader):
+        return [msg.view, msg.digest, msg.proposer, msg.signature]
+    if isinstance(msg, Vote):
+        return msg.to_wire()
+    if isinstance(msg, Notarization | Finalization):
+        return [msg.certificate.to_wire(),
+                msg.block.to_wire() if msg.block is not None else None]
+    if isinstance(msg, Nullification):
+        return [msg.certificate.to_wire()]
+    if isinstance(msg, SyncRequest):
+        return [msg.view]
+    return msg.evidence.to_wire()
+
+
+def encode_message(committee: CommitteeSpec, msg: Message) -> bytes:
+    return encode(["consensus", SCHEMA, committee.committee_id, _TYPE_NAMES[type(msg)],
+                   _body(msg)])
+
+
+def _expect(cond: bool, what: str) -> None:
+    if not cond:
+        raise MalformedMessage(what)
+
+
+def _uint(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def decode_message(committee: CommitteeSpec, data: bytes) -> Message:
+    """Bytes from a peer → one message of this committee, or a RemoteError naming why not."""
+    obj = decode(data, max_size=MAX_MESSAGE_SIZE)
+    _expect(isinstance(obj, list) and len(obj) == 5, "message: expected a 5-item envelope")
+    tag, schema, committee_id, kind, body = obj
+    _expect(tag == "consensus" and schema == SCHEMA, "message: wrong envelope tag or schema")
+    _expect(isinstance(committee_id, bytes) and len(committee_id) == 32,
+            "message: committee id must be 32 bytes")
+    if committee_id != committee.committee_id:
+        raise WrongCommittee(f"message for committee {committee_id.hex()[:16]}, "
+                             f"we are {committee.committee_id.hex()[:16]}")
+    if kind == "vote":
+        return Vote.from_wire(body)
+    if kind == "proposal":
+        _expect(isinstance(body, list) and len(body) == 2, "proposal: expected [block, sig]")
+        _expect(isinstance(body[1], bytes) and len(body[1]) == SIGNATURE_LEN,
+                "proposal: signature must be 64 bytes")
+        return Proposal(Block.from_wire(body[0]), body[1])
+    if kind == "header":
+        _expect(isinstance(body, list) and len(body) == 4,
+                "header: expected [view, digest, proposer, sig]")
+        view, digest, proposer, sig = body
+        _expect(_uint(view) and _uint(proposer), "header: view/proposer must be unsigned")
+        _expect(isinstance(digest, bytes) and len(digest) == 32, "header: digest must be 32 bytes")
+        _expect(isinstance(sig, bytes) and len(sig) == SIGNATURE_LEN,
+                "header: signature must be 64 bytes")
+        return ProposalHeader(view, digest, proposer, sig)
+    if kind in ("notarization", "finalization"):
+        _expect(isinstance(body, list) and len(body) == 2,
+                f"{kind}: expected [cert, block or null]")
+        cert = Certificate.from_wire(body[0])
+        block = Block.from_wire(body[1]) if body[1] is not None else None
+        if kind == "notarization":
+            return Notarization(cert, block)
+        return Finalization(cert, block)
+    if kind == "nullification":
+        _expect(isinstance(body, list) and len(body) == 1, "nullification: expected [cert]")
+        return Nullification(Certificate.from_wire(body[0]))
+    if kind == "evidence":
+        return EvidenceMessage(Evidence.from_wire(body))
+    if kind == "sync":
+        _expect(isinstance(body, list) and len(body) == 1 and _uint(body[0]),
+                "sync: expected [view]")
+        return SyncRequest(body[0])
+    raise MalformedMessage(f"message: unknown type {kind!r}")
+
+
+def _check_epoch(committee: CommitteeSpec, epoch: int, what: str) -> None:
+    if epoch != committee.epoch:
+        raise WrongCommittee(f"{what} for epoch {epoch}, committee is at epoch {committee.epoch}")
+
+
+def _verify_certificate(committee: CommitteeSpec, cert: Certificate, kind: VoteKind,
+                        what: str) -> None:
+    if cert.kind is not kind:
+        raise InvalidCertificate(f"{what} carries a {cert.kind.name.lower()} certificate")
+    _check_epoch(committee, cert.epoch, what)
+    cert.verify(committee)
+
+
+def _verify_block_evidence(committee: CommitteeSpec, block: Block) -> None:
+    for item in block.evidence:
+        Evidence.decode(item).verify(committee)
+
+
+def verify_message(committee: CommitteeSpec, msg: Message) -> None:
+    """Raise a RemoteError unless every signature in `msg` is valid for `committee`.
+
+    Semantic rules (views, leaders, parents) are the core's; this checks what needs keys.
+    """
+    if isinstance(msg, Vote):
+        _check_epoch(committee, msg.epoch, "vote")
+        if not 0 <= msg.signer < committee.n:
+            raise BadSignature(f"vote names member index {msg.signer}, n={committee.n}")
+        if not msg.verify(committee):
+            raise BadSignature(f"{msg.kind.name.lower()} vote of member {msg.signer} for view "
+                               f"{msg.view} does not verify")
+    elif isinstance(msg, Proposal):
+        b = msg.block
+        _check_epoch(committee, b.epoch, "proposal")
+        if not statement_is_valid(committee, b.proposer, SignedKind.PROPOSE, b.view, b.digest,
+                                  msg.signature):
+            raise BadSignature(f"proposal of member {b.proposer} for view {b.view} "
+                               "does not verify")
+        _verify_block_evidence(committee, b)
+    elif isinstance(msg, ProposalHeader):
+        if not statement_is_valid(committee, msg.proposer, SignedKind.PROPOSE, msg.view,
+                                  msg.digest, msg.signature):
+            raise BadSignature(f"proposal header of member {msg.proposer} for view {msg.view} "
+                               "does not verify")
+    elif isinstance(msg, Notarization | Finalization):
+        kind = VoteKind.NOTARIZE if isinstance(msg, Notarization) else VoteKind.FINALIZE
+        what = type(msg).__name__.lower()
+        _verify_certificate(committee, msg.certificate, kind, what)
+        if msg.block is not None:
+            if msg.block.digest != msg.certificate.digest or \
+                    msg.block.view != msg.certificate.view:
+                raise InvalidCertificate(f"{what}: block does not match the certificate")
+            _check_epoch(committee, msg.block.epoch, what)
+            _verify_block_evidence(committee, msg.block)
+    elif isinstance(msg, Nullification):
+        _verify_certificate(committee, msg.certificate, VoteKind.NULLIFY, "nullification")
+    elif isinstance(msg, EvidenceMessage):
+        msg.evidence.verify(committee)
+    # SyncRequest carries no signature.
+
+
+def verify_fetched(committee: CommitteeSpec,
+                   chain: Sequence[tuple[Block, Certificate]]) -> None:
+    """Check a fetched run of finalised blocks (catch-up) before handing it to the core.
+
+    Every block must be finalised by its own certificate or by one later in the run, and the
+    blocks must link by parent digest. Raises RemoteError (the peer sent bad data).
+    """
+    digests = [b.digest for b, _ in chain]
+    checked: set[bytes] = set()
+    for i, (block, cert) in enumerate(chain):
+        _check_epoch(committee, block.epoch, "fetched block")
+        if i and (block.parent != digests[i - 1] or block.height != chain[i - 1][0].height + 1):
+            raise MalformedMessage(f"fetched block at height {block.height} does not link to "
+                                   "its predecessor")
+        if cert.digest not in digests[i:]:
+            raise InvalidCertificate(f"fetched block at height {block.height}: its certificate "
+                                     "does not finalise it or a later block of the run")
+        key = cert.encode()
+        if key not in checked:
+            _verify_certificate(committee, cert, VoteKind.FINALIZE, "fetched certificate")
+            checked.add(key)

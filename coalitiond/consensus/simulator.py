@@ -1,0 +1,653 @@
+"""Deterministic simulator: n cores, a seeded network, crashes, restarts and invariant checks.
+
+One seed drives everything (docs/protocol.md §10), through independent sub-streams (network,
+faults, commands, fetches, each Byzantine member) so that a change in one place does not
+perturb the draws of another. Time is virtual milliseconds; events are ordered by
+`(time, sequence number)`, never by hashing, so a seed replays exactly. `trace_digest` hashes
+the event trace so that two runs can be compared.
+
+Messages cross the wire as bytes and go through `decode_message` + `verify_message` exactly as
+in the shell (results cached by message bytes: identical bytes verify identically). Twins: a
+member index may run on two nodes with the same key (`twins`), and `router` can script which
+node hears which message (per view, per link) for Twins campaigns.
+
+After every step the invariants are checked; a violation raises `SimulationFailure` whose
+message starts with the seed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import blake3
+
+from ..committee import CommitteeSpec
+from ..crypto import SigningKey
+from ..errors import RemoteError
+from ..identity import digest as blake3_digest
+from .byzantine import CATALOGUE, Behaviour, BehaviourFactory, RawSend
+from .core import (
+    MAX_VIEWS_AHEAD,
+    MAX_VIEWS_BEHIND,
+    Action,
+    BlockExecuted,
+    BlocksFetched,
+    Broadcast,
+    CommandSubmitted,
+    Core,
+    CoreConfig,
+    DurableState,
+    Event,
+    EvidenceFound,
+    FetchBlocks,
+    Finalized,
+    GuardRecord,
+    MessageReceived,
+    PersistSignerGuard,
+    Refused,
+    Send,
+    SetTimer,
+    Start,
+    StateDivergence,
+    TimerFired,
+)
+from .evidence import Evidence, EvidenceKind, evidence_kind
+from .messages import (
+    Finalization,
+    Message,
+    Notarization,
+    Nullification,
+    Proposal,
+    ProposalHeader,
+    decode_message,
+    encode_message,
+    verify_fetched,
+    verify_message,
+)
+from .statements import SignedKind, conflicts
+from .types import ZERO_DIGEST, Block, Certificate, Vote
+
+#: Virtual time a simulated "execution" of one finalised block takes.
+EXECUTE_DELAY_MS: Final = 1
+#: A torn crash interrupts the node's next step; if it does not step within this, it just dies.
+TORN_CRASH_GRACE_MS: Final = 50
+#: Upper bound on simulated events per run (a runaway run is a failure, not a hang).
+DEFAULT_MAX_EVENTS: Final = 400_000
+#: Fast timings for simulation (the invariants do not depend on them, only run length).
+SIM_CORE_CONFIG: Final = CoreConfig(leader_timeout_ms=200, view_timeout_ms=300,
+                                    batch_interval_ms=20, max_batch_commands=50,
+                                    max_batch_bytes=64 * 1024, max_backoff_exponent=3)
+
+
+class SimulationFailure(AssertionError):
+    """An invariant broke. The message starts with `seed=S` so the run can be replayed."""
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    min_delay_ms: int = 2
+    max_delay_ms: int = 30  # per-link base delay is drawn from [min, max] once per link
+    jitter_ms: int = 10
+    drop: float = 0.0  # before GST only
+    duplicate: float = 0.0  # before GST only; a duplicate takes its own delay (reordering)
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """Between start and end, messages from `src` nodes to `dst` nodes are lost (one way)."""
+
+    start_ms: int
+    end_ms: int
+    blocked: frozenset[tuple[int, int]]
+
+    @classmethod
+    def split(cls, start_ms: int, end_ms: int, *groups: tuple[int, ...]) -> Partition:
+        """Symmetric: nodes in different groups cannot talk."""
+        blocked = {(a, b) for g in groups for h in groups if g is not h for a in g for b in h}
+        return cls(start_ms, end_ms, frozenset(blocked))
+
+    @classmethod
+    def one_way(cls, start_ms: int, end_ms: int, src: tuple[int, ...],
+                dst: tuple[int, ...]) -> Partition:
+        return cls(start_ms, end_ms, frozenset((a, b) for a in src for b in dst if a != b))
+
+
+@dataclass(frozen=True, slots=True)
+class Crash:
+    node: int
+    at_ms: int
+    restart_ms: int | None = None
+    wipe_guard: bool = False  # amnesiac restart: the member counts as faulty
+    torn: bool = True  # the crash cuts the actions of the step it interrupts
+
+
+#: Scripted routing for Twins: (src node, dst node, message, now) -> deliver?
+Router = Callable[[int, int, Message | None, int], bool]
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    seed: int
+    n: int = 4
+    fault_bound: int | None = None
+    gst_ms: int = 0  # network heals (no drops, no partitions) from here on
+    max_time_ms: int = 120_000
+    network: NetworkConfig = NetworkConfig()
+    partitions: tuple[Partition, ...] = ()
+    crashes: tuple[Crash, ...] = ()
+    byzantine: tuple[tuple[int, str], ...] = ()  # (member, CATALOGUE name)
+    twins: tuple[int, ...] = ()  # members that run a second node with the same key
+    router: Router | None = None
+    core: CoreConfig = SIM_CORE_CONFIG
+    command_interval_ms: int = 15  # a client command to every node this often; 0: none
+    commands_until_ms: int = 5_000
+    #: Stop once every honest up member has finalised this many blocks after stabilising.
+    target_new_blocks: int = 3
+    check_liveness: bool = True
+    max_events: int = DEFAULT_MAX_EVENTS
+
+
+def liveness_bound_ms(config: SimConfig) -> int:
+    """The stated bound (docs/protocol.md §10)."""
+    c = config.core
+    return ((config.n + 2) * c.view_timeout_ms * (1 << c.max_backoff_exponent)
+            + 10 * (config.network.max_delay_ms + config.network.jitter_ms))
+
+
+def make_committee(n: int, fault_bound: int | None = None, seed: int = 0,
+                   name: str = "sim") -> tuple[CommitteeSpec, list[SigningKey]]:
+    """A committee of deterministic test keys."""
+    keys = [SigningKey(blake3_digest(b"sim-key/%d/%d" % (seed, i))) for i in range(n)]
+    fb = fault_bound if fault_bound is not None else (n + 1) // 2 - 1
+    return CommitteeSpec("simnet", "feed", name, tuple(k.public for k in keys), fb), keys
+
+
+@dataclass
+class SimNode:
+    node: int
+    member: int
+    key: SigningKey
+    faulty: bool
+    behaviour: str
+    up: bool = True
+    incarnation: int = 0
+    handler: Any = None  # Core or Behaviour
+    guard: list[GuardRecord] = field(default_factory=list)  # durable
+    finalized: list[tuple[Block, Certificate]] = field(default_factory=list)  # durable
+    exec_root: bytes = ZERO_DIGEST
+    crash_cut: int | None = None  # armed torn crash: execute this many actions, then die
+    restarted_at: int = 0
+    last_final_ms: int = -1
+    finals_since_stable: int = 0
+    evidence: set[tuple[int, int, EvidenceKind]] = field(default_factory=set)
+    delivered: dict[tuple[int, int], dict[SignedKind, set[bytes]]] = field(default_factory=dict)
+
+    @property
+    def core(self) -> Core:
+        h = self.handler
+        return h.core if isinstance(h, Behaviour) else h  # type: ignore[no-any-return]
+
+
+@dataclass
+class SimStats:
+    events: int = 0
+    deliveries: int = 0
+    dropped: int = 0
+    refused_wire: dict[str, int] = field(default_factory=dict)
+    refused_core: dict[str, int] = field(default_factory=dict)
+    evidence: int = 0
+    max_height: int = 0
+
+
+class Simulation:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.seed = config.seed
+        self.committee, self.keys = make_committee(config.n, config.fault_bound)
+        self.q = self.committee.quorum
+        s = config.seed
+        self._net = random.Random(f"{s}:net")
+        self._faults = random.Random(f"{s}:faults")
+        self._fetch = random.Random(f"{s}:fetch")
+        self.now = 0
+        self._seq = 0
+        self._queue: list[tuple[int, int, str, tuple[Any, ...]]] = []
+        self._trace = blake3.blake3()
+        self.stats = SimStats()
+        self._verified: dict[bytes, Message | str] = {}
+        byz = dict(config.byzantine)
+        amnesiacs = {c.node for c in config.crashes if c.wipe_guard}
+        members = [*range(config.n), *config.twins]
+        self.nodes: list[SimNode] = []
+        for node, member in enumerate(members):
+            faulty = (member in byz or member in config.twins
+                      or any(self._member_of(a, members) == member for a in amnesiacs))
+            self.nodes.append(SimNode(node, member, self.keys[member], faulty,
+                                      byz.get(member, "honest")))
+        self.honest_members = sorted({x.member for x in self.nodes if not x.faulty})
+        self._signed: dict[tuple[int, int, SignedKind], bytes] = {}
+        self._final_at: dict[int, bytes] = {}
+        self._stable_since = config.gst_ms
+        self._base: dict[tuple[int, int], int] = {}
+        for a in range(len(self.nodes)):
+            for b in range(len(self.nodes)):
+                self._base[(a, b)] = self._net.randint(config.network.min_delay_ms,
+                                                       config.network.max_delay_ms)
+        for sim_node in self.nodes:
+            self._boot(sim_node, DurableState())
+        for crash in config.crashes:
+            self._push(crash.at_ms, "crash", (crash,))
+            self._stable_since = max(self._stable_since, crash.at_ms + TORN_CRASH_GRACE_MS)
+            if crash.restart_ms is not None:
+                self._push(crash.restart_ms, "restart", (crash,))
+                self._stable_since = max(self._stable_since, crash.restart_ms)
+        for p in config.partitions:
+            self._stable_since = max(self._stable_since, p.end_ms)
+        if config.command_interval_ms:
+            self._push(config.command_interval_ms, "command", (0,))
+
+    @staticmethod
+    def _member_of(node: int, members: list[int]) -> int:
+        return members[node] if 0 <= node < len(members) else -1
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def fail(self, what: str) -> SimulationFailure:
+        return SimulationFailure(f"seed={self.seed} t={self.now}ms event={self.stats.events}: "
+                                 f"{what} (replay: pytest --sim-seed {self.seed})")
+
+    def _push(self, at: int, kind: str, payload: tuple[Any, ...]) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at, self._seq, kind, payload))
+
+    def _boot(self, node: SimNode, durable: DurableState) -> None:
+        core = Core(self.committee, node.key, self.config.core, durable)
+        if node.behaviour != "honest":
+            factory: BehaviourFactory = CATALOGUE[node.behaviour]
+            node.handler = factory(core, random.Random(f"{self.seed}:byz:{node.node}"))
+        else:
+            node.handler = core
+        node.delivered.clear()
+        self._step(node, Start())
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def run(self) -> Simulation:
+        cfg = self.config
+        bound = liveness_bound_ms(cfg)
+        while self._queue:
+            at, _, kind, payload = heapq.heappop(self._queue)
+            if at > cfg.max_time_ms:
+                break
+            self.now = at
+            self.stats.events += 1
+            if self.stats.events > cfg.max_events:
+                raise self.fail(f"more than {cfg.max_events} events")
+            self._trace.update(f"{at}|{kind}|".encode())
+            self._dispatch(kind, payload)
+            if self._done():
+                return self
+            if self.now > self._stable_since + bound and not self._live_enough():
+                return self  # no liveness promise with fewer than q honest members up
+            if cfg.check_liveness and self.now > self._stable_since + bound:
+                lagging = [x.node for x in self._up_honest() if x.finals_since_stable < 1]
+                if lagging:
+                    raise self.fail(f"liveness: nodes {lagging} finalised nothing within "
+                                    f"{bound}ms of t={self._stable_since}ms")
+        if cfg.check_liveness and self._live_enough() and not self._done():
+            raise self.fail("liveness: run ended before every honest member made progress")
+        return self
+
+    def _up_honest(self) -> list[SimNode]:
+        return [x for x in self.nodes if x.up and not x.faulty]
+
+    def _live_enough(self) -> bool:
+        return len({x.member for x in self._up_honest()}) >= self.q
+
+    def _done(self) -> bool:
+        if self.now < self._stable_since:
+            return False
+        return all(x.finals_since_stable >= self.config.target_new_blocks
+                   for x in self._up_honest())
+
+    @property
+    def trace_digest(self) -> bytes:
+        return self._trace.copy().digest()
+
+    def _dispatch(self, kind: str, payload: tuple[Any, ...]) -> None:
+        if kind == "deliver":
+            dst, src, data = payload
+            node = self.nodes[dst]
+            if node.up:
+                self._deliver(node, src, data)
+        elif kind == "timer":
+            idx, inc, tkind, view = payload
+            node = self.nodes[idx]
+            if node.up and node.incarnation == inc:
+                self._step(node, TimerFired(tkind, view))
+        elif kind == "execute":
+            idx, inc, height, root = payload
+            node = self.nodes[idx]
+            if node.up and node.incarnation == inc:
+                self._step(node, BlockExecuted(height, root))
+        elif kind == "fetched":
+            idx, inc, chain = payload
+            node = self.nodes[idx]
+            if node.up and node.incarnation == inc:
+                try:
+                    verify_fetched(self.committee, chain)
+                except RemoteError as exc:
+                    raise self.fail(f"honest peer served a bad chain: {exc}") from None
+                self._step(node, BlocksFetched(chain))
+        elif kind == "command":
+            (count,) = payload
+            cmd = b"cmd/%d" % count
+            for node in self.nodes:
+                if node.up:
+                    self._step(node, CommandSubmitted(cmd))
+            if self.now + self.config.command_interval_ms <= self.config.commands_until_ms:
+                self._push(self.now + self.config.command_interval_ms, "command", (count + 1,))
+        elif kind == "crash":
+            (crash,) = payload
+            node = self.nodes[crash.node]
+            if not node.up:
+                return
+            if crash.torn:
+                node.crash_cut = self._faults.randint(0, 6)
+                self._push(self.now + TORN_CRASH_GRACE_MS, "hardcrash", (crash.node,))
+            else:
+                self._crash(node)
+        elif kind == "hardcrash":
+            node = self.nodes[payload[0]]
+            if node.up and node.crash_cut is not None:
+                self._crash(node)
+        elif kind == "restart":
+            (crash,) = payload
+            self._restart(self.nodes[crash.node], crash.wipe_guard)
+        else:  # pragma: no cover
+            raise self.fail(f"unknown event kind {kind}")
+
+    def _crash(self, node: SimNode) -> None:
+        node.up = False
+        node.crash_cut = None
+        node.incarnation += 1
+
+    def _restart(self, node: SimNode, wipe_guard: bool) -> None:
+        if node.up:
+            self._crash(node)
+        node.up = True
+        node.restarted_at = self.now
+        node.finals_since_stable = 0
+        if wipe_guard:
+            node.guard.clear()
+        tip, cert = node.finalized[-1] if node.finalized else (None, None)
+        executed = (tip.height, node.exec_root) if tip is not None else None
+        self._boot(node, DurableState(tuple(node.guard), tip, cert, executed, wipe_guard))
+
+    # -- network ----------------------------------------------------------------------------
+
+    def _link_ok(self, src: int, dst: int, msg: Message | None) -> bool:
+        if self.config.router is not None and not self.config.router(src, dst, msg, self.now):
+            return False
+        if self.now >= self.config.gst_ms:
+            return True
+        return not any(p.start_ms <= self.now < p.end_ms and (src, dst) in p.blocked
+                       for p in self.config.partitions)
+
+    def _transmit(self, src: int, dsts: list[int], data: bytes, msg: Message | None) -> None:
+        net = self.config.network
+        pre_gst = self.now < self.config.gst_ms
+        for dst in dsts:
+            if dst == src:
+                continue
+            if not self._link_ok(src, dst, msg):
+                self.stats.dropped += 1
+                continue
+            if pre_gst and net.drop and self._net.random() < net.drop:
+                self.stats.dropped += 1
+                continue
+            copies = 2 if pre_gst and net.duplicate and self._net.random() < net.duplicate else 1
+            for _ in range(copies):
+                delay = self._base[(src, dst)] + self._net.randint(0, net.jitter_ms)
+                self._push(self.now + delay, "deliver", (dst, src, data))
+
+    def _deliver(self, node: SimNode, src: int, data: bytes) -> None:
+        self.stats.deliveries += 1
+        key = blake3_digest(data) if len(data) > 64 else data
+        cached = self._verified.get(key)
+        if cached is None:
+            try:
+                msg = decode_message(self.committee, data)
+                verify_message(self.committee, msg)
+                cached = msg
+            except RemoteError as exc:
+                cached = f"{type(exc).__name__}: {exc}"
+            self._verified[key] = cached
+        if isinstance(cached, str):
+            self.stats.refused_wire[cached] = self.stats.refused_wire.get(cached, 0) + 1
+            return
+        touched = self._note_delivery(node, cached) if not node.faulty else []
+        self._step(node, MessageReceived(self.nodes[src].member, cached))
+        for member, view in touched:
+            self._check_detection(node, member, view)
+
+    # -- stepping and actions ---------------------------------------------------------------
+
+    def _step(self, node: SimNode, event: Event) -> None:
+        actions: list[Action | RawSend] = node.handler.step(event)
+        cut = node.crash_cut
+        if cut is not None:
+            actions = actions[:cut]
+        for action in actions:
+            self._execute(node, action)
+        if cut is not None:
+            self._crash(node)
+
+    def _execute(self, node: SimNode, action: Action | RawSend) -> None:
+        if isinstance(action, PersistSignerGuard):
+            for r in node.guard:
+                if (r.view == action.view and not node.faulty
+                        and conflicts(r.kind, r.digest, action.kind, action.digest)):
+                    raise self.fail(f"store refused a guard record of honest node "
+                                    f"{node.node}: {action}")
+            node.guard.append(GuardRecord(action.epoch, action.view, action.kind,
+                                          action.digest))
+        elif isinstance(action, Broadcast | Send):
+            msg = action.message
+            if not node.faulty:
+                self._check_honest_signature(node, msg)
+            data = encode_message(self.committee, msg)
+            if isinstance(action, Send):
+                dsts = [x.node for x in self.nodes if x.member == action.to]
+            else:
+                dsts = [x.node for x in self.nodes]
+            self._transmit(node.node, dsts, data, msg)
+        elif isinstance(action, RawSend):
+            dsts = [x.node for x in self.nodes if action.to is None or x.member == action.to]
+            self._transmit(node.node, dsts, action.data, None)
+        elif isinstance(action, SetTimer):
+            self._push(self.now + action.delay_ms, "timer",
+                       (node.node, node.incarnation, action.kind, action.view))
+        elif isinstance(action, Finalized):
+            self._on_finalized(node, action)
+        elif isinstance(action, EvidenceFound):
+            ev = action.evidence
+            try:
+                ev.verify(self.committee)
+            except RemoteError as exc:
+                raise self.fail(f"node {node.node} produced evidence that does not verify: "
+                                f"{exc}") from None
+            if ev.member in self.honest_members:
+                raise self.fail(f"evidence against honest member {ev.member}: {ev.kind.value}")
+            node.evidence.add((ev.member, ev.view, ev.kind))
+            self.stats.evidence += 1
+        elif isinstance(action, FetchBlocks):
+            self._serve_fetch(node, action)
+        elif isinstance(action, StateDivergence):
+            if not node.faulty:
+                raise self.fail(f"state divergence at node {node.node}: {action}")
+        elif isinstance(action, Refused):
+            reason = action.reason
+            self.stats.refused_core[reason] = self.stats.refused_core.get(reason, 0) + 1
+
+    def _on_finalized(self, node: SimNode, action: Finalized) -> None:
+        block = action.block
+        expected = node.finalized[-1][0].height + 1 if node.finalized else 1
+        if block.height != expected:
+            raise self.fail(f"node {node.node} finalised height {block.height}, "
+                            f"expected {expected}")
+        node.finalized.append((block, action.certificate))
+        for item in block.evidence:  # evidence already in the chain counts as known
+            ev = Evidence.decode(item)
+            node.evidence.add((ev.member, ev.view, ev.kind))
+        node.exec_root = blake3_digest(node.exec_root + block.digest)
+        self._push(self.now + EXECUTE_DELAY_MS, "execute",
+                   (node.node, node.incarnation, block.height, node.exec_root))
+        if node.faulty:
+            return
+        prior = self._final_at.setdefault(block.height, block.digest)
+        if prior != block.digest:
+            raise self.fail(f"agreement: height {block.height} finalised as "
+                            f"{prior.hex()[:12]} and {block.digest.hex()[:12]}")
+        self.stats.max_height = max(self.stats.max_height, block.height)
+        node.last_final_ms = self.now
+        if self.now >= max(self._stable_since, node.restarted_at):
+            node.finals_since_stable += 1
+
+    def _serve_fetch(self, node: SimNode, action: FetchBlocks) -> None:
+        peers = [x for x in self.nodes
+                 if x.up and not x.faulty and x.node != node.node and x.finalized]
+        if not peers:
+            return
+        peer = self._fetch.choice(peers)
+        # Serve the range, extended up to a block finalised by its own certificate so that
+        # every certificate in the answer refers to a block in it (verify_fetched).
+        chain_list: list[tuple[Block, Certificate]] = []
+        for block, cert in peer.finalized:
+            if block.height < action.from_height:
+                continue
+            if block.height > action.to_height and chain_list and \
+                    chain_list[-1][1].digest == chain_list[-1][0].digest:
+                break
+            chain_list.append((block, cert))
+        chain = tuple(chain_list)
+        if chain and self._link_ok(peer.node, node.node, None):
+            delay = 2 * self._base[(node.node, peer.node)]
+            self._push(self.now + delay, "fetched", (node.node, node.incarnation, chain))
+
+    # -- invariants -------------------------------------------------------------------------
+
+    def _check_honest_signature(self, node: SimNode, msg: Message) -> None:
+        """No honest member ever signs two conflicting statements (across restarts)."""
+        stmt: tuple[int, SignedKind, bytes] | None = None
+        if isinstance(msg, Vote) and msg.signer == node.member:
+            stmt = (msg.view, SignedKind.of_vote(msg.kind), msg.digest)
+        elif isinstance(msg, Proposal) and msg.block.proposer == node.member:
+            stmt = (msg.block.view, SignedKind.PROPOSE, msg.block.digest)
+        if stmt is None:
+            return
+        view, kind, digest = stmt
+        for other in SignedKind:
+            prior = self._signed.get((node.member, view, other))
+            if prior is not None and conflicts(other, prior, kind, digest):
+                raise self.fail(f"honest member {node.member} signed conflicting "
+                                f"{other.name}/{kind.name} in view {view}")
+        self._signed.setdefault((node.member, view, kind), digest)
+
+    @staticmethod
+    def statements(msg: Message) -> list[tuple[int, int, SignedKind, bytes]]:
+        """(member, view, kind, digest) of every signed statement a message carries."""
+        if isinstance(msg, Vote):
+            return [(msg.signer, msg.view, SignedKind.of_vote(msg.kind), msg.digest)]
+        if isinstance(msg, Proposal):
+            b = msg.block
+            return [(b.proposer, b.view, SignedKind.PROPOSE, b.digest)]
+        if isinstance(msg, ProposalHeader):
+            return [(msg.proposer, msg.view, SignedKind.PROPOSE, msg.digest)]
+        if isinstance(msg, Notarization | Nullification | Finalization):
+            c = msg.certificate
+            kind = SignedKind.of_vote(c.kind)
+            return [(i, c.view, kind, c.digest) for i, _ in c.signatures]
+        return []
+
+    def _note_delivery(self, node: SimNode, msg: Message) -> list[tuple[int, int]]:
+        core = node.core
+        touched = []
+        is_cert = isinstance(msg, Notarization | Nullification | Finalization)
+        for member, view, kind, digest in self.statements(msg):
+            if view < core.view - MAX_VIEWS_BEHIND or view <= 0:
+                continue
+            if not is_cert and view > core.view + MAX_VIEWS_AHEAD:
+                continue
+            if member >= self.committee.n:
+                continue
+            table = node.delivered.setdefault((member, view), {})
+            table.setdefault(kind, set()).add(digest)
+            touched.append((member, view))
+        return touched
+
+    def _check_detection(self, node: SimNode, member: int, view: int) -> None:
+        """Every equivocation provable to an honest node yields evidence in that step."""
+        if not node.up or node.faulty:
+            return
+        table = node.delivered.get((member, view), {})
+        for ka in sorted(table):
+            for kb in sorted(table):
+                if kb < ka:
+                    continue
+                ek = evidence_kind(ka, kb)
+                if ek is None:
+                    continue
+                pairs = ka is kb and len(table[ka]) > 1
+                cross = ka is not kb
+                if (pairs or cross) and (member, view, ek) not in node.evidence:
+                    raise self.fail(f"node {node.node} saw {ek.value} by member {member} in "
+                                    f"view {view} but produced no evidence")
+
+
+def run(config: SimConfig) -> Simulation:
+    return Simulation(config).run()
+
+
+def swarm_config(seed: int, n: int | None = None) -> SimConfig:
+    """A random scenario from one seed: committee size, faulty members (never more than the
+    safety bound), network quality, partitions, crashes with torn writes, an amnesiac."""
+    rng = random.Random(f"{seed}:swarm")
+    n = n if n is not None else rng.choice((4, 5, 7))
+    committee, _ = make_committee(n)
+    budget = committee.safety_bound
+    members = list(range(n))
+    rng.shuffle(members)
+    names = sorted(CATALOGUE)
+    nbyz = rng.randint(0, budget)
+    byzantine = tuple((m, rng.choice(names)) for m in sorted(members[:nbyz]))
+    rest = members[nbyz:]
+    gst = rng.randint(500, 4000)
+    network = NetworkConfig(min_delay_ms=rng.randint(1, 10), max_delay_ms=rng.randint(10, 60),
+                            jitter_ms=rng.randint(0, 40), drop=rng.choice((0.0, 0.05, 0.2)),
+                            duplicate=rng.choice((0.0, 0.05, 0.2)))
+    partitions = []
+    for _ in range(rng.randint(0, 2)):
+        start = rng.randint(0, gst)
+        end = rng.randint(start, gst + 1000)
+        side = tuple(sorted(rng.sample(range(n), rng.randint(1, n - 1))))
+        other = tuple(i for i in range(n) if i not in side)
+        if rng.random() < 0.5:
+            partitions.append(Partition.split(start, end, side, other))
+        else:
+            partitions.append(Partition.one_way(start, end, side, other))
+    crashes = []
+    if nbyz < budget and rest and rng.random() < 0.3:
+        victim = rest.pop()
+        at = rng.randint(100, gst)
+        crashes.append(Crash(victim, at, at + rng.randint(100, 1500), wipe_guard=True))
+    for victim in rest[: rng.randint(0, 2)]:
+        at = rng.randint(100, gst + 1000)
+        crashes.append(Crash(victim, at, at + rng.randint(100, 2000), torn=rng.random() < 0.7))
+    return SimConfig(seed=seed, n=n, gst_ms=gst, network=network,
+                     partitions=tuple(partitions), crashes=tuple(crashes), byzantine=byzantine,
+                     target_new_blocks=5)

@@ -1,0 +1,229 @@
+"""The submitter/reader side of the client channel: `submit`, `tail`, `status`.
+
+A client is a transport *reader*: a Noise link authenticated by its own ed25519 key to one
+or more members. It trusts no member: every block it returns has had its certificate and
+its chain checked against the committee from configuration (`verified_blocks`).
+
+Client configuration (TOML):
+
+    [client]
+    key_file = "client.key"              # this client's identity (mode 0600)
+    committee_config = "node-0.toml"     # any member's config: only its public parts are read
+    connect = ["127.0.0.1:7100"]         # optional; default: every member's address
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+
+from ..committee import CommitteeSpec
+from ..config import MemberConfig, load_config
+from ..consensus.types import Block, Certificate, VoteKind
+from ..crypto import SigningKey
+from ..errors import ConfigError, OperatorError, RemoteError
+from ..keys import load_key_file
+from ..store.records import FinalizedBlock
+from ..transport.manager import ConnectionManager
+from ..transport.router import Channel
+from . import wire
+
+#: How long a client waits for a link to any member before giving up.
+CONNECT_TIMEOUT_S: Final = 10.0
+#: How long it waits for one reply.
+REPLY_TIMEOUT_S: Final = 30.0
+#: Replies buffered per outstanding request (submit: ack + outcome).
+REPLIES_PER_REQUEST: Final = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    path: Path
+    key_file: Path
+    member_config: MemberConfig
+    connect: tuple[tuple[str, int], ...]
+
+    @property
+    def committee(self) -> CommitteeSpec:
+        return self.member_config.committee_spec()
+
+
+def load_client_config(path: Path) -> ClientConfig:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "file not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(str(path), "", f"not valid TOML: {e}") from None
+    unknown = sorted(set(data) - {"client"})
+    if unknown:
+        raise ConfigError(str(path), unknown[0], "unknown section (expected [client])")
+    client = data.get("client")
+    if not isinstance(client, dict):
+        raise ConfigError(str(path), "client", "missing section")
+    unknown = sorted(set(client) - {"key_file", "committee_config", "connect"})
+    if unknown:
+        raise ConfigError(str(path), f"client.{unknown[0]}", "unknown key")
+    base = path.parent
+    for key in ("key_file", "committee_config"):
+        if not isinstance(client.get(key), str):
+            raise ConfigError(str(path), f"client.{key}", "missing key (a path)")
+    member_config = load_config(base / client["committee_config"], check_key=False)
+    connect_raw = client.get("connect")
+    connect: list[tuple[str, int]] = []
+    if connect_raw is None:
+        connect = [(m.address.host, m.address.port) for m in member_config.committee.members]
+    else:
+        if not isinstance(connect_raw, list):
+            raise ConfigError(str(path), "client.connect", "expected a list of \"host:port\"")
+        for i, item in enumerate(connect_raw):
+            host, _, port = str(item).rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(str(path), f"client.connect[{i}]",
+                                  f"expected \"host:port\", got {item!r}")
+            connect.append((host, int(port)))
+    return ClientConfig(path, base / client["key_file"], member_config, tuple(connect))
+
+
+class CommitteeClient:
+    def __init__(self, key: SigningKey, committee: CommitteeSpec,
+                 connect: Sequence[tuple[str, int]]) -> None:
+        self.key = key
+        self.committee = committee
+        self.manager = ConnectionManager(key, committee, {}, listen=("127.0.0.1", 0),
+                                         bootstrap=list(connect), roles=("client",))
+        self._ids = itertools.count(1)
+        self._pending: dict[int, trio.MemorySendChannel[wire.Message]] = {}
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, config: ClientConfig) -> AsyncIterator[CommitteeClient]:
+        client = cls(load_key_file(config.key_file), config.committee, config.connect)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.manager.run)
+            nursery.start_soon(client._dispatch)
+            with trio.move_on_after(CONNECT_TIMEOUT_S) as scope:
+                await client.manager.wait_until(lambda: bool(client.members()))
+            if scope.cancelled_caught:
+                raise OperatorError(
+                    "could not reach any committee member at "
+                    + ", ".join(f"{h}:{p}" for h, p in config.connect))
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
+
+    def members(self) -> list[bytes]:
+        return [p for p in self.manager.member_links() if p in self.committee.members]
+
+    async def _dispatch(self) -> None:
+        async for _sender, data in self.manager.router.receive(Channel.CLIENT):
+            try:
+                msg = wire.decode_message(data)
+            except RemoteError:
+                continue
+            rid = getattr(msg, "request_id", None)
+            channel = self._pending.get(rid) if rid is not None else None
+            if channel is not None:
+                with suppress(trio.WouldBlock):
+                    channel.send_nowait(msg)
+
+    @asynccontextmanager
+    async def _request(self, member: bytes, make: Any) -> AsyncIterator[
+            trio.MemoryReceiveChannel[wire.Message]]:
+        rid = next(self._ids)
+        send, recv = trio.open_memory_channel[wire.Message](REPLIES_PER_REQUEST)
+        self._pending[rid] = send
+        try:
+            sent = await self.manager.router.send(Channel.CLIENT, member,
+                                                  wire.encode_message(make(rid)))
+            if not sent:
+                raise OperatorError(f"member {member.hex()[:16]} is not reachable")
+            yield recv
+        finally:
+            del self._pending[rid]
+
+    async def _reply(self, recv: trio.MemoryReceiveChannel[wire.Message], what: str,
+                     timeout: float = REPLY_TIMEOUT_S) -> wire.Message:
+        with trio.move_on_after(timeout):
+            return await recv.receive()
+        raise OperatorError(f"no {what} reply within {timeout:.0f}s")
+
+    async def submit(self, envelope: bytes, *, member: bytes | None = None,
+                     wait: bool = True) -> tuple[wire.Submitted, wire.Outcome | None]:
+        """Submit one envelope; with `wait`, also wait for its finalised outcome."""
+        target = member or self.members()[0]
+        async with self._request(target, lambda rid: wire.Submit(rid, envelope)) as recv:
+            ack = await self._reply(recv, "submit")
+            if not isinstance(ack, wire.Submitted):
+                raise RemoteError(f"unexpected reply {type(ack).__name__} to submit")
+            if not ack.accepted or not wait:
+                return ack, None
+            outcome = await self._reply(recv, "outcome")
+            if not isinstance(outcome, wire.Outcome):
+                raise RemoteError(f"unexpected reply {type(outcome).__name__} to submit")
+            return ack, outcome
+
+    async def blocks(self, from_height: int, *, max_blocks: int = 64, wait: bool = False,
+                     member: bytes | None = None) -> wire.Blocks:
+        target = member or self.members()[0]
+        async with self._request(target, lambda rid: wire.BlocksRequest(
+                rid, from_height, max_blocks, wait)) as recv:
+            reply = await self._reply(recv, "blocks", wire.BLOCKS_WAIT_S + REPLY_TIMEOUT_S)
+            if not isinstance(reply, wire.Blocks):
+                raise RemoteError(f"unexpected reply {type(reply).__name__} to blocks?")
+            return reply
+
+    async def status(self, member: bytes) -> dict[str, Any]:
+        async with self._request(member, wire.StatusRequest) as recv:
+            reply = await self._reply(recv, "status")
+            if not isinstance(reply, wire.Status):
+                raise RemoteError(f"unexpected reply {type(reply).__name__} to status?")
+            return reply.status
+
+
+class ChainVerifier:
+    """Checks blocks a member hands out, in height order, trusting only the committee.
+
+    Each block must link to the previous one by parent digest. A block with its own finalize
+    certificate is final; a block with only a notarization is *pending* until a later block
+    with a finalize certificate arrives that descends from it (Simplex finalises ancestors).
+    `feed` returns the blocks that became final, in order.
+    """
+
+    def __init__(self, committee: CommitteeSpec, previous: Block | None = None) -> None:
+        self.committee = committee
+        self.previous = previous
+        self.pending: list[FinalizedBlock] = []
+
+    def feed(self, fb: FinalizedBlock) -> list[FinalizedBlock]:
+        block = fb.block
+        if self.previous is not None and (block.parent != self.previous.digest
+                                          or block.height != self.previous.height + 1):
+            raise RemoteError(f"height {block.height}: does not link to the block before it")
+        self.previous = block
+        if fb.finalization is not None:
+            _check_certificate(self.committee, fb.finalization, VoteKind.FINALIZE, block)
+            final = [*self.pending, fb]
+            self.pending = []
+            return final
+        if fb.notarization is None:
+            raise RemoteError(f"height {block.height}: carries no certificate")
+        _check_certificate(self.committee, fb.notarization, VoteKind.NOTARIZE, block)
+        self.pending.append(fb)
+        return []
+
+
+def _check_certificate(committee: CommitteeSpec, cert: Certificate, kind: VoteKind,
+                       block: Block) -> None:
+    if cert.kind is not kind or cert.digest != block.digest or cert.view != block.view:
+        raise RemoteError(f"height {block.height}: the {kind.name.lower()} certificate is "
+                          "not for this block")
+    cert.verify(committee)

@@ -1,0 +1,78 @@
+"""`coalitiond run`: one member process, from configuration to clean exit.
+
+SIGTERM or SIGINT: stop taking client commands, tell systemd STOPPING=1, cancel the member
+(a store write in progress completes first: worker-thread writes are never abandoned), close
+the store, exit 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Final
+
+import trio
+
+from ..config import MemberConfig
+from ..crypto import SigningKey
+from ..logs import get_logger
+from ..ops_http import OpsApp, serve_ops
+from ..systemd import Notifier
+from .member import Member
+
+log = get_logger(__name__)
+
+#: SIGTERM waits this long for consensus to reach a quiet point before cancelling.
+DRAIN_S: Final = 0.5
+
+
+def startup_lines(config: MemberConfig, member: Member) -> list[str]:
+    c = member.committee
+    lines = [
+        f"coalitiond: member {member.me} of {c.summary()}",
+        f"coalitiond: safety holds with up to {c.safety_bound} Byzantine members "
+        f"(f_s = 2q - n - 1); progress needs {c.quorum} of {c.n} up "
+        f"(tolerates {c.liveness_bound} down)",
+        f"coalitiond: peer id {member.key.public.hex()}, listening on "
+        f"{config.node.listen.host}:{config.node.listen.port}, data in {config.node.data_dir}",
+    ]
+    for i, m in enumerate(config.committee.members):
+        lines.append(f"coalitiond:   member {i}: {m.peer_id.hex()[:16]} {m.address.host}:"
+                     f"{m.address.port} {m.operator}".rstrip())
+    if config.attestation.mode == "none":
+        lines.append("coalitiond: WARNING: attestation = \"none\": members are not "
+                     "TDX-attested (development only)")
+    return lines
+
+
+async def run_member(config: MemberConfig, key: SigningKey, *, guard_lost: bool = False,
+                     notifier: Notifier | None = None) -> None:
+    notifier = notifier or Notifier()
+    member = Member(config, key, guard_lost=guard_lost)
+    for line in startup_lines(config, member):
+        print(line, file=sys.stderr, flush=True)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(member.run)
+            if config.node.metrics is not None:
+                app = OpsApp(status=member.status, ready=lambda: member.ready)
+                bind = f"{config.node.metrics.host}:{config.node.metrics.port}"
+                await nursery.start(serve_ops, app, bind)
+            if notifier.watchdog_interval_s:
+                nursery.start_soon(_watchdog, notifier, notifier.watchdog_interval_s)
+            notifier.ready(f"member {member.me}, height {member.height}")
+            log.info("member.ready", member=member.me, height=member.height)
+            async for signum in signals:
+                log.info("member.stopping", signal=signal.Signals(signum).name)
+                notifier.stopping()
+                member.stop_accepting()
+                await trio.sleep(DRAIN_S)
+                nursery.cancel_scope.cancel()
+                break
+    log.info("member.stopped", height=member.height)
+
+
+async def _watchdog(notifier: Notifier, interval: float) -> None:
+    while True:
+        notifier.watchdog()
+        await trio.sleep(interval)

@@ -1,0 +1,273 @@
+"""The devnet supervisor: N member processes on loopback, a steady load, live progress.
+
+`coalitiond devnet` generates the configs (cli/devnet.py), then this module:
+1. starts `coalitiond run` for every member as a child process (logs in DIR/member-<i>.log);
+2. connects a client (DIR/client.toml, the operator key) and submits feed commands at a
+   steady rate, round-robin over the members;
+3. prints one progress line a second: height, entries/s, submit-to-final latency, members up;
+4. on Ctrl-C, or after `--duration`, stops the load and SIGTERMs the members; with
+   `--duration` it then exports each member's archive, verifies each with `coalitiond
+   verify`, and checks every pair agrees on their common prefix. Exit 0 only if all holds.
+
+Every child and task is owned by one nursery; nothing outlives the supervisor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import trio
+
+from ..client_commands import EnvelopeSigner, publish
+from ..errors import CoalitiondError, OperatorError
+from ..keys import load_key_file
+from ..logs import configure
+from .client import ClientConfig, CommitteeClient, load_client_config
+
+#: How long members get to become reachable before the devnet gives up.
+STARTUP_TIMEOUT_S: Final = 60.0
+#: How long a member gets to exit after SIGTERM before it is killed.
+STOP_TIMEOUT_S: Final = 15.0
+#: Submissions in flight at once (each waits for its outcome).
+MAX_IN_FLIGHT: Final = 256
+LATENCY_WINDOW: Final = 4096
+
+
+def write_client_config(dir: Path) -> Path:
+    path = dir / "client.toml"
+    text = ("# The devnet's client: the operator key is the feed publisher and the ACL's client.\n"
+            "[client]\n"
+            "key_file = \"operator.key\"\n"
+            "committee_config = \"member-0.toml\"\n")
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def coalitiond_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "coalitiond", *args]
+
+
+@dataclass
+class Progress:
+    started: float = field(default_factory=time.monotonic)
+    submitted: int = 0
+    finalized: int = 0
+    refused: int = 0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+    def percentile(self, p: float) -> float | None:
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+class Devnet:
+    def __init__(self, dir: Path, configs: list[Path], *, rate: float, commands_per_envelope: int,
+                 load: bool = True, out: TextIO = sys.stdout) -> None:
+        self.load = load
+        self.dir = dir
+        self.configs = configs
+        self.rate = rate
+        self.commands_per_envelope = commands_per_envelope
+        self.out = out
+        self.processes: list[trio.Process | None] = [None] * len(configs)
+        self.progress = Progress()
+        self.client_config: ClientConfig = load_client_config(write_client_config(dir))
+
+    # -- members ------------------------------------------------------------------------
+
+    async def _run_member(self, i: int, task_status: trio.TaskStatus[None]) -> None:
+        log = (self.dir / f"member-{i}.log").open("ab")
+        try:
+            async with trio.open_nursery() as nursery:
+                process = await nursery.start(lambda task_status: trio.run_process(
+                    coalitiond_command("run", "--config", str(self.configs[i])),
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=False,
+                    task_status=task_status))
+                self.processes[i] = process
+                task_status.started()
+        finally:
+            log.close()
+
+    async def stop_members(self) -> list[int | None]:
+        for p in self.processes:
+            if p is not None and p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+        codes: list[int | None] = []
+        for p in self.processes:
+            if p is None:
+                codes.append(None)
+                continue
+            with trio.move_on_after(STOP_TIMEOUT_S):
+                await p.wait()
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+            codes.append(p.returncode)
+        return codes
+
+    # -- load and progress --------------------------------------------------------------
+
+    async def _submit_one(self, client: CommitteeClient, envelope: bytes, member: bytes,
+                          limiter: trio.CapacityLimiter) -> None:
+        async with limiter:
+            started = time.monotonic()
+            try:
+                ack, outcome = await client.submit(envelope, member=member)
+            except CoalitiondError:
+                self.progress.refused += 1
+                return
+            if not ack.accepted or outcome is None:
+                self.progress.refused += 1
+                return
+            self.progress.finalized += self.commands_per_envelope
+            self.progress.latencies.append(time.monotonic() - started)
+
+    async def _load(self, client: CommitteeClient) -> None:
+        key = load_key_file(self.client_config.key_file)
+        signer = EnvelopeSigner(key, client.committee.committee_id, time.time_ns() // 1000)
+        limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
+        counter = itertools.count()
+        interval = 1.0 / self.rate
+        next_at = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            while True:
+                members = client.members()
+                if members:
+                    n = next(counter)
+                    envelope = signer.sign([publish("devnet", {"n": n, "i": j})
+                                            for j in range(self.commands_per_envelope)])
+                    self.progress.submitted += self.commands_per_envelope
+                    await limiter.acquire()  # backpressure: never more than MAX_IN_FLIGHT
+                    limiter.release()
+                    nursery.start_soon(self._submit_one, client, envelope.raw,
+                                       members[n % len(members)], limiter)
+                next_at += interval
+                await trio.sleep_until(next_at)
+
+    async def _report(self, client: CommitteeClient) -> None:
+        last_finalized, last_t = 0, time.monotonic()
+        while True:
+            await trio.sleep(1.0)
+            heights, up = [], 0
+            for member in client.members():
+                with trio.move_on_after(2.0):
+                    status = await client.status(member)
+                    heights.append(status["height"])
+                    up += 1
+            now = time.monotonic()
+            p = self.progress
+            rate = (p.finalized - last_finalized) / (now - last_t)
+            last_finalized, last_t = p.finalized, now
+            p50, p99 = p.percentile(50), p.percentile(99)
+            line = (f"t={now - p.started:6.1f}s height={max(heights, default=0):6d} "
+                    f"entries/s={rate:7.1f} finalised={p.finalized:7d} refused={p.refused} "
+                    f"latency p50={_ms(p50)} p99={_ms(p99)} members up={up}/{len(self.configs)}")
+            print(line, file=self.out, flush=True)
+
+    async def run(self, duration: float | None) -> int:
+        print(f"devnet: starting {len(self.configs)} members (logs in {self.dir}/member-*.log)",
+              file=self.out, flush=True)
+        status = 0
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as members:
+                for i in range(len(self.configs)):
+                    await members.start(self._run_member, i)
+                try:
+                    async with CommitteeClient.open(self.client_config) as client:
+                        with trio.move_on_after(STARTUP_TIMEOUT_S):
+                            await client.manager.wait_until(
+                                lambda: len(client.members()) == len(self.configs))
+                        async with trio.open_nursery() as work:
+                            if self.load:
+                                work.start_soon(self._load, client)
+                            work.start_soon(self._report, client)
+                            if duration is not None:
+                                with trio.move_on_after(duration):
+                                    async for _ in signals:
+                                        status = 130
+                                        break
+                            else:
+                                async for _ in signals:
+                                    break
+                            work.cancel_scope.cancel()
+                finally:
+                    print("devnet: stopping members", file=self.out, flush=True)
+                    codes = await self.stop_members()
+                    members.cancel_scope.cancel()
+        bad = [i for i, c in enumerate(codes) if c != 0]
+        if bad:
+            print(f"devnet: members {bad} exited with {[codes[i] for i in bad]}",
+                  file=self.out)
+            status = status or 1
+        if duration is not None and status == 0:
+            status = await trio.to_thread.run_sync(self.check_archives)
+        return status
+
+    # -- after the run: export, verify, agree -------------------------------------------
+
+    def check_archives(self) -> int:
+        archives = []
+        for i in range(len(self.configs)):
+            archive = self.dir / f"member-{i}.archive"
+            data_dir = self.dir / f"member-{i}-data"
+            steps = [("export", coalitiond_command("export", "--data-dir", str(data_dir),
+                                                   "--out", str(archive))),
+                     ("verify", coalitiond_command("verify", "--archive", str(archive)))]
+            for what, cmd in steps:
+                r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                if r.returncode != 0:
+                    print(f"devnet: member {i}: {what} failed: {r.stderr.strip() or r.stdout}",
+                          file=self.out)
+                    return 1
+            archives.append(archive)
+            print(f"devnet: member {i}: archive {archive.name} verifies", file=self.out)
+        for a, b in itertools.combinations(archives, 2):
+            r = subprocess.run(coalitiond_command("verify", "--archive", str(a), "--against",
+                                                  str(b)),
+                               capture_output=True, text=True, check=False)
+            if r.returncode != 0:
+                print(f"devnet: {a.name} and {b.name} disagree:\n{r.stdout}{r.stderr}",
+                      file=self.out)
+                return 1
+        print(f"devnet: all {len(archives)} archives verify and agree on their common prefix",
+              file=self.out, flush=True)
+        print(json.dumps({"finalised": self.progress.finalized,
+                          "refused": self.progress.refused,
+                          "p50_ms": _ms_value(self.progress.percentile(50)),
+                          "p99_ms": _ms_value(self.progress.percentile(99))}),
+              file=self.out, flush=True)
+        return 0
+
+
+def _ms(x: float | None) -> str:
+    return "   -  " if x is None else f"{x * 1000:5.0f}ms"
+
+
+def _ms_value(x: float | None) -> float | None:
+    return None if x is None else round(x * 1000, 1)
+
+
+def run_devnet(dir: Path, configs: list[Path], *, duration: float | None, rate: float,
+               commands_per_envelope: int, load: bool = True) -> int:
+    if rate <= 0:
+        raise OperatorError("--rate must be positive")
+    # The supervisor's own transport chatter (dials before members listen) is noise here;
+    # each member's log is in DIR/member-<i>.log.
+    configure("console", "warning")
+    devnet = Devnet(dir, configs, rate=rate, commands_per_envelope=commands_per_envelope,
+                    load=load)
+    result: Any = trio.run(devnet.run, duration)
+    return int(result)

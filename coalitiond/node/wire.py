@@ -1,0 +1,166 @@
+"""Messages of the client and sync channels (the consensus channel's are in consensus/).
+
+Every message is a deterministic CBOR array `[type, 1, ...]`. The protocols are pull-based:
+a reader asks for a bounded run of blocks and asks again, so a slow reader throttles only
+itself and a member never queues unbounded history for anyone.
+
+Client channel (any authenticated peer, members and readers):
+    ["submit", 1, request_id, envelope]            -> ["submitted", 1, request_id, envelope_id, accepted, reason|null]
+                                                      later ["outcome", 1, request_id, height, log_index, [outcome...]]
+    ["blocks?", 1, request_id, from_height, max_blocks, wait]
+                                                   -> ["blocks", 1, request_id, tip_height, [finalized block...]]
+    ["status?", 1, request_id]                     -> ["status", 1, request_id, {status map}]
+Sync channel (members only): the same "blocks?" / "blocks" pair, used by catch-up.
+Gossip channel (members only): ["envelope", 1, envelope] — a submitted envelope relayed to
+every member so whichever member leads the next view can include it.
+
+`wait` asks the member to hold the request until a block beyond `from_height - 1` exists
+(bounded by BLOCKS_WAIT_S), which is how `tail --follow` avoids polling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..consensus.types import MalformedMessage
+from ..encoding import decode, encode
+from ..store.records import FinalizedBlock
+
+SCHEMA: Final = 1
+#: Blocks per "blocks" reply; the reply must also fit the transport's message limit, which
+#: the server enforces by size as it adds blocks.
+MAX_BLOCKS_PER_REPLY: Final = 256
+MAX_REPLY_BYTES: Final = 4 * 1024 * 1024
+#: How long a "blocks?" request with wait=true is held before an empty reply.
+BLOCKS_WAIT_S: Final = 10.0
+MAX_CLIENT_MESSAGE: Final = 9 * 1024 * 1024
+
+
+def _uint(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _expect(cond: bool, what: str) -> None:
+    if not cond:
+        raise MalformedMessage(what)
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    request_id: int
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    request_id: int
+    envelope_id: bytes
+    accepted: bool
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Where the envelope landed and what became of each of its commands."""
+
+    request_id: int
+    height: int
+    log_index: int
+    outcomes: tuple[Any, ...]  # CommandOutcome wire arrays
+
+
+@dataclass(frozen=True, slots=True)
+class BlocksRequest:
+    request_id: int
+    from_height: int
+    max_blocks: int
+    wait: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Blocks:
+    request_id: int
+    tip_height: int
+    blocks: tuple[FinalizedBlock, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    request_id: int
+    status: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class GossipEnvelope:
+    envelope: bytes
+
+
+Message = (Submit | Submitted | Outcome | BlocksRequest | Blocks | StatusRequest | Status
+           | GossipEnvelope)
+
+
+def encode_message(msg: Message) -> bytes:
+    if isinstance(msg, Submit):
+        return encode(["submit", SCHEMA, msg.request_id, msg.envelope])
+    if isinstance(msg, Submitted):
+        return encode(["submitted", SCHEMA, msg.request_id, msg.envelope_id, msg.accepted,
+                       msg.reason])
+    if isinstance(msg, Outcome):
+        return encode(["outcome", SCHEMA, msg.request_id, msg.height, msg.log_index,
+                       list(msg.outcomes)])
+    if isinstance(msg, BlocksRequest):
+        return encode(["blocks?", SCHEMA, msg.request_id, msg.from_height, msg.max_blocks,
+                       msg.wait])
+    if isinstance(msg, Blocks):
+        return encode(["blocks", SCHEMA, msg.request_id, msg.tip_height,
+                       [b.to_wire() for b in msg.blocks]])
+    if isinstance(msg, StatusRequest):
+        return encode(["status?", SCHEMA, msg.request_id])
+    if isinstance(msg, Status):
+        return encode(["status", SCHEMA, msg.request_id, msg.status])
+    return encode(["envelope", SCHEMA, msg.envelope])
+
+
+def decode_message(data: bytes) -> Message:
+    """Decode one client/sync/gossip message; MalformedMessage (a RemoteError) otherwise."""
+    obj = decode(data, max_size=MAX_CLIENT_MESSAGE)
+    _expect(isinstance(obj, list) and len(obj) >= 3 and obj[1] == SCHEMA
+            and not isinstance(obj[1], bool), "client message: expected [type, 1, ...]")
+    kind = obj[0]
+    if kind == "envelope":
+        _expect(len(obj) == 3 and isinstance(obj[2], bytes), "envelope: malformed")
+        return GossipEnvelope(obj[2])
+    _expect(_uint(obj[2]), f"{kind}: request id must be an unsigned integer")
+    rid = obj[2]
+    if kind == "submit":
+        _expect(len(obj) == 4 and isinstance(obj[3], bytes), "submit: malformed")
+        return Submit(rid, obj[3])
+    if kind == "submitted":
+        _expect(len(obj) == 6 and isinstance(obj[3], bytes) and isinstance(obj[4], bool)
+                and (obj[5] is None or isinstance(obj[5], str)), "submitted: malformed")
+        return Submitted(rid, obj[3], obj[4], obj[5])
+    if kind == "outcome":
+        _expect(len(obj) == 6 and _uint(obj[3]) and _uint(obj[4]) and isinstance(obj[5], list),
+                "outcome: malformed")
+        return Outcome(rid, obj[3], obj[4], tuple(obj[5]))
+    if kind == "blocks?":
+        _expect(len(obj) == 6 and _uint(obj[3]) and _uint(obj[4]) and isinstance(obj[5], bool),
+                "blocks?: malformed")
+        return BlocksRequest(rid, obj[3], min(obj[4], MAX_BLOCKS_PER_REPLY), obj[5])
+    if kind == "blocks":
+        _expect(len(obj) == 5 and _uint(obj[3]) and isinstance(obj[4], list)
+                and len(obj[4]) <= MAX_BLOCKS_PER_REPLY, "blocks: malformed")
+        return Blocks(rid, obj[3], tuple(FinalizedBlock.from_wire(b) for b in obj[4]))
+    if kind == "status?":
+        _expect(len(obj) == 3, "status?: malformed")
+        return StatusRequest(rid)
+    if kind == "status":
+        _expect(len(obj) == 4 and isinstance(obj[3], dict), "status: malformed")
+        return Status(rid, obj[3])
+    raise MalformedMessage(f"client message: unknown type {kind!r}")

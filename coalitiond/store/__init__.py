@@ -1,0 +1,57 @@
+"""The per-member signed log (DESIGN §2.6): SQLite store, signer guard, audit.
+
+`Store` is synchronous (tests, export, verify); `AsyncStore` runs it on one worker thread
+for the trio daemon. The archive format and offline verification are in
+`coalitiond.archive`; the integrator API is `coalitiond.verify`.
+"""
+
+from .aio import AsyncStore
+from .audit import AuditFailure, AuditSummary, LogAuditor
+from .errors import (
+    CommitteeMismatch,
+    SchemaMismatch,
+    SignerConflict,
+    StoreCorrupt,
+    StoreIOError,
+    StoreOpenError,
+    StoreUsageError,
+)
+from .records import FinalizedBlock, committee_from_record, committee_record, entry_leaf
+from .sqlite import (
+    STORE_FILENAME,
+    BlockToAppend,
+    Equivocation,
+    EventResult,
+    EvidenceRecord,
+    GuardRecord,
+    Store,
+    equivocation_evidence,
+    store_path,
+)
+
+__all__ = [
+    "STORE_FILENAME",
+    "AsyncStore",
+    "AuditFailure",
+    "AuditSummary",
+    "BlockToAppend",
+    "CommitteeMismatch",
+    "Equivocation",
+    "EventResult",
+    "EvidenceRecord",
+    "FinalizedBlock",
+    "GuardRecord",
+    "LogAuditor",
+    "SchemaMismatch",
+    "SignerConflict",
+    "Store",
+    "StoreCorrupt",
+    "StoreIOError",
+    "StoreOpenError",
+    "StoreUsageError",
+    "committee_from_record",
+    "committee_record",
+    "entry_leaf",
+    "equivocation_evidence",
+    "store_path",
+]

@@ -1,0 +1,71 @@
+"""Thin trio shell around the synchronous Store.
+
+Every call runs on a worker thread behind a CapacityLimiter(1): exactly one store call at a
+time, in call order per task, and the trio loop never blocks on SQLite or fsync. Calls are
+not abandoned on cancellation (trio's default), so a write is never left half-observed: a
+cancelled caller still waits for its transaction to commit or roll back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from ..checkpoint import Checkpoint
+from ..committee import CommitteeSpec
+from ..consensus.types import Block, Certificate, Vote, VoteKind
+from ..crypto import SigningKey
+from .sqlite import BlockToAppend, EventResult, EvidenceRecord, GuardRecord, Store
+
+T = TypeVar("T")
+
+
+class AsyncStore:
+    def __init__(self, store: Store, limiter: trio.CapacityLimiter) -> None:
+        self.sync = store
+        self._limiter = limiter
+
+    @classmethod
+    async def open(cls, path: Path | str, committee: CommitteeSpec | None = None, *,
+                   signing_key: SigningKey | None = None, **kwargs: Any) -> AsyncStore:
+        limiter = trio.CapacityLimiter(1)
+        store = await trio.to_thread.run_sync(
+            partial(Store.open, path, committee, signing_key=signing_key, **kwargs),
+            limiter=limiter)
+        return cls(store, limiter)
+
+    async def run(self, fn: Callable[[Store], T]) -> T:
+        """Run `fn(store)` on the store's worker thread (for reads not wrapped below)."""
+        return await trio.to_thread.run_sync(fn, self.sync, limiter=self._limiter)
+
+    async def append_block(self, block: Block, finalization: Certificate,
+                           votes: Sequence[Vote] = (), *,
+                           notarization: Certificate | None = None,
+                           verify_signatures: bool = True) -> Checkpoint:
+        return await self.run(lambda s: s.append_block(
+            block, finalization, votes, notarization=notarization,
+            verify_signatures=verify_signatures))
+
+    async def append_blocks(self, items: Sequence[BlockToAppend], *,
+                            verify_signatures: bool = True) -> list[Checkpoint]:
+        return await self.run(lambda s: s.append_blocks(items,
+                                                        verify_signatures=verify_signatures))
+
+    async def guard(self, epoch: int, view: int, kind: VoteKind, digest: bytes) -> None:
+        await self.run(lambda s: s.guard(epoch, view, kind, digest))
+
+    async def record_event(self, *, guard: Sequence[GuardRecord] = (),
+                           seen: Sequence[Vote] = (),
+                           evidence: Sequence[EvidenceRecord] = ()) -> EventResult:
+        return await self.run(lambda s: s.record_event(guard=guard, seen=seen,
+                                                       evidence=evidence))
+
+    async def highest_signed_view(self, epoch: int) -> int | None:
+        return await self.run(lambda s: s.highest_signed_view(epoch))
+
+    async def close(self) -> None:
+        await self.run(lambda s: s.close())

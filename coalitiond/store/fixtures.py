@@ -1,0 +1,64 @@
+"""Deterministic committees and certified chains for tests, benchmarks and demos.
+
+Real keys, real signatures, real certificates — derived from a seed so a failing run can be
+replayed. Not used by the daemon itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from ..committee import CommitteeSpec, default_fault_bound
+from ..consensus.types import Block, Certificate, Vote, VoteKind, genesis_block
+from ..crypto import SigningKey
+from .sqlite import BlockToAppend
+
+
+def seeded_key(seed: int, index: int) -> SigningKey:
+    return SigningKey(hashlib.sha256(f"coalitiond-fixture/{seed}/{index}".encode()).digest())
+
+
+class ChainBuilder:
+    """A committee of `n` seeded members and a chain of finalised blocks over it."""
+
+    def __init__(self, n: int = 4, *, seed: int = 0, name: str = "feed-test") -> None:
+        self.keys = [seeded_key(seed, i) for i in range(n)]
+        self.committee = CommitteeSpec("fixture-net", "feed", name,
+                                       tuple(k.public for k in self.keys),
+                                       default_fault_bound(n))
+        self.head = genesis_block(self.committee)
+        self.view = 0
+
+    def block(self, commands: Sequence[bytes], *, parent: Block | None = None,
+              view: int | None = None) -> Block:
+        parent = self.head if parent is None else parent
+        v = (max(self.view, parent.view) + 1) if view is None else view
+        return Block(self.committee.epoch, parent.height + 1, v, parent.digest,
+                     self.committee.leader(v), tuple(commands), parent.height,
+                     b"\x00" * 32)
+
+    def votes(self, block: Block, kind: VoteKind, signers: Sequence[int] | None = None
+              ) -> list[Vote]:
+        signers = range(len(self.keys)) if signers is None else signers
+        return [Vote.sign(self.keys[i], self.committee, i, kind, block.view, block.digest)
+                for i in signers]
+
+    def certify(self, block: Block, *, signers: Sequence[int] | None = None,
+                all_votes: bool = True) -> BlockToAppend:
+        """Finalize `block` with a quorum certificate from `signers` (default: the first q)
+        and, with `all_votes`, every member's notarize and finalize vote."""
+        q = self.committee.quorum
+        cert_signers = list(range(q)) if signers is None else list(signers)
+        fin = Certificate.from_votes(self.votes(block, VoteKind.FINALIZE, cert_signers))
+        votes: list[Vote] = []
+        if all_votes:
+            votes = self.votes(block, VoteKind.NOTARIZE) + self.votes(block, VoteKind.FINALIZE)
+        return BlockToAppend(block, fin, votes)
+
+    def next(self, commands: Sequence[bytes], *, signers: Sequence[int] | None = None,
+             all_votes: bool = True) -> BlockToAppend:
+        """Build, certify and advance the head."""
+        b = self.block(commands)
+        self.head, self.view = b, b.view
+        return self.certify(b, signers=signers, all_votes=all_votes)

@@ -1,0 +1,151 @@
+"""Builds committees for daemon tests: keys, member configs on free loopback ports, a
+client config; and runs members in-process (one trio nursery) or as real processes."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from coalitiond.cli.init import load_or_create_key
+from coalitiond.config import MemberConfig, load_config
+from coalitiond.config_template import MemberLine, TemplateInput, render_member_config
+from coalitiond.crypto import SigningKey
+from coalitiond.node.client import ClientConfig, CommitteeClient, load_client_config
+from coalitiond.node.member import Member
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@dataclass
+class Committee:
+    dir: Path
+    configs: list[Path]
+    keys: list[SigningKey]
+    operator: SigningKey
+    client_config_path: Path
+    listen_ports: list[int]
+
+    @property
+    def n(self) -> int:
+        return len(self.configs)
+
+    def member_config(self, i: int) -> MemberConfig:
+        return load_config(self.configs[i])
+
+    def client_config(self) -> ClientConfig:
+        return load_client_config(self.client_config_path)
+
+
+def write_committee(dir: Path, n: int, *, component: str = "feed",
+                    address_of: Callable[[int, int, int], str] | None = None,
+                    timing: str = "") -> Committee:
+    """`address_of(i, j, port_j)`: the address member i's config lists for member j
+    (default: j's own listen port) — lets a test put a fault-injecting proxy in between."""
+    dir.mkdir(parents=True, exist_ok=True)
+    operator = load_or_create_key(dir / "operator.key")
+    keys = [load_or_create_key(dir / f"member-{i}.key") for i in range(n)]
+    ports = free_ports(n)
+    paths = []
+    for i in range(n):
+        lines = [MemberLine(k.public, address_of(i, j, ports[j]) if address_of and i != j
+                            else f"127.0.0.1:{ports[j]}", f"m{j}")
+                 for j, k in enumerate(keys)]
+        text = render_member_config(TemplateInput(
+            kind=component, committee_name=f"test-{component}", network_name="test",
+            key_file=f"member-{i}.key", data_dir=f"member-{i}-data",
+            listen=f"127.0.0.1:{ports[i]}", members=lines, clients=[operator.public],
+            citizen_operator=operator.public))
+        if timing:
+            text = text.replace("[committee.timing]", "[committee.timing]\n" + timing, 1)
+        path = dir / f"member-{i}.toml"
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+    client = dir / "client.toml"
+    client.write_text('[client]\nkey_file = "operator.key"\ncommittee_config = "member-0.toml"\n'
+                      + "connect = [" + ", ".join(f'"127.0.0.1:{p}"' for p in ports) + "]\n")
+    return Committee(dir, paths, keys, operator, client, ports)
+
+
+@dataclass
+class RunningMember:
+    member: Member
+    scope: trio.CancelScope
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class InProcessCommittee:
+    """Members as tasks of one nursery; each can be stopped and restarted on its data."""
+
+    def __init__(self, committee: Committee, nursery: trio.Nursery) -> None:
+        self.committee = committee
+        self.nursery = nursery
+        self.running: dict[int, RunningMember] = {}
+
+    async def start(self, i: int) -> Member:
+        config = self.committee.member_config(i)
+        member = Member(config, self.committee.keys[i])
+        scope = trio.CancelScope()
+        running = RunningMember(member, scope)
+
+        async def run(task_status: trio.TaskStatus[None]) -> None:
+            try:
+                with scope:
+                    await member.run(task_status=task_status)
+            finally:
+                running.done.set()
+
+        await self.nursery.start(run)
+        self.running[i] = running
+        return member
+
+    async def stop(self, i: int) -> None:
+        running = self.running.pop(i)
+        running.scope.cancel()
+        await running.done.wait()
+
+    def members(self) -> list[Member]:
+        return [r.member for _, r in sorted(self.running.items())]
+
+
+@asynccontextmanager
+async def in_process(committee: Committee, start: Sequence[int] | None = None
+                     ) -> AsyncIterator[InProcessCommittee]:
+    async with trio.open_nursery() as nursery:
+        c = InProcessCommittee(committee, nursery)
+        for i in (range(committee.n) if start is None else start):
+            await c.start(i)
+        try:
+            yield c
+        finally:
+            for i in list(c.running):
+                await c.stop(i)
+
+
+async def all_reach(members: Sequence[Member], height: int, *, timeout: float = 60.0) -> None:
+    """Wait (event-driven, no polling) until every member has finalised `height`."""
+    with trio.fail_after(timeout):
+        for m in members:
+            await m.wait_until(lambda m: m.height >= height)
+
+
+@asynccontextmanager
+async def client_for(committee: Committee) -> AsyncIterator[CommitteeClient]:
+    async with CommitteeClient.open(committee.client_config()) as client:
+        with trio.fail_after(30):
+            await client.manager.wait_until(lambda: len(client.members()) == committee.n)
+        yield client

@@ -1,0 +1,298 @@
+"""The sans-IO core driven event by event: voting rules, guard ordering, refusals, restart."""
+
+from __future__ import annotations
+
+from coalitiond.consensus.core import (
+    MAX_VIEWS_AHEAD,
+    BlockExecuted,
+    BlocksFetched,
+    Broadcast,
+    CommandSubmitted,
+    Core,
+    CoreConfig,
+    DurableState,
+    EvidenceFound,
+    FetchBlocks,
+    Finalized,
+    GuardRecord,
+    MessageReceived,
+    PersistSignerGuard,
+    Refused,
+    SetTimer,
+    Start,
+    TimerFired,
+    TimerKind,
+)
+from coalitiond.consensus.messages import (
+    EvidenceMessage,
+    Finalization,
+    Notarization,
+    Nullification,
+    Proposal,
+)
+from coalitiond.consensus.simulator import make_committee
+from coalitiond.consensus.statements import SignedKind
+from coalitiond.consensus.types import (
+    ZERO_DIGEST,
+    Block,
+    Certificate,
+    Vote,
+    VoteKind,
+    genesis_block,
+)
+
+COMMITTEE, KEYS = make_committee(4)  # q = 3; leader of view v is v % 4
+CONFIG = CoreConfig(leader_timeout_ms=200, view_timeout_ms=300, batch_interval_ms=20,
+                    max_batch_commands=2, max_batch_bytes=4096, max_backoff_exponent=3)
+GENESIS = genesis_block(COMMITTEE)
+
+
+def core(member: int, durable: DurableState | None = None, **kw: object) -> Core:
+    c = Core(COMMITTEE, KEYS[member], CONFIG, durable, **kw)  # type: ignore[arg-type]
+    c.step(Start())
+    return c
+
+
+def blk(view: int, proposer: int, parent: Block = GENESIS, commands: tuple[bytes, ...] = (),
+        executed: tuple[int, bytes] = (0, ZERO_DIGEST)) -> Block:
+    return Block(COMMITTEE.epoch, parent.height + 1, view, parent.digest, proposer, commands,
+                 executed[0], executed[1])
+
+
+def proposal(b: Block) -> MessageReceived:
+    return MessageReceived(b.proposer, Proposal.sign(KEYS[b.proposer], COMMITTEE, b))
+
+
+def vote(member: int, kind: VoteKind, view: int, digest: bytes = ZERO_DIGEST) -> MessageReceived:
+    return MessageReceived(member, Vote.sign(KEYS[member], COMMITTEE, member, kind, view, digest))
+
+
+def cert(kind: VoteKind, view: int, digest: bytes = ZERO_DIGEST,
+         signers: tuple[int, ...] = (1, 2, 3)) -> Certificate:
+    return Certificate.from_votes([Vote.sign(KEYS[i], COMMITTEE, i, kind, view, digest)
+                                   for i in signers])
+
+
+def own_votes(actions: list[object]) -> list[Vote]:
+    return [a.message for a in actions
+            if isinstance(a, Broadcast) and isinstance(a.message, Vote)]
+
+
+def refusals(actions: list[object]) -> list[str]:
+    return [a.reason for a in actions if isinstance(a, Refused)]
+
+
+def test_start_arms_view_timers() -> None:
+    c = Core(COMMITTEE, KEYS[0], CONFIG)
+    assert c.step(Start()) == [SetTimer(TimerKind.LEADER, 1, 200), SetTimer(TimerKind.VIEW, 1, 300)]
+
+
+def test_leader_persists_guard_before_each_signature() -> None:
+    leader = core(1)
+    actions = leader.step(TimerFired(TimerKind.BATCH, 1))
+    kinds = [type(a).__name__ for a in actions]
+    assert kinds == ["PersistSignerGuard", "Broadcast", "PersistSignerGuard", "Broadcast"]
+    g1, p, g2, v = actions
+    assert isinstance(p, Broadcast) and isinstance(p.message, Proposal)
+    assert g1 == PersistSignerGuard(0, 1, SignedKind.PROPOSE, p.message.block.digest)
+    assert isinstance(v, Broadcast) and isinstance(v.message, Vote)
+    assert g2 == PersistSignerGuard(0, 1, SignedKind.NOTARIZE, p.message.block.digest)
+
+
+def test_time_triggered_batch_waits_for_timer() -> None:
+    leader = Core(COMMITTEE, KEYS[1], CONFIG)
+    assert SetTimer(TimerKind.BATCH, 1, 20) in leader.step(Start())
+    assert leader.step(CommandSubmitted(b"one")) == []  # below the size trigger
+    actions = leader.step(TimerFired(TimerKind.BATCH, 1))
+    props = [a.message for a in actions if isinstance(a, Broadcast)
+             and isinstance(a.message, Proposal)]
+    assert [p.block.commands for p in props] == [(b"one",)]
+
+
+def test_size_triggered_batch_proposes_at_once() -> None:
+    leader = core(1)
+    assert leader.step(CommandSubmitted(b"one")) == []
+    actions = leader.step(CommandSubmitted(b"two"))
+    props = [a.message for a in actions if isinstance(a, Broadcast)
+             and isinstance(a.message, Proposal)]
+    assert [p.block.commands for p in props] == [(b"one", b"two")]
+
+
+def test_duplicate_and_oversize_commands_refused() -> None:
+    c = core(0)
+    c.step(CommandSubmitted(b"x"))
+    assert refusals(c.step(CommandSubmitted(b"x"))) == [
+        "command refused: duplicate of a pending command"]
+    assert refusals(c.step(CommandSubmitted(b"y" * 70_000))) == [
+        "command refused: command of 70000 bytes exceeds 65536"]
+    assert c.pending_commands == 1
+
+
+def test_voter_notarizes_first_valid_proposal_and_relays_header() -> None:
+    c = core(0)
+    a = blk(1, 1, commands=(b"a",))
+    actions = c.step(proposal(a))
+    assert actions[0] == PersistSignerGuard(0, 1, SignedKind.NOTARIZE, a.digest)
+    assert [v.digest for v in own_votes(actions)] == [a.digest]
+    headers = [x.message for x in actions if isinstance(x, Broadcast)
+               and not isinstance(x.message, Vote)]
+    assert headers == [Proposal.sign(KEYS[1], COMMITTEE, a).header]
+    # A second, different proposal from the same leader: evidence, and no second vote.
+    b = blk(1, 1, commands=(b"b",))
+    actions = c.step(proposal(b))
+    assert own_votes(actions) == []
+    found = [x.evidence for x in actions if isinstance(x, EvidenceFound)]
+    assert [(e.kind.value, e.member, e.view) for e in found] == [("conflicting-proposal", 1, 1)]
+    found[0].verify(COMMITTEE)
+    assert Broadcast(EvidenceMessage(found[0])) in actions
+
+
+def test_proposal_from_non_leader_refused() -> None:
+    c = core(0)
+    actions = c.step(proposal(blk(1, 2)))
+    assert refusals(actions) == ["proposal for view 1 from member 2, the leader is 1"]
+    assert own_votes(actions) == []
+
+
+def test_far_future_and_genesis_views_refused() -> None:
+    c = core(0)
+    far = 1 + MAX_VIEWS_AHEAD + 1
+    assert refusals(c.step(vote(2, VoteKind.NULLIFY, far))) == [
+        f"vote for view {far} is more than {MAX_VIEWS_AHEAD} views ahead of 1"]
+    assert refusals(c.step(vote(2, VoteKind.NULLIFY, 0))) == ["vote for view 0 (genesis)"]
+
+
+def test_validation_hook_refusal_means_no_vote() -> None:
+    c = core(0, validate_block_commands=lambda cmds: b"bad" not in cmds)
+    actions = c.step(proposal(blk(1, 1, commands=(b"bad",))))
+    assert refusals(actions) == ["proposal for view 1: the component refused the block's commands"]
+    assert own_votes(actions) == []
+
+
+def test_command_repeated_in_block_refused() -> None:
+    c = core(0)
+    actions = c.step(proposal(blk(1, 1, commands=(b"a", b"a"))))
+    assert refusals(actions) == ["proposal for view 1: a command appears twice in the block"]
+
+
+def finalized_at_height_1(member: int) -> tuple[Core, Block]:
+    b1 = blk(1, 1)
+    durable = DurableState(tip=b1, tip_certificate=cert(VoteKind.FINALIZE, 1, b1.digest))
+    return core(member, durable), b1
+
+
+def test_state_root_rule() -> None:
+    mine, theirs = b"\x0a" * 32, b"\x0b" * 32
+    c, b1 = finalized_at_height_1(0)
+    assert c.view == 2
+    c.step(BlockExecuted(1, mine))
+    actions = c.step(proposal(blk(2, 2, b1, executed=(1, theirs))))
+    assert refusals(actions) == ["proposal for view 2: state root for height 1 differs from ours"]
+    # Matching root: vote.
+    c, b1 = finalized_at_height_1(0)
+    c.step(BlockExecuted(1, mine))
+    assert len(own_votes(c.step(proposal(blk(2, 2, b1, executed=(1, mine)))))) == 1
+    # Not executed yet: do not block liveness, vote.
+    c, b1 = finalized_at_height_1(0)
+    assert len(own_votes(c.step(proposal(blk(2, 2, b1, executed=(1, theirs)))))) == 1
+
+
+def test_restart_refuses_conflicting_notarize() -> None:
+    signed = b"\x07" * 32
+    c = core(0, DurableState(guard=(GuardRecord(0, 1, SignedKind.NOTARIZE, signed),)))
+    assert c.view == 1
+    actions = c.step(proposal(blk(1, 1, commands=(b"other",))))
+    assert own_votes(actions) == []
+    assert not any(isinstance(a, PersistSignerGuard) for a in actions)
+    # The guard also forbids finalising what it did not notarise? No: only same-kind and
+    # nullify/finalise conflicts. But it forbids nullify after a recorded finalise:
+    c = core(0, DurableState(guard=(GuardRecord(0, 1, SignedKind.FINALIZE, signed),)))
+    assert own_votes(c.step(TimerFired(TimerKind.LEADER, 1))) == []
+
+
+def test_amnesiac_abstains_until_past_observed_views() -> None:
+    c = core(0, DurableState(guard_lost=True))
+    assert c.abstaining
+    assert own_votes(c.step(proposal(blk(1, 1)))) == []
+    assert own_votes(c.step(TimerFired(TimerKind.LEADER, 1))) == []
+    c.step(MessageReceived(1, Nullification(cert(VoteKind.NULLIFY, 1))))
+    assert c.view == 2 and c.abstaining  # abstains through view 1 + margin = 2
+    assert own_votes(c.step(TimerFired(TimerKind.LEADER, 2))) == []
+    c.step(MessageReceived(1, Nullification(cert(VoteKind.NULLIFY, 2))))
+    assert c.view == 3 and not c.abstaining
+    assert [v.kind for v in own_votes(c.step(TimerFired(TimerKind.LEADER, 3)))] == [
+        VoteKind.NULLIFY]
+
+
+def test_quorum_notarizes_then_finalizes() -> None:
+    c = core(0)
+    b = blk(1, 1, commands=(b"x",))
+    c.step(proposal(b))
+    c.step(vote(1, VoteKind.NOTARIZE, 1, b.digest))
+    actions = c.step(vote(2, VoteKind.NOTARIZE, 1, b.digest))
+    sent = [a.message for a in actions if isinstance(a, Broadcast)]
+    assert isinstance(sent[0], Notarization) and sent[0].block == b
+    assert [(v.kind, v.view) for v in own_votes(actions)] == [(VoteKind.FINALIZE, 1)]
+    assert c.view == 2
+    c.step(vote(1, VoteKind.FINALIZE, 1, b.digest))
+    actions = c.step(vote(3, VoteKind.FINALIZE, 1, b.digest))
+    final = [a for a in actions if isinstance(a, Finalized)]
+    assert [f.block for f in final] == [b]
+    assert final[0].certificate.signers() == (0, 1, 3)
+    assert c.tip == b
+
+
+def test_nullify_on_leader_timeout_then_backoff() -> None:
+    c = core(0)
+    actions = c.step(TimerFired(TimerKind.LEADER, 1))
+    assert actions[0] == PersistSignerGuard(0, 1, SignedKind.NULLIFY, ZERO_DIGEST)
+    assert [v.kind for v in own_votes(actions)] == [VoteKind.NULLIFY]
+    actions = c.step(MessageReceived(1, Nullification(cert(VoteKind.NULLIFY, 1))))
+    assert SetTimer(TimerKind.LEADER, 2, 400) in actions  # one nullification: x2
+    assert SetTimer(TimerKind.VIEW, 2, 600) in actions
+    # Once nullified, never finalise that view.
+    b = blk(1, 1)
+    actions = c.step(MessageReceived(1, Notarization(cert(VoteKind.NOTARIZE, 1, b.digest), b)))
+    assert own_votes(actions) == []
+
+
+def test_missing_ancestor_fetches_then_finalizes_in_order() -> None:
+    c = core(0)
+    b1 = blk(1, 1)
+    b2 = blk(2, 2, b1)
+    c2 = cert(VoteKind.FINALIZE, 2, b2.digest)
+    actions = c.step(MessageReceived(1, Finalization(c2, b2)))
+    assert FetchBlocks(1, 1) in actions
+    assert c.view == 3
+    actions = c.step(BlocksFetched(((b1, c2), (b2, c2))))
+    assert [a.block.height for a in actions if isinstance(a, Finalized)] == [1, 2]
+    assert c.tip == b2
+
+
+def test_fetched_chain_that_does_not_extend_refused() -> None:
+    c = core(0)
+    stray = Block(0, 1, 1, b"\x05" * 32, 1, (), 0, ZERO_DIGEST)
+    actions = c.step(BlocksFetched(((stray, cert(VoteKind.FINALIZE, 1, stray.digest)),)))
+    assert refusals(actions) == [
+        "fetched block at height 1 does not extend our tip at height 0"]
+
+
+def test_evidence_goes_into_the_next_leaders_block() -> None:
+    c = core(2)  # leader of view 2
+    c.step(vote(3, VoteKind.NOTARIZE, 1, b"\x01" * 32))
+    actions = c.step(vote(3, VoteKind.NOTARIZE, 1, b"\x02" * 32))
+    (ev,) = [a.evidence for a in actions if isinstance(a, EvidenceFound)]
+    c.step(MessageReceived(1, Nullification(cert(VoteKind.NULLIFY, 1))))
+    actions = c.step(TimerFired(TimerKind.BATCH, 2))
+    (prop,) = [a.message for a in actions
+               if isinstance(a, Broadcast) and isinstance(a.message, Proposal)]
+    assert prop.block.evidence == (ev.encode(),)
+
+
+def test_fingerprint_is_deterministic() -> None:
+    a, b = core(0), core(0)
+    for c in (a, b):
+        c.step(proposal(blk(1, 1)))
+    assert a.fingerprint() == b.fingerprint()
+    b.step(TimerFired(TimerKind.VIEW, 1))
+    assert a.fingerprint() != b.fingerprint()

@@ -1,0 +1,59 @@
+"""The integrator CLI as real processes against a committee: submit, tail, status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+from node_harness import in_process, write_committee
+
+
+async def _cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process([sys.executable, "-m", "coalitiond", *args],
+                                  capture_stdout=True, capture_stderr=True, check=False)
+
+
+async def test_submit_tail_and_status(tmp_path: Path) -> None:
+    committee = write_committee(tmp_path, 4)
+    client = str(committee.client_config_path)
+    with trio.fail_after(180):
+        async with in_process(committee):
+            r = await _cli("submit", "--config", client, "--kind", "greeting",
+                           "--body", '{"hello": "world"}')
+            assert r.returncode == 0, r.stderr.decode()
+            result = json.loads(r.stdout)
+            assert result["accepted"] and result["status"] == "applied"
+            height = result["height"]
+
+            r = await _cli("tail", "--config", client, "--from", "1")
+            assert r.returncode == 0, r.stderr.decode()
+            blocks = [json.loads(line) for line in r.stdout.decode().splitlines()]
+            assert [b["height"] for b in blocks] == list(range(1, len(blocks) + 1))
+            ours = [b for b in blocks if b["height"] == height]
+            assert ours, f"tail did not print height {height}"
+            commands = [c for e in ours[0]["entries"] for c in e["commands"]]
+            assert {"op": "publish", "args": {"kind": "greeting", "body": {"hello": "world"}}} \
+                in commands
+            assert ours[0]["certificate"]["kind"] in ("finalize", "notarize")
+            assert len(ours[0]["certificate"]["signers"]) >= 3
+
+            r = await _cli("status", "--config", client)
+            assert r.returncode == 0, r.stderr.decode()
+            statuses = json.loads(r.stdout)
+            assert [s["member"] for s in statuses] == [0, 1, 2, 3]
+            assert all(s["height"] >= height and s["q"] == 3 for s in statuses)
+
+
+async def test_submit_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
+    committee = write_committee(tmp_path, 4)
+    r = await _cli("submit", "--config", str(committee.client_config_path), "--kind", "k",
+                   "--body", "{not json")
+    assert r.returncode == 2
+    assert r.stderr.decode().strip().startswith("coalitiond: error: --body: not valid JSON")
+    r = await _cli("submit", "--config", str(tmp_path / "missing.toml"), "--kind", "k",
+                   "--body", "1")
+    assert r.returncode == 2
+    assert "missing.toml: file not found" in r.stderr.decode()
