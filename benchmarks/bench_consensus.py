@@ -52,7 +52,7 @@ def bench_simulation() -> None:
     for n in (4, 5, 7):
         tracemalloc.start()
         started = time.perf_counter()
-        sim = run(SimConfig(seed=1, n=n, target_new_blocks=60, commands_until_ms=60_000,
+        sim = run(SimConfig(seed=1, n=n, target_new_blocks=30, commands_until_ms=60_000,
                             command_interval_ms=5))
         wall = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1] / 2**20

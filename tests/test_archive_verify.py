@@ -144,6 +144,10 @@ def _notarized_only(frame: list[Any]) -> None:
     frame[2], frame[3] = None, Certificate.from_votes(notes[:4]).encode()
 
 
+def _no_certificate(frame: list[Any]) -> None:
+    frame[2], frame[3] = None, None
+
+
 CASES: list[tuple[str, Any, str]] = [
     ("entry", _mutate_block(2, lambda f: f[5].__setitem__(1, f[5][1] + b"!")),
      "height 2, entry 3: entry bytes do not match the block's command 1"),
@@ -158,10 +162,10 @@ CASES: list[tuple[str, Any, str]] = [
      r"\(finalize, view 3\)"),
     ("forged vote", _mutate_block(4, _forge_vote),
      "height 4: finalize vote of member 4 does not verify"),
-    ("no certificate", _mutate_block(3, lambda f: f.__setitem__(2, None)),
-     "height 3: block has no certificate"),
+    ("no certificate at the end", _mutate_block(HEIGHTS, _no_certificate),
+     f"height {HEIGHTS}: never finalised: no finalize certificate at or after height {HEIGHTS}"),
     ("never finalised", _mutate_block(HEIGHTS, _notarized_only),
-     f"height {HEIGHTS}: notarised but never finalised: no finalize certificate at or after "
+     f"height {HEIGHTS}: never finalised: no finalize certificate at or after "
      f"height {HEIGHTS}"),
     ("block missing", lambda fr: fr.pop(2),
      "height 2: block says height 3; the log is not contiguous"),

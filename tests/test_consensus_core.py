@@ -204,8 +204,7 @@ def test_restart_refuses_conflicting_notarize() -> None:
     actions = c.step(proposal(blk(1, 1, commands=(b"other",))))
     assert own_votes(actions) == []
     assert not any(isinstance(a, PersistSignerGuard) for a in actions)
-    # The guard also forbids finalising what it did not notarise? No: only same-kind and
-    # nullify/finalise conflicts. But it forbids nullify after a recorded finalise:
+    # A recorded finalise forbids nullifying that view after the restart.
     c = core(0, DurableState(guard=(GuardRecord(0, 1, SignedKind.FINALIZE, signed),)))
     assert own_votes(c.step(TimerFired(TimerKind.LEADER, 1))) == []
 

@@ -50,10 +50,10 @@ def test_same_pair_same_bytes_in_either_order() -> None:
 
 
 def test_build_refuses_non_conflicting() -> None:
-    with pytest.raises(LocalError, match="do not conflict"):
+    with pytest.raises(LocalError, match=r"do not conflict"):
         Evidence.build(COMMITTEE, 4, 3, st(SignedKind.NOTARIZE, D1),
                        st(SignedKind.NOTARIZE, D1))
-    with pytest.raises(LocalError, match="do not conflict"):
+    with pytest.raises(LocalError, match=r"do not conflict"):
         Evidence.build(COMMITTEE, 4, 3, st(SignedKind.NOTARIZE, D1),
                        st(SignedKind.FINALIZE, D2))
 
@@ -73,32 +73,32 @@ def test_wrong_committee_refused() -> None:
 
 def test_wrong_epoch_refused() -> None:
     ev = dataclasses.replace(good(), epoch=7)
-    with pytest.raises(InvalidEvidence, match="^evidence for epoch 7, committee is at epoch 0$"):
+    with pytest.raises(InvalidEvidence, match=r"^evidence for epoch 7, committee is at epoch 0$"):
         ev.verify(COMMITTEE)
 
 
 def test_member_out_of_range_refused() -> None:
     ev = dataclasses.replace(good(), member=9)
-    with pytest.raises(InvalidEvidence, match="^evidence names member index 9, n=5$"):
+    with pytest.raises(InvalidEvidence, match=r"^evidence names member index 9, n=5$"):
         ev.verify(COMMITTEE)
 
 
 def test_wrong_member_signature_refused() -> None:
     ev = dataclasses.replace(good(), member=2)  # statements are member 3's
-    with pytest.raises(InvalidEvidence, match="^first statement signature of member 2 does not "
+    with pytest.raises(InvalidEvidence, match=r"^first statement signature of member 2 does not "
                                               r"verify \(notarize, view 4\)$"):
         ev.verify(COMMITTEE)
 
 
 def test_wrong_view_refused() -> None:
     ev = dataclasses.replace(good(), view=5)
-    with pytest.raises(InvalidEvidence, match="does not verify"):
+    with pytest.raises(InvalidEvidence, match=r"does not verify"):
         ev.verify(COMMITTEE)
 
 
 def test_kind_mismatch_refused() -> None:
     ev = dataclasses.replace(good(), kind=EvidenceKind.CONFLICTING_FINALIZE)
-    with pytest.raises(InvalidEvidence, match="^statement kinds NOTARIZE/NOTARIZE do not make "
+    with pytest.raises(InvalidEvidence, match=r"^statement kinds NOTARIZE/NOTARIZE do not make "
                                               "conflicting-finalize evidence$"):
         ev.verify(COMMITTEE)
 
@@ -114,14 +114,14 @@ def test_same_digest_refused() -> None:
 def test_non_canonical_order_refused() -> None:
     e = good()
     swapped = Evidence(e.kind, e.committee_id, e.epoch, e.view, e.member, e.b, e.a)
-    with pytest.raises(InvalidEvidence, match="^evidence statements are not in canonical order$"):
+    with pytest.raises(InvalidEvidence, match=r"^evidence statements are not in canonical order$"):
         swapped.verify(COMMITTEE)
 
 
 def test_malformed_refused() -> None:
     wire = good().to_wire()
     wire[2] = "made-up"
-    with pytest.raises(MalformedMessage, match="^evidence: unknown kind 'made-up'$"):
+    with pytest.raises(MalformedMessage, match=r"^evidence: unknown kind 'made-up'$"):
         Evidence.from_wire(wire)
-    with pytest.raises(MalformedMessage, match="^evidence: expected a 9-item array$"):
+    with pytest.raises(MalformedMessage, match=r"^evidence: expected a 9-item array$"):
         Evidence.from_wire(["evidence", 1])

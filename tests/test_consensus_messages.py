@@ -130,16 +130,16 @@ def test_wrong_epoch_refused() -> None:
                           COMMITTEE.component_name, COMMITTEE.members, COMMITTEE.fault_bound,
                           epoch=1)
     vote = Vote.sign(KEYS[0], later, 0, VoteKind.NULLIFY, 1, ZERO_DIGEST)
-    with pytest.raises(WrongCommittee, match="^vote for epoch 1, committee is at epoch 0$"):
+    with pytest.raises(WrongCommittee, match=r"^vote for epoch 1, committee is at epoch 0$"):
         verify_message(COMMITTEE, vote)
 
 
 def test_malformed_envelope_refused() -> None:
-    with pytest.raises(MalformedMessage, match="^message: expected a 5-item envelope$"):
+    with pytest.raises(MalformedMessage, match=r"^message: expected a 5-item envelope$"):
         decode_message(COMMITTEE, encode(["consensus", 1]))
-    with pytest.raises(MalformedMessage, match="^message: unknown type 'bogus'$"):
+    with pytest.raises(MalformedMessage, match=r"^message: unknown type 'bogus'$"):
         decode_message(COMMITTEE, encode(["consensus", 1, COMMITTEE.committee_id, "bogus", []]))
-    with pytest.raises(MalformedMessage, match="^vote: expected an 8-item array$"):
+    with pytest.raises(MalformedMessage, match=r"^vote: expected an 8-item array$"):
         decode_message(COMMITTEE, encode(["consensus", 1, COMMITTEE.committee_id, "vote",
                                           ["vote", 1]]))
     with pytest.raises(MalformedMessage, match=r"^sync: expected \[view\]$"):
@@ -159,7 +159,7 @@ def test_bad_signature_refused() -> None:
     vote = Vote.sign(KEYS[1], COMMITTEE, 1, VoteKind.NOTARIZE, 5, b"\x03" * 32)
     flipped = Vote(vote.kind, vote.epoch, 5, vote.digest, 1,
                    bytes([vote.signature[0] ^ 1]) + vote.signature[1:])
-    with pytest.raises(BadSignature, match="^notarize vote of member 1 for view 5 does not verify$"):
+    with pytest.raises(BadSignature, match=r"^notarize vote of member 1 for view 5 does not verify$"):
         verify_message(COMMITTEE, flipped)
 
 
@@ -167,37 +167,37 @@ def test_wrong_domain_tag_refused() -> None:
     """A finalise signature relabelled as a notarise vote must not verify."""
     fin = Vote.sign(KEYS[1], COMMITTEE, 1, VoteKind.FINALIZE, 5, b"\x03" * 32)
     relabelled = Vote(VoteKind.NOTARIZE, fin.epoch, 5, fin.digest, 1, fin.signature)
-    with pytest.raises(BadSignature, match="^notarize vote of member 1 for view 5 does not verify$"):
+    with pytest.raises(BadSignature, match=r"^notarize vote of member 1 for view 5 does not verify$"):
         verify_message(COMMITTEE, relabelled)
 
 
 def test_impersonation_refused() -> None:
     vote = Vote.sign(KEYS[1], COMMITTEE, 1, VoteKind.NOTARIZE, 5, b"\x03" * 32)
     claimed = Vote(vote.kind, vote.epoch, 5, vote.digest, 2, vote.signature)
-    with pytest.raises(BadSignature, match="^notarize vote of member 2 for view 5 does not verify$"):
+    with pytest.raises(BadSignature, match=r"^notarize vote of member 2 for view 5 does not verify$"):
         verify_message(COMMITTEE, claimed)
     out_of_range = Vote(vote.kind, vote.epoch, 5, vote.digest, 9, vote.signature)
-    with pytest.raises(BadSignature, match="^vote names member index 9, n=4$"):
+    with pytest.raises(BadSignature, match=r"^vote names member index 9, n=4$"):
         verify_message(COMMITTEE, out_of_range)
 
 
 def test_proposal_signed_by_another_member_refused() -> None:
     b = block(proposer=1)
     forged = Proposal(b, sign_statement(KEYS[2], COMMITTEE, SignedKind.PROPOSE, 1, b.digest))
-    with pytest.raises(BadSignature, match="^proposal of member 1 for view 1 does not verify$"):
+    with pytest.raises(BadSignature, match=r"^proposal of member 1 for view 1 does not verify$"):
         verify_message(COMMITTEE, forged)
 
 
 def test_certificate_refusals() -> None:
     b = block()
-    with pytest.raises(InvalidCertificate, match="^certificate has 2 signatures, quorum is 3$"):
+    with pytest.raises(InvalidCertificate, match=r"^certificate has 2 signatures, quorum is 3$"):
         verify_message(COMMITTEE, Notarization(cert(VoteKind.NOTARIZE, 1, b.digest, range(2)),
                                                b))
-    with pytest.raises(InvalidCertificate, match="^notarization carries a finalize certificate$"):
+    with pytest.raises(InvalidCertificate, match=r"^notarization carries a finalize certificate$"):
         verify_message(COMMITTEE, Notarization(cert(VoteKind.FINALIZE, 1, b.digest), b))
     other = block(commands=(b"other",))
     with pytest.raises(InvalidCertificate,
-                       match="^finalization: block does not match the certificate$"):
+                       match=r"^finalization: block does not match the certificate$"):
         verify_message(COMMITTEE, Finalization(cert(VoteKind.FINALIZE, 1, b.digest), other))
 
 
@@ -207,10 +207,10 @@ def test_verify_fetched() -> None:
     b2 = Block(0, 2, 2, b1.digest, 2, (), 0, ZERO_DIGEST)
     c2 = cert(VoteKind.FINALIZE, 2, b2.digest)
     verify_fetched(COMMITTEE, [(b1, c2), (b2, c2)])
-    with pytest.raises(InvalidCertificate, match="^fetched block at height 2: its certificate "
+    with pytest.raises(InvalidCertificate, match=r"^fetched block at height 2: its certificate "
                                                  "does not finalise it or a later block"):
         verify_fetched(COMMITTEE, [(b1, c2), (b2, cert(VoteKind.FINALIZE, 1, b1.digest))])
     stray = Block(0, 2, 2, b"\x09" * 32, 2, (), 0, ZERO_DIGEST)
-    with pytest.raises(MalformedMessage, match="^fetched block at height 2 does not link"):
+    with pytest.raises(MalformedMessage, match=r"^fetched block at height 2 does not link"):
         verify_fetched(COMMITTEE, [(b1, cert(VoteKind.FINALIZE, 1, b1.digest)),
                                    (stray, cert(VoteKind.FINALIZE, 2, stray.digest))])

@@ -12,8 +12,10 @@ from coalitiond.client_commands import EnvelopeSigner, publish
 from coalitiond.commands import Envelope
 from coalitiond.components.executor import CommandOutcome
 from coalitiond.crypto import SigningKey
+from coalitiond.encoding import decode
 from coalitiond.node.client import ChainVerifier
 from coalitiond.store.sqlite import Store, store_path
+from coalitiond.verify import verify_inclusion
 
 
 def _signer(committee_id: bytes, key: SigningKey, nonce: int = 1) -> EnvelopeSigner:
@@ -38,6 +40,7 @@ async def test_commands_are_finalised_acknowledged_and_logged_identically(tmp_pa
     with trio.fail_after(120):
         async with in_process(committee) as running, client_for(committee) as client:
             results = []
+            envelopes = []
             for k in range(6):
                 envelope = signer.sign([publish("k", {"n": k, "j": j}) for j in range(k % 3 + 1)])
                 member = client.members()[k % committee.n]
@@ -47,11 +50,22 @@ async def test_commands_are_finalised_acknowledged_and_logged_identically(tmp_pa
                 assert outcome is not None and len(outcome.outcomes) == k % 3 + 1
                 assert all(CommandOutcome.from_wire(o).status == "applied" for o in outcome.outcomes)
                 results.append(outcome)
+                envelopes.append(envelope)
             # Log indices are distinct and increase in submission order (one client, waited).
             indices = [o.log_index for o in results]
             assert indices == sorted(set(indices))
             top = max(o.height for o in results)
             await all_reach(running.members(), top)
+            # The reported log index is the leaf holding exactly that envelope, and an
+            # inclusion proof for it verifies against the member's current root.
+            store = running.members()[0].store
+            assert store is not None
+            for outcome, envelope in zip(results, envelopes, strict=True):
+                leaf, proof, size, root = await store.run(
+                    lambda s, i=outcome.log_index: (s.entry(i), s.inclusion_proof(i), s.size,
+                                                    s.root()))
+                assert decode(leaf)[-1] == envelope.raw
+                assert verify_inclusion(leaf, outcome.log_index, size, proof, root)
 
             # tail: every block comes with a certificate that verifies against the committee.
             verifier = ChainVerifier(spec)

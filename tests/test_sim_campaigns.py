@@ -146,7 +146,7 @@ def test_agreement_violation_detected() -> None:
     b = Block(0, 1, 1, g.digest, 1, (b"b",), 0, ZERO_DIGEST)
     fake = Certificate(VoteKind.FINALIZE, 0, 1, a.digest, ())
     sim._on_finalized(sim.nodes[0], Finalized(a, fake))
-    with pytest.raises(SimulationFailure, match="agreement: height 1 finalised as"):
+    with pytest.raises(SimulationFailure, match=r"agreement: height 1 finalised as"):
         sim._on_finalized(sim.nodes[1], Finalized(b, fake))
 
 
@@ -156,13 +156,49 @@ def test_honest_equivocation_detected() -> None:
     sim._check_honest_signature(sim.nodes[2], Vote.sign(key, sim.committee, 2, VoteKind.FINALIZE,
                                                         9, b"\x01" * 32))
     with pytest.raises(SimulationFailure,
-                       match="honest member 2 signed conflicting FINALIZE/NULLIFY in view 9"):
+                       match=r"honest member 2 signed conflicting FINALIZE/NULLIFY in view 9"):
         sim._check_honest_signature(sim.nodes[2], Vote.sign(key, sim.committee, 2,
                                                             VoteKind.NULLIFY, 9, ZERO_DIGEST))
 
 
 def test_missed_evidence_detected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Core, "_report", lambda self, ev: None)
-    with pytest.raises(SimulationFailure, match="saw conflicting-notarize by member 1 .* but "
+    with pytest.raises(SimulationFailure, match=r"saw conflicting-notarize by member 1 .* but "
                                                 "produced no evidence"):
         run(SimConfig(seed=1, n=4, byzantine=((1, "double-notarize"),)))
+
+
+def test_guard_is_persisted_before_every_own_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Action order contract: a PersistSignerGuard precedes every message carrying a new
+    signature of the member (checked over a faulty run with torn crashes and restarts)."""
+    from coalitiond.consensus.core import Broadcast, PersistSignerGuard, Send
+    from coalitiond.consensus.messages import Proposal
+    from coalitiond.consensus.statements import SignedKind
+
+    durable: dict[int, set[tuple[int, SignedKind, bytes]]] = {}
+    original = Core.step
+    checked = 0
+
+    def step(self: Core, event: object) -> list[object]:
+        nonlocal checked
+        persisted = durable.setdefault(id(self), {(v, k, d) for (v, k), d in self._guard.items()})
+        actions = original(self, event)  # type: ignore[arg-type]
+        for a in actions:
+            if isinstance(a, PersistSignerGuard):
+                persisted.add((a.view, a.kind, a.digest))
+            elif isinstance(a, Broadcast | Send):
+                m = a.message
+                stmt = None
+                if isinstance(m, Vote) and m.signer == self.me:
+                    stmt = (m.view, SignedKind.of_vote(m.kind), m.digest)
+                elif isinstance(m, Proposal) and m.block.proposer == self.me:
+                    stmt = (m.block.view, SignedKind.PROPOSE, m.block.digest)
+                if stmt is not None:
+                    checked += 1
+                    assert stmt in persisted, f"{stmt} sent before it was persisted"
+        return actions
+
+    monkeypatch.setattr(Core, "step", step)
+    run(SimConfig(seed=2, n=4, network=NetworkConfig(drop=0.1), gst_ms=1500,
+                  crashes=(Crash(1, 300, 700), Crash(2, 900, 1400))))
+    assert checked > 50

@@ -237,8 +237,9 @@ def test_batch_and_certificate_refusals(tmp_path: Path, chain: ChainBuilder) -> 
     with _open(tmp_path / "log.sqlite3", chain) as s:
         a = chain.block([b"a"])
         fin = chain.certify(chain.block([b"b"], parent=a))
-        with pytest.raises(StoreUsageError, match=r"^append: height 1 has no certificate$"):
-            s.append_blocks([BlockToAppend(a, None), fin])
+        with pytest.raises(StoreUsageError,
+                           match=r"^append: the last block needs a finalize certificate$"):
+            s.append_blocks([fin, BlockToAppend(chain.block([b"c"], parent=fin.block), None)])
         with pytest.raises(StoreUsageError, match=r"^append: at most 1024 blocks per "
                            r"transaction, got 1025$"):
             s.append_blocks([fin] * 1025)
@@ -272,3 +273,20 @@ def test_batched_entry_encoding_equals_the_reference(commands: list[bytes], epoc
                                                      height: int) -> None:
     b = Block(epoch, height, 0, b"\x01" * 32, 0, tuple(commands), height - 1, b"\x00" * 32)
     assert entry_leaves(b) == [entry_leaf(b, i) for i in range(len(commands))]
+
+
+def test_an_ancestor_final_through_a_descendant_needs_no_certificate(
+        tmp_path: Path, chain: ChainBuilder) -> None:
+    # A member that was restarting can miss an ancestor's votes; the descendant's
+    # finalization and the hash chain make the ancestor final all the same.
+    path = tmp_path / "log.sqlite3"
+    with _open(path, chain) as s:
+        a = chain.block([b"a"])
+        fin = chain.certify(chain.block([b"b"], parent=a))
+        s.append_blocks([BlockToAppend(a, None), fin])
+        assert s.height == 2
+        assert s.finalized(1).finalization is None and s.finalized(1).notarization is None
+        summary = s.audit()
+        assert summary.blocks == 2
+    with _open(path, chain) as s:  # reopens cleanly: only the head needs its own certificate
+        assert s.height == 2

@@ -471,3 +471,14 @@ async def test_a_refused_member_is_redialed_with_growing_backoff(autojump_clock:
         assert max(gaps) >= 10
         assert not a.links and not b.links
         n.cancel_scope.cancel()
+
+
+async def test_dialed_member_answered_by_another_is_refused(autojump_clock: object) -> None:
+    spec = committee([A, B, C])
+    async with trio.open_nursery() as n:
+        a, c = await start_nodes(n, [A, C], spec)
+        a.set_member_address(B.public, ("127.0.0.1", c.listen_port or 0))  # wrong address
+        closed = await wait_close(a, "unknown_peer")
+        assert closed.detail == f"dialed {B.public[:4].hex()}, answered by {C.public[:4].hex()}"
+        assert B.public not in a.links
+        n.cancel_scope.cancel()

@@ -182,3 +182,20 @@ async def test_graceful_departure_removes_the_record_before_its_ttl(
         await net.converged()
         assert trio.current_time() - start < 20
         n.cancel_scope.cancel()
+
+
+async def test_reader_whose_bootstrap_member_died_finds_another(autojump_clock: object) -> None:
+    ks = keys(4, salt=91)
+    members, reader = ks[:3], ks[3]
+    async with trio.open_nursery() as n:
+        net = Net(n, members, [reader], seed=5)
+        for k in ks:
+            await net.start(k)
+        await net.converged()
+        r = net.nodes[reader.public]
+        (first,) = r.member_links()
+        net.crash(next(k for k in members if k.public == first))
+        # It dials a member at the address from that member's signed record.
+        await r.wait_until(lambda: bool(r.member_links()) and first not in r.links)
+        await net.converged()
+        n.cancel_scope.cancel()

@@ -22,6 +22,7 @@ Nodes 0..n-1 are members 0..n-1; node n+k is the second copy of member `twins[k]
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Final
@@ -93,10 +94,6 @@ class Scenario:
     @property
     def views(self) -> int:
         return len(self.partitions)
-
-    @property
-    def nodes(self) -> int:
-        return self.n + len(self.twins)
 
     def node_name(self, node: int) -> str:
         return str(node) if node < self.n else f"{self.twins[node - self.n]}'"
@@ -287,13 +284,13 @@ def run_scenario(scenario: Scenario, *, target_new_blocks: int = 2) -> Outcome:
     committee, _ = make_committee(scenario.n)
     within_bound = len(scenario.twins) <= committee.safety_bound
     holder: list[Simulation] = []
-    probe = SimConfig(seed=scenario.seed, n=scenario.n)
-    bound = liveness_bound_ms(probe)
     config = SimConfig(
         seed=scenario.seed, n=scenario.n, twins=scenario.twins,
         router=make_router(scenario, holder), gst_ms=scenario.heal_ms,
-        max_time_ms=scenario.heal_ms + (bound if within_bound else 0) + SETTLE_MS,
-        target_new_blocks=target_new_blocks,
+        target_new_blocks=target_new_blocks)
+    bound = liveness_bound_ms(config)  # the simulator's own stated bound, from the heal
+    config = dataclasses.replace(
+        config, max_time_ms=scenario.heal_ms + (bound if within_bound else 0) + SETTLE_MS,
         commands_until_ms=scenario.heal_ms + bound)
     sim = TwinsSimulation(config, tolerate_divergence=not within_bound)
     holder.append(sim)

@@ -255,6 +255,7 @@ class _View:
     sync_asked: bool = False
     view_timer_fired: int = 0
     sync_answered: set[int] = field(default_factory=set)
+    helped: set[int] = field(default_factory=set)
 
 
 class _Verdict(enum.Enum):
@@ -465,12 +466,19 @@ class Core:
         s = self._vs(view)
         if s.proposal is not None and s.proposal.proposer == self.me:
             self._emit(Broadcast(Proposal.sign(self._key, self.committee, s.proposal)))
-        for kind in (VoteKind.NOTARIZE, VoteKind.FINALIZE, VoteKind.NULLIFY):
-            digest = self._guard.get((view, SignedKind.of_vote(kind)))
-            if digest is not None:
-                vote = Vote.sign(self._key, self.committee, self.me, kind, view, digest)
-                self._emit(Broadcast(vote))
-                self._on_vote(self.me, vote)
+        views = [view]
+        prev = self._views.get(view - 1)
+        if prev is None or (prev.notarization is None and prev.nullification is None):
+            # We got here without a certificate we still hold (a restart from the guard):
+            # peers may still be in the previous view and need our votes from it.
+            views.insert(0, view - 1)
+        for v in views:
+            for kind in (VoteKind.NOTARIZE, VoteKind.FINALIZE, VoteKind.NULLIFY):
+                digest = self._guard.get((v, SignedKind.of_vote(kind)))
+                if digest is not None:
+                    vote = Vote.sign(self._key, self.committee, self.me, kind, v, digest)
+                    self._emit(Broadcast(vote))
+                    self._on_vote(self.me, vote)
         for kind in sorted(self._latest):
             self._emit(Broadcast(self._cert_message(self._latest[kind])))
 
@@ -791,6 +799,8 @@ class Core:
 
     def _on_vote(self, sender: int | None, vote: Vote) -> None:
         s = self._vs(vote.view)
+        if vote.view < self.view and sender is not None and sender != self.me:
+            self._help_laggard(sender, vote.view, s)
         table = s.votes.setdefault(vote.kind, {})
         if vote.signer in table:
             return  # first vote per (member, view, kind) counts
@@ -802,6 +812,17 @@ class Core:
         same = [table[i] for i in sorted(table) if table[i].digest == vote.digest]
         if len(same) >= self.committee.quorum:
             self._on_certificate(sender, Certificate.from_votes(same), None, formed=True)
+
+    def _help_laggard(self, sender: int, view: int, s: _View) -> None:
+        """A peer still votes in a view we have left: send it the certificate that ended it
+        (once per peer and view), so it can catch up without waiting for timeouts."""
+        if sender in s.helped or not 0 <= sender < self.committee.n:
+            return
+        ended = s.notarization or s.nullification or s.finalization
+        if ended is None:
+            return
+        s.helped.add(sender)
+        self._emit(Send(sender, self._cert_message(ended)))
 
     def _on_certificate(self, sender: int | None, cert: Certificate, block: Block | None,
                         formed: bool) -> None:

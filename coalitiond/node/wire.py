@@ -11,8 +11,9 @@ Client channel (any authenticated peer, members and readers):
                                                    -> ["blocks", 1, request_id, tip_height, [finalized block...]]
     ["status?", 1, request_id]                     -> ["status", 1, request_id, {status map}]
 Sync channel (members only): the same "blocks?" / "blocks" pair, used by catch-up.
-Gossip channel (members only): ["envelope", 1, envelope] — a submitted envelope relayed to
-every member so whichever member leads the next view can include it.
+Gossip channel (members only): ["envelopes", 1, [envelope...]] — submitted envelopes relayed
+to every member, a few milliseconds' worth per message, so whichever member leads the next
+view can include them.
 
 `wait` asks the member to hold the request until a block beyond `from_height - 1` exists
 (bounded by BLOCKS_WAIT_S), which is how `tail --follow` avoids polling.
@@ -35,6 +36,8 @@ MAX_REPLY_BYTES: Final = 4 * 1024 * 1024
 #: How long a "blocks?" request with wait=true is held before an empty reply.
 BLOCKS_WAIT_S: Final = 10.0
 MAX_CLIENT_MESSAGE: Final = 9 * 1024 * 1024
+#: Envelopes relayed in one gossip message.
+MAX_GOSSIP_BATCH: Final = 256
 
 
 def _uint(x: Any) -> bool:
@@ -97,12 +100,12 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
-class GossipEnvelope:
-    envelope: bytes
+class GossipEnvelopes:
+    envelopes: tuple[bytes, ...]
 
 
 Message = (Submit | Submitted | Outcome | BlocksRequest | Blocks | StatusRequest | Status
-           | GossipEnvelope)
+           | GossipEnvelopes)
 
 
 def encode_message(msg: Message) -> bytes:
@@ -124,7 +127,7 @@ def encode_message(msg: Message) -> bytes:
         return encode(["status?", SCHEMA, msg.request_id])
     if isinstance(msg, Status):
         return encode(["status", SCHEMA, msg.request_id, msg.status])
-    return encode(["envelope", SCHEMA, msg.envelope])
+    return encode(["envelopes", SCHEMA, list(msg.envelopes)])
 
 
 def decode_message(data: bytes) -> Message:
@@ -133,9 +136,10 @@ def decode_message(data: bytes) -> Message:
     _expect(isinstance(obj, list) and len(obj) >= 3 and obj[1] == SCHEMA
             and not isinstance(obj[1], bool), "client message: expected [type, 1, ...]")
     kind = obj[0]
-    if kind == "envelope":
-        _expect(len(obj) == 3 and isinstance(obj[2], bytes), "envelope: malformed")
-        return GossipEnvelope(obj[2])
+    if kind == "envelopes":
+        _expect(len(obj) == 3 and isinstance(obj[2], list) and len(obj[2]) <= MAX_GOSSIP_BATCH
+                and all(isinstance(e, bytes) for e in obj[2]), "envelopes: malformed")
+        return GossipEnvelopes(tuple(obj[2]))
     _expect(_uint(obj[2]), f"{kind}: request id must be an unsigned integer")
     rid = obj[2]
     if kind == "submit":

@@ -211,6 +211,8 @@ class ConnectionManager:
                 for host, port in self.bootstrap:
                     if (host, port) not in known:
                         nursery.start_soon(self._dial_loop, (host, port), None)
+                if self.peer_id not in self.members:
+                    nursery.start_soon(self._reader_fallback_loop)
                 nursery.start_soon(self._announce_loop)
                 nursery.start_soon(self._exchange_loop)
                 nursery.start_soon(self._expire_loop)
@@ -297,6 +299,38 @@ class ConnectionManager:
             c = self.config
             await trio.sleep(backoff_delay(attempt, c.backoff_base, c.backoff_max, self.rng))
             attempt += 1
+
+    async def _reader_fallback_loop(self) -> None:
+        """A reader whose bootstrap members are gone dials another member at an address
+        from that member's signed record. Safe: the dial expects that member's PeerId, which
+        only configuration makes a member, so a forged address cannot impersonate it."""
+        attempt = 0
+        while True:
+            await self.wait_until(lambda: not self.member_links())
+            c = self.config
+            # Let the bootstrap dialers try first; they hold the operator's chosen peers.
+            await trio.sleep(backoff_delay(attempt, c.backoff_base * 8, c.backoff_max,
+                                           self.rng))
+            attempt += 1
+            if self.member_links() or self.catalog is None:
+                attempt = 0
+                continue
+            candidates = []
+            for pid in self.catalog.peer_ids():
+                record = self.catalog.get(pid)
+                if pid in self.members and record is not None and record.addresses:
+                    candidates.append((pid, record.addresses[0]))
+            if not candidates:
+                continue
+            pid, addr = self.rng.choice(candidates)
+            try:
+                with trio.fail_after(c.timing.handshake_timeout):
+                    stream = await trio.open_tcp_stream(*addr)
+            except (OSError, trio.TooSlowError) as e:
+                log.debug("fallback dial failed", addr=f"{addr[0]}:{addr[1]}", error=str(e))
+                continue
+            if await self._run_link(stream, initiator=True, expected=pid) is not None:
+                attempt = 0
 
     # -- one link --------------------------------------------------------------------------
 
