@@ -3,7 +3,10 @@ client config; and runs members in-process (one trio nursery) or as real process
 
 from __future__ import annotations
 
+import os
+import random
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,17 +21,33 @@ from coalitiond.crypto import SigningKey
 from coalitiond.node.client import ClientConfig, CommitteeClient, load_client_config
 from coalitiond.node.member import Member
 
+#: Ports handed out below the kernel's ephemeral range (net.ipv4.ip_local_port_range,
+#: 32768+ by default): outgoing connections of the members under test draw from that range
+#: and could take a port between our probe and the member binding it.
+PORT_RANGE = (20000, 32000)
 
-def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+
+def free_ports(n: int, *, consecutive: bool = False) -> list[int]:
+    """`n` ports that are free now, outside the ephemeral range (consecutive if asked)."""
+    rng = random.Random(os.getpid() * 1_000_003 + time.monotonic_ns())
+    lo, hi = PORT_RANGE
+    for _ in range(1000):
+        start = rng.randrange(lo, hi - n)
+        candidates = list(range(start, start + n)) if consecutive else \
+            rng.sample(range(lo, hi), n)
+        socks = []
+        try:
+            for port in candidates:
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return candidates
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} free ports in {lo}..{hi}")
 
 
 @dataclass

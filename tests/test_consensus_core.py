@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from coalitiond.consensus.core import (
     MAX_VIEWS_AHEAD,
     BlockExecuted,
@@ -295,3 +297,102 @@ def test_fingerprint_is_deterministic() -> None:
     assert a.fingerprint() == b.fingerprint()
     b.step(TimerFired(TimerKind.VIEW, 1))
     assert a.fingerprint() != b.fingerprint()
+
+
+# ---- every refusal of the core, with its exact reason ----
+
+def test_semantic_rechecks_refused() -> None:
+    c = core(0)
+    wrong_epoch = Vote(VoteKind.NULLIFY, 1, 1, ZERO_DIGEST, 2, b"\x00" * 64)
+    assert refusals(c.step(MessageReceived(2, wrong_epoch))) == ["vote for epoch 1, we are at 0"]
+    bad_index = Vote(VoteKind.NULLIFY, 0, 1, ZERO_DIGEST, 9, b"\x00" * 64)
+    assert refusals(c.step(MessageReceived(2, bad_index))) == ["vote names member index 9, n=4"]
+    foreign_cert = Certificate(VoteKind.NULLIFY, 3, 1, ZERO_DIGEST, ((1, b"\x00" * 64),))
+    assert refusals(c.step(MessageReceived(2, Nullification(foreign_cert)))) == [
+        "certificate for epoch 3 view 1"]
+    c.step(MessageReceived(1, Nullification(cert(VoteKind.NULLIFY, 80))))
+    assert c.view == 81
+    assert refusals(c.step(vote(2, VoteKind.NULLIFY, 10))) == [
+        "vote for view 10 is stale (we are at 81)"]
+
+
+def test_foreign_evidence_message_refused() -> None:
+    from coalitiond.consensus.byzantine import foreign_committee
+    from coalitiond.consensus.evidence import Evidence, Statement
+    from coalitiond.consensus.statements import sign_statement
+
+    other = foreign_committee(COMMITTEE)
+    a, b = (Statement(SignedKind.NOTARIZE, d, sign_statement(KEYS[3], other, SignedKind.NOTARIZE,
+                                                             1, d))
+            for d in (b"\x01" * 32, b"\x02" * 32))
+    ev = Evidence.build(other, 1, 3, a, b)
+    c = core(0)
+    assert refusals(c.step(MessageReceived(3, EvidenceMessage(ev)))) == [
+        "evidence for another committee or epoch"]
+    bad = Block(0, 1, 1, GENESIS.digest, 1, (), 0, ZERO_DIGEST, (ev.encode(),))
+    assert refusals(c.step(proposal(bad))) == ["proposal for view 1: evidence for another committee"]
+
+
+def test_proposal_rule_refusals() -> None:
+    c = core(0)
+    tall = Block(0, 5, 1, GENESIS.digest, 1, (), 0, ZERO_DIGEST)
+    assert refusals(c.step(proposal(tall))) == [
+        "proposal for view 1: height 5 does not follow parent height 0"]
+    c = core(0)
+    twice = Block(0, 1, 1, GENESIS.digest, 1, (), 0, ZERO_DIGEST, (b"e", b"e"))
+    assert refusals(c.step(proposal(twice))) == ["proposal for view 1: an evidence item appears "
+                                                 "twice"]
+    c = core(0)
+    (reason,) = refusals(c.step(proposal(Block(0, 1, 1, GENESIS.digest, 1, (), 0, ZERO_DIGEST,
+                                               (b"junk",)))))
+    assert reason.startswith("proposal for view 1: evidence does not decode: ")
+
+
+def test_below_tip_and_executed_height_refusals() -> None:
+    root = b"\x0c" * 32
+    b1 = blk(1, 1)
+    b2 = blk(2, 2, b1, executed=(1, root))
+    c = core(0, DurableState(tip=b2, tip_certificate=cert(VoteKind.FINALIZE, 2, b2.digest)))
+    assert c.view == 3
+    assert refusals(c.step(proposal(blk(3, 3, b1)))) == [
+        "proposal for view 3: height 2 is at or below our finalised tip 2"]
+    c = core(0, DurableState(tip=b2, tip_certificate=cert(VoteKind.FINALIZE, 2, b2.digest)))
+    assert refusals(c.step(proposal(blk(3, 3, b2)))) == [
+        "proposal for view 3: executed_height 0 goes below the parent's 1"]
+    c = core(0, DurableState(tip=b2, tip_certificate=cert(VoteKind.FINALIZE, 2, b2.digest)))
+    assert refusals(c.step(proposal(blk(3, 3, b2, executed=(1, b"\x0d" * 32))))) == [
+        "proposal for view 3: state root differs from the parent's for the same executed height"]
+
+
+def test_command_repeating_an_unfinalised_ancestor_refused() -> None:
+    c = core(0)
+    b1 = blk(1, 1, commands=(b"a",))
+    c.step(proposal(b1))
+    c.step(MessageReceived(1, Notarization(cert(VoteKind.NOTARIZE, 1, b1.digest), b1)))
+    assert c.view == 2
+    assert refusals(c.step(proposal(blk(2, 2, b1, commands=(b"a",))))) == [
+        "proposal for view 2: a command repeats one in an unfinalised ancestor"]
+
+
+def test_empty_and_recently_finalised_commands_refused() -> None:
+    c = core(0)
+    assert refusals(c.step(CommandSubmitted(b""))) == ["command refused: empty command"]
+    b1 = blk(1, 1, commands=(b"done",))
+    c.step(MessageReceived(1, Finalization(cert(VoteKind.FINALIZE, 1, b1.digest), b1)))
+    assert c.tip == b1
+    assert refusals(c.step(CommandSubmitted(b"done"))) == [
+        "command refused: duplicate of a recently finalised command"]
+
+
+def test_pending_queue_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from coalitiond.consensus import batcher
+
+    monkeypatch.setattr(batcher, "MAX_PENDING_COMMANDS", 2)
+    monkeypatch.setattr(batcher, "MAX_PENDING_BYTES", 10)
+    c = core(0)
+    c.step(CommandSubmitted(b"1234"))
+    assert refusals(c.step(CommandSubmitted(b"1234567"))) == [
+        "command refused: pending queue full (10 bytes)"]
+    c.step(CommandSubmitted(b"5678"))
+    assert refusals(c.step(CommandSubmitted(b"9"))) == [
+        "command refused: pending queue full (2 commands)"]

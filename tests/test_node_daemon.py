@@ -90,3 +90,19 @@ def test_a_key_that_is_not_a_member_is_refused(tmp_path: Path) -> None:
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("coalitiond: error: ") and "member" in lines[0], r.stderr
+
+
+def test_a_listen_address_in_use_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    committee = write_committee(tmp_path, 4)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", committee.listen_ports[0]))
+        busy.listen()
+        r = subprocess.run([sys.executable, "-m", "coalitiond", "run", "--config",
+                            str(committee.configs[0])], capture_output=True, text=True,
+                           check=False, timeout=60)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("coalitiond: error: ") and "cannot listen" in last, r.stderr
+    assert f"127.0.0.1:{committee.listen_ports[0]}" in last

@@ -117,3 +117,22 @@ def test_proposal_guard_kind_and_reload(tmp_path: Path, chain: ChainBuilder) -> 
         assert s.guard_records(0) == [(0, 4, 0, D1), (0, 4, propose, D1)]
         assert s.guard_records(1) == [(1, 9, 2, ZERO_DIGEST)]
         assert s.highest_signed_view(0) == 4 and s.highest_signed_view(1) == 9
+
+
+def test_guard_records_commit_with_an_append_or_not_at_all(tmp_path: Path) -> None:
+    # One consensus event = one transaction: a guard conflict refuses the blocks too.
+    from coalitiond.store.fixtures import ChainBuilder, seeded_key
+    from coalitiond.store.sqlite import GuardRecord as G
+
+    chain = ChainBuilder()
+    s = Store.open(tmp_path / "log.sqlite3", chain.committee, signing_key=seeded_key(0, 0))
+    try:
+        first = chain.next([b"a"])
+        s.append_blocks([first], guard=[G(0, 7, VoteKind.NOTARIZE, b"\x01" * 32)])
+        assert s.height == 1 and s.signed(0, 7, VoteKind.NOTARIZE) == b"\x01" * 32
+        second = chain.next([b"b"])
+        with pytest.raises(SignerConflict):
+            s.append_blocks([second], guard=[G(0, 7, VoteKind.NOTARIZE, b"\x02" * 32)])
+        assert s.height == 1  # the block did not land either
+    finally:
+        s.close()

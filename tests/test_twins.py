@@ -1,7 +1,9 @@
 """Twins campaigns for n in {4, 5, 7} (tests/twins.py has the scenarios and what they assert).
 
-Default: a short campaign per (n, within/beyond the bound). `--sim-seeds N` runs N seeds per
-campaign; `--sim-seed S` replays one. Every scenario prints its seed and partitions.
+Default: a short campaign per (n, within/beyond the bound) and every split of two views for
+n = 4. `--sim-seeds N` runs N seeds per campaign; `--sim-seed S` replays one;
+`COALITIOND_TWINS_EXHAUSTIVE=V` enumerates V views for every twin and pair. Every scenario
+prints its seed and partitions (docs/verification.md §2).
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", required=True, help="feed entry kind")
     parser.add_argument("--body", required=True, help="entry body, as JSON")
     parser.add_argument("--no-wait", action="store_true",
-                        help="return once a member accepted it, without waiting for finality")
+                        help="return once a member accepted it (exit 0), without waiting "
+                             "for finality")
 
 
 def run(args: argparse.Namespace) -> int:

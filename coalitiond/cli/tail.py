@@ -73,7 +73,8 @@ async def _tail(config: ClientConfig, start: int, follow: bool, limit: int | Non
     async with CommitteeClient.open(config) as client:
         verifier = ChainVerifier(client.committee)
         if start > 1:
-            # Anchor the chain at the block before `start`, checked like any other.
+            # Anchor the chain at the block before `start`; it needs no check of its own:
+            # the certified blocks after it bind it by hash.
             previous = await client.blocks(start - 1, max_blocks=1)
             if previous.blocks:
                 verifier.previous = previous.blocks[0].block
@@ -82,6 +83,8 @@ async def _tail(config: ClientConfig, start: int, follow: bool, limit: int | Non
             reply = await client.blocks(height, wait=follow)
             for fb in reply.blocks:
                 for final in verifier.feed(fb):
+                    if limit is not None and printed >= limit:
+                        return
                     print(json.dumps(block_json(final), sort_keys=True), flush=True)
                     printed += 1
                 height = fb.height + 1

@@ -895,8 +895,8 @@ class Core:
 
     def _finalize(self, cert: Certificate) -> None:
         if cert.view <= self.tip.view:
-            if cert.digest != self.tip.digest and self._blocks.get(cert.digest) is None \
-                    and cert.view == self.tip.view:
+            if cert.view == self.tip.view and cert.digest != self.tip.digest:
+                # Only possible beyond the safety bound: say so, never re-finalise.
                 self._refuse(None, "finalisation conflicts with our finalised tip")
             return
         block = self._blocks.get(cert.digest)

@@ -615,7 +615,8 @@ def run(config: SimConfig) -> Simulation:
 
 def swarm_config(seed: int, n: int | None = None) -> SimConfig:
     """A random scenario from one seed: committee size, faulty members (never more than the
-    safety bound), network quality, partitions, crashes with torn writes, an amnesiac."""
+    safety bound), network quality, partitions, crashes with torn writes, an amnesiac, a
+    twin (same key on two nodes, split until the network heals)."""
     rng = random.Random(f"{seed}:swarm")
     n = n if n is not None else rng.choice((4, 5, 7))
     committee, _ = make_committee(n)
@@ -640,6 +641,14 @@ def swarm_config(seed: int, n: int | None = None) -> SimConfig:
             partitions.append(Partition.split(start, end, side, other))
         else:
             partitions.append(Partition.one_way(start, end, side, other))
+    twins: tuple[int, ...] = ()
+    if nbyz < budget and rest and rng.random() < 0.25:
+        twin_of = rest.pop()  # node n runs member `twin_of` with the same key
+        twins = (twin_of,)
+        nbyz += 1
+        side = tuple(sorted({n, *rng.sample(range(n), rng.randint(1, n - 1))} - {twin_of}))
+        other = tuple(i for i in range(n + 1) if i not in side)
+        partitions.append(Partition.split(0, gst, side, other))
     crashes = []
     if nbyz < budget and rest and rng.random() < 0.3:
         victim = rest.pop()
@@ -650,4 +659,4 @@ def swarm_config(seed: int, n: int | None = None) -> SimConfig:
         crashes.append(Crash(victim, at, at + rng.randint(100, 2000), torn=rng.random() < 0.7))
     return SimConfig(seed=seed, n=n, gst_ms=gst, network=network,
                      partitions=tuple(partitions), crashes=tuple(crashes), byzantine=byzantine,
-                     target_new_blocks=5)
+                     twins=twins, target_new_blocks=5)

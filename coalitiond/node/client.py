@@ -41,6 +41,8 @@ CONNECT_TIMEOUT_S: Final = 10.0
 REPLY_TIMEOUT_S: Final = 30.0
 #: Replies buffered per outstanding request (submit: ack + outcome).
 REPLIES_PER_REQUEST: Final = 4
+#: Blocks a reader holds while waiting for the finalization that covers them.
+MAX_PENDING_BLOCKS: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +102,8 @@ class CommitteeClient:
         self.manager = ConnectionManager(key, committee, {}, listen=("127.0.0.1", 0),
                                          bootstrap=list(connect), roles=("client",))
         self._ids = itertools.count(1)
-        self._pending: dict[int, trio.MemorySendChannel[wire.Message]] = {}
+        #: request id -> (the member asked, where its replies go)
+        self._pending: dict[int, tuple[bytes, trio.MemorySendChannel[wire.Message]]] = {}
 
     @classmethod
     @asynccontextmanager
@@ -123,24 +126,31 @@ class CommitteeClient:
     def members(self) -> list[bytes]:
         return [p for p in self.manager.member_links() if p in self.committee.members]
 
+    def any_member(self) -> bytes:
+        members = self.members()
+        if not members:
+            raise OperatorError("no committee member is reachable right now")
+        return members[0]
+
     async def _dispatch(self) -> None:
-        async for _sender, data in self.manager.router.receive(Channel.CLIENT):
+        async for sender, data in self.manager.router.receive(Channel.CLIENT):
             try:
                 msg = wire.decode_message(data)
             except RemoteError:
                 continue
             rid = getattr(msg, "request_id", None)
-            channel = self._pending.get(rid) if rid is not None else None
-            if channel is not None:
+            pending = self._pending.get(rid) if rid is not None else None
+            # Only the member asked may answer: request ids are guessable.
+            if pending is not None and pending[0] == sender:
                 with suppress(trio.WouldBlock):
-                    channel.send_nowait(msg)
+                    pending[1].send_nowait(msg)
 
     @asynccontextmanager
     async def _request(self, member: bytes, make: Any) -> AsyncIterator[
             trio.MemoryReceiveChannel[wire.Message]]:
         rid = next(self._ids)
         send, recv = trio.open_memory_channel[wire.Message](REPLIES_PER_REQUEST)
-        self._pending[rid] = send
+        self._pending[rid] = (member, send)
         try:
             sent = await self.manager.router.send(Channel.CLIENT, member,
                                                   wire.encode_message(make(rid)))
@@ -159,7 +169,7 @@ class CommitteeClient:
     async def submit(self, envelope: bytes, *, member: bytes | None = None,
                      wait: bool = True) -> tuple[wire.Submitted, wire.Outcome | None]:
         """Submit one envelope; with `wait`, also wait for its finalised outcome."""
-        target = member or self.members()[0]
+        target = member or self.any_member()
         async with self._request(target, lambda rid: wire.Submit(rid, envelope)) as recv:
             ack = await self._reply(recv, "submit")
             if not isinstance(ack, wire.Submitted):
@@ -173,7 +183,7 @@ class CommitteeClient:
 
     async def blocks(self, from_height: int, *, max_blocks: int = 64, wait: bool = False,
                      member: bytes | None = None) -> wire.Blocks:
-        target = member or self.members()[0]
+        target = member or self.any_member()
         async with self._request(target, lambda rid: wire.BlocksRequest(
                 rid, from_height, max_blocks, wait)) as recv:
             reply = await self._reply(recv, "blocks", wire.BLOCKS_WAIT_S + REPLY_TIMEOUT_S)
@@ -214,9 +224,13 @@ class ChainVerifier:
             final = [*self.pending, fb]
             self.pending = []
             return final
-        if fb.notarization is None:
-            raise RemoteError(f"height {block.height}: carries no certificate")
-        _check_certificate(self.committee, fb.notarization, VoteKind.NOTARIZE, block)
+        # Final only through a descendant (it may carry a notarization, or nothing when the
+        # member missed its votes): pending until a finalised block chains back to it.
+        if fb.notarization is not None:
+            _check_certificate(self.committee, fb.notarization, VoteKind.NOTARIZE, block)
+        if len(self.pending) >= MAX_PENDING_BLOCKS:
+            raise RemoteError(f"height {block.height}: more than {MAX_PENDING_BLOCKS} blocks "
+                              "without a finalization")
         self.pending.append(fb)
         return []
 

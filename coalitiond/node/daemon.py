@@ -59,7 +59,7 @@ async def run_member(config: MemberConfig, key: SigningKey, *, guard_lost: bool 
                 bind = f"{config.node.metrics.host}:{config.node.metrics.port}"
                 await nursery.start(serve_ops, app, bind)
             if notifier.watchdog_interval_s:
-                nursery.start_soon(_watchdog, notifier, notifier.watchdog_interval_s)
+                nursery.start_soon(_watchdog, notifier, notifier.watchdog_interval_s, member)
             notifier.ready(f"member {member.me}, height {member.height}")
             log.info("member.ready", member=member.me, height=member.height)
             async for signum in signals:
@@ -72,7 +72,15 @@ async def run_member(config: MemberConfig, key: SigningKey, *, guard_lost: bool 
     log.info("member.stopped", height=member.height)
 
 
-async def _watchdog(notifier: Notifier, interval: float) -> None:
+async def _watchdog(notifier: Notifier, interval: float, member: Member) -> None:
+    """Ping systemd only while the consensus loop is alive: it steps at least once per
+    view timeout (the core's view timer, backed off at most 2^max_backoff_exponent times
+    after consecutive nullifications), so a loop stuck for longer than that stops the
+    pings and systemd restarts the member."""
+    c = member.core_config
+    stuck_after = 2 * c.view_timeout_ms * 2 ** c.max_backoff_exponent / 1000 + interval
     while True:
-        notifier.watchdog()
+        last = member.last_step_at
+        if last is not None and trio.current_time() - last <= stuck_after:
+            notifier.watchdog()
         await trio.sleep(interval)

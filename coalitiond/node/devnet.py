@@ -164,8 +164,11 @@ class Devnet:
             heights, up = [], 0
             for member in client.members():
                 with trio.move_on_after(2.0):
-                    status = await client.status(member)
-                    heights.append(status["height"])
+                    try:
+                        status = await client.status(member)
+                    except CoalitiondError:
+                        continue  # the member went away between listing and asking
+                    heights.append(int(status.get("height", 0)))
                     up += 1
             now = time.monotonic()
             p = self.progress

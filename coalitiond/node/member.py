@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -70,7 +70,8 @@ from ..consensus.messages import (
 from ..consensus.statements import SignedKind
 from ..consensus.types import Block, Certificate, Vote, VoteKind
 from ..crypto import SigningKey
-from ..errors import OperatorError, RemoteError
+from ..encoding import encode
+from ..errors import LocalError, OperatorError, RemoteError
 from ..identity import digest as blake3_digest
 from ..identity import short
 from ..logs import get_logger
@@ -106,6 +107,10 @@ MAX_PARKED_REQUESTS: Final = 256
 MAX_GOSSIP_OUTBOX: Final = 4096
 #: How long the relay waits to fill a gossip message after the first envelope.
 GOSSIP_LINGER_S: Final = 0.002
+#: Bytes kept free in a "blocks" reply for its own header and the transport's framing.
+REPLY_HEADROOM: Final = 64 * 1024
+#: Bytes of envelopes relayed in one gossip message.
+MAX_GOSSIP_BYTES: Final = 1024 * 1024
 #: How long catch-up waits for one peer before asking the next.
 FETCH_TIMEOUT_S: Final = 5.0
 
@@ -125,6 +130,9 @@ EVIDENCE = counter("consensus_evidence_total", "Equivocation evidence found", ("
 SUBMISSIONS = counter("client_submissions_total", "Client envelopes submitted to this member",
                       ("result",))
 CATCHUP = counter("sync_fetches_total", "Catch-up fetches, by result", ("result",))
+BLOCK_REQUESTS_DROPPED = counter("blocks_requests_dropped_total",
+                                 "blocks? requests dropped because their queue was full",
+                                 ("channel",))
 DIVERGED = gauge("state_diverged", "1 when this member's executed state disagrees with a block")
 MEMBERS_CONNECTED = gauge("network_members_connected", "Committee members with a live link")
 
@@ -191,18 +199,20 @@ class Member:
         self._inputs_send, self._inputs_recv = trio.open_memory_channel[_Input](MAX_QUEUED_INPUTS)
         self._loopback: deque[Event] = deque()
         self._checked: OrderedDict[bytes, Envelope] = OrderedDict()
-        self._votes: OrderedDict[bytes, dict[tuple[int, int], Vote]] = OrderedDict()
-        self._notarizations: OrderedDict[bytes, Certificate] = OrderedDict()
+        self._votes: OrderedDict[tuple[int, bytes], dict[tuple[int, int], Vote]] = OrderedDict()
+        self._notarizations: OrderedDict[tuple[int, bytes], Certificate] = OrderedDict()
         self._first_seen: OrderedDict[bytes, float] = OrderedDict()
         self._fetched: OrderedDict[bytes, FinalizedBlock] = OrderedDict()
         self._waiting: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
         #: Finalised blocks not yet stored: their finalizing descendant has not arrived.
         self._unstored: list[BlockToAppend] = []
-        self._block_requests_send, self._block_requests_recv = (
-            trio.open_memory_channel[_BlockRequest | None](MAX_BLOCK_REQUESTS))
+        self._block_requests = {
+            c: trio.open_memory_channel[_BlockRequest | None](MAX_BLOCK_REQUESTS)
+            for c in (Channel.SYNC, Channel.CLIENT)}
         self._fetch_send, self._fetch_recv = trio.open_memory_channel[FetchBlocks](1)
         self._gossip_send, self._gossip_recv = trio.open_memory_channel[bytes](MAX_GOSSIP_OUTBOX)
-        self._fetch_replies: dict[int, trio.MemorySendChannel[wire.Blocks]] = {}
+        self._fetch_replies: dict[tuple[bytes, int],
+                                  trio.MemorySendChannel[wire.Blocks]] = {}
         self._next_request_id = 1
         self.accepting = True
         self.diverged: str | None = None
@@ -213,6 +223,9 @@ class Member:
         self.finalized_commands = 0
         self._ready = False
         self._progress = trio.Event()
+        #: trio time of the consensus loop's last step; the core's view timer guarantees
+        #: one at least every view timeout, so a stale value means the loop is stuck.
+        self.last_step_at: float | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -241,7 +254,12 @@ class Member:
                 roles=("member",), tickets=tickets, admission=gate,
                 config=self.transport_config)
             async with trio.open_nursery() as nursery:
-                await nursery.start(self.manager.run)
+                try:
+                    await nursery.start(self.manager.run)
+                except OSError as e:
+                    raise OperatorError(
+                        f"{self.config.path}: node.listen {node.listen.host}:{node.listen.port}: "
+                        f"cannot listen: {e.strerror or e}") from None
                 if isinstance(gate, TdxGate):
                     nursery.start_soon(run_expiry_rechecks, gate,
                                        self.manager.recheck_admission, time.time)
@@ -254,7 +272,8 @@ class Member:
                 nursery.start_soon(self._gossip_relay)
                 nursery.start_soon(self._client_intake)
                 nursery.start_soon(self._sync_intake)
-                nursery.start_soon(self._block_server)
+                nursery.start_soon(self._block_server, Channel.SYNC)
+                nursery.start_soon(self._block_server, Channel.CLIENT)
                 nursery.start_soon(self._fetcher)
                 self._ready = True
                 task_status.started()
@@ -341,6 +360,7 @@ class Member:
     async def _step(self, event: Event) -> list[Action]:
         """Step the core, run its actions in order, then drain what we sent ourselves."""
         assert self.core is not None
+        self.last_step_at = trio.current_time()
         first = self.core.step(event)
         await self._execute(first)
         while self._loopback:
@@ -352,16 +372,20 @@ class Member:
         if not self.accepting and sub.reply_to is not None:
             await self._reply_submitted(sub, False, "member is shutting down")
             return
+        if sub.reply_to is not None:
+            # Registered before stepping: with a full batch the block can finalise (and its
+            # outcome go out) inside this very step.
+            self._bounded_put(self._waiting, sub.checked.envelope_id, sub.reply_to,
+                              MAX_WAITING_SUBMITTERS)
         actions = await self._step(CommandSubmitted(sub.envelope))
         refused = next((a.reason for a in actions
                         if isinstance(a, Refused) and a.sender is None), None)
         if sub.reply_to is None:
             return
+        if refused is not None:
+            self._waiting.pop(sub.checked.envelope_id, None)
         await self._reply_submitted(sub, refused is None, refused)
         if refused is None:
-            assert self.manager is not None
-            self._bounded_put(self._waiting, sub.checked.envelope_id, sub.reply_to,
-                              MAX_WAITING_SUBMITTERS)
             with contextlib.suppress(trio.WouldBlock):
                 self._gossip_send.send_nowait(sub.envelope)
 
@@ -374,22 +398,25 @@ class Member:
             wire.Submitted(rid, sub.checked.envelope_id, accepted, reason)))
 
     async def _execute(self, actions: Sequence[Action]) -> None:
+        """Run the core's actions in order. Guard records and finalised blocks are gathered
+        and committed in one store transaction right before the next message leaves, so a
+        signature is never sent before its guard record is durable, and a step costs one
+        fsync rather than one per record."""
         assert self.store is not None and self.manager is not None
         guard: list[StoreGuardRecord] = []
         finalized: list[Finalized] = []
         for action in actions:
-            if guard and not isinstance(action, PersistSignerGuard):
-                await self._persist_guard(guard)
-                guard = []
-            if finalized and not isinstance(action, Finalized):
-                await self._finalize(finalized)
-                finalized = []
             if isinstance(action, PersistSignerGuard):
                 guard.append(StoreGuardRecord(action.epoch, action.view,
                                               _guard_kind(action.kind), action.digest))
-            elif isinstance(action, Finalized):
+                continue
+            if isinstance(action, Finalized):
                 finalized.append(action)
-            elif isinstance(action, Broadcast):
+                continue
+            if isinstance(action, Broadcast | Send) and (guard or finalized):
+                await self._commit(guard, finalized)
+                guard, finalized = [], []
+            if isinstance(action, Broadcast):
                 self._observe(action.message, self.me)
                 await self.manager.router.broadcast(
                     Channel.CONSENSUS, encode_message(self.committee, action.message))
@@ -423,36 +450,32 @@ class Member:
                              claimed=action.claimed_root.hex(), local=action.local_root.hex())
             elif isinstance(action, Refused):
                 CORE_REFUSED.labels(action.reason.split(":")[0][:48]).inc()
-        if guard:
-            await self._persist_guard(guard)
-        if finalized:
-            await self._finalize(finalized)
-
-    async def _persist_guard(self, records: list[StoreGuardRecord]) -> None:
-        assert self.store is not None
-        # A refusal here means the core and the store disagree about what we signed: a bug.
-        # It propagates and stops the member rather than risk an equivocation.
-        await self.store.record_event(guard=records)
+        if guard or finalized:
+            await self._commit(guard, finalized)
 
     # -- bookkeeping of what we saw, for the log's per-block signatures ------------------
 
     @staticmethod
-    def _bounded_put(table: OrderedDict[bytes, Any], key: bytes, value: Any, limit: int
-                     ) -> None:
+    def _bounded_put(table: OrderedDict[Any, Any], key: Any, value: Any, limit: int) -> None:
         table[key] = value
         table.move_to_end(key)
         while len(table) > limit:
             table.popitem(last=False)
 
     def _observe(self, msg: Message, sender: int | None) -> None:
+        """Keep what the log will want: every vote and notarization for a block, filed by
+        (view, digest) — a Byzantine member's vote naming a known digest under another view
+        must never be mistaken for a vote on that block."""
         if isinstance(msg, Vote) and msg.kind is not VoteKind.NULLIFY:
-            votes = self._votes.get(msg.digest)
+            key = (msg.view, msg.digest)
+            votes = self._votes.get(key)
             if votes is None:
                 votes = {}
-                self._bounded_put(self._votes, msg.digest, votes, MAX_TRACKED_BLOCKS)
+                self._bounded_put(self._votes, key, votes, MAX_TRACKED_BLOCKS)
             votes.setdefault((int(msg.kind), msg.signer), msg)
         elif isinstance(msg, Notarization):
-            self._bounded_put(self._notarizations, msg.certificate.digest, msg.certificate,
+            cert = msg.certificate
+            self._bounded_put(self._notarizations, (cert.view, cert.digest), cert,
                               MAX_TRACKED_BLOCKS)
         elif isinstance(msg, Proposal) and msg.block.digest not in self._first_seen:
             self._bounded_put(self._first_seen, msg.block.digest, trio.current_time(),
@@ -460,17 +483,29 @@ class Member:
 
     def _certificates_for(self, block: Block, certificate: Certificate
                           ) -> tuple[Certificate | None, Certificate | None, tuple[Vote, ...]]:
+        """The certificates and votes the log keeps for `block`: only what is about exactly
+        this block (epoch, view, digest) and was verified before it reached us."""
+        key = (block.view, block.digest)
         fetched = self._fetched.pop(block.digest, None)
-        votes = dict(self._votes.pop(block.digest, {}))
+        votes = dict(self._votes.pop(key, {}))
         if fetched is not None:
             for v in fetched.votes:
                 votes.setdefault((int(v.kind), v.signer), v)
-        finalization = certificate if certificate.digest == block.digest else None
+        votes = {k: v for k, v in votes.items()
+                 if (v.epoch, v.view, v.digest) == (block.epoch, block.view, block.digest)}
+
+        def about_block(cert: Certificate | None, kind: VoteKind) -> Certificate | None:
+            if cert is None or (cert.kind, cert.epoch, cert.view, cert.digest) != (
+                    kind, block.epoch, block.view, block.digest):
+                return None
+            return cert
+
+        finalization = about_block(certificate, VoteKind.FINALIZE)
         if finalization is None and fetched is not None:
-            finalization = fetched.finalization
-        notarization = self._notarizations.pop(block.digest, None)
+            finalization = about_block(fetched.finalization, VoteKind.FINALIZE)
+        notarization = about_block(self._notarizations.pop(key, None), VoteKind.NOTARIZE)
         if notarization is None and fetched is not None:
-            notarization = fetched.notarization
+            notarization = about_block(fetched.notarization, VoteKind.NOTARIZE)
         if finalization is None and notarization is None:
             # Formed by the core from votes we hold: rebuild it from them.
             notes = [v for (k, _), v in sorted(votes.items()) if k == VoteKind.NOTARIZE]
@@ -480,18 +515,25 @@ class Member:
 
     # -- finalisation: store, execute, tell submitters ----------------------------------
 
-    async def _finalize(self, actions: list[Finalized]) -> None:
+    async def _commit(self, guard: list[StoreGuardRecord], finalized: list[Finalized]) -> None:
+        """One store transaction for one consensus event: guard records and finalised blocks.
+
+        A guard refusal means the core and the store disagree about what we signed: a bug.
+        It propagates and stops the member rather than risk an equivocation.
+        """
         assert self.store is not None and self.core is not None
-        for f in actions:
+        for f in finalized:
             fin, nota, votes = self._certificates_for(f.block, f.certificate)
             self._unstored.append(BlockToAppend(f.block, fin, votes, nota))
-        if self._unstored[-1].finalization is None:
-            # Final through a descendant whose own finalization we have not been handed yet:
-            # the store takes a chain only when its last block carries one.
+        if not self._unstored or self._unstored[-1].finalization is None:
+            # Blocks final through a descendant whose own finalization we have not been
+            # handed yet wait: the store takes a chain only when its last block carries one.
+            if guard:
+                await self.store.record_event(guard=guard)
             return
         items, self._unstored = self._unstored, []
         # Every signature here was verified before it reached the core.
-        await self.store.append_blocks(items, verify_signatures=False)
+        await self.store.append_blocks(items, verify_signatures=False, guard=guard)
         now = trio.current_time()
         for item in items:
             block = item.block
@@ -511,8 +553,9 @@ class Member:
                 FINALITY_LATENCY.observe(now - seen)
             self._loopback.append(BlockExecuted(block.height, result.state_root))
             await self._tell_submitters(result, log_index)
-        with contextlib.suppress(trio.WouldBlock):
-            self._block_requests_send.send_nowait(None)  # wake parked readers
+        for send, _ in self._block_requests.values():
+            with contextlib.suppress(trio.WouldBlock):
+                send.send_nowait(None)  # wake parked readers
         self._progress.set()
         self._progress = trio.Event()
 
@@ -607,9 +650,12 @@ class Member:
         assert self.manager is not None
         while True:
             batch = [await self._gossip_recv.receive()]
+            size = len(batch[0])
             with trio.move_on_after(GOSSIP_LINGER_S):
-                while len(batch) < wire.MAX_GOSSIP_BATCH:
-                    batch.append(await self._gossip_recv.receive())
+                while len(batch) < wire.MAX_GOSSIP_BATCH and size < MAX_GOSSIP_BYTES:
+                    envelope = await self._gossip_recv.receive()
+                    batch.append(envelope)
+                    size += len(envelope)
             await self.manager.router.broadcast(
                 Channel.GOSSIP, wire.encode_message(wire.GossipEnvelopes(tuple(batch))))
 
@@ -624,18 +670,26 @@ class Member:
                 out.append((data, None))
         return out
 
-    async def _gossip_intake(self) -> None:
+    async def _decoded(self, channel: Channel) -> AsyncIterator[tuple[bytes, wire.Message]]:
+        """A channel's messages, decoded; what does not decode is counted and dropped (the
+        sender's fault, never a reason to stop)."""
         assert self.manager is not None
-        rx = self.manager.router.receive(Channel.GOSSIP)
-        async for sender, data in rx:
-            if self.committee.index_of(sender) is None:
-                continue
+        async for sender, data in self.manager.router.receive(channel):
             try:
                 msg = wire.decode_message(data)
-                if not isinstance(msg, wire.GossipEnvelopes):
-                    raise RemoteError("gossip channel carries envelopes only")
             except RemoteError as e:
-                log.debug("gossip.rejected", sender=short(sender), error=str(e))
+                CONSENSUS_REJECTED.labels(f"malformed {channel.label}").inc()
+                log.debug("message.rejected", channel=channel.label, sender=short(sender),
+                          error=str(e))
+                continue
+            yield sender, msg
+
+    async def _gossip_intake(self) -> None:
+        assert self.manager is not None
+        async for sender, msg in self._decoded(Channel.GOSSIP):
+            if self.committee.index_of(sender) is None or \
+                    not isinstance(msg, wire.GossipEnvelopes):
+                log.debug("gossip.rejected", sender=short(sender), kind=type(msg).__name__)
                 continue
             fresh = [e for e in msg.envelopes if blake3_digest(e) not in self._checked]
             for raw, envelope in await trio.to_thread.run_sync(self._check_envelopes, fresh):
@@ -651,13 +705,7 @@ class Member:
     async def _client_intake(self) -> None:
         assert self.manager is not None
         router = self.manager.router
-        rx = router.receive(Channel.CLIENT)
-        async for sender, data in rx:
-            try:
-                msg = wire.decode_message(data)
-            except RemoteError as e:
-                log.debug("client.rejected", sender=short(sender), error=str(e))
-                continue
+        async for sender, msg in self._decoded(Channel.CLIENT):
             if isinstance(msg, wire.Submit):
                 try:
                     envelope = await trio.to_thread.run_sync(self._check_envelope, msg.envelope)
@@ -680,37 +728,34 @@ class Member:
     def _queue_block_request(self, channel: Channel, peer: bytes,
                              request: wire.BlocksRequest) -> None:
         try:
-            self._block_requests_send.send_nowait(
+            self._block_requests[channel][0].send_nowait(
                 _BlockRequest(channel, peer, request, trio.current_time()))
         except trio.WouldBlock:
-            log.debug("blocks.request_dropped", peer=short(peer))
+            BLOCK_REQUESTS_DROPPED.labels(channel.label).inc()
 
     async def _sync_intake(self) -> None:
         assert self.manager is not None
-        rx = self.manager.router.receive(Channel.SYNC)
-        async for sender, data in rx:
-            try:
-                msg = wire.decode_message(data)
-            except RemoteError as e:
-                log.debug("sync.rejected", sender=short(sender), error=str(e))
-                continue
+        async for sender, msg in self._decoded(Channel.SYNC):
             if isinstance(msg, wire.BlocksRequest):
                 self._queue_block_request(Channel.SYNC, sender, msg)
             elif isinstance(msg, wire.Blocks):
-                reply = self._fetch_replies.get(msg.request_id)
+                # Only the member we asked can answer (request ids are guessable).
+                reply = self._fetch_replies.get((sender, msg.request_id))
                 if reply is not None:
                     with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
                         reply.send_nowait(msg)
 
     # -- serving blocks (tail and catch-up) ---------------------------------------------
 
-    def _read_blocks(self, s: Store, start: int, count: int) -> list[FinalizedBlock]:
+    def _read_blocks(self, s: Store, start: int, count: int, limit: int
+                     ) -> list[FinalizedBlock]:
+        """Up to `count` blocks from `start` whose encoded reply fits `limit` bytes."""
         out: list[FinalizedBlock] = []
         size = 0
         stop = min(s.height, start + count - 1)
         for fb in s.iter_finalized(start, stop):
-            size += len(fb.block.encode()) + 512 * (len(fb.votes) + 2)
-            if out and size > wire.MAX_REPLY_BYTES:
+            size += len(encode(fb.to_wire()))
+            if size > limit:
                 break
             out.append(fb)
         return out
@@ -718,17 +763,28 @@ class Member:
     async def _serve(self, req: _BlockRequest) -> None:
         assert self.store is not None and self.manager is not None
         r = req.request
-        blocks = await self.store.run(
-            lambda s: self._read_blocks(s, max(r.from_height, 1), max(r.max_blocks, 1)))
-        await self.manager.router.send(req.channel, req.peer, wire.encode_message(
-            wire.Blocks(r.request_id, self.height, tuple(blocks))))
+        # Measured on the real encoding, with room for the reply's own framing.
+        limit = min(wire.MAX_REPLY_BYTES, self.manager.router.max_payload - REPLY_HEADROOM)
+        try:
+            blocks = await self.store.run(lambda s: self._read_blocks(
+                s, max(r.from_height, 1), max(r.max_blocks, 1), limit))
+            if not blocks and r.from_height <= self.height:
+                log.error("blocks.too_large", height=r.from_height, limit=limit)
+            await self.manager.router.send(req.channel, req.peer, wire.encode_message(
+                wire.Blocks(r.request_id, self.height, tuple(blocks))))
+        except (LocalError, RemoteError) as e:
+            # Serving a reader never stops the member.
+            log.error("blocks.serve_failed", peer=short(req.peer), error=str(e))
 
-    async def _block_server(self) -> None:
+    async def _block_server(self, channel: Channel) -> None:
+        """Serves one channel's `blocks?` requests; catch-up (sync) and readers (client)
+        each have their own queue and server, so readers cannot crowd out catch-up."""
+        recv = self._block_requests[channel][1]
         parked: list[_BlockRequest] = []
         while True:
             item: _BlockRequest | None = None
             with trio.move_on_after(1.0):
-                item = await self._block_requests_recv.receive()
+                item = await recv.receive()
             now = trio.current_time()
             if item is not None:
                 if item.request.wait and item.request.from_height > self.height:
@@ -758,13 +814,56 @@ class Member:
                     await self._inputs_send.send(BlocksFetched(chain))
                     break
 
+    def _check_fetched(self, blocks: Sequence[FinalizedBlock]
+                       ) -> tuple[tuple[tuple[Block, Certificate], ...], list[FinalizedBlock],
+                                  list[tuple[bytes, Envelope]]]:
+        """Worker thread: everything a peer sent for catch-up, checked before use.
+
+        The chain (links, finalize certificates) must verify; of the rest — each block's
+        votes and certificates — only what is about exactly that block and verifies is kept,
+        so a Byzantine peer can neither crash us nor plant bad signatures in our log. The
+        blocks' envelopes are checked here too, off the event loop.
+        """
+        chain = _chain_of(blocks)
+        if not chain:
+            raise RemoteError("the reply holds no finalised run of blocks")
+        verify_fetched(self.committee, chain)
+        kept: list[FinalizedBlock] = []
+        checked: list[tuple[bytes, Envelope]] = []
+        for fb, _ in zip(blocks, chain, strict=False):
+            b = fb.block
+
+            def certified(cert: Certificate | None, kind: VoteKind,
+                          b: Block = b) -> Certificate | None:
+                if cert is None or (cert.kind, cert.epoch, cert.view, cert.digest) != (
+                        kind, b.epoch, b.view, b.digest):
+                    return None
+                try:
+                    cert.verify(self.committee)
+                except RemoteError:
+                    return None
+                return cert
+
+            votes = tuple(v for v in fb.votes
+                          if v.kind is not VoteKind.NULLIFY
+                          and (v.epoch, v.view, v.digest) == (b.epoch, b.view, b.digest)
+                          and v.verify(self.committee))
+            kept.append(FinalizedBlock(b, certified(fb.finalization, VoteKind.FINALIZE),
+                                       certified(fb.notarization, VoteKind.NOTARIZE), votes,
+                                       fb.entries, fb.checkpoint))
+            for command in b.commands:
+                # A refused envelope is refused again, deterministically, when applied.
+                with contextlib.suppress(CommandRefused):
+                    checked.append((blake3_digest(command), self.executor.check_command(command)))
+        return chain, kept, checked
+
     async def _fetch_from(self, peer: bytes, request: FetchBlocks
                           ) -> tuple[tuple[Block, Certificate], ...] | None:
         assert self.manager is not None
         rid = self._next_request_id
         self._next_request_id += 1
         send, recv = trio.open_memory_channel[wire.Blocks](1)
-        self._fetch_replies[rid] = send
+        self._fetch_replies[(peer, rid)] = send
         try:
             count = min(request.to_height - request.from_height + 1, wire.MAX_BLOCKS_PER_REPLY)
             sent = await self.manager.router.send(Channel.SYNC, peer, wire.encode_message(
@@ -778,19 +877,21 @@ class Member:
             if reply is None or not reply.blocks:
                 CATCHUP.labels("timeout" if reply is None else "empty").inc()
                 return None
-            chain = _chain_of(reply.blocks)
             try:
-                await trio.to_thread.run_sync(verify_fetched, self.committee, chain)
+                chain, kept, checked = await trio.to_thread.run_sync(self._check_fetched,
+                                                                     reply.blocks)
             except RemoteError as e:
                 CATCHUP.labels("invalid").inc()
                 log.warning("sync.invalid_chain", peer=short(peer), error=str(e))
                 return None
-            for fb in reply.blocks:
+            for fb in kept:
                 self._bounded_put(self._fetched, fb.block.digest, fb, MAX_TRACKED_BLOCKS)
+            for d, envelope in checked:
+                self._bounded_put(self._checked, d, envelope, MAX_CHECKED_ENVELOPES)
             CATCHUP.labels("ok").inc()
             return chain
         finally:
-            del self._fetch_replies[rid]
+            del self._fetch_replies[(peer, rid)]
 
     # -- status -------------------------------------------------------------------------
 

@@ -14,9 +14,8 @@ from typing import Final
 import trio
 
 from ..consensus.core import TimerFired, TimerKind
-from ..errors import LocalError
 
-#: The core arms a handful of timers per view; anything near this means a bug upstream.
+#: The core arms a handful of timers per view; beyond this the oldest views' are dropped.
 MAX_TIMERS: Final = 4096
 
 
@@ -26,13 +25,26 @@ class TimerService:
         self._seq = 0
         self._fire = fire
         self._wake = trio.Event()
+        self._pending: set[tuple[TimerKind, int]] = set()
 
     def set(self, kind: TimerKind, view: int, delay_ms: int) -> None:
+        """Arm a timer; one per (kind, view) is pending at a time (a second request for the
+        same timer before the first fired adds nothing: the core treats both alike)."""
+        if (kind, view) in self._pending:
+            return
         if len(self._heap) >= MAX_TIMERS:
-            raise LocalError(f"more than {MAX_TIMERS} consensus timers pending")
+            # Far behind: the oldest views' timers are the ones the core ignores anyway.
+            self._drop_oldest_views()
         self._seq += 1
         heapq.heappush(self._heap, (trio.current_time() + delay_ms / 1000, self._seq, kind, view))
+        self._pending.add((kind, view))
         self._wake.set()
+
+    def _drop_oldest_views(self) -> None:
+        keep = sorted(self._heap, key=lambda t: -t[3])[: MAX_TIMERS // 2]
+        self._heap = keep
+        heapq.heapify(self._heap)
+        self._pending = {(k, v) for _, _, k, v in self._heap}
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -50,4 +62,5 @@ class TimerService:
                 self._wake = trio.Event()  # an earlier timer may have arrived: look again
                 continue
             heapq.heappop(self._heap)
+            self._pending.discard((kind, view))
             await self._fire(TimerFired(kind, view))

@@ -51,9 +51,10 @@ class AsyncStore:
             verify_signatures=verify_signatures))
 
     async def append_blocks(self, items: Sequence[BlockToAppend], *,
-                            verify_signatures: bool = True) -> list[Checkpoint]:
-        return await self.run(lambda s: s.append_blocks(items,
-                                                        verify_signatures=verify_signatures))
+                            verify_signatures: bool = True,
+                            guard: Sequence[GuardRecord] = ()) -> list[Checkpoint]:
+        return await self.run(lambda s: s.append_blocks(
+            items, verify_signatures=verify_signatures, guard=guard))
 
     async def guard(self, epoch: int, view: int, kind: VoteKind, digest: bytes) -> None:
         await self.run(lambda s: s.guard(epoch, view, kind, digest))

@@ -499,7 +499,8 @@ class Store:
                                   verify_signatures=verify_signatures)[-1]
 
     def append_blocks(self, items: Sequence[BlockToAppend], *,
-                      verify_signatures: bool = True) -> list[Checkpoint]:
+                      verify_signatures: bool = True,
+                      guard: Sequence[GuardRecord] = ()) -> list[Checkpoint]:
         """Append consecutive blocks atomically (one transaction): block, certificates, every
         vote held, entries, Merkle nodes and a signed checkpoint per block.
 
@@ -509,6 +510,9 @@ class Store:
         that the ancestor is final through the hash chain. With
         `verify_signatures` the certificates and votes are checked against the committee
         (set it False only when the caller has verified them already).
+
+        `guard`: signer-guard records of the same consensus event, committed in the same
+        transaction (one fsync for the event instead of two); a conflict refuses it all.
         """
         if self._key is None:
             raise StoreUsageError("append: store opened without the member's signing key")
@@ -527,6 +531,8 @@ class Store:
 
         def write(c: sqlite3.Connection) -> list[Checkpoint]:
             nonlocal height, head
+            for g in guard:
+                self._guard_one(c, g)
             out = []
             for it in items:
                 b = it.block
