@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from coalitiond.consensus.core import (
@@ -101,23 +103,26 @@ def test_leader_persists_guard_before_each_signature() -> None:
     assert g2 == PersistSignerGuard(0, 1, SignedKind.NOTARIZE, p.message.block.digest)
 
 
-def test_time_triggered_batch_waits_for_timer() -> None:
+def _proposed(actions: list[Any]) -> list[tuple[bytes, ...]]:
+    return [a.message.block.commands for a in actions
+            if isinstance(a, Broadcast) and isinstance(a.message, Proposal)]
+
+
+def test_an_idle_leader_waits_the_idle_interval_then_proposes_an_empty_block() -> None:
     leader = Core(COMMITTEE, KEYS[1], CONFIG)
     assert SetTimer(TimerKind.BATCH, 1, 20) in leader.step(Start())
-    assert leader.step(CommandSubmitted(b"one")) == []  # below the size trigger
-    actions = leader.step(TimerFired(TimerKind.BATCH, 1))
-    props = [a.message for a in actions if isinstance(a, Broadcast)
-             and isinstance(a.message, Proposal)]
-    assert [p.block.commands for p in props] == [(b"one",)]
+    assert _proposed(leader.step(TimerFired(TimerKind.BATCH, 1))) == [()]
 
 
-def test_size_triggered_batch_proposes_at_once() -> None:
-    leader = core(1)
-    assert leader.step(CommandSubmitted(b"one")) == []
-    actions = leader.step(CommandSubmitted(b"two"))
-    props = [a.message for a in actions if isinstance(a, Broadcast)
-             and isinstance(a.message, Proposal)]
-    assert [p.block.commands for p in props] == [(b"one", b"two")]
+def test_a_command_reaching_a_leader_that_has_not_proposed_is_proposed_at_once() -> None:
+    leader = Core(COMMITTEE, KEYS[1], CONFIG)
+    leader.step(Start())
+    assert _proposed(leader.step(CommandSubmitted(b"one"))) == [(b"one",)]
+    # Later commands of the view gather for the next one (batching by pipelining).
+    assert _proposed(leader.step(CommandSubmitted(b"two"))) == []
+    assert _proposed(leader.step(CommandSubmitted(b"three"))) == []
+    # "one" stays pending until finalised (it is in a block in flight), the others wait.
+    assert leader.pending_commands == 3
 
 
 def test_duplicate_and_oversize_commands_refused() -> None:

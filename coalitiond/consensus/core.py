@@ -550,13 +550,18 @@ class Core:
         if ancestors is None:
             return
         cfg = self.config
-        if not (s.batch_due or self._batcher.full_batch(cfg.max_batch_commands,
-                                                        cfg.max_batch_bytes)):
-            if not s.batch_due:
-                self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))
+        # Commands waiting when we may propose: propose now, the batch is whatever gathered
+        # while the previous block was in flight. Nothing waiting: wait the batch (idle)
+        # interval for commands, then propose an empty block to keep views moving.
+        if not (s.batch_due or len(self._batcher) > 0):
+            self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))
             return
         exclude = {blake3_digest(c) for b in ancestors for c in b.commands}
         commands = self._batcher.take(cfg.max_batch_commands, cfg.max_batch_bytes, exclude)
+        if not commands and not s.batch_due:
+            # Everything waiting is already in a block on its way: wait as when idle.
+            self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))
+            return
         executed_height, root = self._executed
         if executed_height <= parent.executed_height:
             executed_height, root = parent.executed_height, parent.state_root
@@ -973,8 +978,9 @@ class Core:
         if reason is not None:
             self._refuse(None, f"command refused: {reason}")
             return
-        if self.leader == self.me and self._batcher.full_batch(self.config.max_batch_commands,
-                                                               self.config.max_batch_bytes):
+        if self.leader == self.me:
+            # Not yet proposed in this view: propose now rather than wait out the idle
+            # interval; while a block is in flight, commands gather for the next view.
             self._try_propose()
 
     def _claim_root(self, block: Block) -> None:
