@@ -74,7 +74,8 @@ def _percentile(sorted_values: list[float], p: float) -> float:
 
 
 async def _coalitiond_load(dir: Path, n: int, clients: int, window: int, size: int,
-                           warmup: float, duration: float) -> dict[str, Any]:
+                           warmup: float, duration: float, per_envelope: int = 1
+                           ) -> dict[str, Any]:
     config = load_client_config(write_client_config(dir))
     key = load_key_file(config.key_file)
     latencies: list[float] = []
@@ -93,7 +94,7 @@ async def _coalitiond_load(dir: Path, n: int, clients: int, window: int, size: i
             k = 0
             while True:
                 k += 1
-                env = signer.sign([publish("bench", payload)])
+                env = signer.sign([publish("bench", payload)] * per_envelope)
                 started = time.perf_counter()
                 try:
                     ack, outcome = await client.submit(env.raw, member=members[(c + k) % n])
@@ -101,7 +102,7 @@ async def _coalitiond_load(dir: Path, n: int, clients: int, window: int, size: i
                     continue
                 if measuring and ack.accepted and outcome is not None:
                     latencies.append(time.perf_counter() - started)
-                    done += 1
+                    done += per_envelope
 
         async with trio.open_nursery() as nursery:
             for c in range(clients * n * window):
@@ -121,7 +122,7 @@ async def _coalitiond_load(dir: Path, n: int, clients: int, window: int, size: i
 
 
 def run_coalitiond(n: int, clients: int, window: int, size: int, warmup: float,
-                   duration: float) -> dict[str, Any]:
+                   duration: float, per_envelope: int = 1) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"bench-coalitiond-{n}-") as tmp:
         dir = Path(tmp)
         paths = generate_devnet(n, "feed", dir, _free_base_port(200))
@@ -130,7 +131,8 @@ def run_coalitiond(n: int, clients: int, window: int, size: int, warmup: float,
                                   stdin=subprocess.DEVNULL) for p in paths]
         try:
             configure("console", "error")
-            result = trio.run(_coalitiond_load, dir, n, clients, window, size, warmup, duration)
+            result = trio.run(_coalitiond_load, dir, n, clients, window, size, warmup, duration,
+                              per_envelope)
             usage = [_proc_usage(p.pid) for p in procs]
         finally:
             for p in procs:
@@ -191,12 +193,17 @@ def main(argv: list[str]) -> None:
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--quick", action="store_true", help="n=5 only, 5 s")
+    p.add_argument("--per-envelope", type=int, default=16,
+                   help="also run coalitiond with this many commands per signed envelope "
+                        "(DESIGN §2.5's amortisation; 0 to skip)")
     a = p.parse_args(argv)
     sizes = [5] if a.quick else [int(x) for x in a.members.split(",")]
     duration = 5.0 if a.quick else a.duration
     print(f"workload: {a.clients} clients x window {a.window} per member, {a.size}-byte "
-          f"commands, 1 command per signed envelope, {duration:.0f}s after {a.warmup:.0f}s warm-up")
-    header = f"{'n':>2} {'system':<11} {'cmds/s':>8} {'blocks/s':>8} {'p50 ms':>8} {'p99 ms':>8} " \
+          f"commands, {duration:.0f}s after {a.warmup:.0f}s warm-up; coalitiond signs 1 "
+          f"command per envelope, coalitiond/{a.per_envelope} signs {a.per_envelope} "
+          "(outstanding envelopes stay the same)")
+    header = f"{'n':>2} {'system':<14} {'cmds/s':>8} {'blocks/s':>8} {'p50 ms':>8} {'p99 ms':>8} " \
              f"{'cpu s/mbr':>9} {'RSS MiB':>8}"
     print(header)
     for n in sizes:
@@ -204,12 +211,18 @@ def main(argv: list[str]) -> None:
                                                  duration))
         theirs = _row("pysyncobj", run_pysyncobj(n, a.clients, a.window, a.size, a.warmup,
                                                  duration))
-        for r in (ours, theirs):
+        rows = [ours, theirs]
+        if a.per_envelope > 1:
+            batched = _row(f"coalitiond/{a.per_envelope}",
+                           run_coalitiond(n, a.clients, a.window, a.size, a.warmup, duration,
+                                          a.per_envelope))
+            rows.insert(1, batched)
+        for r in rows:
             blocks = "-" if r["blocks/s"] is None else f"{r['blocks/s']:.1f}"
-            print(f"{n:>2} {r['system']:<11} {r['cmds/s']:>8.0f} {blocks:>8} "
+            print(f"{n:>2} {r['system']:<14} {r['cmds/s']:>8.0f} {blocks:>8} "
                   f"{r['p50 ms']:>8.1f} {r['p99 ms']:>8.1f} {r['cpu s/member']:>9.1f} "
                   f"{r['peak RSS MiB/member']:>8.1f}")
-        print(f"{n:>2} {'ratio':<11} {ours['cmds/s'] / max(theirs['cmds/s'], 1e-9):>8.2f} "
+        print(f"{n:>2} {'ratio':<14} {ours['cmds/s'] / max(theirs['cmds/s'], 1e-9):>8.2f} "
               f"{'':>8} {ours['p50 ms'] / theirs['p50 ms']:>8.2f} "
               f"{ours['p99 ms'] / theirs['p99 ms']:>8.2f}   (coalitiond / pysyncobj)")
 
