@@ -32,6 +32,9 @@ def main(argv: list[str]) -> None:
         argv, extra = argv[:cut], argv[cut + 1 :]
     wanted = set(argv)
     here = Path(__file__).parent
+    from coalitiond.logs import configure
+
+    configure("console", "warning")  # tables on stdout; only problems on stderr
     print(machine_line())
     for info in sorted(pkgutil.iter_modules([str(here)]), key=lambda i: i.name):
         if not info.name.startswith("bench_"):
