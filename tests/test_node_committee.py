@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 from node_harness import all_reach, client_for, in_process, write_committee
 
@@ -13,7 +14,7 @@ from coalitiond.commands import Envelope
 from coalitiond.components.executor import CommandOutcome
 from coalitiond.crypto import SigningKey
 from coalitiond.encoding import decode
-from coalitiond.node.client import ChainVerifier
+from coalitiond.node.client import ChainVerifier, RefusedByMember
 from coalitiond.store.sqlite import Store, store_path
 from coalitiond.verify import verify_inclusion
 
@@ -152,3 +153,17 @@ async def test_a_restarted_member_catches_up_and_rejoins(tmp_path: Path) -> None
     heads = _heads(tmp_path, committee.n)
     shortest = min(len(h) for h in heads)
     assert all(h[:shortest] == heads[0][:shortest] for h in heads)
+
+
+async def test_a_member_whose_state_diverged_serves_no_reads(tmp_path: Path) -> None:
+    committee = write_committee(tmp_path, 4)
+    with trio.fail_after(120):
+        async with in_process(committee) as running, client_for(committee) as client:
+            await all_reach(running.members(), 1)
+            diverged = running.members()[2]
+            diverged.diverged = "height 1: a block claims state root 00, ours is 01"
+            assert not diverged.ready
+            with pytest.raises(RefusedByMember, match="state diverged: height 1"):
+                await client.blocks(1, member=diverged.key.public)
+            reply = await client.blocks(1, member=running.members()[0].key.public)
+            assert reply.blocks  # the others still serve

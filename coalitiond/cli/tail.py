@@ -13,7 +13,13 @@ import trio
 
 from ..commands import Envelope
 from ..errors import CoalitiondError, RemoteError
-from ..node.client import ChainVerifier, ClientConfig, CommitteeClient, load_client_config
+from ..node.client import (
+    ChainVerifier,
+    ClientConfig,
+    CommitteeClient,
+    RefusedByMember,
+    load_client_config,
+)
 from ..store.records import FinalizedBlock
 
 NAME = "tail"
@@ -62,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_client_config(args.config)
     try:
         trio.run(_tail, config, max(args.from_height, 1), args.follow, args.limit)
+    except RefusedByMember as e:
+        print(f"coalitiond: {e}", file=sys.stderr)
+        return 1
     except RemoteError as e:
         print(f"coalitiond: verification failed: {e}", file=sys.stderr)
         return 1

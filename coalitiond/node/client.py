@@ -45,6 +45,10 @@ REPLIES_PER_REQUEST: Final = 4
 MAX_PENDING_BLOCKS: Final = 4096
 
 
+class RefusedByMember(RemoteError):
+    """A member answered with a refusal (e.g. its state diverged and it serves no reads)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
     path: Path
@@ -162,9 +166,14 @@ class CommitteeClient:
 
     async def _reply(self, recv: trio.MemoryReceiveChannel[wire.Message], what: str,
                      timeout: float = REPLY_TIMEOUT_S) -> wire.Message:
+        reply: wire.Message | None = None
         with trio.move_on_after(timeout):
-            return await recv.receive()
-        raise OperatorError(f"no {what} reply within {timeout:.0f}s")
+            reply = await recv.receive()
+        if reply is None:
+            raise OperatorError(f"no {what} reply within {timeout:.0f}s")
+        if isinstance(reply, wire.Refused):
+            raise RefusedByMember(f"the member refused the {what} request: {reply.reason}")
+        return reply
 
     async def submit(self, envelope: bytes, *, member: bytes | None = None,
                      wait: bool = True) -> tuple[wire.Submitted, wire.Outcome | None]:

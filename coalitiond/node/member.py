@@ -763,6 +763,12 @@ class Member:
     async def _serve(self, req: _BlockRequest) -> None:
         assert self.store is not None and self.manager is not None
         r = req.request
+        if self.diverged is not None:
+            # docs/protocol.md §7: a member whose state disagrees with the chain serves no
+            # reads until an operator has looked; the reader learns why at once.
+            await self.manager.router.send(req.channel, req.peer, wire.encode_message(
+                wire.Refused(r.request_id, f"state diverged: {self.diverged}")))
+            return
         # Measured on the real encoding, with room for the reply's own framing.
         limit = min(wire.MAX_REPLY_BYTES, self.manager.router.max_payload - REPLY_HEADROOM)
         try:

@@ -10,6 +10,8 @@ Client channel (any authenticated peer, members and readers):
     ["blocks?", 1, request_id, from_height, max_blocks, wait]
                                                    -> ["blocks", 1, request_id, tip_height, [finalized block...]]
     ["status?", 1, request_id]                     -> ["status", 1, request_id, {status map}]
+    any request may instead be answered           -> ["refused", 1, request_id, reason]
+    (e.g. a member whose state diverged serves no reads, docs/protocol.md §7)
 Sync channel (members only): the same "blocks?" / "blocks" pair, used by catch-up.
 Gossip channel (members only): ["envelopes", 1, [envelope...]] — submitted envelopes relayed
 to every member, a few milliseconds' worth per message, so whichever member leads the next
@@ -100,12 +102,20 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """The member will not answer this request; `reason` says why, in one line."""
+
+    request_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class GossipEnvelopes:
     envelopes: tuple[bytes, ...]
 
 
 Message = (Submit | Submitted | Outcome | BlocksRequest | Blocks | StatusRequest | Status
-           | GossipEnvelopes)
+           | Refused | GossipEnvelopes)
 
 
 def encode_message(msg: Message) -> bytes:
@@ -127,6 +137,8 @@ def encode_message(msg: Message) -> bytes:
         return encode(["status?", SCHEMA, msg.request_id])
     if isinstance(msg, Status):
         return encode(["status", SCHEMA, msg.request_id, msg.status])
+    if isinstance(msg, Refused):
+        return encode(["refused", SCHEMA, msg.request_id, msg.reason])
     return encode(["envelopes", SCHEMA, list(msg.envelopes)])
 
 
@@ -167,4 +179,8 @@ def decode_message(data: bytes) -> Message:
     if kind == "status":
         _expect(len(obj) == 4 and isinstance(obj[3], dict), "status: malformed")
         return Status(rid, obj[3])
+    if kind == "refused":
+        _expect(len(obj) == 4 and isinstance(obj[3], str) and len(obj[3]) <= 1024,
+                "refused: malformed")
+        return Refused(rid, obj[3])
     raise MalformedMessage(f"client message: unknown type {kind!r}")
