@@ -50,6 +50,27 @@ def free_ports(n: int, *, consecutive: bool = False) -> list[int]:
     raise RuntimeError(f"no {n} free ports in {lo}..{hi}")
 
 
+def devnet_base_port(members: int) -> int:
+    """A `--base-port` for `coalitiond devnet`: base..base+n-1 (members) and
+    base+100..base+100+n-1 (metrics) all free."""
+    while True:
+        base = free_ports(members, consecutive=True)[0]
+        if base + 100 + members >= PORT_RANGE[1]:
+            continue
+        socks = []
+        try:
+            for port in range(base + 100, base + 100 + members):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+
+
 @dataclass
 class Committee:
     dir: Path

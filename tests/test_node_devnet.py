@@ -8,39 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from node_harness import free_ports
+from node_harness import devnet_base_port
 
 pytestmark = pytest.mark.slow
-
-
-def _base_port(members: int) -> int:
-    """A base with base..base+n-1 and base+100..base+100+n-1 free (the devnet's ports)."""
-    while True:
-        base = free_ports(members, consecutive=True)[0]
-        if base + 100 + members < 32000 and \
-                len(free_ports_at(base + 100, members)) == members:
-            return base
-
-
-def free_ports_at(start: int, n: int) -> list[int]:
-    import socket
-
-    free = []
-    for port in range(start, start + n):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            free.append(port)
-    return free
 
 
 def test_devnet_with_duration_commits_and_checks_archives(tmp_path: Path) -> None:
     d = tmp_path / "devnet"
     r = subprocess.run([sys.executable, "-m", "coalitiond", "devnet", "--members", "4",
                         "--component", "feed", "--dir", str(d), "--duration", "6",
-                        "--rate", "40", "--base-port", str(_base_port(4))],
+                        "--rate", "40", "--base-port", str(devnet_base_port(4))],
                        capture_output=True, text=True, timeout=300, check=False)
     out = r.stdout
     assert r.returncode == 0, f"{out}\n{r.stderr}"
