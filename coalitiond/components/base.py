@@ -10,10 +10,19 @@ Life cycle, driven by the executor (`coalitiond.components.executor`):
 * `check(client, command)` — stateless validity, run by every member for every command of a
   proposed block before voting for it (the consensus core's validation hook), and again by
   the executor. Raises `InvalidCommand` with a reason the submitter can read.
-* `apply(ctx, envelopes)` — the envelopes of one finalised block that passed admission and
-  deduplication, in block order. Returns one `CommandResult` per command, in order: either
-  `Applied` (with the log entries it produced and the index of the first) or `Refused`.
-  A refused command must leave the state untouched.
+* `bind(committee)` — once, before anything else: the committee the component serves (its
+  members' keys verify member-signed items such as Almanac observations).
+* `check_member(command)` — stateless validity of a member command (`coalitiond.
+  member_commands`: something the committee proposes itself, e.g. an Almanac tick). The
+  default refuses every member command.
+* Per finalised block, in this order:
+  `apply_member(ctx, command)` for each member command of the block, in block order;
+  `apply(ctx, envelopes)` — the client envelopes that passed admission and deduplication, in
+  block order. Returns one `CommandResult` per command, in order: either `Applied` (with the
+  log entries it produced and the index of the first) or `Refused`. A refused command must
+  leave the state untouched;
+  `end_block(ctx)` — the component's own deterministic work at every block (Compute's
+  clearing, lapses and expiries; Chronicle's anchors), returning the entries it produced.
 * `state_root()` — a 32-byte commitment to the whole state, so reads can come with proofs.
 * `query(name, args)` — reads; plain CBOR-ready values; `QueryError` for bad requests.
 * `snapshot()` / `restore(bytes)` — the state as deterministic bytes and back, for restart
@@ -27,9 +36,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
 
-from ..commands import Command, Envelope
+from ..commands import Command, Envelope, InvalidCommand
+from ..committee import CommitteeSpec
 from ..encoding import encode
 from ..errors import LocalError, OperatorError, RemoteError
+from ..member_commands import MemberCommand
 from ..verify import merkle_root
 
 
@@ -47,6 +58,10 @@ class BlockContext:
 
     height: int
     digest: bytes
+    #: The latest tick of the followed Almanac stamped into this committee's state
+    #: (`follow_almanac`), after this block's own stamp if it carries one; None when the
+    #: component follows no Almanac or no stamp has been committed yet.
+    tick: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +107,22 @@ class Component(abc.ABC):
     @abc.abstractmethod
     def apply(self, ctx: BlockContext, envelopes: Sequence[Envelope]) -> list[CommandResult]:
         """Apply every command of `envelopes` in order; one result per command."""
+
+    def bind(self, committee: CommitteeSpec) -> None:  # noqa: B027 - optional hook
+        """The committee this component serves; called once, before any other method."""
+
+    def check_member(self, command: MemberCommand) -> None:
+        """Stateless validity of a member command; raise InvalidCommand."""
+        raise InvalidCommand(f"{self.signature} takes no member command {command.op!r}",
+                             reason="unknown_op")
+
+    def apply_member(self, ctx: BlockContext, command: MemberCommand) -> CommandResult:
+        """Apply one member command that passed `check_member`."""
+        return Refused("unknown_op", f"{self.signature} takes no member command {command.op!r}")
+
+    def end_block(self, ctx: BlockContext) -> Applied | None:
+        """Deterministic per-block work after the block's commands; entries it produced."""
+        return None
 
     @abc.abstractmethod
     def state_root(self) -> bytes:

@@ -30,6 +30,7 @@ from ..commands import (
     CommandRefused,
     Envelope,
     InvalidCommand,
+    WrongCommittee,
     admit_envelope,
     check_envelope,
 )
@@ -37,8 +38,10 @@ from ..crypto import PUBLIC_KEY_LEN
 from ..encoding import decode, encode
 from ..errors import EncodingError, LocalError, RemoteError
 from ..identity import ID_LEN, digest, hash_structure
+from ..member_commands import MemberCommand, is_member_command
 from ..metrics import counter
-from .base import Applied, BlockContext, Component, MalformedSnapshot, QueryError
+from .base import Applied, BlockContext, CommandResult, Component, MalformedSnapshot, QueryError
+from .base import Refused as ComponentRefused
 from .dedup import DedupState
 
 APPLIED: Final = "applied"
@@ -136,13 +139,56 @@ class BlockResult:
     state_root: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """The latest tick of the followed Almanac committed into this committee's state: the
+    tick's `seq` and where the Almanac's own log holds it (height, block digest), so anyone
+    can check the stamp against the Almanac's archive."""
+
+    almanac: bytes
+    seq: int
+    height: int
+    block: bytes
+
+    def to_wire(self) -> list[Any]:
+        return [self.almanac, self.seq, self.height, self.block]
+
+    def to_args(self) -> dict[str, Any]:
+        return {"almanac": self.almanac, "seq": self.seq, "height": self.height,
+                "block": self.block}
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> Stamp:
+        """RemoteError (InvalidCommand) unless `args` is exactly a stamp."""
+        if set(args) != {"almanac", "seq", "height", "block"}:
+            raise InvalidCommand("stamp: args must be exactly {almanac, seq, height, block}",
+                                 reason="bad_args")
+        almanac, seq, height, block = (args["almanac"], args["seq"], args["height"],
+                                       args["block"])
+        if not (isinstance(almanac, bytes) and len(almanac) == ID_LEN
+                and isinstance(block, bytes) and len(block) == ID_LEN
+                and _uint(seq) and _uint(height) and height >= 1):
+            raise InvalidCommand("stamp: almanac and block are 32 bytes, seq and height "
+                                 "unsigned (height >= 1)", reason="bad_args")
+        return cls(almanac, seq, height, block)
+
+
+STAMP_OP: Final = "stamp"
+
+
 class Executor:
-    def __init__(self, committee_id: bytes, acl: Acl, component: Component) -> None:
+    def __init__(self, committee_id: bytes, acl: Acl, component: Component, *,
+                 follow_almanac: bytes | None = None) -> None:
         if len(committee_id) != ID_LEN:
             raise LocalError(f"committee id must be {ID_LEN} bytes")
+        if follow_almanac is not None and len(follow_almanac) != ID_LEN:
+            raise LocalError(f"followed Almanac id must be {ID_LEN} bytes")
         self.committee_id = committee_id
         self.acl = acl
         self.component = component
+        #: The Almanac committee whose ticks this committee stamps its blocks with, if any.
+        self.follow_almanac = follow_almanac
+        self.stamp: Stamp | None = None
         self.dedup = DedupState()
         #: Height of the last executed block (0: nothing executed; genesis carries nothing).
         self.executed_height = 0
@@ -153,11 +199,35 @@ class Executor:
 
     # -- stateless checks (before voting) ---------------------------------------------
 
-    def check_command(self, data: bytes) -> Envelope:
-        """Admission plus the component's stateless check of every command in the envelope.
+    def check_command(self, data: bytes) -> Envelope | MemberCommand:
+        """The stateless check of one block command, a client envelope or a member command.
 
         Reads no mutable state, so the shell may run it in worker threads (signature checks off
         the event loop) while `apply_block` runs elsewhere."""
+        if is_member_command(data):
+            return self.check_member_command(data)
+        return self.check_client_command(data)
+
+    def check_member_command(self, data: bytes) -> MemberCommand:
+        command = MemberCommand.decode(data)
+        if command.committee_id != self.committee_id:
+            raise WrongCommittee(f"member command is for committee {command.committee_id.hex()}")
+        if command.op == STAMP_OP:
+            if self.follow_almanac is None:
+                raise InvalidCommand("stamp: this committee follows no Almanac",
+                                     reason="unknown_op")
+            stamp = Stamp.from_args(command.args)
+            if stamp.almanac != self.follow_almanac:
+                raise InvalidCommand(f"stamp: names Almanac {stamp.almanac.hex()}, this "
+                                     f"committee follows {self.follow_almanac.hex()}",
+                                     reason="wrong_almanac")
+            return command
+        self.component.check_member(command)
+        return command
+
+    def check_client_command(self, data: bytes) -> Envelope:
+        """Admission plus the component's stateless check of every command in the envelope:
+        what clients and gossip may hand us (never a member command)."""
         envelope = check_envelope(self.committee_id, self.acl, data)
         for index, command in enumerate(envelope.commands):
             try:
@@ -166,7 +236,7 @@ class Executor:
                 raise InvalidCommand(f"command {index}: {exc}", reason=exc.reason) from None
         return envelope
 
-    def check_block(self, commands: Sequence[bytes]) -> list[Envelope]:
+    def check_block(self, commands: Sequence[bytes]) -> list[Envelope | MemberCommand]:
         """The consensus core's validation hook: raise InvalidBlock on the first bad command.
 
         Returns the checked envelopes; pass them to `apply_block(checked=...)` to skip a second
@@ -191,7 +261,8 @@ class Executor:
     # -- execution ----------------------------------------------------------------------
 
     def apply_block(self, height: int, block_digest: bytes, commands: Sequence[bytes], *,
-                    checked: Sequence[Envelope | None] | None = None) -> BlockResult:
+                    checked: Sequence[Envelope | MemberCommand | None] | None = None
+                    ) -> BlockResult:
         """Execute the finalised block at `height` (the next one).
 
         `checked[p]`, when given and not None, is the envelope `check_command` returned for
@@ -214,65 +285,77 @@ class Executor:
             raise
 
     def _apply(self, height: int, block_digest: bytes, commands: Sequence[bytes],
-               checked: Sequence[Envelope | None] | None) -> BlockResult:
-        # slots[p] is either the refusal outcomes of command p or the admitted envelope.
-        slots: list[list[CommandOutcome] | Envelope] = []
-        admitted: list[Envelope] = []
+               checked: Sequence[Envelope | MemberCommand | None] | None) -> BlockResult:
+        # Member commands first, in block order (a stamp then dates the client commands of
+        # its own block), then the client envelopes, then the component's per-block work.
+        outcomes: list[CommandOutcome] = []
+        entries: list[LogEntry] = []
+        client_positions = []
         for position, data in enumerate(commands):
+            if not is_member_command(data):
+                client_positions.append(position)
+                continue
             known = checked[position] if checked is not None else None
-            if known is not None and known.raw == data:
+            result = self._apply_member(height, block_digest, data,
+                                        known if isinstance(known, MemberCommand) else None)
+            command_id = digest(data)
+            outcomes.append(_outcome(command_id, 0, height, position, result))
+            entries.extend(_entries(height, command_id, 0, result))
+
+        # slots[p] is either the refusal outcomes of command p or the admitted envelope.
+        slots: list[tuple[int, list[CommandOutcome] | Envelope]] = []
+        admitted: list[Envelope] = []
+        for position in client_positions:
+            data = commands[position]
+            known = checked[position] if checked is not None else None
+            if isinstance(known, Envelope) and known.raw == data:
                 envelope = known
             else:
                 try:
                     envelope = Envelope.decode(data)
                 except CommandRefused as exc:
                     # Unreadable: no commands to name, so one outcome under blake3(bytes).
-                    slots.append([CommandOutcome(digest(data), None, REFUSED, height, position,
-                                                 reason=exc.reason, detail=str(exc))])
+                    slots.append((position, [CommandOutcome(
+                        digest(data), None, REFUSED, height, position, reason=exc.reason,
+                        detail=str(exc))]))
                     continue
                 try:
                     admit_envelope(self.committee_id, self.acl, envelope)
                 except CommandRefused as exc:
-                    slots.append(_refuse_all(envelope, height, position, exc))
+                    slots.append((position, _refuse_all(envelope, height, position, exc)))
                     continue
             try:
                 self.dedup.check(envelope.client, envelope.nonce)
             except CommandRefused as exc:
-                slots.append(_refuse_all(envelope, height, position, exc))
+                slots.append((position, _refuse_all(envelope, height, position, exc)))
                 continue
             self.dedup.record(envelope.client, envelope.nonce)
-            slots.append(envelope)
+            slots.append((position, envelope))
             admitted.append(envelope)
 
-        ctx = BlockContext(height, block_digest)
+        ctx = self._context(height, block_digest)
         results = self.component.apply(ctx, admitted) if admitted else []
         expected = sum(len(e.commands) for e in admitted)
         if len(results) != expected:
             raise LocalError(f"component {self.component.signature} returned {len(results)} "
                              f"results for {expected} commands")
 
-        outcomes: list[CommandOutcome] = []
-        entries: list[LogEntry] = []
         cursor = 0
-        for position, slot in enumerate(slots):
+        for position, slot in slots:
             if isinstance(slot, list):
                 outcomes.extend(slot)
                 continue
             for index in range(len(slot.commands)):
                 result = results[cursor]
                 cursor += 1
-                if isinstance(result, Applied):
-                    outcomes.append(CommandOutcome(slot.envelope_id, index, APPLIED, height,
-                                                   position, entry_index=result.entry_index))
-                    for k, data in enumerate(result.entries):
-                        if result.entry_index is None:
-                            raise LocalError("component produced entries without an index")
-                        entries.append(LogEntry(height, slot.envelope_id, index,
-                                                result.entry_index + k, data))
-                else:
-                    outcomes.append(CommandOutcome(slot.envelope_id, index, REFUSED, height,
-                                                   position, reason=result.reason,
-                                                   detail=result.detail))
+                outcomes.append(_outcome(slot.envelope_id, index, height, position, result))
+                entries.extend(_entries(height, slot.envelope_id, index, result))
+        produced = self.component.end_block(ctx)
+        if produced is not None:
+            # The block's own work: named by the block digest, command index 0.
+            entries.extend(_entries(height, block_digest, 0, produced))
+        outcomes.sort(key=lambda o: (o.position, -1 if o.command_index is None
+                                     else o.command_index))
         for outcome in outcomes:
             COMMANDS.labels(outcome.status, outcome.reason or "").inc()
         self.executed_height = height
@@ -280,15 +363,40 @@ class Executor:
         return BlockResult(height, block_digest, tuple(outcomes), tuple(entries),
                            self.state_root())
 
+    def _context(self, height: int, block_digest: bytes) -> BlockContext:
+        return BlockContext(height, block_digest,
+                            None if self.stamp is None else self.stamp.seq)
+
+    def _apply_member(self, height: int, block_digest: bytes, data: bytes,
+                      known: MemberCommand | None) -> CommandResult:
+        try:
+            command = (known if known is not None and known.raw == data
+                       else self.check_member_command(data))
+        except CommandRefused as exc:
+            return ComponentRefused(exc.reason, str(exc))
+        if command.op != STAMP_OP:
+            return self.component.apply_member(self._context(height, block_digest), command)
+        stamp = Stamp.from_args(command.args)
+        if self.stamp is not None and stamp.seq <= self.stamp.seq:
+            return ComponentRefused("stale_stamp", f"stamp: tick {stamp.seq} is not after the "
+                                    f"stamped tick {self.stamp.seq}")
+        self.stamp = stamp
+        return Applied(None)
+
     # -- commitment, reads, snapshots ---------------------------------------------------
 
     def state_root(self) -> bytes:
+        if self.follow_almanac is None:
+            return hash_structure("executor-state", 1, self.component.signature,
+                                  self.dedup.root(), self.component.state_root())
         return hash_structure("executor-state", 1, self.component.signature, self.dedup.root(),
-                              self.component.state_root())
+                              self.component.state_root(),
+                              None if self.stamp is None else self.stamp.to_wire())
 
     def query(self, name: str, args: Mapping[str, Any]) -> Any:
         """`client_nonce {client}`: the highest nonce applied for a client (0 if none), so a
-        client that lost its counter can resume above it. Anything else: the component's."""
+        client that lost its counter can resume above it. `stamp`: the latest Almanac tick
+        stamped (None if none). Anything else: the component's."""
         if name == "client_nonce":
             client = args.get("client")
             if set(args) != {"client"} or not (isinstance(client, bytes)
@@ -296,11 +404,16 @@ class Executor:
                 raise QueryError("client_nonce: arguments must be {client: 32-byte key}")
             return {"client": client, "highest": self.dedup.highest(client),
                     "height": self.executed_height}
+        if name == "stamp":
+            if args:
+                raise QueryError("stamp: takes no arguments")
+            return None if self.stamp is None else self.stamp.to_args()
         return self.component.query(name, args)
 
     def snapshot(self) -> bytes:
         return encode([SNAPSHOT_TYPE, 1, self.component.signature, self.executed_height,
-                       self.last_digest, self.dedup.to_wire(), self.component.snapshot()])
+                       self.last_digest, self.dedup.to_wire(), self.component.snapshot(),
+                       None if self.stamp is None else self.stamp.to_args()])
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state; on MalformedSnapshot nothing changes. The caller compares
@@ -309,10 +422,19 @@ class Executor:
             obj = decode(data, max_size=MAX_SNAPSHOT_SIZE)
         except EncodingError as exc:
             raise MalformedSnapshot(f"executor snapshot: {exc}") from None
-        if not (isinstance(obj, list) and len(obj) == 7 and obj[0] == SNAPSHOT_TYPE
+        if not (isinstance(obj, list) and len(obj) == 8 and obj[0] == SNAPSHOT_TYPE
                 and obj[1] == 1 and not isinstance(obj[1], bool)):
-            raise MalformedSnapshot("executor snapshot: expected a 7-item executor-snapshot")
-        _, _, signature, height, last_digest, dedup_wire, component_bytes = obj
+            raise MalformedSnapshot("executor snapshot: expected an 8-item executor-snapshot")
+        _, _, signature, height, last_digest, dedup_wire, component_bytes, stamp_args = obj
+        stamp: Stamp | None = None
+        if stamp_args is not None:
+            try:
+                stamp = Stamp.from_args(stamp_args if isinstance(stamp_args, dict) else {})
+            except CommandRefused as exc:
+                raise MalformedSnapshot(f"executor snapshot: {exc}") from None
+            if stamp.almanac != self.follow_almanac:
+                raise MalformedSnapshot("executor snapshot: stamp of an Almanac this "
+                                        "committee does not follow")
         if signature != self.component.signature:
             raise MalformedSnapshot(f"executor snapshot is for {signature!r}, this member runs "
                                     f"{self.component.signature!r}")
@@ -331,6 +453,26 @@ class Executor:
         self.dedup = dedup
         self.executed_height = height
         self.last_digest = last_digest
+        self.stamp = stamp
+
+
+def _outcome(envelope_id: bytes, index: int, height: int, position: int,
+             result: CommandResult) -> CommandOutcome:
+    if isinstance(result, Applied):
+        return CommandOutcome(envelope_id, index, APPLIED, height, position,
+                              entry_index=result.entry_index)
+    return CommandOutcome(envelope_id, index, REFUSED, height, position, reason=result.reason,
+                          detail=result.detail)
+
+
+def _entries(height: int, envelope_id: bytes, index: int, result: CommandResult
+             ) -> list[LogEntry]:
+    if not isinstance(result, Applied) or not result.entries:
+        return []
+    if result.entry_index is None:
+        raise LocalError("component produced entries without an index")
+    return [LogEntry(height, envelope_id, index, result.entry_index + k, data)
+            for k, data in enumerate(result.entries)]
 
 
 def _refuse_all(envelope: Envelope, height: int, position: int,

@@ -234,8 +234,19 @@ Action = (PersistSignerGuard | Broadcast | Send | SetTimer | Finalized | Evidenc
 ValidationHook = Callable[[tuple[bytes, ...]], bool]
 
 
+#: Asked when this member is about to propose: the member commands (already encoded) the
+#: shell wants in the block, e.g. an Almanac tick. Like the commands clients submit they are
+#: input, not state: the core puts them first, skips any already in an unfinalised ancestor,
+#: and never remembers them.
+MemberCommandsHook = Callable[[], tuple[bytes, ...]]
+
+
 def accept_all(commands: tuple[bytes, ...]) -> bool:
     return True
+
+
+def no_member_commands() -> tuple[bytes, ...]:
+    return ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +283,8 @@ class Core:
 
     def __init__(self, committee: CommitteeSpec, key: SigningKey, config: CoreConfig,
                  durable: DurableState | None = None,
-                 validate_block_commands: ValidationHook = accept_all) -> None:
+                 validate_block_commands: ValidationHook = accept_all,
+                 member_commands: MemberCommandsHook = no_member_commands) -> None:
         me = committee.index_of(key.public)
         if me is None:
             raise LocalError("this key is not a member of the committee")
@@ -282,6 +294,7 @@ class Core:
         self.config = config
         self._key = key
         self._validate = validate_block_commands
+        self._member_commands = member_commands
         genesis = genesis_block(committee)
         self.tip: Block = durable.tip or genesis
         self.tip_certificate: Certificate | None = durable.tip_certificate
@@ -550,14 +563,18 @@ class Core:
         if ancestors is None:
             return
         cfg = self.config
+        exclude = {blake3_digest(c) for b in ancestors for c in b.commands}
+        own = tuple(c for c in self._member_commands()
+                    if blake3_digest(c) not in exclude)[:cfg.max_batch_commands]
         # Commands waiting when we may propose: propose now, the batch is whatever gathered
         # while the previous block was in flight. Nothing waiting: wait the batch (idle)
         # interval for commands, then propose an empty block to keep views moving.
-        if not (s.batch_due or len(self._batcher) > 0):
+        if not (s.batch_due or own or len(self._batcher) > 0):
             self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))
             return
-        exclude = {blake3_digest(c) for b in ancestors for c in b.commands}
-        commands = self._batcher.take(cfg.max_batch_commands, cfg.max_batch_bytes, exclude)
+        own_bytes = sum(len(c) for c in own)
+        commands = own + self._batcher.take(cfg.max_batch_commands - len(own),
+                                            cfg.max_batch_bytes - own_bytes, exclude)
         if not commands and not s.batch_due:
             # Everything waiting is already in a block on its way: wait as when idle.
             self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))

@@ -75,6 +75,7 @@ from ..errors import LocalError, OperatorError, RemoteError
 from ..identity import digest as blake3_digest
 from ..identity import short
 from ..logs import get_logger
+from ..member_commands import MemberCommand
 from ..metrics import counter, gauge, histogram
 from ..store.aio import AsyncStore
 from ..store.records import FinalizedBlock
@@ -198,7 +199,7 @@ class Member:
         self.manager: ConnectionManager | None = None
         self._inputs_send, self._inputs_recv = trio.open_memory_channel[_Input](MAX_QUEUED_INPUTS)
         self._loopback: deque[Event] = deque()
-        self._checked: OrderedDict[bytes, Envelope] = OrderedDict()
+        self._checked: OrderedDict[bytes, Envelope | MemberCommand] = OrderedDict()
         self._votes: OrderedDict[tuple[int, bytes], dict[tuple[int, int], Vote]] = OrderedDict()
         self._notarizations: OrderedDict[tuple[int, bytes], Certificate] = OrderedDict()
         self._first_seen: OrderedDict[bytes, float] = OrderedDict()
@@ -594,7 +595,7 @@ class Member:
     # -- intake tasks -------------------------------------------------------------------
 
     def _decode_and_verify(self, batch: list[tuple[bytes, bytes]]
-                           ) -> list[tuple[MessageReceived, list[tuple[bytes, Envelope]]]]:
+                           ) -> list[tuple[MessageReceived, list[tuple[bytes, Envelope | MemberCommand]]]]:
         """Worker thread: decode, verify signatures, pre-check proposed envelopes."""
         out = []
         for sender, data in batch:
@@ -609,7 +610,7 @@ class Member:
                 CONSENSUS_REJECTED.labels(type(e).__name__).inc()
                 log.debug("consensus.rejected", sender=short(sender), error=str(e))
                 continue
-            checked: list[tuple[bytes, Envelope]] = []
+            checked: list[tuple[bytes, Envelope | MemberCommand]] = []
             if isinstance(msg, Proposal):
                 for command in msg.block.commands:
                     d = blake3_digest(command)
@@ -642,7 +643,7 @@ class Member:
                 await self._inputs_send.send(event)
 
     def _check_envelope(self, data: bytes) -> Envelope:
-        return self.executor.check_command(data)
+        return self.executor.check_client_command(data)
 
     async def _gossip_relay(self) -> None:
         """Relay accepted envelopes to the other members, a few milliseconds' worth at a
@@ -665,7 +666,7 @@ class Member:
         out: list[tuple[bytes, Envelope | None]] = []
         for data in envelopes:
             try:
-                out.append((data, self.executor.check_command(data)))
+                out.append((data, self.executor.check_client_command(data)))
             except CommandRefused:
                 out.append((data, None))
         return out
@@ -822,7 +823,7 @@ class Member:
 
     def _check_fetched(self, blocks: Sequence[FinalizedBlock]
                        ) -> tuple[tuple[tuple[Block, Certificate], ...], list[FinalizedBlock],
-                                  list[tuple[bytes, Envelope]]]:
+                                  list[tuple[bytes, Envelope | MemberCommand]]]:
         """Worker thread: everything a peer sent for catch-up, checked before use.
 
         The chain (links, finalize certificates) must verify; of the rest — each block's
@@ -835,7 +836,7 @@ class Member:
             raise RemoteError("the reply holds no finalised run of blocks")
         verify_fetched(self.committee, chain)
         kept: list[FinalizedBlock] = []
-        checked: list[tuple[bytes, Envelope]] = []
+        checked: list[tuple[bytes, Envelope | MemberCommand]] = []
         for fb, _ in zip(blocks, chain, strict=False):
             b = fb.block
 
