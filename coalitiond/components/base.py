@@ -36,11 +36,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
 
+from .. import merkle
 from ..commands import Command, Envelope, InvalidCommand
 from ..committee import CommitteeSpec
 from ..encoding import encode
 from ..errors import LocalError, OperatorError, RemoteError
+from ..identity import hash_structure
 from ..member_commands import MemberCommand
+from ..merkle import MemoryTree, inclusion_path
 from ..verify import merkle_root
 
 
@@ -139,6 +142,55 @@ class Component(abc.ABC):
     @abc.abstractmethod
     def restore(self, data: bytes) -> None:
         """Replace the state by `data` (from `snapshot`); MalformedSnapshot leaves it as is."""
+
+
+# ---------------------------------------------------------------------------------------
+# State proofs: one shape for every component, so one integrator-side check covers all.
+#
+#   {"leaf": bytes, "index": int, "size": int, "path": [bytes], "tree_root": bytes,
+#    "root_preimage": [type_name, version, *fields]}
+#
+# `leaf` is the encoded item (a map entry `encode([key, value])`, a feed entry, a tick...),
+# `path` its RFC 6962 inclusion path in a tree of `size` leaves with root `tree_root`, and
+# `hash_structure(*root_preimage)` is the component's `state_root()`, with `tree_root` one of
+# the preimage's fields. The executor's state root commits to the component root, and
+# certified blocks commit to the executor's root (docs/api.md).
+
+
+class BadStateProof(RemoteError):
+    """A state proof that does not verify (from a member we do not trust)."""
+
+
+def state_proof(leaf: bytes, index: int, tree: MemoryTree, root_preimage: Sequence[Any]
+                ) -> dict[str, Any]:
+    return {"leaf": leaf, "index": index, "size": tree.size,
+            "path": inclusion_path(tree, index, tree.size), "tree_root": tree.root(),
+            "root_preimage": list(root_preimage)}
+
+
+def check_state_proof(proof: Any, component_root: bytes) -> bytes:
+    """Verify a state proof against a component root; return the proven leaf bytes."""
+    if not (isinstance(proof, dict) and set(proof) == {"leaf", "index", "size", "path",
+                                                        "tree_root", "root_preimage"}):
+        raise BadStateProof("state proof: expected {leaf, index, size, path, tree_root, "
+                            "root_preimage}")
+    leaf, index, size, path = proof["leaf"], proof["index"], proof["size"], proof["path"]
+    tree_root, preimage = proof["tree_root"], proof["root_preimage"]
+    if not (isinstance(leaf, bytes) and isinstance(index, int) and isinstance(size, int)
+            and not isinstance(index, bool) and not isinstance(size, bool)
+            and 0 <= index < size and isinstance(path, list)
+            and all(isinstance(h, bytes) and len(h) == 32 for h in path)
+            and isinstance(tree_root, bytes) and len(tree_root) == 32
+            and isinstance(preimage, list) and len(preimage) >= 2
+            and isinstance(preimage[0], str) and isinstance(preimage[1], int)):
+        raise BadStateProof("state proof: fields have the wrong types")
+    if tree_root not in preimage[2:]:
+        raise BadStateProof("state proof: the tree root is not part of the root preimage")
+    if hash_structure(*preimage) != component_root:
+        raise BadStateProof("state proof: root preimage does not hash to the component root")
+    if not merkle.verify_inclusion_hash(merkle.leaf_hash(leaf), index, size, path, tree_root):
+        raise BadStateProof("state proof: inclusion path does not lead to the tree root")
+    return leaf
 
 
 def kv_root(items: Mapping[bytes, Any]) -> bytes:

@@ -39,6 +39,7 @@ from .base import (
     QueryError,
     Refused,
     register,
+    state_proof,
 )
 
 ENTRY_TYPE: Final = "feed-entry"
@@ -202,8 +203,11 @@ class Feed(Component):
     def tree_root(self) -> bytes:
         return self._tree.root()
 
+    def _root_preimage(self) -> list[Any]:
+        return ["feed-state", 1, len(self._entries), self._tree.root()]
+
     def state_root(self) -> bytes:
-        return hash_structure("feed-state", 1, len(self._entries), self._tree.root())
+        return hash_structure(*self._root_preimage())
 
     # -- reads ------------------------------------------------------------------------
 
@@ -220,7 +224,10 @@ class Feed(Component):
             index = self._index(args["index"])
             return {"entry": self._read(index), "encoded": self._entries[index],
                     "tree_size": len(self._entries),
-                    "tree_root": self._tree.root(), "proof": inclusion_path(self._tree, index, self._tree.size)}
+                    "tree_root": self._tree.root(),
+                    "proof": inclusion_path(self._tree, index, self._tree.size),
+                    "state_proof": state_proof(self._entries[index], index, self._tree,
+                                               self._root_preimage())}
         if name == "latest":
             self._expect_args(name, args, set())
             return self._read(len(self._entries) - 1) if self._entries else None
