@@ -323,6 +323,10 @@ class NodeConfig:
     metrics: Address | None = None
     log_format: str = "auto"
     log_level: str = "info"
+    #: A member config of the Almanac committee this committee's component follows
+    #: (`component.follow_almanac`): where its members are and what its id is made of. Local
+    #: to this node (not consensus content); read at start.
+    almanac_config: Path | None = None
 
 
 def _parse_node(t: _Table, base: Path) -> NodeConfig:
@@ -335,6 +339,7 @@ def _parse_node(t: _Table, base: Path) -> NodeConfig:
         metrics=t.address("metrics", None),
         log_format=t.string("log_format", "auto", choices=LOG_FORMATS),
         log_level=t.string("log_level", "info", choices=LOG_LEVELS),
+        almanac_config=t.path_value("almanac_config", base, None),
     )
     t.finish()
     return node

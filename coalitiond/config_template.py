@@ -59,6 +59,10 @@ class TemplateInput:
     #: Atlas: the key allowed to publish each citizen's card (one key for all, here).
     citizen_operator: bytes | None = None
     anchor_file: str = "anchors.jsonl"
+    #: The Almanac this committee's component follows (its committee id), and the path of
+    #: one of that Almanac's member configs (node-local: where its members are).
+    follow_almanac: bytes | None = None
+    almanac_config: str | None = None
 
 
 def _q(text: str) -> str:
@@ -73,6 +77,14 @@ def _hex_list(values: Sequence[bytes], indent: str = "  ") -> str:
     return "[\n" + "".join(f"{indent}{_q(v.hex())},\n" for v in values) + "]"
 
 
+def _follow_almanac(t: TemplateInput, what: str) -> list[str]:
+    lines = [f"# Committee id (hex) of an Almanac whose ticks {what}; needs",
+             "# node.almanac_config."]
+    if t.follow_almanac is None:
+        return [*lines, '# follow_almanac = "<64 hex>"']
+    return [*lines, f"follow_almanac = {_q(t.follow_almanac.hex())}"]
+
+
 def _component(t: TemplateInput) -> str:
     lines = ["[component]"]
     if t.kind == "feed":
@@ -83,12 +95,11 @@ def _component(t: TemplateInput) -> str:
             f"# Largest body one `publish` may carry, in bytes (default {DEFAULT_FEED_MAX_BODY_BYTES}).",
             f"# max_body_bytes = {DEFAULT_FEED_MAX_BODY_BYTES}",
             "# Committee id (hex) of an Almanac whose ticks stamp this feed's commits.",
-            '# follow_almanac = "<64 hex>"',
+            '# follow_almanac = "<64 hex>"   (not supported by feed/1 yet)',
         ]
     elif t.kind == "atlas":
         lines += [
-            "# Committee id (hex) of an Almanac whose ticks stamp card changes.",
-            '# follow_almanac = "<64 hex>"',
+            *_follow_almanac(t, "stamp card changes"),
             "",
             "# The catalogued citizens, in order; each with the one key allowed to publish",
             "# its card.",
@@ -118,8 +129,7 @@ def _component(t: TemplateInput) -> str:
         lines += [
             "# Commit an anchor every this many entries.",
             f"anchor_every = {DEFAULT_ANCHOR_EVERY}",
-            "# Committee id (hex) of an Almanac whose ticks stamp entries.",
-            '# follow_almanac = "<64 hex>"',
+            *_follow_almanac(t, "stamp entries"),
             "",
             "# Where anchors go: a file (development), an HTTP endpoint, or an EVM contract:",
             '#   kind = "http", url = "https://…"',
@@ -130,8 +140,7 @@ def _component(t: TemplateInput) -> str:
         ]
     elif t.kind == "compute":
         lines += [
-            "# Committee id (hex) of the Almanac whose ticks measure deadlines and grants.",
-            '# follow_almanac = "<64 hex>"',
+            *_follow_almanac(t, "measure deadlines and grants"),
         ]
     else:
         lines += [
@@ -174,6 +183,12 @@ def render_member_config(t: TemplateInput) -> str:
         if m.operator:
             members.append(f"operator = {_q(m.operator)}")
     bootstrap = "[" + ", ".join(_q(b) for b in t.bootstrap) + "]"
+    almanac_config = (
+        f"# A member config of the Almanac named by component.follow_almanac.\n"
+        f"almanac_config = {_q(t.almanac_config)}"
+        if t.almanac_config
+        else "# almanac_config = \"almanac-member.toml\"   # with component.follow_almanac"
+    )
     return f"""\
 # coalitiond member configuration ({t.kind}). Every key: docs/configuration.md.
 # Relative paths resolve against this file's directory.
@@ -191,6 +206,7 @@ listen = {_q(t.listen)}
 # "auto" (JSON unless a terminal), "json" or "console"; level debug|info|warning|error.
 log_format = "auto"
 log_level = "info"
+{almanac_config}
 
 [network]
 # Network name; its id binds every link's handshake.

@@ -18,6 +18,9 @@ Layout of DIR:
     member-<i>-data/         member i's data directory
     member-<i>.log           member i's log while the devnet runs
     member-<i>.archive       member i's exported archive (after --duration)
+    provider-<j>.key         compute only: the demo providers' client keys
+    almanac-<i>.key/.toml    compute only: a 3-member Almanac the compute committee follows
+                             for its ticks (deadlines, grant validity), started alongside
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from typing import Final
 
 from ..config import COMPONENT_KINDS, load_config
 from ..config_template import MemberLine, TemplateInput, render_member_config
+from ..crypto import SigningKey
 from ..errors import LocalError, OperatorError
 from ..identity import make_id
+from ..node.devnet_workloads import DEVNET_CITIZENS, client_keys, provider_key_paths
 from .init import load_or_create_key, write_text_atomically
 
 NAME = "devnet"
@@ -42,8 +47,11 @@ DEFAULT_BASE_PORT: Final = 7400
 #: Member i listens on base_port + i and serves metrics on base_port + METRICS_OFFSET + i.
 METRICS_OFFSET: Final = 100
 DEVNET_NETWORK: Final = "devnet"
-#: Stand-in citizens the devnet's atlas catalogues and its confluences span.
-DEVNET_CITIZENS: Final = ("devnet-citizen-0", "devnet-citizen-1")
+#: Members of the Almanac a compute devnet runs alongside (ports BASE_PORT + ALMANAC_OFFSET + i).
+ALMANAC_MEMBERS: Final = 3
+ALMANAC_OFFSET: Final = 20
+#: Components that read ticks: the devnet runs an Almanac for them to follow.
+FOLLOWS_ALMANAC: Final = ("compute",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +82,7 @@ def generate_devnet(members: int, component: str, dir: Path, base_port: int) -> 
     if component not in COMPONENT_KINDS:
         raise OperatorError(f"unknown component kind {component!r}; "
                             f"expected one of {', '.join(COMPONENT_KINDS)}")
-    top = base_port + METRICS_OFFSET + members - 1
+    top = base_port + METRICS_OFFSET + max(members, ALMANAC_OFFSET + ALMANAC_MEMBERS) - 1
     if base_port < 1024 or top > 65535:
         raise OperatorError(f"--base-port {base_port} leaves ports outside 1024..65535 "
                             f"(the devnet uses up to {top})")
@@ -84,30 +92,52 @@ def generate_devnet(members: int, component: str, dir: Path, base_port: int) -> 
         raise OperatorError(f"{dir}: cannot create the devnet directory: {e.strerror}") from None
 
     operator = load_or_create_key(dir / "operator.key")
-    keys = [load_or_create_key(dir / f"member-{i}.key") for i in range(members)]
+    providers = ([load_or_create_key(p) for p in provider_key_paths(dir)]
+                 if component == "compute" else [])
+    follow: bytes | None = None
+    if component in FOLLOWS_ALMANAC:
+        almanac_paths = _write_committee(dir, "almanac", "almanac", ALMANAC_MEMBERS,
+                                         base_port + ALMANAC_OFFSET, operator, [])
+        follow = load_config(almanac_paths[0], check_key=False).committee_spec().committee_id
+    return _write_committee(dir, "member", component, members, base_port, operator,
+                            client_keys(component, operator, providers), follow=follow)
+
+
+def almanac_configs(dir: Path) -> list[Path]:
+    """The configs of the Almanac a devnet runs alongside its committee (may be none)."""
+    return [dir / f"almanac-{i}.toml" for i in range(ALMANAC_MEMBERS)
+            if (dir / f"almanac-{i}.toml").exists()]
+
+
+def _write_committee(dir: Path, prefix: str, component: str, members: int, base_port: int,
+                     operator: SigningKey, clients: list[bytes], *,
+                     follow: bytes | None = None) -> list[Path]:
+    keys = [load_or_create_key(dir / f"{prefix}-{i}.key") for i in range(members)]
     lines = [
-        MemberLine(k.public, f"127.0.0.1:{base_port + i}", f"devnet-{i}")
+        MemberLine(k.public, f"127.0.0.1:{base_port + i}", f"devnet-{prefix}-{i}")
         for i, k in enumerate(keys)
     ]
     citizens = [(name, make_id(name)) for name in DEVNET_CITIZENS]
     paths = []
     for i in range(members):
-        path = dir / f"member-{i}.toml"
-        (dir / f"member-{i}-data").mkdir(exist_ok=True)
+        path = dir / f"{prefix}-{i}.toml"
+        (dir / f"{prefix}-{i}-data").mkdir(exist_ok=True)
         text = render_member_config(
             TemplateInput(
                 kind=component,
                 committee_name=f"devnet-{component}",
                 network_name=DEVNET_NETWORK,
-                key_file=f"member-{i}.key",
-                data_dir=f"member-{i}-data",
+                key_file=f"{prefix}-{i}.key",
+                data_dir=f"{prefix}-{i}-data",
                 listen=lines[i].address,
                 metrics=f"127.0.0.1:{base_port + METRICS_OFFSET + i}",
                 members=lines,
-                clients=[operator.public],
+                clients=clients,
                 citizens=citizens,
                 citizen_operator=operator.public,
-                anchor_file=f"member-{i}-data/anchors.jsonl",
+                anchor_file=f"{prefix}-{i}-data/anchors.jsonl",
+                follow_almanac=follow,
+                almanac_config=None if follow is None else "almanac-0.toml",
             )
         )
         if not path.exists() or path.read_text(encoding="utf-8") != text:
@@ -131,11 +161,13 @@ def run(args: argparse.Namespace) -> int:
     if args.generate_only:
         print(f"start each member with `coalitiond run --config {args.dir}/member-<i>.toml`")
         return 0
-    if args.component != "feed":
-        print(f"the devnet's load generator publishes feed entries; a {args.component} "
-              "committee starts without load", flush=True)
+    followed = almanac_configs(args.dir) if args.component in FOLLOWS_ALMANAC else []
+    if followed:
+        almanac = load_config(followed[0], check_key=False).committee_spec()
+        print(f"following Almanac {almanac.committee_id.hex()[:16]} ({len(followed)} members, "
+              f"{followed[0].name} ...), started alongside for its ticks")
     from ..node.devnet import run_devnet
 
     return run_devnet(args.dir, paths, duration=args.duration, rate=args.rate,
-                      commands_per_envelope=args.commands_per_envelope,
-                      load=args.component == "feed")
+                      commands_per_envelope=args.commands_per_envelope, kind=args.component,
+                      companions=followed)

@@ -112,7 +112,16 @@ class CommitteeClient:
     @classmethod
     @asynccontextmanager
     async def open(cls, config: ClientConfig) -> AsyncIterator[CommitteeClient]:
-        client = cls(load_key_file(config.key_file), config.committee, config.connect)
+        async with cls.connect(load_key_file(config.key_file), config.committee,
+                               config.connect) as client:
+            yield client
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, key: SigningKey, committee: CommitteeSpec,
+                      connect: Sequence[tuple[str, int]]) -> AsyncIterator[CommitteeClient]:
+        """A connected client; OperatorError if no member answers within CONNECT_TIMEOUT_S."""
+        client = cls(key, committee, connect)
         async with trio.open_nursery() as nursery:
             await nursery.start(client.manager.run)
             nursery.start_soon(client._dispatch)
@@ -121,7 +130,7 @@ class CommitteeClient:
             if scope.cancelled_caught:
                 raise OperatorError(
                     "could not reach any committee member at "
-                    + ", ".join(f"{h}:{p}" for h, p in config.connect))
+                    + ", ".join(f"{h}:{p}" for h, p in connect))
             try:
                 yield client
             finally:

@@ -2,9 +2,12 @@
 
 `coalitiond devnet` generates the configs (cli/devnet.py), then this module:
 1. starts `coalitiond run` for every member as a child process (logs in DIR/member-<i>.log);
-2. connects a client (DIR/client.toml, the operator key) and submits feed commands at a
-   steady rate, round-robin over the members;
-3. prints one progress line a second: height, entries/s, submit-to-final latency, members up;
+2. connects a client (DIR/client.toml, the operator key) and submits the component's demo
+   commands (coalitiond/node/devnet_workloads.py) at a steady rate, round-robin over the
+   members; companions (the Almanac a compute committee follows) are started first;
+3. prints one progress line a second: height, commands/s, submit-to-final latency, members
+   up, and the component's own numbers (ticks, cards, entries and anchors, requests and
+   grants);
 4. on Ctrl-C, or after `--duration`, stops the load and SIGTERMs the members; with
    `--duration` it then exports each member's archive, verifies each with `coalitiond
    verify`, and checks every pair agrees on their common prefix. Exit 0 only if all holds.
@@ -22,17 +25,19 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import trio
 
-from ..client_commands import EnvelopeSigner, publish
 from ..errors import CoalitiondError, OperatorError
 from ..keys import load_key_file
 from ..logs import configure
 from .client import ClientConfig, CommitteeClient, load_client_config
+from .devnet_workloads import Workload, summarise
 
 #: How long members get to become reachable before the devnet gives up.
 STARTUP_TIMEOUT_S: Final = 60.0
@@ -75,38 +80,50 @@ class Progress:
 
 class Devnet:
     def __init__(self, dir: Path, configs: list[Path], *, rate: float, commands_per_envelope: int,
-                 load: bool = True, out: TextIO = sys.stdout) -> None:
-        self.load = load
+                 kind: str = "feed", companions: Sequence[Path] = (),
+                 out: TextIO = sys.stdout) -> None:
+        self.kind = kind
         self.dir = dir
         self.configs = configs
+        #: Other committees' members this devnet starts first and stops last.
+        self.companions = list(companions)
         self.rate = rate
         self.commands_per_envelope = commands_per_envelope
         self.out = out
         self.processes: list[trio.Process | None] = [None] * len(configs)
+        self.companion_processes: list[trio.Process | None] = [None] * len(self.companions)
         self.progress = Progress()
         self.client_config: ClientConfig = load_client_config(write_client_config(dir))
 
     # -- members ------------------------------------------------------------------------
 
-    async def _run_member(self, i: int, task_status: trio.TaskStatus[None]) -> None:
-        log = (self.dir / f"member-{i}.log").open("ab")
+    async def _run_member(self, i: int, task_status: trio.TaskStatus[None], *,
+                          companion: bool = False) -> None:
+        config = self.companions[i] if companion else self.configs[i]
+        log = config.with_suffix(".log").open("ab")
         try:
             async with trio.open_nursery() as nursery:
                 process = await nursery.start(lambda task_status: trio.run_process(
-                    coalitiond_command("run", "--config", str(self.configs[i])),
+                    coalitiond_command("run", "--config", str(config)),
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=False,
                     task_status=task_status))
-                self.processes[i] = process
+                (self.companion_processes if companion else self.processes)[i] = process
                 task_status.started()
         finally:
             log.close()
 
     async def stop_members(self) -> list[int | None]:
-        for p in self.processes:
+        codes = await self._stop(self.processes)
+        await self._stop(self.companion_processes)
+        return codes
+
+    @staticmethod
+    async def _stop(processes: list[trio.Process | None]) -> list[int | None]:
+        for p in processes:
             if p is not None and p.returncode is None:
                 p.send_signal(signal.SIGTERM)
         codes: list[int | None] = []
-        for p in self.processes:
+        for p in processes:
             if p is None:
                 codes.append(None)
                 continue
@@ -135,33 +152,33 @@ class Devnet:
             self.progress.finalized += self.commands_per_envelope
             self.progress.latencies.append(time.monotonic() - started)
 
-    async def _load(self, client: CommitteeClient) -> None:
-        key = load_key_file(self.client_config.key_file)
-        signer = EnvelopeSigner(key, client.committee.committee_id, time.time_ns() // 1000)
+    async def _load(self, client: CommitteeClient, workload: Workload) -> None:
         limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
-        counter = itertools.count()
+        rounds = itertools.count()
+        sent = itertools.count()
         interval = 1.0 / self.rate
         next_at = trio.current_time()
         async with trio.open_nursery() as nursery:
             while True:
                 members = client.members()
                 if members:
-                    n = next(counter)
-                    envelope = signer.sign([publish("devnet", {"n": n, "i": j})
-                                            for j in range(self.commands_per_envelope)])
-                    self.progress.submitted += self.commands_per_envelope
-                    await limiter.acquire()  # backpressure: never more than MAX_IN_FLIGHT
-                    limiter.release()
-                    nursery.start_soon(self._submit_one, client, envelope.raw,
-                                       members[n % len(members)], limiter)
-                next_at += interval
-                await trio.sleep_until(next_at)
+                    for envelope in workload.round(next(rounds), self.commands_per_envelope):
+                        self.progress.submitted += self.commands_per_envelope
+                        await limiter.acquire()  # backpressure: never more than MAX_IN_FLIGHT
+                        limiter.release()
+                        nursery.start_soon(self._submit_one, client, envelope,
+                                           members[next(sent) % len(members)], limiter)
+                        next_at += interval
+                        await trio.sleep_until(next_at)
+                else:
+                    next_at += interval
+                    await trio.sleep_until(next_at)
 
     async def _report(self, client: CommitteeClient) -> None:
         last_finalized, last_t = 0, time.monotonic()
         while True:
             await trio.sleep(1.0)
-            heights, up = [], 0
+            heights, up, best = [], 0, {}
             for member in client.members():
                 with trio.move_on_after(2.0):
                     try:
@@ -169,6 +186,8 @@ class Devnet:
                     except CoalitiondError:
                         continue  # the member went away between listing and asking
                     heights.append(int(status.get("height", 0)))
+                    if heights[-1] == max(heights):
+                        best = status
                     up += 1
             now = time.monotonic()
             p = self.progress
@@ -178,6 +197,9 @@ class Devnet:
             line = (f"t={now - p.started:6.1f}s height={max(heights, default=0):6d} "
                     f"entries/s={rate:7.1f} finalised={p.finalized:7d} refused={p.refused} "
                     f"latency p50={_ms(p50)} p99={_ms(p99)} members up={up}/{len(self.configs)}")
+            activity = summarise(self.kind, best)
+            if activity:
+                line += f" | {self.kind}: {activity}"
             print(line, file=self.out, flush=True)
 
     async def run(self, duration: float | None) -> int:
@@ -186,6 +208,8 @@ class Devnet:
         status = 0
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as members:
+                for i in range(len(self.companions)):
+                    await members.start(partial(self._run_member, companion=True), i)
                 for i in range(len(self.configs)):
                     await members.start(self._run_member, i)
                 try:
@@ -193,9 +217,12 @@ class Devnet:
                         with trio.move_on_after(STARTUP_TIMEOUT_S):
                             await client.manager.wait_until(
                                 lambda: len(client.members()) == len(self.configs))
+                        workload = Workload(self.kind, self.dir,
+                                            load_key_file(self.client_config.key_file),
+                                            client.committee.committee_id)
                         async with trio.open_nursery() as work:
-                            if self.load:
-                                work.start_soon(self._load, client)
+                            if workload.submits:
+                                work.start_soon(self._load, client, workload)
                             work.start_soon(self._report, client)
                             if duration is not None:
                                 with trio.move_on_after(duration):
@@ -264,13 +291,14 @@ def _ms_value(x: float | None) -> float | None:
 
 
 def run_devnet(dir: Path, configs: list[Path], *, duration: float | None, rate: float,
-               commands_per_envelope: int, load: bool = True) -> int:
+               commands_per_envelope: int, kind: str = "feed",
+               companions: Sequence[Path] = ()) -> int:
     if rate <= 0:
         raise OperatorError("--rate must be positive")
     # The supervisor's own transport chatter (dials before members listen) is noise here;
     # each member's log is in DIR/member-<i>.log.
     configure("console", "warning")
     devnet = Devnet(dir, configs, rate=rate, commands_per_envelope=commands_per_envelope,
-                    load=load)
+                    kind=kind, companions=companions)
     result: Any = trio.run(devnet.run, duration)
     return int(result)

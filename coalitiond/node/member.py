@@ -84,6 +84,7 @@ from ..store.sqlite import GuardRecord as StoreGuardRecord
 from ..transport.manager import ConnectionManager, TransportConfig
 from ..transport.router import Channel
 from . import wire
+from .drivers import AlmanacFollower, Driver, Drivers, load_almanac_spec
 from .timers import TimerService
 
 log = get_logger(__name__)
@@ -135,6 +136,8 @@ BLOCK_REQUESTS_DROPPED = counter("blocks_requests_dropped_total",
                                  "blocks? requests dropped because their queue was full",
                                  ("channel",))
 DIVERGED = gauge("state_diverged", "1 when this member's executed state disagrees with a block")
+VOTE_CHECK_REFUSED = counter("vote_checks_refused_total",
+                             "Proposals not voted for because a driver's check refused them")
 MEMBERS_CONNECTED = gauge("network_members_connected", "Committee members with a live link")
 
 
@@ -185,8 +188,12 @@ class Member:
             raise OperatorError(f"{config.path}: this node's key is not a committee member")
         self.me = me
         self.component = build_component(config)
+        self.component.bind(self.committee)
         self.executor = Executor(self.committee.committee_id,
-                                 Acl.allow(config.committee.acl.clients), self.component)
+                                 Acl.allow(config.committee.acl.clients), self.component,
+                                 follow_almanac=getattr(config.component, "follow_almanac",
+                                                        None))
+        self.drivers = Drivers(self._build_drivers())
         t = config.committee.timing
         self.core_config = CoreConfig(leader_timeout_ms=t.leader_timeout_ms,
                                       view_timeout_ms=t.view_timeout_ms,
@@ -243,7 +250,8 @@ class Member:
         try:
             durable = await self.store.run(self._recover)
             self.core = Core(self.committee, self.key, self.core_config, durable,
-                             validate_block_commands=self._validate_block_commands)
+                             validate_block_commands=self._validate_block_commands,
+                             member_commands=self.drivers.member_commands)
             addresses = {m.peer_id: (m.address.host, m.address.port)
                          for m in self.config.committee.members}
             gate, tickets = self._attestation()
@@ -276,6 +284,7 @@ class Member:
                 nursery.start_soon(self._block_server, Channel.SYNC)
                 nursery.start_soon(self._block_server, Channel.CLIENT)
                 nursery.start_soon(self._fetcher)
+                nursery.start_soon(self.drivers.run)
                 self._ready = True
                 task_status.started()
         finally:
@@ -312,6 +321,20 @@ class Member:
                 f"{ticket_path}: no attestation ticket; inside the TD run `coalitiond attest "
                 f"quote --config {self.config.path}` first") from None
         return gate, {"tdx": ticket}
+
+    def _build_drivers(self) -> list[Driver]:
+        """The component's non-deterministic helpers (coalitiond/node/drivers.py)."""
+        drivers: list[Driver] = []
+        if self.executor.follow_almanac is not None:
+            almanac_config, almanac = load_almanac_spec(self.config)
+            drivers.append(AlmanacFollower(self.key, self.executor, almanac_config, almanac))
+        return drivers
+
+    async def broadcast_observation(self, data: bytes) -> None:
+        """Gossip a driver's signed observation to the other members."""
+        assert self.manager is not None
+        await self.manager.router.broadcast(
+            Channel.GOSSIP, wire.encode_message(wire.GossipObservation(data)))
 
     def stop_accepting(self) -> None:
         """SIGTERM, first step: refuse new client commands; consensus keeps running."""
@@ -553,6 +576,7 @@ class Member:
             if seen is not None:
                 FINALITY_LATENCY.observe(now - seen)
             self._loopback.append(BlockExecuted(block.height, result.state_root))
+            self.drivers.on_applied(result)
             await self._tell_submitters(result, log_index)
         for send, _ in self._block_requests.values():
             with contextlib.suppress(trio.WouldBlock):
@@ -582,14 +606,20 @@ class Member:
     def _validate_block_commands(self, commands: tuple[bytes, ...]) -> bool:
         for command in commands:
             d = blake3_digest(command)
-            if d in self._checked:
-                continue
-            # Not seen through gossip: check it here (rare; costs one verify on the loop).
-            try:
-                envelope = self.executor.check_command(command)
-            except CommandRefused:
-                return False
-            self._bounded_put(self._checked, d, envelope, MAX_CHECKED_ENVELOPES)
+            checked = self._checked.get(d)
+            if checked is None:
+                # Not seen through gossip: check it here (rare; costs one verify on the loop).
+                try:
+                    checked = self.executor.check_command(command)
+                except CommandRefused:
+                    return False
+                self._bounded_put(self._checked, d, checked, MAX_CHECKED_ENVELOPES)
+            if isinstance(checked, MemberCommand) or self.drivers.checks_envelopes:
+                reason = self.drivers.vote_check(checked)
+                if reason is not None:
+                    VOTE_CHECK_REFUSED.inc()
+                    log.info("vote.refused", reason=reason)
+                    return False
         return True
 
     # -- intake tasks -------------------------------------------------------------------
@@ -688,8 +718,11 @@ class Member:
     async def _gossip_intake(self) -> None:
         assert self.manager is not None
         async for sender, msg in self._decoded(Channel.GOSSIP):
-            if self.committee.index_of(sender) is None or \
-                    not isinstance(msg, wire.GossipEnvelopes):
+            index = self.committee.index_of(sender)
+            if index is not None and isinstance(msg, wire.GossipObservation):
+                self.drivers.on_observation(index, msg.observation)
+                continue
+            if index is None or not isinstance(msg, wire.GossipEnvelopes):
                 log.debug("gossip.rejected", sender=short(sender), kind=type(msg).__name__)
                 continue
             fresh = [e for e in msg.envelopes if blake3_digest(e) not in self._checked]
@@ -926,7 +959,22 @@ class Member:
             "accepting": self.accepting,
             "diverged": self.diverged,
             "uptime_ms": int((time.time() - self.started_at) * 1000),
+            "component_head": self._component_head(),
+            "stamp": _plain(self.executor.stamp.to_args()) if self.executor.stamp else None,
         }
+
+    def _component_head(self) -> dict[str, Any] | None:
+        """The component's `head` read, flattened to JSON-friendly values (bytes as hex)."""
+        try:
+            head = self.executor.query("head", {})
+        except component_base.QueryError:
+            return None
+        return _plain(head) if isinstance(head, dict) else None
+
+
+def _plain(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.hex() if isinstance(v, bytes) else v for k, v in obj.items()
+            if isinstance(v, bytes | int | str | bool | None)}
 
 
 def _chain_of(blocks: Sequence[FinalizedBlock]) -> tuple[tuple[Block, Certificate], ...]:

@@ -15,7 +15,8 @@ Client channel (any authenticated peer, members and readers):
 Sync channel (members only): the same "blocks?" / "blocks" pair, used by catch-up.
 Gossip channel (members only): ["envelopes", 1, [envelope...]] — submitted envelopes relayed
 to every member, a few milliseconds' worth per message, so whichever member leads the next
-view can include them.
+view can include them; ["observation", 1, bytes] — a member's signed input for a member
+command (an Almanac member's clock reading), which the component's driver decodes and checks.
 
 `wait` asks the member to hold the request until a block beyond `from_height - 1` exists
 (bounded by BLOCKS_WAIT_S), which is how `tail --follow` avoids polling.
@@ -40,6 +41,8 @@ BLOCKS_WAIT_S: Final = 10.0
 MAX_CLIENT_MESSAGE: Final = 9 * 1024 * 1024
 #: Envelopes relayed in one gossip message.
 MAX_GOSSIP_BATCH: Final = 256
+#: A member observation is one small signed record.
+MAX_OBSERVATION_BYTES: Final = 4096
 
 
 def _uint(x: Any) -> bool:
@@ -114,8 +117,13 @@ class GossipEnvelopes:
     envelopes: tuple[bytes, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class GossipObservation:
+    observation: bytes
+
+
 Message = (Submit | Submitted | Outcome | BlocksRequest | Blocks | StatusRequest | Status
-           | Refused | GossipEnvelopes)
+           | Refused | GossipEnvelopes | GossipObservation)
 
 
 def encode_message(msg: Message) -> bytes:
@@ -139,6 +147,8 @@ def encode_message(msg: Message) -> bytes:
         return encode(["status", SCHEMA, msg.request_id, msg.status])
     if isinstance(msg, Refused):
         return encode(["refused", SCHEMA, msg.request_id, msg.reason])
+    if isinstance(msg, GossipObservation):
+        return encode(["observation", SCHEMA, msg.observation])
     return encode(["envelopes", SCHEMA, list(msg.envelopes)])
 
 
@@ -152,6 +162,10 @@ def decode_message(data: bytes) -> Message:
         _expect(len(obj) == 3 and isinstance(obj[2], list) and len(obj[2]) <= MAX_GOSSIP_BATCH
                 and all(isinstance(e, bytes) for e in obj[2]), "envelopes: malformed")
         return GossipEnvelopes(tuple(obj[2]))
+    if kind == "observation":
+        _expect(len(obj) == 3 and isinstance(obj[2], bytes)
+                and len(obj[2]) <= MAX_OBSERVATION_BYTES, "observation: malformed")
+        return GossipObservation(obj[2])
     _expect(_uint(obj[2]), f"{kind}: request id must be an unsigned integer")
     rid = obj[2]
     if kind == "submit":

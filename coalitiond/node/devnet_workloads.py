@@ -1,0 +1,105 @@
+"""What the devnet submits, per component kind, and what its progress line shows.
+
+A workload turns a round number into signed envelopes (each with the key the component
+requires: a feed's publisher, a citizen's operator, a compute provider or requester) and
+summarises a member's `status` into the few numbers worth watching for that component.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from ..client_commands import EnvelopeSigner, publish
+from ..commands import Command
+from ..crypto import SigningKey
+from ..identity import make_id
+from ..keys import load_key_file
+
+#: Stand-in citizens the devnet's atlas catalogues (names; ids are `make_id(name)`).
+DEVNET_CITIZENS: Final = ("devnet-citizen-0", "devnet-citizen-1")
+#: Compute providers the devnet registers (their keys: DIR/provider-<j>.key).
+DEVNET_PROVIDERS: Final = 3
+
+#: `head` fields shown on the progress line, per component kind, in this order.
+_SHOWN: Final[Mapping[str, tuple[str, ...]]] = {
+    "feed": ("count",),
+    "almanac": ("seq", "count"),
+    "atlas": ("count", "retired"),
+    "chronicle": ("count", "anchors", "latest_anchor_seq"),
+    "compute": ("providers", "open_requests", "grants", "lapsed", "expired"),
+    "tickets": ("count", "revoked"),
+}
+
+
+def provider_key_paths(dir: Path) -> list[Path]:
+    return [dir / f"provider-{j}.key" for j in range(DEVNET_PROVIDERS)]
+
+
+class Workload:
+    """Envelopes for one round of a component's demo load."""
+
+    def __init__(self, kind: str, dir: Path, operator: SigningKey, committee_id: bytes) -> None:
+        self.kind = kind
+        self.operator = operator
+        self.committee_id = committee_id
+        self._signers: dict[bytes, EnvelopeSigner] = {}
+        self.providers = ([load_key_file(p) for p in provider_key_paths(dir)]
+                          if kind == "compute" else [])
+
+    @property
+    def submits(self) -> bool:
+        """Almanac ticks come by themselves; everything else needs clients."""
+        return self.kind != "almanac"
+
+    def _signer(self, key: SigningKey) -> EnvelopeSigner:
+        signer = self._signers.get(key.public)
+        if signer is None:
+            # Nonces from the clock: a re-run devnet never reuses one (see client_commands).
+            signer = EnvelopeSigner(key, self.committee_id, time.time_ns() // 1000)
+            self._signers[key.public] = signer
+        return signer
+
+    def round(self, n: int, commands_per_envelope: int) -> list[bytes]:
+        batches = self._commands(n, commands_per_envelope)
+        return [self._signer(key).sign(commands).raw for key, commands in batches if commands]
+
+    def _commands(self, n: int, k: int) -> list[tuple[SigningKey, list[Command]]]:
+        if self.kind == "feed":
+            return [(self.operator, [publish("devnet", {"n": n, "i": j}) for j in range(k)])]
+        if self.kind == "atlas":
+            from ..components.atlas import demo_commands as atlas_demo  # type: ignore[import-not-found]
+
+            ids = [make_id(name) for name in DEVNET_CITIZENS]
+            return list(atlas_demo([self.operator] * len(ids), ids, n))
+        if self.kind == "chronicle":
+            from ..components.chronicle import demo_commands as chronicle_demo  # type: ignore[import-not-found]
+
+            return [(self.operator, list(chronicle_demo(n)))]
+        if self.kind == "compute":
+            from ..components.compute import demo_commands as compute_demo  # type: ignore[import-not-found]
+
+            return list(compute_demo(self.providers, self.operator, n))
+        return []
+
+
+def summarise(kind: str, status: Mapping[str, Any]) -> str:
+    """The component's part of a progress line, from a member's status map."""
+    head = status.get("component_head")
+    if not isinstance(head, Mapping):
+        return ""
+    parts = [f"{key}={head[key]}" for key in _SHOWN.get(kind, ())
+             if isinstance(head.get(key), int) and not isinstance(head.get(key), bool)]
+    stamp = status.get("stamp")
+    if isinstance(stamp, Mapping) and isinstance(stamp.get("seq"), int):
+        parts.append(f"tick={stamp['seq']}")
+    return " ".join(parts)
+
+
+def client_keys(kind: str, operator: SigningKey, providers: Sequence[SigningKey]
+                ) -> list[bytes]:
+    """The committee ACL's client keys for a devnet of `kind`."""
+    return [operator.public, *(p.public for p in providers)] if kind == "compute" \
+        else [operator.public]
