@@ -21,6 +21,8 @@ from .config import (
     DEFAULT_FEED_MAX_BODY_BYTES,
     DEFAULT_LEADER_TIMEOUT_MS,
     DEFAULT_TICK_INTERVAL_MS,
+    DEFAULT_TICKETS_MAX_CLAIMS_BYTES,
+    DEFAULT_TICKETS_MAX_LIFETIME_S,
     DEFAULT_VIEW_TIMEOUT_MS,
 )
 from .errors import LocalError
@@ -142,6 +144,18 @@ def _component(t: TemplateInput) -> str:
         lines += [
             *_follow_almanac(t, "measure deadlines and grants"),
         ]
+    elif t.kind == "tickets":
+        lines += [
+            "# Client public keys (hex) allowed to issue and revoke tickets: 0 to 64 keys",
+            "# (with none, the committee issues nothing). List them in [committee.acl] too.",
+            f"issuers = {_hex_list(t.clients)}",
+            "# Largest encoded `claims` map of one ticket, in bytes "
+            f"(default {DEFAULT_TICKETS_MAX_CLAIMS_BYTES}).",
+            f"# max_claims_bytes = {DEFAULT_TICKETS_MAX_CLAIMS_BYTES}",
+            "# Longest validity of one ticket (expires - not_before), in seconds "
+            f"(default {DEFAULT_TICKETS_MAX_LIFETIME_S}).",
+            f"# max_lifetime_s = {DEFAULT_TICKETS_MAX_LIFETIME_S}",
+        ]
     else:
         lines += [
             "# When a spanned citizen stalls: \"stall\" waits, \"partial\" commits what it has,",
@@ -170,7 +184,7 @@ def render_member_config(t: TemplateInput) -> str:
     metrics = (
         f"metrics = {_q(t.metrics)}"
         if t.metrics
-        else '# metrics = "127.0.0.1:9100"   # Prometheus /metrics; off when absent'
+        else '# metrics = "127.0.0.1:9100"   # the HTTP address; off when absent'
     )
     members = []
     for m in t.members:
@@ -202,6 +216,8 @@ data_dir = {_q(t.data_dir)}
 listen = {_q(t.listen)}
 # What the others dial, when it differs from listen (NAT, containers).
 # advertise = "203.0.113.7:7000"
+# The operator HTTP address: /metrics, /healthz, /readyz, /status and the read API
+# (/v1/..., docs/api.md).
 {metrics}
 # "auto" (JSON unless a terminal), "json" or "console"; level debug|info|warning|error.
 log_format = "auto"

@@ -22,6 +22,7 @@ from coalitiond.config import (
     IntentsConfig,
     LedgerConfig,
     MemberConfig,
+    TicketsConfig,
     load_coalition,
     load_config,
     parse_config,
@@ -100,6 +101,7 @@ content_hash = "{make_id("pin").hex()}"
 [[component.citizens]]
 stable_id = "{make_id("lattice|a").hex()}"
 """,
+    "tickets": f'issuers = ["{CLIENT.public.hex()}"]',
 }
 
 PATH = Path("/etc/coalitiond/member.toml")
@@ -204,7 +206,7 @@ def test_every_component_kind(kind: str) -> None:
     c = parse(with_component(kind))
     classes = {"feed": FeedConfig, "atlas": AtlasConfig, "almanac": AlmanacConfig,
                "chronicle": ChronicleConfig, "compute": ComputeConfig,
-               "intents": IntentsConfig, "ledger": LedgerConfig}
+               "intents": IntentsConfig, "ledger": LedgerConfig, "tickets": TicketsConfig}
     assert type(c.component) is classes[kind]
     assert c.committee_spec().component_kind == kind
     assert (c.confluence_fingerprint() is None) == (kind not in ("intents", "ledger"))
@@ -380,8 +382,8 @@ def test_quorum_larger_than_committee() -> None:
 
 def test_value_problems() -> None:
     refused(BASE.replace('component = "feed"', 'component = "oracle"'), "committee.component",
-            "expected one of atlas, almanac, chronicle, compute, intents, ledger, feed; "
-            "got 'oracle'")
+            "expected one of atlas, almanac, chronicle, compute, intents, ledger, feed, "
+            "tickets; got 'oracle'")
     refused(with_component("intents").replace('"partial"', '"maybe"'), "component.failure_mode",
             "expected one of partial, stall; got 'maybe'")
     refused(BASE.replace('listen = "127.0.0.1:7000"', 'listen = "localhost"'), "node.listen",

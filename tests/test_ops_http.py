@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
+import pytest
 import trio
 
-from coalitiond.ops_http import OpsApp, serve_ops
+from coalitiond.encoding import decode
+from coalitiond.ops_http import (
+    CBOR,
+    JSON,
+    MAX_QUERY_PARAMS,
+    HttpError,
+    OpsApp,
+    Response,
+    data_response,
+    json_response,
+    jsonable,
+    serve_ops,
+)
 
 
 async def _get(address: str, path: str) -> tuple[int, bytes]:
@@ -42,7 +56,57 @@ async def test_status_metrics_health_and_readiness() -> None:
         nursery.cancel_scope.cancel()
 
 
-def test_non_get_methods_are_refused() -> None:
+async def test_non_get_methods_are_refused() -> None:
     app = OpsApp(status=dict, ready=lambda: True)
-    assert app.route("POST", "/status", b"")[0] == 405
-    assert app.route("GET", "/status", b"x" * 5000)[0] == 414
+    assert (await app.route("POST", "/status", b""))[0] == 405
+    assert (await app.route("GET", "/status", b"x" * 5000))[0] == 414
+
+
+async def test_async_and_prefix_handlers_get_parameters_and_the_rest_of_the_path() -> None:
+    app = OpsApp(status=dict, ready=lambda: True)
+
+    async def echo(query: Mapping[str, str]) -> Response:
+        await trio.lowlevel.checkpoint()
+        return data_response({"q": dict(query), "raw": b"\x01\xff"}, query.get("format", "json"))
+
+    app.add_route("/v1/echo", echo)
+    app.add_prefix_route("/v1/state/", lambda rest, q: json_response({"rest": rest, "q": dict(q)}))
+    status, ctype, body = await app.route("GET", "/v1/echo", b"a=1&a=2&b=")
+    assert (status, ctype) == (200, JSON)
+    assert json.loads(body) == {"q": {"a": "2", "b": ""}, "raw": "01ff"}  # bytes as hex
+    status, ctype, body = await app.route("GET", "/v1/echo", b"format=cbor")
+    assert (status, ctype) == (200, CBOR)
+    assert decode(body) == {"q": {"format": "cbor"}, "raw": b"\x01\xff"}
+    status, _, body = await app.route("GET", "/v1/state/entry", b"index=3")
+    assert json.loads(body) == {"rest": "entry", "q": {"index": "3"}}
+    with pytest.raises(ValueError, match="already taken"):
+        app.add_route("/v1/echo", echo)
+
+
+async def test_handler_errors_map_to_statuses_with_a_one_line_message() -> None:
+    app = OpsApp(status=dict, ready=lambda: True)
+
+    def absent(_: Mapping[str, str]) -> Response:
+        raise HttpError(404, "no entry 9")
+
+    def bad(_: Mapping[str, str]) -> Response:
+        raise ValueError("limit: must be an unsigned decimal integer")
+
+    def bug(_: Mapping[str, str]) -> Response:
+        raise KeyError("secret detail")
+
+    app.add_route("/absent", absent)
+    app.add_route("/bad", bad)
+    app.add_route("/bug", bug)
+    assert await app.route("GET", "/absent", b"") == json_response({"error": "no entry 9"}, 404)
+    status, _, body = await app.route("GET", "/bad", b"")
+    assert status == 400 and json.loads(body)["error"].startswith("limit:")
+    status, _, body = await app.route("GET", "/bug", b"")
+    assert status == 500 and b"secret" not in body and b"KeyError" in body
+    many = "&".join(f"p{i}=1" for i in range(MAX_QUERY_PARAMS + 1)).encode()
+    assert (await app.route("GET", "/absent", many))[0] == 400
+
+
+def test_jsonable_renders_bytes_keys_and_tuples() -> None:
+    assert jsonable({b"\xab": (1, b"\x00"), 7: None, "s": [True]}) == {
+        "ab": [1, "00"], "7": None, "s": [True]}

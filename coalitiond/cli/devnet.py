@@ -82,7 +82,9 @@ def generate_devnet(members: int, component: str, dir: Path, base_port: int) -> 
     if component not in COMPONENT_KINDS:
         raise OperatorError(f"unknown component kind {component!r}; "
                             f"expected one of {', '.join(COMPONENT_KINDS)}")
-    top = base_port + METRICS_OFFSET + max(members, ALMANAC_OFFSET + ALMANAC_MEMBERS) - 1
+    span = max(members, ALMANAC_OFFSET + ALMANAC_MEMBERS) if component in FOLLOWS_ALMANAC \
+        else members
+    top = base_port + METRICS_OFFSET + span - 1
     if base_port < 1024 or top > 65535:
         raise OperatorError(f"--base-port {base_port} leaves ports outside 1024..65535 "
                             f"(the devnet uses up to {top})")

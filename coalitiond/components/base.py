@@ -51,6 +51,10 @@ class QueryError(RemoteError):
     """A reader asked for something malformed or absent. `str(err)` says what."""
 
 
+class QueryNotFound(QueryError):
+    """A well-formed read of something that does not exist (HTTP 404, not 400)."""
+
+
 class MalformedSnapshot(RemoteError):
     """Snapshot bytes that do not describe a valid state of this component."""
 

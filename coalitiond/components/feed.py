@@ -37,6 +37,7 @@ from .base import (
     Component,
     MalformedSnapshot,
     QueryError,
+    QueryNotFound,
     Refused,
     register,
     state_proof,
@@ -256,7 +257,7 @@ class Feed(Component):
         if not _uint(index):
             raise QueryError("entry: index must be an unsigned integer")
         if index >= len(self._entries):
-            raise QueryError(f"entry: no entry {index} (the feed has {len(self._entries)})")
+            raise QueryNotFound(f"entry: no entry {index} (the feed has {len(self._entries)})")
         return int(index)
 
     def _read(self, index: int) -> dict[str, Any]:

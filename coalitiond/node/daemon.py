@@ -17,6 +17,7 @@ from ..config import MemberConfig
 from ..crypto import SigningKey
 from ..logs import get_logger
 from ..ops_http import OpsApp, serve_ops
+from ..read_api import ReadApi, ReadSource
 from ..systemd import Notifier
 from .member import Member
 
@@ -55,7 +56,9 @@ async def run_member(config: MemberConfig, key: SigningKey, *, guard_lost: bool 
         async with trio.open_nursery() as nursery:
             await nursery.start(member.run)
             if config.node.metrics is not None:
-                app = OpsApp(status=member.status, ready=lambda: member.ready)
+                # The read API (docs/api.md) next to /metrics, /healthz, /readyz, /status.
+                app = ReadApi(ReadSource.for_member(member)).install(
+                    OpsApp(status=member.status, ready=lambda: member.ready))
                 bind = f"{config.node.metrics.host}:{config.node.metrics.port}"
                 await nursery.start(serve_ops, app, bind)
             if notifier.watchdog_interval_s:

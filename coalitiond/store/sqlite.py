@@ -733,9 +733,15 @@ class Store:
     def first_seen(self, member: int, epoch: int, view: int, kind: VoteKind) -> Vote | None:
         return self._seen_row(self._conn, member, epoch, view, kind)
 
-    def evidence(self) -> list[EvidenceRecord]:
+    def evidence(self, start: int = 0, limit: int | None = None) -> list[EvidenceRecord]:
+        """Evidence records in the order found; `start`/`limit` page through them."""
         return [EvidenceRecord(m, e, v, k, b) for m, e, v, k, b in self._conn.execute(
-            "SELECT member, epoch, view, kind, body FROM evidence ORDER BY id")]
+            "SELECT member, epoch, view, kind, body FROM evidence ORDER BY id LIMIT ? OFFSET ?",
+            (-1 if limit is None else limit, start))]
+
+    def evidence_count(self) -> int:
+        row = self._conn.execute("SELECT count(*) FROM evidence").fetchone()
+        return int(row[0])
 
     @property
     def size(self) -> int:

@@ -1,0 +1,256 @@
+"""The HTTP read API over a real committee: four in-process members (real TCP, SQLite,
+signatures) of a `feed`, member 0's ops app with the read routes on a real port, every
+endpoint read with httpx on trio. No sleeps: waits are on the member's finalisations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from node_harness import Committee, client_for, free_ports, in_process, write_committee
+
+from coalitiond.checkpoint import verify_checkpoint
+from coalitiond.client_commands import EnvelopeSigner, publish
+from coalitiond.committee import CommitteeSpec
+from coalitiond.components.base import check_state_proof
+from coalitiond.components.executor import CommandOutcome
+from coalitiond.consensus.types import Block, Certificate, VoteKind
+from coalitiond.encoding import decode, encode
+from coalitiond.identity import hash_structure
+from coalitiond.node.member import Member
+from coalitiond.ops_http import OpsApp, serve_ops
+from coalitiond.read_api import (
+    MAX_BLOCKS_PER_PAGE,
+    MAX_ENTRIES_PER_PAGE,
+    ReadApi,
+    ReadSource,
+    parse_state_args,
+)
+from coalitiond.verify import verify_consistency, verify_inclusion
+
+#: Envelopes submitted, and publish commands in each.
+SUBMISSIONS = (1, 2, 1, 3)
+
+
+@dataclass
+class Served:
+    base_url: str
+    member: Member
+    spec: CommitteeSpec
+    outcomes: list[Any]   # wire.Outcome per submission
+    feed_entries: int
+    source: ReadSource
+    committee: Committee
+
+
+@asynccontextmanager
+async def served_committee(tmp_path: Path) -> AsyncIterator[Served]:
+    """A 4-member feed committee with SUBMISSIONS finalised, member 0's read API served."""
+    committee = write_committee(tmp_path, 4)
+    spec = committee.member_config(0).committee_spec()
+    signer = EnvelopeSigner(committee.operator, spec.committee_id, 1)
+    with trio.fail_after(120):
+        async with in_process(committee) as running, client_for(committee) as client, \
+                trio.open_nursery() as nursery:
+            member = running.members()[0]
+            outcomes = []
+            for k, n in enumerate(SUBMISSIONS):
+                envelope = signer.sign([publish("note", {"k": k, "j": j}) for j in range(n)])
+                ack, outcome = await client.submit(envelope.raw)
+                assert ack.accepted and outcome is not None
+                assert all(CommandOutcome.from_wire(o).status == "applied"
+                           for o in outcome.outcomes)
+                outcomes.append(outcome)
+            top = max(o.height for o in outcomes)
+            await member.wait_until(lambda m: m.height >= top)
+            source = ReadSource.for_member(member)
+            app = ReadApi(source).install(OpsApp(status=member.status,
+                                                 ready=lambda: member.ready))
+            port = free_ports(1)[0]
+            await nursery.start(serve_ops, app, f"127.0.0.1:{port}")
+            try:
+                yield Served(f"http://127.0.0.1:{port}", member, spec, outcomes,
+                             sum(SUBMISSIONS), source, committee)
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def _get(http: httpx.AsyncClient, path: str, **params: Any) -> tuple[int, Any]:
+    r = await http.get(path, params={k: str(v) for k, v in params.items()})
+    if r.headers["content-type"] == "application/cbor":
+        return r.status_code, decode(r.content)
+    return r.status_code, r.json()
+
+
+async def test_every_endpoint_serves_what_the_log_and_the_state_hold(tmp_path: Path) -> None:
+    async with served_committee(tmp_path) as s, httpx.AsyncClient(base_url=s.base_url) as http:
+        committee = s.spec
+        # Operator routes are still there.
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/readyz")).status_code == 200
+        assert (await http.get("/status")).json()["member"] == 0
+        assert b"coalitiond" in (await http.get("/metrics")).content
+
+        status, st = await _get(http, "/v1/status")
+        assert status == 200 and st["api"] == 1 and st["ready"] is True
+        assert st["committee"]["id"] == committee.committee_id.hex()
+        assert st["committee"]["quorum"] == committee.quorum
+        assert st["log"]["height"] >= max(o.height for o in s.outcomes)
+        size = st["log"]["size"]
+        assert size >= len(SUBMISSIONS)
+
+        # Checkpoint: the member's note, its block and a quorum's finalization.
+        status, cp = await _get(http, "/v1/checkpoint", format="cbor")
+        assert status == 200
+        note = verify_checkpoint(cp["note"], committee.members[0])
+        block = Block.decode(cp["block"])
+        assert (block.digest, block.height) == (note.block_digest, note.height)
+        final = block
+        for raw in cp["chain"]:
+            nxt = Block.decode(raw)
+            assert nxt.parent == final.digest
+            final = nxt
+        cert = Certificate.decode(cp["finalization"])
+        assert cert.kind is VoteKind.FINALIZE and cert.digest == final.digest
+        cert.verify(committee)
+        assert (cp["size"], cp["root"]) == (note.size, note.root)
+        # An earlier checkpoint by height.
+        first_height = s.outcomes[0].height
+        status, old_cp = await _get(http, "/v1/checkpoint", height=first_height, format="cbor")
+        assert status == 200 and old_cp["height"] == first_height
+        old = verify_checkpoint(old_cp["note"], committee.members[0])
+
+        # Blocks: certificates and votes of every block in the range.
+        status, page = await _get(http, "/v1/blocks", format="cbor", limit=3)
+        assert status == 200 and [b["height"] for b in page["blocks"]] == [1, 2, 3]
+        assert page["next"] == 4 and page["head"] >= note.height
+        for item in page["blocks"]:
+            b = Block.decode(item["block"])
+            assert b.digest == item["digest"]
+            assert item["finalization"] is not None or item["notarization"] is not None
+            assert len(item["votes"]) >= committee.quorum
+        status, page = await _get(http, "/v1/blocks", **{"from": note.height + 1})
+        assert status == 200 and all(b["height"] > note.height for b in page["blocks"])
+
+        # Entries: every submitted envelope at the log index its outcome named.
+        status, entries = await _get(http, "/v1/entries", format="cbor", size=note.size)
+        assert status == 200 and entries["proof_size"] == note.size
+        by_index = {e["index"]: e for e in entries["entries"]}
+        for outcome in s.outcomes:
+            e = by_index[outcome.log_index]
+            assert e["height"] == outcome.height
+            assert decode(e["leaf"])[-1] == e["command"]
+            assert verify_inclusion(e["leaf"], e["index"], note.size, e["proof"], note.root)
+
+        # Proofs.
+        index = s.outcomes[-1].log_index
+        status, inc = await _get(http, "/v1/proof/inclusion", format="cbor", index=index,
+                                 size=note.size)
+        assert status == 200 and inc["leaf"] == by_index[index]["leaf"]
+        assert verify_inclusion(inc["leaf"], index, note.size, inc["proof"], note.root)
+        status, con = await _get(http, "/v1/proof/consistency", format="cbor", old=old.size,
+                                 new=note.size)
+        assert status == 200
+        assert verify_consistency(old.size, note.size, old.root, note.root, con["proof"])
+        # JSON renders the same bytes as hex.
+        status, inc_json = await _get(http, "/v1/proof/inclusion", index=index, size=note.size)
+        assert inc_json["proof"] == [h.hex() for h in inc["proof"]]
+
+        # State: a feed entry with its state proof up to a certified executor root.
+        status, read = await _get(http, "/v1/state/entry", index=2, wait=1, format="cbor")
+        assert status == 200, read
+        leaf = check_state_proof(read["result"]["state_proof"], read["component_root"])
+        assert decode(leaf)[2] == 2  # feed entry seq
+        assert hash_structure("executor-state", 1, read["component_signature"],
+                              read["dedup_root"], read["component_root"]) == read["executor_root"]
+        certified = read["certified"]
+        assert certified is not None
+        cblock = Block.decode(certified["block"])
+        assert cblock.state_root == read["executor_root"]
+        assert cblock.executed_height <= s.member.height
+        status, head = await _get(http, "/v1/state/head")
+        assert status == 200 and head["result"]["count"] == s.feed_entries
+        # Executor-level reads, with plain arguments (0x... is bytes).
+        client = committee.members[0]  # any key: no nonce yet
+        status, nonce = await _get(http, "/v1/state/client_nonce", client="0x" + client.hex())
+        assert status == 200 and nonce["result"]["highest"] == 0
+        status, since = await _get(http, "/v1/state/since",
+                                   args=encode({"index": 1, "limit": 2}).hex(), format="cbor")
+        assert status == 200 and [e["seq"] for e in since["result"]["entries"]] == [1, 2]
+
+        status, ev = await _get(http, "/v1/evidence")
+        assert status == 200 and ev == {"count": 0, "next": 0, "evidence": []}
+
+
+async def test_bad_parameters_absent_things_and_oversize_ranges(tmp_path: Path) -> None:
+    async with served_committee(tmp_path) as s, httpx.AsyncClient(base_url=s.base_url) as http:
+        bad = [
+            ("/v1/blocks", {"from": "x"}, "from: must be an unsigned decimal integer"),
+            ("/v1/blocks", {"from": "0"}, "from: must be >= 1"),
+            ("/v1/blocks", {"limit": "0"}, "limit: must be >= 1"),
+            ("/v1/blocks", {"frm": "1"}, "unknown parameter 'frm'"),
+            ("/v1/entries", {"from": "-1"}, "from: must be an unsigned decimal integer"),
+            ("/v1/entries", {"format": "xml"}, "format: must be json or cbor"),
+            ("/v1/proof/inclusion", {}, "index: required"),
+            ("/v1/proof/inclusion", {"index": "5", "size": "3"}, "index: must be below size 3"),
+            ("/v1/proof/consistency", {"old": "4", "new": "2"}, "old: must be at most new"),
+            ("/v1/checkpoint", {"height": "01"}, "height: must be an unsigned decimal"),
+            ("/v1/state/entry", {"index": "x"}, "entry: index must be an unsigned"),
+            ("/v1/state/nope", {}, "unknown feed query 'nope'"),
+            ("/v1/state/entry", {"wait": "yes"}, "wait: must be 0 or 1"),
+            ("/v1/state/entry", {"args": "zz"}, "args: must be lowercase hex"),
+            ("/v1/state/entry", {"args": "a0", "index": "1"}, "args: cannot be combined"),
+            ("/v1/state/BAD", {}, "query name 'BAD'"),
+        ]
+        for path, params, message in bad:
+            r = await http.get(path, params=params)
+            assert r.status_code == 400, (path, params, r.text)
+            error = r.json()["error"]
+            assert message in error and "\n" not in error, (path, error)
+
+        size = s.member.log_size
+        height = s.member.height
+        absent = [
+            ("/v1/checkpoint", {"height": str(height + 1000)}, "height: no block at height"),
+            ("/v1/proof/inclusion", {"index": "0", "size": str(size + 1000)},
+             "size: no tree of size"),
+            ("/v1/proof/consistency", {"old": "1", "new": str(size + 1000)},
+             "new: no tree of size"),
+            ("/v1/entries", {"size": str(size + 1000)}, "size: no tree of size"),
+            ("/v1/nothing", {}, "no route /v1/nothing"),
+        ]
+        for path, params, message in absent:
+            r = await http.get(path, params=params)
+            assert r.status_code == 404 and message in r.json()["error"], (path, r.text)
+
+        # Oversize limits are capped to the page bound, not refused.
+        r = await http.get("/v1/entries", params={"limit": str(10 ** 9)})
+        assert r.status_code == 200
+        assert len(r.json()["entries"]) == min(size, MAX_ENTRIES_PER_PAGE)
+        r = await http.get("/v1/blocks", params={"limit": str(10 ** 9)})
+        assert r.status_code == 200
+        assert len(r.json()["blocks"]) == min(r.json()["head"], MAX_BLOCKS_PER_PAGE)
+
+
+async def test_a_diverged_member_serves_no_state_reads(tmp_path: Path) -> None:
+    async with served_committee(tmp_path) as s, httpx.AsyncClient(base_url=s.base_url) as http:
+        assert (await http.get("/v1/state/head")).status_code == 200
+        s.member.diverged = "height 3: a block claims state root 00, ours is 11"
+        r = await http.get("/v1/state/head")
+        assert r.status_code == 503 and "state diverged: height 3" in r.json()["error"]
+        # The signed log is still served (it is checked by readers, not by our state).
+        assert (await http.get("/v1/checkpoint")).status_code == 200
+
+
+def test_state_arguments_parse_plain_and_exact_forms() -> None:
+    assert parse_state_args({"index": "12", "name": "abc", "key": "0x00ff", "n": "-3",
+                             "format": "cbor", "wait": "1"}) == {
+        "index": 12, "name": "abc", "key": b"\x00\xff", "n": -3}
+    assert parse_state_args({"index": "012"}) == {"index": "012"}  # not canonical: text
+    exact = {"index": 1, "flag": True, "key": b"\x01"}
+    assert parse_state_args({"args": encode(exact).hex()}) == exact
