@@ -19,6 +19,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
@@ -300,6 +301,26 @@ def _blocks(r: _Reader) -> Iterator[FinalizedBlock]:
         if kind != "block":
             return
         yield _block(obj, height)
+
+
+def read_header(path: Path) -> ArchiveHeader:
+    """An archive's header (committee, signer, embedded config text), not verified."""
+    with _open(Path(path)) as f:
+        return _header(_Reader(f))
+
+
+@contextmanager
+def read_blocks(path: Path) -> Iterator[tuple[ArchiveHeader, Iterator[FinalizedBlock]]]:
+    """The header and the blocks of an archive, in height order, as stored: for tools that
+    replay an archive after `verify_archive` checked it (this checks nothing)."""
+    with _open(Path(path)) as f:
+        r = _Reader(f)
+        yield _header(r), _blocks(r)
+
+
+def block_signers(fb: FinalizedBlock, committee: CommitteeSpec) -> Side:
+    """Which members' valid finalize and notarize signatures stand behind a block."""
+    return _side(fb, committee)
 
 
 def compare_archives(a: Path, b: Path) -> Comparison:

@@ -31,7 +31,9 @@ from .errors import ConfigError
 from .identity import ID_LEN, hash_structure
 from .keys import load_key_file
 
-COMPONENT_KINDS: Final = ("atlas", "almanac", "chronicle", "compute", "intents", "ledger", "feed")
+COMPONENT_KINDS: Final = (
+    "atlas", "almanac", "chronicle", "compute", "intents", "ledger", "feed", "tickets"
+)
 CONFLUENCE_KINDS: Final = ("intents", "ledger")
 FAILURE_MODES: Final = ("partial", "stall")
 LOG_FORMATS: Final = ("auto", "json", "console")
@@ -80,6 +82,13 @@ DEFAULT_MAX_TICKET_AGE_S: Final = 86_400
 DEFAULT_TICK_INTERVAL_MS: Final = 1_000
 DEFAULT_ANCHOR_EVERY: Final = 1_000
 DEFAULT_FEED_MAX_BODY_BYTES: Final = MAX_COMMAND_SIZE // 2
+#: The ticket issuer (`tickets`): its issuer keys and per-ticket bounds (kept equal to
+#: `components.tickets`' constants by a test).
+MAX_TICKET_ISSUERS: Final = 64
+DEFAULT_TICKETS_MAX_CLAIMS_BYTES: Final = 4096
+MAX_TICKETS_CLAIMS_BYTES: Final = MAX_COMMAND_SIZE // 2
+DEFAULT_TICKETS_MAX_LIFETIME_S: Final = 30 * 86_400
+MAX_TICKETS_LIFETIME_S: Final = 10 * 366 * 86_400
 
 _HEX_DIGITS: Final = frozenset(string.hexdigits)
 T = TypeVar("T")
@@ -733,9 +742,27 @@ class LedgerConfig(ConfluenceComponentConfig):
     KIND: ClassVar[str] = "ledger"
 
 
+@dataclass(frozen=True, slots=True)
+class TicketsConfig:
+    """`tickets`: the coalition's ticket issuer (SPEC §3.5)."""
+
+    KIND: ClassVar[str] = "tickets"
+    #: Client keys allowed to `issue` and `revoke` (they must be admitted by the ACL too).
+    issuers: tuple[bytes, ...]
+    max_claims_bytes: int = DEFAULT_TICKETS_MAX_CLAIMS_BYTES
+    max_lifetime_s: int = DEFAULT_TICKETS_MAX_LIFETIME_S
+
+    def to_cbor(self) -> dict[str, Any]:
+        return {
+            "issuers": list(self.issuers),
+            "max_claims_bytes": self.max_claims_bytes,
+            "max_lifetime_s": self.max_lifetime_s,
+        }
+
+
 ComponentConfig = (
     FeedConfig | AtlasConfig | AlmanacConfig | ChronicleConfig | ComputeConfig
-    | IntentsConfig | LedgerConfig
+    | IntentsConfig | LedgerConfig | TicketsConfig
 )
 
 
@@ -809,6 +836,27 @@ def _parse_component(kind: str, t: _Table, base: Path) -> ComponentConfig:
         )
     elif kind == "compute":
         component = ComputeConfig(follow_almanac=_follow(t))
+    elif kind == "tickets":
+        issuers = t.hex_array("issuers", PUBLIC_KEY_LEN)
+        if len(issuers) > MAX_TICKET_ISSUERS:
+            raise t.error(
+                "issuers", f"at most {MAX_TICKET_ISSUERS} issuer keys, got {len(issuers)}"
+            )
+        component = TicketsConfig(
+            issuers=issuers,
+            max_claims_bytes=t.integer(
+                "max_claims_bytes",
+                DEFAULT_TICKETS_MAX_CLAIMS_BYTES,
+                minimum=1,
+                maximum=MAX_TICKETS_CLAIMS_BYTES,
+            ),
+            max_lifetime_s=t.integer(
+                "max_lifetime_s",
+                DEFAULT_TICKETS_MAX_LIFETIME_S,
+                minimum=1,
+                maximum=MAX_TICKETS_LIFETIME_S,
+            ),
+        )
     else:
         rows = t.tables("citizens", limit=MAX_CITIZENS)
         if not rows:

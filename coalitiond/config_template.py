@@ -61,6 +61,7 @@ class TemplateInput:
     #: Atlas: the key allowed to publish each citizen's card (one key for all, here).
     citizen_operator: bytes | None = None
     anchor_file: str = "anchors.jsonl"
+    anchor_every: int = DEFAULT_ANCHOR_EVERY
     #: The Almanac this committee's component follows (its committee id), and the path of
     #: one of that Almanac's member configs (node-local: where its members are).
     follow_almanac: bytes | None = None
@@ -130,7 +131,7 @@ def _component(t: TemplateInput) -> str:
     elif t.kind == "chronicle":
         lines += [
             "# Commit an anchor every this many entries.",
-            f"anchor_every = {DEFAULT_ANCHOR_EVERY}",
+            f"anchor_every = {t.anchor_every}",
             *_follow_almanac(t, "stamp entries"),
             "",
             "# Where anchors go: a file (development), an HTTP endpoint, or an EVM contract:",

@@ -50,16 +50,17 @@ def free_ports(n: int, *, consecutive: bool = False) -> list[int]:
     raise RuntimeError(f"no {n} free ports in {lo}..{hi}")
 
 
-def devnet_base_port(members: int) -> int:
-    """A `--base-port` for `coalitiond devnet`: base..base+n-1 (members) and
-    base+100..base+100+n-1 (metrics) all free."""
+def devnet_base_port(members: int, *, span: int | None = None) -> int:
+    """A `--base-port` for `coalitiond devnet`: base..base+span-1 (members, and the Almanac a
+    compute devnet starts at base+20) and base+100..base+100+span-1 (metrics) all free."""
+    span = members if span is None else span
     while True:
-        base = free_ports(members, consecutive=True)[0]
-        if base + 100 + members >= PORT_RANGE[1]:
+        base = free_ports(span, consecutive=True)[0]
+        if base + 100 + span >= PORT_RANGE[1]:
             continue
         socks = []
         try:
-            for port in range(base + 100, base + 100 + members):
+            for port in range(base + 100, base + 100 + span):
                 s = socket.socket()
                 socks.append(s)
                 s.bind(("127.0.0.1", port))

@@ -29,3 +29,39 @@ def test_devnet_with_duration_commits_and_checks_archives(tmp_path: Path) -> Non
     assert "all 4 archives verify and agree on their common prefix" in out
     for i in range(4):
         assert (d / f"member-{i}.archive").is_file()
+
+
+def _progress_value(line: str, key: str) -> int:
+    return int(line.split(f" {key}=")[1].split()[0])
+
+
+@pytest.mark.parametrize(("component", "shows"), [
+    # The Almanac ticks by itself (no load), about once a second.
+    ("almanac", lambda line: _progress_value(line, "seq") >= 1),
+    # Both catalogued citizens' cards are published (and republished every round).
+    ("atlas", lambda line: _progress_value(line, "count") == 2
+     and _progress_value(line, "changes") > 2),
+    # Entries, and anchors every 200 entries handed to each member's file sink.
+    ("chronicle", lambda line: _progress_value(line, "anchors") >= 1),
+    # Providers registered, requests granted, and the block stamped with the followed
+    # Almanac's ticks (the devnet starts a 3-member Almanac alongside).
+    ("compute", lambda line: _progress_value(line, "providers") == 3
+     and _progress_value(line, "next_grant_seq") > 0 and _progress_value(line, "tick") >= 1),
+])
+def test_devnet_shows_each_components_activity(tmp_path: Path, component: str,
+                                               shows: object) -> None:
+    d = tmp_path / component
+    rate = {"chronicle": "120", "compute": "4"}.get(component, "20")
+    r = subprocess.run([sys.executable, "-m", "coalitiond", "devnet", "--members", "3",
+                        "--component", component, "--dir", str(d), "--duration", "7",
+                        "--rate", rate, "--base-port", str(devnet_base_port(3, span=23))],
+                       capture_output=True, text=True, timeout=300, check=False)
+    out = r.stdout
+    assert r.returncode == 0, f"{out}\n{r.stderr}"
+    progress = [line for line in out.splitlines() if line.startswith("t=")]
+    assert progress and f"| {component}: " in progress[-1], out
+    assert callable(shows) and shows(progress[-1]), progress[-1]
+    assert "all 3 archives verify and agree on their common prefix" in out
+    if component == "chronicle":
+        anchors = (d / "member-0-data" / "anchors.jsonl").read_text().splitlines()
+        assert anchors and '"upto_seq":199' in anchors[0]

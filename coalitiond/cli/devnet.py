@@ -34,7 +34,13 @@ from ..config_template import MemberLine, TemplateInput, render_member_config
 from ..crypto import SigningKey
 from ..errors import LocalError, OperatorError
 from ..identity import make_id
-from ..node.devnet_workloads import DEVNET_CITIZENS, client_keys, provider_key_paths
+from ..node.devnet_workloads import (
+    DEFAULT_RATE,
+    DEFAULT_RATES,
+    DEVNET_CITIZENS,
+    client_keys,
+    provider_key_paths,
+)
 from .init import load_or_create_key, write_text_atomically
 
 NAME = "devnet"
@@ -50,6 +56,7 @@ DEVNET_NETWORK: Final = "devnet"
 #: Members of the Almanac a compute devnet runs alongside (ports BASE_PORT + ALMANAC_OFFSET + i).
 ALMANAC_MEMBERS: Final = 3
 ALMANAC_OFFSET: Final = 20
+DEVNET_ANCHOR_EVERY: Final = 200
 #: Components that read ticks: the devnet runs an Almanac for them to follow.
 FOLLOWS_ALMANAC: Final = ("compute",)
 
@@ -64,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="member i listens on 127.0.0.1:(BASE_PORT + i)")
     parser.add_argument("--duration", type=float, default=None, metavar="S",
                         help="stop after S seconds, then export, verify and compare archives")
-    parser.add_argument("--rate", type=float, default=100.0,
-                        help="envelopes submitted per second (default 100)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="envelopes submitted per second (default 100; compute: 2)")
     parser.add_argument("--commands-per-envelope", type=int, default=1, metavar="K",
                         help="feed commands signed together in one envelope (default 1)")
     parser.add_argument("--generate-only", action="store_true",
@@ -138,6 +145,8 @@ def _write_committee(dir: Path, prefix: str, component: str, members: int, base_
                 citizens=citizens,
                 citizen_operator=operator.public,
                 anchor_file=f"{prefix}-{i}-data/anchors.jsonl",
+                # Anchors every few seconds at the devnet's rate, so they show.
+                anchor_every=DEVNET_ANCHOR_EVERY,
                 follow_almanac=follow,
                 almanac_config=None if follow is None else "almanac-0.toml",
             )
@@ -170,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
               f"{followed[0].name} ...), started alongside for its ticks")
     from ..node.devnet import run_devnet
 
-    return run_devnet(args.dir, paths, duration=args.duration, rate=args.rate,
+    rate = args.rate if args.rate is not None else DEFAULT_RATES.get(args.component,
+                                                                     DEFAULT_RATE)
+    return run_devnet(args.dir, paths, duration=args.duration, rate=rate,
                       commands_per_envelope=args.commands_per_envelope, kind=args.component,
                       companions=followed)

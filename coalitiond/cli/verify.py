@@ -1,4 +1,9 @@
-"""`coalitiond verify --archive A [--against B] [--committee-id HEX]`: offline checks.
+"""`coalitiond verify --archive A [--against B] [--committee-id HEX] [--config C]`: offline checks.
+
+For two archives of a Chronicle, `--against` also replays both and compares them entry by
+entry, naming the member signatures behind each side (coalitiond/chronicle_compare.py). The
+replay needs the Chronicle's parameters: from `--config` (any member config of that
+committee) or from the config text the archive carries (`coalitiond export --config`).
 
 `coalitiond verify --data-dir D` runs the same checks (plus the store's own: every Merkle
 node, row counts, checksums) directly on a member's store, read-only.
@@ -13,7 +18,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..archive import Comparison, compare_archives, verify_archive
+from ..archive import Comparison, compare_archives, read_header, verify_archive
+from ..config import load_config
 from ..errors import OperatorError
 from ..store import AuditFailure, Store, StoreCorrupt, store_path
 from . import EXIT_CHECK_FAILED, EXIT_OK
@@ -29,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="verify a member's store (log.sqlite3) in place, read-only")
     parser.add_argument("--against", type=Path, default=None,
                         help="a second archive of the same log: report where they diverge")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="a member config of the archives' committee: the component "
+                             "parameters a Chronicle comparison replays under")
     parser.add_argument("--committee-id", default=None,
                         help="the committee id (64 hex) you expect; without it the archive's "
                              "own committee is trusted and printed")
@@ -116,4 +125,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"cannot compare: {e}")
         return EXIT_CHECK_FAILED
     print(_describe(cmp, args.archive, args.against))
+    if read_header(args.archive).committee.component_kind == "chronicle":
+        ok = _compare_chronicles(args.archive, args.against, args.config) and ok
     return EXIT_OK if ok and not cmp.diverged else EXIT_CHECK_FAILED
+
+
+def _compare_chronicles(a: Path, b: Path, config: Path | None) -> bool:
+    from ..chronicle_compare import compare_chronicle_archives, render
+
+    params, acl = None, None
+    if config is not None:
+        member_config = load_config(config, check_key=False)
+        params, acl = member_config.component.to_cbor(), member_config.committee.acl
+    try:
+        report = compare_chronicle_archives(a, b, params=params, acl=acl)
+    except AuditFailure as e:
+        print(f"cannot compare the Chronicle entries: {e}")
+        return False
+    print(render(report))
+    return not report.diverged

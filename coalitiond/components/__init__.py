@@ -5,7 +5,12 @@ Importing this package registers every built-in component kind.
 
 from __future__ import annotations
 
+from . import almanac as almanac
+from . import atlas as atlas
+from . import chronicle as chronicle
+from . import compute as compute
 from . import feed as feed
+from . import tickets as tickets
 from .base import Component, build, component_class, known_kinds, register
 
 __all__ = ["Component", "build", "component_class", "known_kinds", "register"]

@@ -137,8 +137,8 @@ class Devnet:
 
     # -- load and progress --------------------------------------------------------------
 
-    async def _submit_one(self, client: CommitteeClient, envelope: bytes, member: bytes,
-                          limiter: trio.CapacityLimiter) -> None:
+    async def _submit_one(self, client: CommitteeClient, envelope: bytes, commands: int,
+                          member: bytes, limiter: trio.CapacityLimiter) -> None:
         async with limiter:
             started = time.monotonic()
             try:
@@ -149,7 +149,7 @@ class Devnet:
             if not ack.accepted or outcome is None:
                 self.progress.refused += 1
                 return
-            self.progress.finalized += self.commands_per_envelope
+            self.progress.finalized += commands
             self.progress.latencies.append(time.monotonic() - started)
 
     async def _load(self, client: CommitteeClient, workload: Workload) -> None:
@@ -162,11 +162,12 @@ class Devnet:
             while True:
                 members = client.members()
                 if members:
-                    for envelope in workload.round(next(rounds), self.commands_per_envelope):
-                        self.progress.submitted += self.commands_per_envelope
+                    for envelope, commands in workload.round(next(rounds),
+                                                             self.commands_per_envelope):
+                        self.progress.submitted += commands
                         await limiter.acquire()  # backpressure: never more than MAX_IN_FLIGHT
                         limiter.release()
-                        nursery.start_soon(self._submit_one, client, envelope,
+                        nursery.start_soon(self._submit_one, client, envelope, commands,
                                            members[next(sent) % len(members)], limiter)
                         next_at += interval
                         await trio.sleep_until(next_at)
@@ -195,7 +196,7 @@ class Devnet:
             last_finalized, last_t = p.finalized, now
             p50, p99 = p.percentile(50), p.percentile(99)
             line = (f"t={now - p.started:6.1f}s height={max(heights, default=0):6d} "
-                    f"entries/s={rate:7.1f} finalised={p.finalized:7d} refused={p.refused} "
+                    f"commands/s={rate:7.1f} finalised={p.finalized:7d} refused={p.refused} "
                     f"latency p50={_ms(p50)} p99={_ms(p99)} members up={up}/{len(self.configs)}")
             activity = summarise(self.kind, best)
             if activity:
@@ -254,7 +255,8 @@ class Devnet:
             archive = self.dir / f"member-{i}.archive"
             data_dir = self.dir / f"member-{i}-data"
             steps = [("export", coalitiond_command("export", "--data-dir", str(data_dir),
-                                                   "--out", str(archive))),
+                                                   "--out", str(archive),
+                                                   "--config", str(self.configs[i]))),
                      ("verify", coalitiond_command("verify", "--archive", str(archive)))]
             for what, cmd in steps:
                 r = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -27,11 +27,17 @@ DEVNET_PROVIDERS: Final = 3
 _SHOWN: Final[Mapping[str, tuple[str, ...]]] = {
     "feed": ("count",),
     "almanac": ("seq", "count"),
-    "atlas": ("count", "retired"),
+    "atlas": ("count", "changes"),
     "chronicle": ("count", "anchors", "latest_anchor_seq"),
-    "compute": ("providers", "open_requests", "grants", "lapsed", "expired"),
+    "compute": ("providers", "open_requests", "live_grants", "next_grant_seq"),
     "tickets": ("count", "revoked"),
 }
+
+
+#: Envelopes per second by default: a compute committee's three demo providers have room for
+#: about two requests a second (each lasts five ticks).
+DEFAULT_RATES: Final[Mapping[str, float]] = {"compute": 2.0}
+DEFAULT_RATE: Final = 100.0
 
 
 def provider_key_paths(dir: Path) -> list[Path]:
@@ -62,24 +68,26 @@ class Workload:
             self._signers[key.public] = signer
         return signer
 
-    def round(self, n: int, commands_per_envelope: int) -> list[bytes]:
+    def round(self, n: int, commands_per_envelope: int) -> list[tuple[bytes, int]]:
+        """Signed envelopes for round `n`, each with the number of commands it carries."""
         batches = self._commands(n, commands_per_envelope)
-        return [self._signer(key).sign(commands).raw for key, commands in batches if commands]
+        return [(self._signer(key).sign(commands).raw, len(commands))
+                for key, commands in batches if commands]
 
     def _commands(self, n: int, k: int) -> list[tuple[SigningKey, list[Command]]]:
         if self.kind == "feed":
             return [(self.operator, [publish("devnet", {"n": n, "i": j}) for j in range(k)])]
         if self.kind == "atlas":
-            from ..components.atlas import demo_commands as atlas_demo  # type: ignore[import-not-found]
+            from ..components.atlas import demo_commands as atlas_demo
 
             ids = [make_id(name) for name in DEVNET_CITIZENS]
             return list(atlas_demo([self.operator] * len(ids), ids, n))
         if self.kind == "chronicle":
-            from ..components.chronicle import demo_commands as chronicle_demo  # type: ignore[import-not-found]
+            from ..components.chronicle import demo_commands as chronicle_demo
 
             return [(self.operator, list(chronicle_demo(n)))]
         if self.kind == "compute":
-            from ..components.compute import demo_commands as compute_demo  # type: ignore[import-not-found]
+            from ..components.compute import demo_commands as compute_demo
 
             return list(compute_demo(self.providers, self.operator, n))
         return []

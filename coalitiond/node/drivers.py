@@ -27,6 +27,7 @@ from typing import Final
 
 import trio
 
+from ..anchors import AnchorPublisher, AnchorSink, anchors_in, query_reader
 from ..commands import Acl, Envelope
 from ..committee import CommitteeSpec
 from ..components import base as component_base
@@ -195,6 +196,27 @@ class AlmanacFollower(Driver):
 
 def _acl_of(config: MemberConfig) -> Acl:
     return Acl.allow(config.committee.acl.clients)
+
+
+# ---------------------------------------------------------------------------------------
+# Chronicle: anchors to the configured sink
+
+
+class AnchorPublishing(Driver):
+    """Hands every anchor the Chronicle commits to the anchor sink (coalitiond/anchors.py).
+
+    The sink's own record (the file's last line) says where a restart resumes; anchors
+    committed while the member was down are caught up from the component's state."""
+
+    def __init__(self, executor: Executor, sink: AnchorSink) -> None:
+        self.publisher = AnchorPublisher(sink, executor.committee_id,
+                                         query_reader(executor.query))
+
+    async def run(self) -> None:
+        await self.publisher.run()
+
+    def on_applied(self, result: BlockResult) -> None:
+        self.publisher.offer(anchors_in(result))
 
 
 # ---------------------------------------------------------------------------------------

@@ -27,14 +27,18 @@ from typing import Any, Final
 
 import trio
 
+from ..anchors import make_sink
 from ..attestation.collateral import CollateralCache
 from ..attestation.gate import NoAttestationGate, TdxGate, make_gate, run_expiry_rechecks
 from ..attestation.policy import AttestationPolicy
 from ..commands import Acl, CommandRefused, Envelope
 from ..committee import CommitteeSpec
 from ..components import base as component_base
+from ..components.almanac import Almanac
+from ..components.compute import Compute
 from ..components.executor import BlockResult, Executor
-from ..config import MemberConfig
+from ..compute_quotes import ProviderQuoteDriver
+from ..config import ChronicleConfig, MemberConfig
 from ..consensus.core import (
     Action,
     BlockExecuted,
@@ -84,7 +88,14 @@ from ..store.sqlite import GuardRecord as StoreGuardRecord
 from ..transport.manager import ConnectionManager, TransportConfig
 from ..transport.router import Channel
 from . import wire
-from .drivers import AlmanacFollower, Driver, Drivers, load_almanac_spec
+from .almanac_ticker import AlmanacTicker
+from .drivers import (
+    AlmanacFollower,
+    AnchorPublishing,
+    Driver,
+    Drivers,
+    load_almanac_spec,
+)
 from .timers import TimerService
 
 log = get_logger(__name__)
@@ -328,6 +339,19 @@ class Member:
         if self.executor.follow_almanac is not None:
             almanac_config, almanac = load_almanac_spec(self.config)
             drivers.append(AlmanacFollower(self.key, self.executor, almanac_config, almanac))
+        if isinstance(self.component, Almanac):
+            drivers.append(AlmanacTicker(self.committee, self.key, self.me, self.component,
+                                         self.component.tick_interval_ms,
+                                         self.broadcast_observation))
+        if isinstance(self.component, Compute):
+            # Provider quotes are checked at this member's clock against its collateral
+            # cache (the same one member admission uses), before voting only.
+            cache_dir = (self.config.attestation.collateral_cache
+                         or self.config.node.data_dir / "collateral")
+            drivers.append(ProviderQuoteDriver(CollateralCache(cache_dir), wall=time.time))
+        if isinstance(self.config.component, ChronicleConfig):
+            drivers.append(AnchorPublishing(self.executor,
+                                            make_sink(self.config.component.anchor_sink)))
         return drivers
 
     async def broadcast_observation(self, data: bytes) -> None:

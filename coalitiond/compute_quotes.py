@@ -1,0 +1,140 @@
+"""Full DCAP verification of compute providers' TDX quotes, run by a member before it votes.
+
+The compute component (`coalitiond.components.compute`) only *parses* a provider's quote to
+read MR_TD: its `check`/`apply` must give the same answer when an auditor replays the log
+months later, and full verification depends on the wall clock and on collateral that
+expires. So the full check lives here, outside the state machine: before voting for a block,
+a member runs `vote_check` on every `register_provider` / `refresh_provider` command carrying
+a quote and refuses to vote if one fails. What a quorum voted for is then final; replay
+never re-runs this.
+
+Verification: dcap-qvl through `coalitiond.attestation.dcap.verify` (Intel's root only),
+with collateral from the member's local cache (never fetched here), at the member's clock
+`now`; then this module's policy: debug TDs refused, the verified MR_TD must equal the one
+the component parses (so the state machine and the verifier can never disagree), and, if
+the policy names an allow-list, MR_TD in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from .attestation import dcap
+from .attestation.dcap import AttestationRefused, DcapPolicy
+from .attestation.gate import CollateralSource
+from .commands import Command, Envelope, InvalidCommand
+from .components.compute import MRTD_LEN, MalformedQuote, card_from_command, quote_mr_td
+from .errors import CoalitiondError, LocalError
+from .node.drivers import Checked, Driver
+
+#: The commands whose card may carry a quote.
+QUOTED_OPS: Final = frozenset({"register_provider", "refresh_provider"})
+
+
+class ProviderQuoteRefused(AttestationRefused):
+    """A provider's quote failed full verification: do not vote for the block holding it.
+    `reason` is a short stable label, `detail` the verifier's or the policy's text."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.args = (f"provider quote refused: {reason}: {detail}",)
+
+    def __str__(self) -> str:
+        return f"provider quote refused: {self.reason}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderQuotePolicy:
+    """What a member accepts from a provider. Defaults: dcap-qvl's defaults of this
+    project (`UpToDate` only, PCK platform flags allowed), any MR_TD, no debug TD."""
+
+    dcap: DcapPolicy = field(default_factory=DcapPolicy)
+    #: Empty: any MR_TD (requests pin the MR_TD they need with `expected_mrtd`).
+    allowed_mr_td: frozenset[bytes] = frozenset()
+    allow_debug: bool = False
+
+    def __post_init__(self) -> None:
+        if any(len(m) != MRTD_LEN for m in self.allowed_mr_td):
+            raise LocalError(f"allowed MR_TD values must be {MRTD_LEN} bytes")
+
+
+def verify_provider_quote(quote: bytes, collateral: CollateralSource, now: int,
+                          policy: ProviderQuotePolicy | None = None) -> bytes:
+    """Fully verify `quote` at unix time `now`; return its MR_TD or raise
+    ProviderQuoteRefused. `collateral` is the member's cache (`CollateralCache`)."""
+    policy = policy or ProviderQuotePolicy()
+    try:
+        parsed = quote_mr_td(quote)
+    except MalformedQuote as exc:
+        raise ProviderQuoteRefused("quote_malformed", str(exc)) from None
+    try:
+        fmspc = dcap.quote_fmspc(quote)
+        try:
+            found = collateral.get(fmspc)
+        except CoalitiondError as exc:
+            raise ProviderQuoteRefused("no_collateral", f"collateral for FMSPC {fmspc}: "
+                                       f"{exc}") from None
+        if found is None:
+            raise ProviderQuoteRefused("no_collateral", f"no cached collateral for FMSPC "
+                                       f"{fmspc}")
+        verified = dcap.verify(quote, found, now, policy.dcap)
+    except ProviderQuoteRefused:
+        raise
+    except AttestationRefused as exc:
+        raise ProviderQuoteRefused(exc.reason, exc.detail) from None
+    if verified.debug and not policy.allow_debug:
+        raise ProviderQuoteRefused("debug", "TD has the DEBUG attribute set")
+    if verified.mr_td != parsed:
+        # dcap-qvl and our parser read different bytes: never let the state machine act on
+        # a measurement the verifier did not vouch for.
+        raise ProviderQuoteRefused("mr_td_mismatch", f"verified MR_TD {verified.mr_td.hex()} "
+                                   f"differs from the parsed {parsed.hex()}")
+    if policy.allowed_mr_td and verified.mr_td not in policy.allowed_mr_td:
+        raise ProviderQuoteRefused("mr_td", f"MR_TD {verified.mr_td.hex()} is not in the "
+                                   "allow-list")
+    return verified.mr_td
+
+
+def vote_check(command: Command, collateral: CollateralSource, now: int,
+               policy: ProviderQuotePolicy | None = None) -> None:
+    """The pre-vote check of one compute command: a register/refresh whose card carries a
+    quote must verify (ProviderQuoteRefused); other commands pass. A malformed card raises
+    the component's InvalidCommand (the stateless check refuses it anyway)."""
+    if command.op not in QUOTED_OPS:
+        return
+    card = card_from_command(command)
+    if card.tdx_quote is not None:
+        verify_provider_quote(card.tdx_quote, collateral, now, policy)
+
+
+def vote_check_envelopes(envelopes: Sequence[Envelope], collateral: CollateralSource,
+                         now: int, policy: ProviderQuotePolicy | None = None) -> None:
+    """`vote_check` over every command of a block's checked client envelopes, in order."""
+    for envelope in envelopes:
+        for command in envelope.commands:
+            vote_check(command, collateral, now, policy)
+
+
+class ProviderQuoteDriver(Driver):
+    """`vote_check` in the shape of the member's driver hook (`coalitiond.node.drivers`):
+    a compute member adds one so it never votes for a block holding a provider quote that
+    fails verification at its own clock. `wall` is the unix clock (injected for tests)."""
+
+    checks_envelopes = True
+
+    def __init__(self, collateral: CollateralSource, policy: ProviderQuotePolicy | None = None,
+                 *, wall: Callable[[], float]) -> None:
+        self.collateral = collateral
+        self.policy = policy or ProviderQuotePolicy()
+        self._wall = wall
+
+    def vote_check(self, command: Checked) -> str | None:
+        if not isinstance(command, Envelope):
+            return None
+        try:
+            vote_check_envelopes([command], self.collateral, int(self._wall()), self.policy)
+        except (ProviderQuoteRefused, InvalidCommand) as exc:
+            return str(exc)
+        return None
