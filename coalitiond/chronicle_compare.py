@@ -196,7 +196,7 @@ def replay_archive(path: Path, committee: CommitteeSpec, params: Mapping[str, An
     except OperatorError as e:
         raise AuditFailure(f"chronicle parameters: {e}") from None
     try:
-        executor = Executor(committee.committee_id, Acl.allow(acl.clients), chronicle,
+        executor = Executor(committee.committee_id, Acl.allow(acl.clients, acl.ticket_issuers), chronicle,
                             follow_almanac=chronicle.follow_almanac)
     except (LocalError, OperatorError) as e:
         raise AuditFailure(f"cannot build the replay executor: {e}") from None

@@ -24,7 +24,7 @@ message for humans.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -246,9 +246,11 @@ class Envelope:
 class Acl:
     """Which clients a committee admits commands from.
 
-    Today: an allow-list of ed25519 client keys. Tomorrow: also the roots of ticket issuers
-    (SPEC §3.5) whose tickets admit their subjects; `admit` takes the whole envelope so that
-    path can read a ticket carried by a later envelope schema without changing callers.
+    An allow-list of ed25519 client keys, and the roots of recognised ticket issuers (SPEC
+    §3.5). A ticket's subject is admitted once the committee has committed it to its
+    replicated set of ticket-admitted clients (`Executor.ticket_clients`, kept current by the
+    members' `TicketFollower`s): admission stays a pure function of the envelope, this ACL
+    and that set.
     """
 
     clients: frozenset[bytes]
@@ -262,14 +264,13 @@ class Acl:
             if len(key) != PUBLIC_KEY_LEN:
                 raise OperatorError(
                     f"ACL client key must be {PUBLIC_KEY_LEN} bytes, got {len(key)}")
-        if self.ticket_issuers:
-            # Refuse rather than silently ignore: an operator who configured an issuer
-            # expects its tickets to count.
-            raise OperatorError("ACL ticket issuers are not supported yet; use allowed client keys")
+        for root in self.ticket_issuers:
+            if len(root) != ID_LEN:
+                raise OperatorError(f"ACL ticket issuer root must be {ID_LEN} bytes")
 
     @classmethod
-    def allow(cls, keys: Iterable[bytes]) -> Acl:
-        return cls(frozenset(keys))
+    def allow(cls, keys: Iterable[bytes], ticket_issuers: Iterable[bytes] = ()) -> Acl:
+        return cls(frozenset(keys), frozenset(ticket_issuers))
 
     @classmethod
     def from_hex(cls, keys: Iterable[str]) -> Acl:
@@ -281,10 +282,16 @@ class Acl:
                 raise OperatorError(f"ACL client key {k!r} is not hex") from None
         return cls(frozenset(out))
 
-    def admit(self, envelope: Envelope) -> None:
-        if envelope.client not in self.clients:
-            raise NotAdmitted(f"client {envelope.client.hex()} is not admitted by this "
-                              "committee's ACL")
+    def admit(self, envelope: Envelope, ticket_clients: Container[bytes] = ()) -> None:
+        """`ticket_clients`: the clients the committee admitted by ticket (its state)."""
+        if envelope.client in self.clients:
+            return
+        if self.ticket_issuers and envelope.client in ticket_clients:
+            return
+        raise NotAdmitted(f"client {envelope.client.hex()} is not admitted by this "
+                          "committee's ACL" + (" (no valid ticket from a recognised issuer "
+                                                "has been admitted for it)"
+                                                if self.ticket_issuers else ""))
 
     def digest(self) -> bytes:
         """Folded into the committee's component-config digest, so members with different
@@ -296,7 +303,8 @@ class Acl:
 # The stateless check
 
 
-def check_envelope(committee_id: bytes, acl: Acl, data: bytes) -> Envelope:
+def check_envelope(committee_id: bytes, acl: Acl, data: bytes,
+                   ticket_clients: Container[bytes] = ()) -> Envelope:
     """Admit `data` as an envelope for this committee, or raise a `CommandRefused` subclass.
 
     Stateless and deterministic: the same inputs give the same answer on every member, which
@@ -305,15 +313,16 @@ def check_envelope(committee_id: bytes, acl: Acl, data: bytes) -> Envelope:
     meaning (the component's `check`).
     """
     envelope = Envelope.decode(data)
-    admit_envelope(committee_id, acl, envelope)
+    admit_envelope(committee_id, acl, envelope, ticket_clients)
     return envelope
 
 
-def admit_envelope(committee_id: bytes, acl: Acl, envelope: Envelope) -> None:
+def admit_envelope(committee_id: bytes, acl: Acl, envelope: Envelope,
+                   ticket_clients: Container[bytes] = ()) -> None:
     """The checks of `check_envelope` after decoding: committee, ACL, signature."""
     if envelope.committee_id != committee_id:
         raise WrongCommittee(
             f"envelope is for committee {envelope.committee_id.hex()}, this is committee "
             f"{committee_id.hex()}")
-    acl.admit(envelope)
+    acl.admit(envelope, ticket_clients)
     envelope.verify_signature()

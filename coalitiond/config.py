@@ -61,6 +61,8 @@ MAX_COMMITTEE_MEMBERS: Final = 64
 MAX_CITIZENS: Final = 256
 MAX_KEYS_PER_LIST: Final = 1024
 MAX_BOOTSTRAP_PEERS: Final = 64
+#: Ticket issuer roots one ACL recognises (and issuer configs a node names).
+MAX_RECOGNISED_ISSUERS: Final = 16
 #: The feed component keeps its publishers in memory and checks each publish against them.
 MAX_FEED_PUBLISHERS: Final = 64
 #: Longest string value (names, labels, URLs).
@@ -336,6 +338,18 @@ class NodeConfig:
     #: (`component.follow_almanac`): where its members are and what its id is made of. Local
     #: to this node (not consensus content); read at start.
     almanac_config: Path | None = None
+    #: Member configs of the ticket issuers `committee.acl.ticket_issuers` recognises, one
+    #: per issuer root (local to this node; read at start).
+    ticket_issuer_configs: tuple[Path, ...] = ()
+
+
+def _path_item(t: _Table, base: Path) -> Callable[[str, Any], Path]:
+    def one(key: str, v: Any) -> Path:
+        if not isinstance(v, str) or not v:
+            raise t.error(key, f"expected a non-empty string (a path), got {_toml_type(v)}")
+        p = Path(v).expanduser()
+        return p if p.is_absolute() else base / p
+    return one
 
 
 def _parse_node(t: _Table, base: Path) -> NodeConfig:
@@ -349,6 +363,8 @@ def _parse_node(t: _Table, base: Path) -> NodeConfig:
         log_format=t.string("log_format", "auto", choices=LOG_FORMATS),
         log_level=t.string("log_level", "info", choices=LOG_LEVELS),
         almanac_config=t.path_value("almanac_config", base, None),
+        ticket_issuer_configs=t.array("ticket_issuer_configs", _path_item(t, base), (),
+                                      limit=MAX_RECOGNISED_ISSUERS),
     )
     t.finish()
     return node
@@ -471,6 +487,10 @@ def _parse_acl(t: _Table | None) -> AclConfig:
         clients=t.hex_array("clients", PUBLIC_KEY_LEN, ()),
         ticket_issuers=t.hex_array("ticket_issuers", ID_LEN, ()),
     )
+    if len(acl.ticket_issuers) > MAX_RECOGNISED_ISSUERS:
+        raise t.error("ticket_issuers", f"at most {MAX_RECOGNISED_ISSUERS} issuer roots, got "
+                      f"{len(acl.ticket_issuers)}")
+    _refuse_duplicates(t, "ticket_issuers", acl.ticket_issuers)
     t.finish()
     return acl
 

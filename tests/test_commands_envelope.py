@@ -245,10 +245,20 @@ def test_every_single_byte_flip_is_refused() -> None:
 # -- ACL ----------------------------------------------------------------------------------------
 
 
-def test_acl_ticket_issuers_refused_until_supported() -> None:
-    with pytest.raises(OperatorError) as info:
-        Acl(frozenset([KEY.public]), frozenset([b"\x01" * 32]))
-    assert str(info.value) == "ACL ticket issuers are not supported yet; use allowed client keys"
+def test_acl_admits_ticket_clients_only_when_it_recognises_an_issuer() -> None:
+    stranger = SigningKey(b"\x05" * 32)
+    env = Envelope.sign(stranger, COMMITTEE, 1, [Command("publish", {"kind": "k", "body": 1})])
+    with_issuer = Acl(frozenset([KEY.public]), frozenset([b"\x01" * 32]))
+    with_issuer.admit(env, ticket_clients={stranger.public})
+    with pytest.raises(NotAdmitted) as info:
+        with_issuer.admit(env)
+    assert str(info.value).endswith("(no valid ticket from a recognised issuer has been "
+                                    "admitted for it)")
+    # Without a recognised issuer, the ticket-admitted set counts for nothing.
+    with pytest.raises(NotAdmitted):
+        Acl.allow([KEY.public]).admit(env, ticket_clients={stranger.public})
+    with pytest.raises(OperatorError, match="ticket issuer root must be 32 bytes"):
+        Acl(frozenset([KEY.public]), frozenset([b"\x01" * 31]))
 
 
 def test_acl_bounds_and_key_lengths() -> None:

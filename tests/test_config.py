@@ -285,7 +285,7 @@ def test_unknown_keys() -> None:
             "unknown key (allowed here: attestation, coalition, committee, component, network, node)")
     refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\ndatadir = "x"'), "node.datadir",
             "unknown key (allowed here: advertise, almanac_config, data_dir, key_file, listen, log_format, "
-            "log_level, metrics)")
+            "log_level, metrics, ticket_issuer_configs)")
     refused(BASE.replace('operator = "a"', 'operator = "a"\nweight = 2'),
             "committee.members[0].weight",
             "unknown key (allowed here: address, operator, peer_id)")

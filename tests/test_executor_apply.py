@@ -239,21 +239,24 @@ def test_restart_from_snapshot_continues_identically() -> None:
 
 @pytest.mark.parametrize(("data", "message"), [
     (b"", "executor snapshot: empty input"),
-    (encode(["executor-snapshot", 1]), "executor snapshot: expected an 8-item executor-snapshot"),
-    (encode(["executor-snapshot", 1, "atlas/1", 0, b"\x00" * 32, [], b"", None]),
+    (encode(["executor-snapshot", 1]), "executor snapshot: expected a 9-item executor-snapshot"),
+    (encode(["executor-snapshot", 1, "atlas/1", 0, b"\x00" * 32, [], b"", None, []]),
      "executor snapshot is for 'atlas/1', this member runs 'feed/1'"),
-    (encode(["executor-snapshot", 1, "feed/1", -1, b"\x00" * 32, [], b"", None]),
+    (encode(["executor-snapshot", 1, "feed/1", -1, b"\x00" * 32, [], b"", None, []]),
      "executor snapshot: height must be unsigned"),
-    (encode(["executor-snapshot", 1, "feed/1", 0, b"\x00", [], b"", None]),
+    (encode(["executor-snapshot", 1, "feed/1", 0, b"\x00", [], b"", None, []]),
      "executor snapshot: block digest must be 32 bytes"),
-    (encode(["executor-snapshot", 1, "feed/1", 0, b"\x00" * 32, [], [], None]),
+    (encode(["executor-snapshot", 1, "feed/1", 0, b"\x00" * 32, [], [], None, []]),
      "executor snapshot: component state must be bytes"),
-    (encode(["executor-snapshot", 1, "feed/1", 0, b"\x00" * 32, {}, b"", None]),
+    (encode(["executor-snapshot", 1, "feed/1", 0, b"\x00" * 32, {}, b"", None, []]),
      "executor snapshot: dedup state must be an array"),
-    (encode(["executor-snapshot", 1, "feed/1", 0, b"\x00" * 32, [], b"\xf6", None]),
+    (encode(["executor-snapshot", 1, "feed/1", 0, b"\x00" * 32, [], b"\xf6", None, []]),
      'feed snapshot: expected ["feed-snapshot", 1, [entry bytes]]'),
-    (encode(["executor-snapshot", 1, "feed/1", 0, b"\x00" * 32, [], b"\xf6", {"seq": 1}]),
+    (encode(["executor-snapshot", 1, "feed/1", 0, b"\x00" * 32, [], b"\xf6", {"seq": 1}, []]),
      "executor snapshot: stamp: args must be exactly {almanac, seq, height, block}"),
+    (encode(["executor-snapshot", 1, "feed/1", 0, b"\x00" * 32, [], b"\xf6", None,
+             [[b"\x01" * 32, b"\x02" * 32, b"\x03" * 32]]]),
+     "executor snapshot: ticket clients: issuer 0202020202020202020202020202020202020202020202020202020202020202 is not recognised by the ACL"),
 ])
 def test_malformed_snapshot_changes_nothing(data: bytes, message: str) -> None:
     d = Driver()

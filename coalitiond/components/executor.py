@@ -21,11 +21,13 @@ The state root commits to the component signature, the nonce state and the compo
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ..commands import (
+    MAX_ACL_CLIENTS,
     Acl,
     CommandRefused,
     Envelope,
@@ -174,6 +176,43 @@ class Stamp:
 
 
 STAMP_OP: Final = "stamp"
+#: Member commands that keep the set of ticket-admitted clients current (TicketFollower).
+ADMIT_CLIENTS_OP: Final = "admit_clients"
+REMOVE_CLIENTS_OP: Final = "remove_clients"
+#: Clients one admit/remove command names.
+MAX_CLIENTS_PER_COMMAND: Final = 256
+#: Ticket-admitted clients at once (like the allow-list: dedup keeps state per client).
+MAX_TICKET_CLIENTS: Final = MAX_ACL_CLIENTS
+
+
+def _ticket_args(command: MemberCommand, with_ticket: bool) -> tuple[bytes, list[Any]]:
+    """(issuer root, rows) of an admit/remove command; InvalidCommand unless exact."""
+    op, args = command.op, command.args
+    if set(args) != {"issuer", "clients"}:
+        raise InvalidCommand(f"{op}: args must be exactly {{issuer, clients}}", reason="bad_args")
+    issuer, rows = args["issuer"], args["clients"]
+    if not (isinstance(issuer, bytes) and len(issuer) == ID_LEN and isinstance(rows, list)
+            and 0 < len(rows) <= MAX_CLIENTS_PER_COMMAND):
+        raise InvalidCommand(f"{op}: issuer is 32 bytes, clients a list of 1.."
+                             f"{MAX_CLIENTS_PER_COMMAND}", reason="bad_args")
+    keys = []
+    for row in rows:
+        if with_ticket:
+            ok = (isinstance(row, list) and len(row) == 2 and isinstance(row[0], bytes)
+                  and len(row[0]) == PUBLIC_KEY_LEN and isinstance(row[1], bytes)
+                  and len(row[1]) == ID_LEN)
+            keys.append(row[0] if ok else b"")
+        else:
+            ok = isinstance(row, bytes) and len(row) == PUBLIC_KEY_LEN
+            keys.append(row if ok else b"")
+        if not ok:
+            raise InvalidCommand(f"{op}: each client must be " + (
+                "[32-byte key, 32-byte ticket id]" if with_ticket else "a 32-byte key"),
+                reason="bad_args")
+    if any(a >= b for a, b in itertools.pairwise(keys)):
+        raise InvalidCommand(f"{op}: clients must be in strictly ascending key order",
+                             reason="bad_args")
+    return issuer, rows
 
 
 class Executor:
@@ -189,6 +228,12 @@ class Executor:
         #: The Almanac committee whose ticks this committee stamps its blocks with, if any.
         self.follow_almanac = follow_almanac
         self.stamp: Stamp | None = None
+        #: Clients admitted by a ticket of a recognised issuer: key -> (issuer root, ticket
+        #: id). Changed only by admit/remove member commands; `_ticket_view` is the frozen
+        #: copy worker threads read when checking envelopes.
+        self.ticket_clients: dict[bytes, tuple[bytes, bytes]] = {}
+        self._ticket_view: frozenset[bytes] = frozenset()
+        self._ticket_digest: bytes | None = None
         self.dedup = DedupState()
         #: Height of the last executed block (0: nothing executed; genesis carries nothing).
         self.executed_height = 0
@@ -212,6 +257,12 @@ class Executor:
         command = MemberCommand.decode(data)
         if command.committee_id != self.committee_id:
             raise WrongCommittee(f"member command is for committee {command.committee_id.hex()}")
+        if command.op in (ADMIT_CLIENTS_OP, REMOVE_CLIENTS_OP):
+            issuer, _ = _ticket_args(command, command.op == ADMIT_CLIENTS_OP)
+            if issuer not in self.acl.ticket_issuers:
+                raise InvalidCommand(f"{command.op}: issuer {issuer.hex()} is not recognised "
+                                     "by this committee's ACL", reason="unknown_issuer")
+            return command
         if command.op == STAMP_OP:
             if self.follow_almanac is None:
                 raise InvalidCommand("stamp: this committee follows no Almanac",
@@ -228,7 +279,7 @@ class Executor:
     def check_client_command(self, data: bytes) -> Envelope:
         """Admission plus the component's stateless check of every command in the envelope:
         what clients and gossip may hand us (never a member command)."""
-        envelope = check_envelope(self.committee_id, self.acl, data)
+        envelope = check_envelope(self.committee_id, self.acl, data, self._ticket_view)
         for index, command in enumerate(envelope.commands):
             try:
                 self.component.check(envelope.client, command)
@@ -320,7 +371,7 @@ class Executor:
                         detail=str(exc))]))
                     continue
                 try:
-                    admit_envelope(self.committee_id, self.acl, envelope)
+                    admit_envelope(self.committee_id, self.acl, envelope, self._ticket_view)
                 except CommandRefused as exc:
                     slots.append((position, _refuse_all(envelope, height, position, exc)))
                     continue
@@ -374,6 +425,8 @@ class Executor:
                        else self.check_member_command(data))
         except CommandRefused as exc:
             return ComponentRefused(exc.reason, str(exc))
+        if command.op in (ADMIT_CLIENTS_OP, REMOVE_CLIENTS_OP):
+            return self._apply_ticket_clients(command)
         if command.op != STAMP_OP:
             return self.component.apply_member(self._context(height, block_digest), command)
         stamp = Stamp.from_args(command.args)
@@ -383,15 +436,50 @@ class Executor:
         self.stamp = stamp
         return Applied(None)
 
+    def _apply_ticket_clients(self, command: MemberCommand) -> CommandResult:
+        admit = command.op == ADMIT_CLIENTS_OP
+        issuer, rows = _ticket_args(command, admit)
+        clients = dict(self.ticket_clients)
+        if admit:
+            for client, ticket_id in rows:
+                clients[client] = (issuer, ticket_id)
+            if len(clients) > MAX_TICKET_CLIENTS:
+                return ComponentRefused("ticket_clients_full", f"{command.op}: more than "
+                                        f"{MAX_TICKET_CLIENTS} ticket-admitted clients")
+        else:
+            for client in rows:
+                # Only what this issuer admitted: another issuer's admission stands.
+                if clients.get(client, (None,))[0] == issuer:
+                    del clients[client]
+        self._set_ticket_clients(clients)
+        return Applied(None)
+
+    def _set_ticket_clients(self, clients: dict[bytes, tuple[bytes, bytes]]) -> None:
+        self.ticket_clients = clients
+        self._ticket_view = frozenset(clients)
+        self._ticket_digest = None
+
+    def _ticket_clients_wire(self) -> list[list[bytes]]:
+        return [[k, *self.ticket_clients[k]] for k in sorted(self.ticket_clients)]
+
+    def ticket_clients_digest(self) -> bytes:
+        if self._ticket_digest is None:  # recomputed only after a change
+            self._ticket_digest = hash_structure("ticket-clients", 1,
+                                                 self._ticket_clients_wire())
+        return self._ticket_digest
+
     # -- commitment, reads, snapshots ---------------------------------------------------
 
     def state_root(self) -> bytes:
-        if self.follow_almanac is None:
-            return hash_structure("executor-state", 1, self.component.signature,
-                                  self.dedup.root(), self.component.state_root())
+        # Fields appear only for committees that use them, so the roots of committees that
+        # follow no Almanac and recognise no ticket issuer are what they always were.
+        optional: list[Any] = []
+        if self.follow_almanac is not None:
+            optional.append(None if self.stamp is None else self.stamp.to_wire())
+        if self.acl.ticket_issuers:
+            optional.append(self.ticket_clients_digest())
         return hash_structure("executor-state", 1, self.component.signature, self.dedup.root(),
-                              self.component.state_root(),
-                              None if self.stamp is None else self.stamp.to_wire())
+                              self.component.state_root(), *optional)
 
     def query(self, name: str, args: Mapping[str, Any]) -> Any:
         """`client_nonce {client}`: the highest nonce applied for a client (0 if none), so a
@@ -413,7 +501,8 @@ class Executor:
     def snapshot(self) -> bytes:
         return encode([SNAPSHOT_TYPE, 1, self.component.signature, self.executed_height,
                        self.last_digest, self.dedup.to_wire(), self.component.snapshot(),
-                       None if self.stamp is None else self.stamp.to_args()])
+                       None if self.stamp is None else self.stamp.to_args(),
+                       self._ticket_clients_wire()])
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state; on MalformedSnapshot nothing changes. The caller compares
@@ -422,10 +511,12 @@ class Executor:
             obj = decode(data, max_size=MAX_SNAPSHOT_SIZE)
         except EncodingError as exc:
             raise MalformedSnapshot(f"executor snapshot: {exc}") from None
-        if not (isinstance(obj, list) and len(obj) == 8 and obj[0] == SNAPSHOT_TYPE
+        if not (isinstance(obj, list) and len(obj) == 9 and obj[0] == SNAPSHOT_TYPE
                 and obj[1] == 1 and not isinstance(obj[1], bool)):
-            raise MalformedSnapshot("executor snapshot: expected an 8-item executor-snapshot")
-        _, _, signature, height, last_digest, dedup_wire, component_bytes, stamp_args = obj
+            raise MalformedSnapshot("executor snapshot: expected a 9-item executor-snapshot")
+        (_, _, signature, height, last_digest, dedup_wire, component_bytes, stamp_args,
+         ticket_rows) = obj
+        ticket_clients = _ticket_clients_from_wire(ticket_rows, self.acl)
         stamp: Stamp | None = None
         if stamp_args is not None:
             try:
@@ -454,6 +545,30 @@ class Executor:
         self.executed_height = height
         self.last_digest = last_digest
         self.stamp = stamp
+        self._set_ticket_clients(ticket_clients)
+
+
+def _ticket_clients_from_wire(rows: Any, acl: Acl) -> dict[bytes, tuple[bytes, bytes]]:
+    def bad(what: str) -> MalformedSnapshot:
+        return MalformedSnapshot(f"executor snapshot: ticket clients: {what}")
+
+    if not (isinstance(rows, list) and len(rows) <= MAX_TICKET_CLIENTS):
+        raise bad(f"expected a list of at most {MAX_TICKET_CLIENTS}")
+    out: dict[bytes, tuple[bytes, bytes]] = {}
+    previous = b""
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 3
+                and all(isinstance(x, bytes) for x in row) and len(row[0]) == PUBLIC_KEY_LEN
+                and len(row[1]) == ID_LEN and len(row[2]) == ID_LEN):
+            raise bad("each row is [32-byte client, 32-byte issuer, 32-byte ticket id]")
+        client, issuer, ticket_id = row
+        if client <= previous:
+            raise bad("clients must be in strictly ascending order")
+        if issuer not in acl.ticket_issuers:
+            raise bad(f"issuer {issuer.hex()} is not recognised by the ACL")
+        previous = client
+        out[client] = (issuer, ticket_id)
+    return out
 
 
 def _outcome(envelope_id: bytes, index: int, height: int, position: int,

@@ -329,6 +329,13 @@ class Tickets(Component):
 
     # -- commitment -------------------------------------------------------------------
 
+    def record(self, ticket_id: bytes) -> TicketRecord | None:
+        return self._records.get(ticket_id)
+
+    def records(self) -> list[tuple[bytes, TicketRecord]]:
+        """Every (ticket id, record), in ticket id order."""
+        return [(k, self._records[k]) for k in self._sorted_ids()]
+
     def _sorted_ids(self) -> list[bytes]:
         if len(self._order) != len(self._records):
             self._order = sorted(self._records)

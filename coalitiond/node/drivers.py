@@ -21,8 +21,9 @@ Drivers never touch the executor's state except through reads on the trio thread
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import trio
@@ -31,7 +32,16 @@ from ..anchors import AnchorPublisher, AnchorSink, anchors_in, query_reader
 from ..commands import Acl, Envelope
 from ..committee import CommitteeSpec
 from ..components import base as component_base
-from ..components.executor import STAMP_OP, BlockResult, Executor, Stamp
+from ..components.executor import (
+    ADMIT_CLIENTS_OP,
+    MAX_CLIENTS_PER_COMMAND,
+    REMOVE_CLIENTS_OP,
+    STAMP_OP,
+    BlockResult,
+    Executor,
+    Stamp,
+)
+from ..components.tickets import Tickets
 from ..config import MemberConfig, load_config
 from ..consensus.types import Block
 from ..crypto import SigningKey
@@ -39,7 +49,6 @@ from ..errors import OperatorError, RemoteError
 from ..logs import get_logger
 from ..member_commands import MemberCommand
 from ..metrics import counter, gauge
-from ..store.records import FinalizedBlock
 from .client import ChainVerifier, CommitteeClient
 
 log = get_logger(__name__)
@@ -83,8 +92,9 @@ FOLLOW_BATCH: Final = 64
 FOLLOW_RETRY_S: Final = 2.0
 
 FOLLOWED_TICK = gauge("almanac_followed_tick", "Latest tick verified in the followed Almanac")
-FOLLOW_ERRORS = counter("almanac_follow_errors_total",
-                        "Failures reading or verifying the followed Almanac", ("reason",))
+FOLLOW_ERRORS = counter("follow_errors_total",
+                        "Failures reading or verifying a followed committee (an Almanac, a "
+                        "ticket issuer)", ("component", "reason"))
 
 
 def load_almanac_spec(config: MemberConfig) -> tuple[MemberConfig, CommitteeSpec]:
@@ -108,65 +118,76 @@ def load_almanac_spec(config: MemberConfig) -> tuple[MemberConfig, CommitteeSpec
     return almanac_config, spec
 
 
-class AlmanacFollower(Driver):
-    """Follows an Almanac committee's certified log and stamps this committee's blocks.
+class CommitteeFollower(Driver):
+    """Follows another committee's certified log as an integrator would: finalised blocks
+    checked against that committee's certificates (trusting none of its members), replayed
+    through an executor of its own. Subclasses read the replayed state."""
 
-    It reads the Almanac's finalised blocks as any integrator would (certificates checked
-    against the Almanac's committee, trusting no member), replays them through an Almanac
-    executor of its own, and remembers, per Almanac block, the latest tick after it. A stamp
-    `{almanac, seq, height, block}` is voted for only if this member verified exactly that:
-    block `height` has digest `block` and the tick after it is `seq`.
-    """
-
-    def __init__(self, key: SigningKey, executor: Executor, almanac_config: MemberConfig,
-                 almanac: CommitteeSpec) -> None:
+    def __init__(self, key: SigningKey, executor: Executor, followed_config: MemberConfig,
+                 followed: CommitteeSpec) -> None:
         self.key = key
         self.executor = executor
-        self.almanac = almanac
+        self.followed = followed
         self.connect = tuple((m.address.host, m.address.port)
-                             for m in almanac_config.committee.members)
-        component = component_base.build("almanac", almanac_config.component.to_cbor())
-        component.bind(almanac)
-        self.replay = Executor(almanac.committee_id, _acl_of(almanac_config), component)
-        self.verified: OrderedDict[int, tuple[bytes, int | None]] = OrderedDict()
-        self.latest: Stamp | None = None
-        self.latest_known_at = 0.0
+                             for m in followed_config.committee.members)
+        component = component_base.build(followed.component_kind,
+                                         followed_config.component.to_cbor())
+        component.bind(followed)
+        self.replay = Executor(followed.committee_id, _acl_of(followed_config), component)
         self._last_block: Block | None = None
-
-    # -- reading the Almanac ---------------------------------------------------------
 
     async def run(self) -> None:
         while True:
             try:
-                async with CommitteeClient.connect(self.key, self.almanac,
+                async with CommitteeClient.connect(self.key, self.followed,
                                                    self.connect) as client:
                     await self._follow(client)
             except (RemoteError, OperatorError) as e:
-                FOLLOW_ERRORS.labels(type(e).__name__).inc()
-                log.warning("almanac.follow_failed", error=str(e))
+                FOLLOW_ERRORS.labels(self.followed.component_kind, type(e).__name__).inc()
+                log.warning("follow.failed", committee=self.followed.component_kind,
+                            error=str(e))
             await trio.sleep(FOLLOW_RETRY_S)
 
     async def _follow(self, client: CommitteeClient) -> None:
         # From the last block applied: blocks fed but not yet final are asked for again.
-        verifier = ChainVerifier(self.almanac, self._last_block)
+        verifier = ChainVerifier(self.followed, self._last_block)
         while True:
             start = (0 if verifier.previous is None else verifier.previous.height) + 1
             reply = await client.blocks(start, max_blocks=FOLLOW_BATCH, wait=True)
             for fb in reply.blocks:
                 for final in verifier.feed(fb):
-                    self._apply(final)
+                    block = final.block
+                    self._last_block = block
+                    self.replay.apply_block(block.height, block.digest, block.commands)
+                    self.on_followed_block(block)
 
-    def _apply(self, fb: FinalizedBlock) -> None:
-        block = fb.block
-        self._last_block = block
-        self.replay.apply_block(block.height, block.digest, block.commands)
+    def on_followed_block(self, block: Block) -> None:
+        return
+
+
+class AlmanacFollower(CommitteeFollower):
+    """Follows an Almanac committee and stamps this committee's blocks with its ticks.
+
+    It remembers, per Almanac block, the latest tick after it. A stamp `{almanac, seq,
+    height, block}` is voted for only if this member verified exactly that: block `height`
+    has digest `block` and the tick after it is `seq`.
+    """
+
+    def __init__(self, key: SigningKey, executor: Executor, almanac_config: MemberConfig,
+                 almanac: CommitteeSpec) -> None:
+        super().__init__(key, executor, almanac_config, almanac)
+        self.verified: OrderedDict[int, tuple[bytes, int | None]] = OrderedDict()
+        self.latest: Stamp | None = None
+        self.latest_known_at = 0.0
+
+    def on_followed_block(self, block: Block) -> None:
         latest = self.replay.component.query("latest", {})
         seq = None if latest is None else int(latest["seq"])
         self.verified[block.height] = (block.digest, seq)
         while len(self.verified) > MAX_REMEMBERED_ALMANAC_BLOCKS:
             self.verified.popitem(last=False)
         if seq is not None and (self.latest is None or seq > self.latest.seq):
-            self.latest = Stamp(self.almanac.committee_id, seq, block.height, block.digest)
+            self.latest = Stamp(self.followed.committee_id, seq, block.height, block.digest)
             self.latest_known_at = trio.current_time()
             FOLLOWED_TICK.set(seq)
 
@@ -194,8 +215,143 @@ class AlmanacFollower(Driver):
         return None
 
 
+# ---------------------------------------------------------------------------------------
+# Admitting clients by ticket
+
+#: Tolerance for members' clocks disagreeing near a ticket's validity bounds.
+TICKET_CLOCK_TOLERANCE_S: Final = 30
+#: How often the set of clients that should be admitted is recomputed without news.
+TICKET_RECHECK_S: Final = 1.0
+
+
+def load_ticket_issuers(config: MemberConfig) -> list[tuple[bytes, MemberConfig, CommitteeSpec]]:
+    """(issuer root, issuer member config, issuer committee) for every ticket issuer the ACL
+    recognises, from `node.ticket_issuer_configs`. The root binds the committee: it is
+    derived from a coalition whose `ticket_issuer` is the issuer committee's id."""
+    roots = config.committee.acl.ticket_issuers
+    found: dict[bytes, tuple[bytes, MemberConfig, CommitteeSpec]] = {}
+    for path in config.node.ticket_issuer_configs:
+        issuer_config = load_config(path, check_key=False)
+        spec = issuer_config.committee_spec()
+        where = f"{config.path}: node.ticket_issuer_configs: {path}"
+        coalition = issuer_config.coalition
+        if spec.component_kind != "tickets":
+            raise OperatorError(f"{where} describes a {spec.component_kind!r} committee, not "
+                                "a ticket issuer")
+        if coalition is None or coalition.ticket_issuer != spec.committee_id:
+            raise OperatorError(f"{where}: its [coalition] must name this committee "
+                                f"({spec.committee_id.hex()}) as ticket_issuer")
+        root = coalition.ticket_issuer_root
+        if root not in roots:
+            raise OperatorError(f"{where}: issuer root {root.hex() if root else None} is not "
+                                "in committee.acl.ticket_issuers")
+        found[root] = (root, issuer_config, spec)
+    missing = [r.hex() for r in roots if r not in found]
+    if missing:
+        raise OperatorError(f"{config.path}: node.ticket_issuer_configs: no issuer config for "
+                            f"ticket issuer root {missing[0]} (needed to check its tickets)")
+    return [found[r] for r in roots]
+
+
+class TicketFollower(CommitteeFollower):
+    """Follows a ticket issuer and keeps this committee's ticket-admitted clients current.
+
+    A client is admitted while it is the subject of an unrevoked ticket whose validity
+    window holds at the member's clock; the leader proposes `admit_clients` and
+    `remove_clients` member commands, and every voter checks each row against its own
+    replica of the issuer's log and its own clock (with TICKET_CLOCK_TOLERANCE_S of slack)."""
+
+    def __init__(self, key: SigningKey, executor: Executor, root: bytes,
+                 issuer_config: MemberConfig, issuer: CommitteeSpec,
+                 wall: Callable[[], float] = time.time) -> None:
+        super().__init__(key, executor, issuer_config, issuer)
+        self.root = root
+        self.wall = wall
+        self._wanted: dict[bytes, bytes] = {}
+        self._computed_at: float | None = None
+        self._first_seen: dict[bytes, float] = {}
+
+    def _tickets(self) -> Tickets:
+        component = self.replay.component
+        assert isinstance(component, Tickets)
+        return component
+
+    def on_followed_block(self, block: Block) -> None:
+        self._computed_at = None  # recompute on next use
+
+    def wanted(self) -> dict[bytes, bytes]:
+        """client -> ticket id: who should be admitted now (the latest-expiring valid ticket)."""
+        now_trio = trio.current_time()
+        if self._computed_at is not None and now_trio - self._computed_at < TICKET_RECHECK_S:
+            return self._wanted
+        now = int(self.wall())
+        best: dict[bytes, tuple[int, bytes]] = {}
+        for ticket_id, record in self._tickets().records():
+            t = record.ticket
+            self._first_seen.setdefault(ticket_id, now_trio)
+            if record.revoked_height is None and t.not_before <= now < t.expires:
+                current = best.get(t.subject)
+                if current is None or (t.expires, ticket_id) > current:
+                    best[t.subject] = (t.expires, ticket_id)
+        self._wanted = {client: tid for client, (_, tid) in sorted(best.items())}
+        self._computed_at = now_trio
+        return self._wanted
+
+    def member_commands(self) -> tuple[bytes, ...]:
+        wanted = self.wanted()
+        now_trio = trio.current_time()
+        admitted = self.executor.ticket_clients
+        admit = [[c, tid] for c, tid in wanted.items()
+                 if admitted.get(c) != (self.root, tid)
+                 and now_trio - self._first_seen.get(tid, now_trio) >= STAMP_SETTLE_S]
+        remove = [c for c in sorted(admitted)
+                  if admitted[c][0] == self.root and c not in wanted]
+        out = []
+        if admit:
+            out.append(MemberCommand.make(self.executor.committee_id, ADMIT_CLIENTS_OP, {
+                "issuer": self.root, "clients": admit[:MAX_CLIENTS_PER_COMMAND]}).raw)
+        if remove:
+            out.append(MemberCommand.make(self.executor.committee_id, REMOVE_CLIENTS_OP, {
+                "issuer": self.root, "clients": remove[:MAX_CLIENTS_PER_COMMAND]}).raw)
+        return tuple(out)
+
+    def vote_check(self, command: Checked) -> str | None:
+        if not (isinstance(command, MemberCommand)
+                and command.op in (ADMIT_CLIENTS_OP, REMOVE_CLIENTS_OP)
+                and command.args.get("issuer") == self.root):
+            return None
+        now = int(self.wall())
+        slack = TICKET_CLOCK_TOLERANCE_S
+        tickets = self._tickets()
+        if command.op == ADMIT_CLIENTS_OP:
+            for client, ticket_id in command.args["clients"]:
+                record = tickets.record(ticket_id)
+                if record is None:
+                    return f"admit_clients: ticket {ticket_id.hex()[:16]} not known here (yet)"
+                t = record.ticket
+                if t.subject != client:
+                    return f"admit_clients: ticket {ticket_id.hex()[:16]} is for another client"
+                if record.revoked_height is not None:
+                    return f"admit_clients: ticket {ticket_id.hex()[:16]} is revoked"
+                if not t.not_before - slack <= now < t.expires + slack:
+                    return f"admit_clients: ticket {ticket_id.hex()[:16]} is not valid now"
+            return None
+        for client in command.args["clients"]:
+            entry = self.executor.ticket_clients.get(client)
+            if entry is None or entry[0] != self.root:
+                continue  # nothing to remove: the command does nothing for this row
+            record = tickets.record(entry[1])
+            if record is None:
+                return f"remove_clients: ticket {entry[1].hex()[:16]} not known here (yet)"
+            t = record.ticket
+            if record.revoked_height is None and t.not_before - slack <= now < t.expires - slack \
+                    and self.wanted().get(client) == entry[1]:
+                return f"remove_clients: client {client.hex()[:16]}'s ticket is still valid"
+        return None
+
+
 def _acl_of(config: MemberConfig) -> Acl:
-    return Acl.allow(config.committee.acl.clients)
+    return Acl.allow(config.committee.acl.clients, config.committee.acl.ticket_issuers)
 
 
 # ---------------------------------------------------------------------------------------

@@ -94,7 +94,9 @@ from .drivers import (
     AnchorPublishing,
     Driver,
     Drivers,
+    TicketFollower,
     load_almanac_spec,
+    load_ticket_issuers,
 )
 from .timers import TimerService
 
@@ -201,7 +203,9 @@ class Member:
         self.component = build_component(config)
         self.component.bind(self.committee)
         self.executor = Executor(self.committee.committee_id,
-                                 Acl.allow(config.committee.acl.clients), self.component,
+                                 Acl.allow(config.committee.acl.clients,
+                                           config.committee.acl.ticket_issuers),
+                                 self.component,
                                  follow_almanac=getattr(config.component, "follow_almanac",
                                                         None))
         self.drivers = Drivers(self._build_drivers())
@@ -339,6 +343,8 @@ class Member:
         if self.executor.follow_almanac is not None:
             almanac_config, almanac = load_almanac_spec(self.config)
             drivers.append(AlmanacFollower(self.key, self.executor, almanac_config, almanac))
+        for root, issuer_config, issuer in load_ticket_issuers(self.config):
+            drivers.append(TicketFollower(self.key, self.executor, root, issuer_config, issuer))
         if isinstance(self.component, Almanac):
             drivers.append(AlmanacTicker(self.committee, self.key, self.me, self.component,
                                          self.component.tick_interval_ms,
