@@ -10,9 +10,11 @@ never re-runs this.
 
 Verification: dcap-qvl through `coalitiond.attestation.dcap.verify` (Intel's root only),
 with collateral from the member's local cache (never fetched here), at the member's clock
-`now`; then this module's policy: debug TDs refused, the verified MR_TD must equal the one
-the component parses (so the state machine and the verifier can never disagree), and, if
-the policy names an allow-list, MR_TD in it.
+`now`; then this module's policy: debug TDs refused, the verified MR_TD and REPORTDATA must
+equal those the component parses (so the state machine and the verifier can never
+disagree), and, if the policy names an allow-list, MR_TD in it. In `vote_check` the quote
+must also be bound to the card's provider (REPORTDATA[0..32], the component's own rule), so a
+member never verifies, let alone votes for, someone else's quote.
 """
 
 from __future__ import annotations
@@ -23,9 +25,16 @@ from typing import Final
 
 from .attestation import dcap
 from .attestation.dcap import AttestationRefused, DcapPolicy
-from .attestation.gate import CollateralSource
+from .attestation.gate import CollateralSource, Verifier
 from .commands import Command, Envelope, InvalidCommand
-from .components.compute import MRTD_LEN, MalformedQuote, card_from_command, quote_mr_td
+from .components.compute import (
+    MRTD_LEN,
+    MalformedQuote,
+    card_from_command,
+    quote_is_bound,
+    quote_mr_td,
+    quote_report_data,
+)
 from .errors import CoalitiondError, LocalError
 from .node.drivers import Checked, Driver
 
@@ -61,14 +70,23 @@ class ProviderQuotePolicy:
 
 
 def verify_provider_quote(quote: bytes, collateral: CollateralSource, now: int,
-                          policy: ProviderQuotePolicy | None = None) -> bytes:
+                          policy: ProviderQuotePolicy | None = None, *,
+                          provider_id: bytes | None = None,
+                          verifier: Verifier = dcap.verify) -> bytes:
     """Fully verify `quote` at unix time `now`; return its MR_TD or raise
-    ProviderQuoteRefused. `collateral` is the member's cache (`CollateralCache`)."""
+    ProviderQuoteRefused. `collateral` is the member's cache (`CollateralCache`). With
+    `provider_id`, the quote must also be bound to it (checked first: it is cheap).
+    `verifier` is `dcap.verify` (Intel's root); tests pass one bound to a test root."""
     policy = policy or ProviderQuotePolicy()
     try:
         parsed = quote_mr_td(quote)
+        parsed_report_data = quote_report_data(quote)
+        bound = provider_id is None or quote_is_bound(quote, provider_id)
     except MalformedQuote as exc:
         raise ProviderQuoteRefused("quote_malformed", str(exc)) from None
+    if not bound:
+        raise ProviderQuoteRefused("quote_not_bound", "REPORTDATA[0..32] is not the binding "
+                                   f"of provider {(provider_id or b'').hex()}")
     try:
         fmspc = dcap.quote_fmspc(quote)
         try:
@@ -79,7 +97,7 @@ def verify_provider_quote(quote: bytes, collateral: CollateralSource, now: int,
         if found is None:
             raise ProviderQuoteRefused("no_collateral", f"no cached collateral for FMSPC "
                                        f"{fmspc}")
-        verified = dcap.verify(quote, found, now, policy.dcap)
+        verified = verifier(quote, found, now, policy=policy.dcap)
     except ProviderQuoteRefused:
         raise
     except AttestationRefused as exc:
@@ -91,6 +109,10 @@ def verify_provider_quote(quote: bytes, collateral: CollateralSource, now: int,
         # a measurement the verifier did not vouch for.
         raise ProviderQuoteRefused("mr_td_mismatch", f"verified MR_TD {verified.mr_td.hex()} "
                                    f"differs from the parsed {parsed.hex()}")
+    if verified.report_data != parsed_report_data:
+        # The binding was checked on the parsed bytes: they must be the verified ones.
+        raise ProviderQuoteRefused("report_data_mismatch", "verified REPORTDATA differs from "
+                                   "the parsed one")
     if policy.allowed_mr_td and verified.mr_td not in policy.allowed_mr_td:
         raise ProviderQuoteRefused("mr_td", f"MR_TD {verified.mr_td.hex()} is not in the "
                                    "allow-list")
@@ -98,23 +120,27 @@ def verify_provider_quote(quote: bytes, collateral: CollateralSource, now: int,
 
 
 def vote_check(command: Command, collateral: CollateralSource, now: int,
-               policy: ProviderQuotePolicy | None = None) -> None:
+               policy: ProviderQuotePolicy | None = None, *,
+               verifier: Verifier = dcap.verify) -> None:
     """The pre-vote check of one compute command: a register/refresh whose card carries a
-    quote must verify (ProviderQuoteRefused); other commands pass. A malformed card raises
-    the component's InvalidCommand (the stateless check refuses it anyway)."""
+    quote must be bound to the card's provider and verify (ProviderQuoteRefused); other
+    commands pass. A malformed card raises the component's InvalidCommand (the stateless
+    check refuses it anyway)."""
     if command.op not in QUOTED_OPS:
         return
     card = card_from_command(command)
     if card.tdx_quote is not None:
-        verify_provider_quote(card.tdx_quote, collateral, now, policy)
+        verify_provider_quote(card.tdx_quote, collateral, now, policy,
+                              provider_id=card.provider_id, verifier=verifier)
 
 
 def vote_check_envelopes(envelopes: Sequence[Envelope], collateral: CollateralSource,
-                         now: int, policy: ProviderQuotePolicy | None = None) -> None:
+                         now: int, policy: ProviderQuotePolicy | None = None, *,
+                         verifier: Verifier = dcap.verify) -> None:
     """`vote_check` over every command of a block's checked client envelopes, in order."""
     for envelope in envelopes:
         for command in envelope.commands:
-            vote_check(command, collateral, now, policy)
+            vote_check(command, collateral, now, policy, verifier=verifier)
 
 
 class ProviderQuoteDriver(Driver):
@@ -125,16 +151,18 @@ class ProviderQuoteDriver(Driver):
     checks_envelopes = True
 
     def __init__(self, collateral: CollateralSource, policy: ProviderQuotePolicy | None = None,
-                 *, wall: Callable[[], float]) -> None:
+                 *, wall: Callable[[], float], verifier: Verifier = dcap.verify) -> None:
         self.collateral = collateral
         self.policy = policy or ProviderQuotePolicy()
         self._wall = wall
+        self._verifier = verifier
 
     def vote_check(self, command: Checked) -> str | None:
         if not isinstance(command, Envelope):
             return None
         try:
-            vote_check_envelopes([command], self.collateral, int(self._wall()), self.policy)
+            vote_check_envelopes([command], self.collateral, int(self._wall()), self.policy,
+                                 verifier=self._verifier)
         except (ProviderQuoteRefused, InvalidCommand) as exc:
             return str(exc)
         return None

@@ -36,6 +36,7 @@ from coalitiond.components.base import (
     BlockContext,
     MalformedSnapshot,
     QueryError,
+    QueryNotFound,
     Refused,
     check_state_proof,
 )
@@ -421,6 +422,8 @@ def test_query_errors(name: str, args: dict[str, Any], message: str) -> None:
     with pytest.raises(QueryError) as info:
         filled(3).query(name, args)
     assert str(info.value) == message
+    # A well-formed read of an absent tick is "not found" (HTTP 404), the rest bad requests.
+    assert isinstance(info.value, QueryNotFound) == message.startswith("tick: no tick")
 
 
 def test_reads_do_not_alias_state() -> None:
@@ -450,7 +453,7 @@ def test_window_forgets_old_ticks_but_keeps_root_and_proofs(
                 encodings[held - 1]
     # The tree holds O(window) nodes, not O(ticks).
     assert sum(len(row) for row in chain.almanac._tree.rows) < 4 * 4 * 3
-    with pytest.raises(QueryError) as info:
+    with pytest.raises(QueryNotFound) as info:
         chain.almanac.query("tick", {"seq": 36})
     assert str(info.value) == ("tick: tick 36 is older than the 4 ticks this member holds "
                                "(oldest 37); read it from the log archive")

@@ -34,6 +34,7 @@ from coalitiond.components.base import (
     BlockContext,
     MalformedSnapshot,
     QueryError,
+    QueryNotFound,
     Refused,
     check_state_proof,
 )
@@ -408,6 +409,9 @@ def test_query_errors(name: str, args: dict[str, Any], message: str) -> None:
     with pytest.raises(QueryError) as info:
         make_atlas().query(name, args)
     assert str(info.value) == message
+    # A well-formed read of an absent card is "not found" (HTTP 404), the rest bad requests.
+    absent = message.endswith(("not catalogued", "has no card"))
+    assert isinstance(info.value, QueryNotFound) == absent
 
 
 # -- snapshots --------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from coalitiond.components.base import (
     BlockContext,
     MalformedSnapshot,
     QueryError,
+    QueryNotFound,
     Refused,
     check_state_proof,
     component_class,
@@ -430,8 +431,11 @@ def test_reads_with_state_proofs() -> None:
      f"anchors: limit must be 1..{MAX_QUERY_ANCHORS}"),
 ])
 def test_bad_reads(name: str, args: dict[str, Any], message: str) -> None:
-    with pytest.raises(QueryError, match=f"^{message}$"):
+    with pytest.raises(QueryError, match=f"^{message}$") as info:
         _filled().query(name, args)
+    # A well-formed read of an absent entry or anchor is "not found" (HTTP 404).
+    absent = message.startswith(("entry: no entry", "anchor: no anchor"))
+    assert isinstance(info.value, QueryNotFound) == absent
 
 
 def test_reads_cannot_alias_state() -> None:

@@ -20,6 +20,7 @@ from coalitiond.components.base import (
     CommandResult,
     MalformedSnapshot,
     QueryError,
+    QueryNotFound,
     Refused,
     check_state_proof,
 )
@@ -386,7 +387,7 @@ def test_request_records_are_pruned_oldest_closed_first(monkeypatch: pytest.Monk
     chain.block((R1, [cancel_request(rid(2)), cancel_request(rid(1))]))
     assert isinstance(chain.one(R1, submit_request(request(R1, 3))), Applied)
     # Request 1 has the lower seq, so it went first even though it closed second.
-    with pytest.raises(QueryError):
+    with pytest.raises(QueryNotFound):
         chain.c.query("request", {"request_id": rid(1)})
     assert status(chain, 2) == "cancelled"
 
@@ -609,6 +610,8 @@ def test_bad_queries(name: str, args: dict[str, Any], message: str) -> None:
     with pytest.raises(QueryError) as info:
         _populated().c.query(name, args)
     assert str(info.value) == message
+    # A well-formed read of an absent item is "not found" (HTTP 404), the rest bad requests.
+    assert isinstance(info.value, QueryNotFound) == (": no " in message)
 
 
 # -- snapshots --------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from coalitiond.components.base import (
     BlockContext,
     MalformedSnapshot,
     QueryError,
+    QueryNotFound,
     Refused,
     check_state_proof,
 )
@@ -373,6 +374,8 @@ def test_query_errors(name: str, args: dict[str, Any], message: str) -> None:
     with pytest.raises(QueryError) as info:
         make_tickets().query(name, args)
     assert str(info.value) == message
+    # A well-formed read of an absent ticket is "not found" (HTTP 404), the rest bad requests.
+    assert isinstance(info.value, QueryNotFound) == message.startswith("ticket: no ticket")
 
 
 # -- snapshots --------------------------------------------------------------------------------

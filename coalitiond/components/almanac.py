@@ -52,6 +52,7 @@ from .base import (
     Component,
     MalformedSnapshot,
     QueryError,
+    QueryNotFound,
     Refused,
     register,
 )
@@ -551,9 +552,9 @@ class Almanac(Component):
         if not (_uint(seq) and seq >= 1):
             raise QueryError("tick: seq must be an integer >= 1")
         if seq > self._latest:
-            raise QueryError(f"tick: no tick {seq} yet (the latest is {self._latest})")
+            raise QueryNotFound(f"tick: no tick {seq} yet (the latest is {self._latest})")
         if seq < self.oldest_seq:
-            raise QueryError(f"tick: tick {seq} is older than the {TICK_WINDOW} ticks this "
+            raise QueryNotFound(f"tick: tick {seq} is older than the {TICK_WINDOW} ticks this "
                              f"member holds (oldest {self.oldest_seq}); read it from the log "
                              "archive")
         return int(seq)

@@ -46,6 +46,7 @@ from .base import (
     Component,
     MalformedSnapshot,
     QueryError,
+    QueryNotFound,
     Refused,
     register,
     state_proof,
@@ -424,10 +425,10 @@ class Atlas(Component):
             if not _is_id(citizen):
                 raise QueryError(f"card: citizen_id must be {ID_LEN} bytes")
             if citizen not in self._operators:
-                raise QueryError(f"card: citizen {citizen.hex()} is not catalogued")
+                raise QueryNotFound(f"card: citizen {citizen.hex()} is not catalogued")
             record = self._records.get(citizen)
             if record is None:
-                raise QueryError(f"card: citizen {citizen.hex()} has no card")
+                raise QueryNotFound(f"card: citizen {citizen.hex()} has no card")
             index = self._sorted_ids().index(citizen)
             leaf = record.leaf()
             return {"record": record.as_read(), "leaf": leaf,

@@ -50,6 +50,7 @@ from .base import (
     Component,
     MalformedSnapshot,
     QueryError,
+    QueryNotFound,
     Refused,
     register,
     state_proof,
@@ -74,6 +75,9 @@ MAX_BODY_BYTES: Final = MAX_COMMAND_SIZE // 2
 MAX_EVIDENCE_POINTERS: Final = 64
 #: Entries are kept in memory; past this bound appends are refused ("chronicle_full").
 MAX_CHRONICLE_ENTRIES: Final = 1_000_000
+#: Total bytes of entry encodings held (entries reach ~38 KB, so the count bound alone
+#: would allow ~38 GB); an append that would pass it is refused ("chronicle_full").
+MAX_CHRONICLE_BYTES: Final = 1 << 30
 #: Upper bound of entries or anchors one `since` / `anchors` read returns.
 MAX_QUERY_ENTRIES: Final = 256
 MAX_QUERY_ANCHORS: Final = 256
@@ -390,6 +394,8 @@ class Chronicle(Component):
         self.follow_almanac = follow_almanac
         #: Encodings in seq order: Merkle leaves, log entries, snapshot rows, anchor input.
         self._entries: list[bytes] = []
+        #: Sum of len(e) over `_entries` (the MAX_CHRONICLE_BYTES bound).
+        self._entry_bytes = 0
         self._tree = MemoryTree()
         self._anchors: list[bytes] = []
         self._anchor_tree = MemoryTree()
@@ -463,7 +469,12 @@ class Chronicle(Component):
                                fields.evidence_pointers, ctx.tick, ctx.height,
                                envelope.envelope_id, index, envelope.client)
         encoded = entry.encode()
+        if self._entry_bytes + len(encoded) > MAX_CHRONICLE_BYTES:
+            return Refused("chronicle_full", f"the chronicle holds {self._entry_bytes} bytes of "
+                           f"entries; this {len(encoded)}-byte entry would pass its maximum of "
+                           f"{MAX_CHRONICLE_BYTES}")
         self._entries.append(encoded)
+        self._entry_bytes += len(encoded)
         self._tree.append_hash(leaf_hash(encoded))
         return Applied(entry.seq, (encoded,))
 
@@ -517,7 +528,7 @@ class Chronicle(Component):
             if not _uint(seq):
                 raise QueryError("entry: seq must be an unsigned integer")
             if seq >= len(self._entries):
-                raise QueryError(f"entry: no entry {seq} (the chronicle has "
+                raise QueryNotFound(f"entry: no entry {seq} (the chronicle has "
                                  f"{len(self._entries)})")
             encoded = self._entries[seq]
             return {"entry": ChronicleEntry.decode(encoded).as_read(), "encoded": encoded,
@@ -540,7 +551,7 @@ class Chronicle(Component):
                 raise QueryError("anchor: upto_seq must be an unsigned integer")
             index, rest = divmod(upto + 1, self.anchor_every)
             if rest or index == 0 or index > len(self._anchors):
-                raise QueryError(f"anchor: no anchor ends at seq {upto} (anchors end every "
+                raise QueryNotFound(f"anchor: no anchor ends at seq {upto} (anchors end every "
                                  f"{self.anchor_every} entries; {len(self._anchors)} so far)")
             encoded = self._anchors[index - 1]
             return {"anchor": ChronicleAnchor.decode(encoded).as_read(), "encoded": encoded,
@@ -581,6 +592,10 @@ class Chronicle(Component):
         if len(rows) > MAX_CHRONICLE_ENTRIES:
             raise MalformedSnapshot(f"chronicle snapshot: more than {MAX_CHRONICLE_ENTRIES} "
                                     "entries")
+        total = sum(len(row) for row in rows if isinstance(row, bytes))
+        if total > MAX_CHRONICLE_BYTES:
+            raise MalformedSnapshot(f"chronicle snapshot: {total} bytes of entries exceed "
+                                    f"{MAX_CHRONICLE_BYTES}")
         tree = MemoryTree()
         previous: ChronicleEntry | None = None
         for seq, row in enumerate(rows):
@@ -596,6 +611,7 @@ class Chronicle(Component):
             anchor_tree.append_hash(leaf_hash(row))
         # Swap only once everything validated: a bad snapshot leaves the state as it was.
         self._entries, self._tree = list(rows), tree
+        self._entry_bytes = total
         self._anchors, self._anchor_tree = expected, anchor_tree
         self._last_anchor_digest = (ChronicleAnchor.decode(expected[-1]).digest if expected
                                     else GENESIS_ANCHOR_DIGEST)

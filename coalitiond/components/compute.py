@@ -18,9 +18,12 @@ Clearing rule (part of the signature "compute/1"), in `end_block`, at tick `t`:
      `rate_per_hour` (ties: lowest provider id) that covers the request and whose remaining
      capacity fits it gets a grant valid to `t + duration ticks`.
 
+Following an Almanac, nothing clears (no grants, lapses or expiries) before the first stamp.
+
 A TDX quote is parsed here (never verified: full DCAP verification depends on the wall clock
-and collateral files, so it runs before voting, in `coalitiond.compute_quotes`). Everything
-in this module is deterministic.
+and collateral files, so it runs before voting, in `coalitiond.compute_quotes`), and its
+REPORTDATA must start with `provider_quote_binding(provider_id)`, so a provider cannot
+present another TD's quote. Everything in this module is deterministic.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from .base import (
     Component,
     MalformedSnapshot,
     QueryError,
+    QueryNotFound,
     Refused,
     register,
     state_proof,
@@ -122,11 +126,44 @@ _TD10_BODY_LEN: Final = 584
 #: Quote v5 body types → the body size that type has (research/dcap.md §3.1).
 _V5_BODY_SIZES: Final = {2: 584, 3: 648, 4: 885}
 _MRTD_OFFSET: Final = 136
+#: REPORTDATA sits at the same body offset in TD 1.0 and both TD 1.5 bodies.
+_REPORT_DATA_OFFSET: Final = 520
+REPORT_DATA_LEN: Final = 64
+#: Type name of the provider binding in REPORTDATA[0..32] (docs/compute.md §9).
+QUOTE_BINDING_TYPE: Final = "compute-provider-quote"
+QUOTE_BINDING_LEN: Final = 32
 
 
 def quote_mr_td(quote: bytes) -> bytes:
     """MR_TD of a TDX quote (v4: TD 1.0 body at 48; v5: body type 2/3/4 at 54), read at
     offset 136 of the TD report body. Checks the layout only, never a signature."""
+    at = _td_body_offset(quote)
+    return quote[at + _MRTD_OFFSET: at + _MRTD_OFFSET + MRTD_LEN]
+
+
+def quote_report_data(quote: bytes) -> bytes:
+    """The 64 REPORTDATA bytes of a TDX quote (offset 520 of the TD report body). Layout
+    checks as `quote_mr_td`; never a signature."""
+    at = _td_body_offset(quote)
+    return quote[at + _REPORT_DATA_OFFSET: at + _REPORT_DATA_OFFSET + REPORT_DATA_LEN]
+
+
+def provider_quote_binding(provider_id: bytes) -> bytes:
+    """What a provider's quote must carry in REPORTDATA[0..32]:
+    `blake3(cbor(["compute-provider-quote", 1, provider_id]))`. It ties the quote to the
+    provider key, so nobody can register someone else's (public) quote as theirs."""
+    return hash_structure(QUOTE_BINDING_TYPE, SCHEMA, provider_id)
+
+
+def quote_is_bound(quote: bytes, provider_id: bytes) -> bool:
+    """REPORTDATA starts with `provider_quote_binding(provider_id)` (MalformedQuote for a
+    bad layout). REPORTDATA[32..64] is the provider's to use and is not read."""
+    return (quote_report_data(quote)[:QUOTE_BINDING_LEN]
+            == provider_quote_binding(provider_id))
+
+
+def _td_body_offset(quote: bytes) -> int:
+    """Where the TD report body starts, after checking the whole quote layout."""
     if not isinstance(quote, bytes):
         raise MalformedQuote("tdx_quote: must be bytes")
     if len(quote) > MAX_QUOTE_SIZE:
@@ -157,7 +194,7 @@ def quote_mr_td(quote: bytes) -> bytes:
     if len(quote) < sig_at + 4 + sig_len:
         raise MalformedQuote(f"tdx_quote: signature data of {sig_len} bytes runs past the end")
     # Bytes after the signature data are allowed: real quotes carry zero padding.
-    return quote[body_at + _MRTD_OFFSET: body_at + _MRTD_OFFSET + MRTD_LEN]
+    return body_at
 
 
 # ---------------------------------------------------------------------------------------
@@ -288,6 +325,10 @@ class ProviderCard:
 
     def mr_td(self) -> bytes | None:
         return None if self.tdx_quote is None else quote_mr_td(self.tdx_quote)
+
+    def quote_bound(self) -> bool:
+        """No quote, or a quote whose REPORTDATA binds this card's provider_id."""
+        return self.tdx_quote is None or quote_is_bound(self.tdx_quote, self.provider_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,7 +688,8 @@ class Compute(Component):
 
     def now(self, ctx: BlockContext) -> int:
         """The tick the block is applied at. Following an Almanac: its latest stamped tick,
-        0 before the first stamp. Following none: the block height (docs/compute.md §4)."""
+        0 before the first stamp (commands only: `end_block` does nothing until a stamp).
+        Following none: the block height (docs/compute.md §4)."""
         if self.follow_almanac is None:
             return ctx.height
         return 0 if ctx.tick is None else ctx.tick
@@ -677,8 +719,12 @@ class Compute(Component):
                               f"client key {client.hex()}")
             try:
                 card.mr_td()
+                bound = card.quote_bound()
             except MalformedQuote as exc:
                 raise _refuse(op, "bad_quote", f"card.{exc}") from None
+            if not bound:
+                raise _refuse(op, "quote_not_bound", "card.tdx_quote: REPORTDATA[0..32] is not "
+                              f"the binding of provider {card.provider_id.hex()}")
             return card
         if op == "deregister_provider":
             return None
@@ -835,6 +881,10 @@ class Compute(Component):
     # -- clearing (end of every block) ------------------------------------------------------
 
     def end_block(self, ctx: BlockContext) -> Applied | None:
+        if self.follow_almanac is not None and ctx.tick is None:
+            # No stamp yet: tick 0 is not a time. Clearing now would give grants `valid_to`
+            # = duration, all expiring at the first real stamp; nothing clears until then.
+            return None
         tick = self.now(ctx)
         first = self.entry_count
         entries: list[bytes] = []
@@ -1039,19 +1089,19 @@ class Compute(Component):
             _expect(name, args, {"provider_id"})
             pid = _arg_id(name, args, "provider_id")
             if pid not in self._providers:
-                raise QueryError(f"provider: no provider {pid.hex()}")
+                raise QueryNotFound(f"provider: no provider {pid.hex()}")
             return self._provider_read(pid)
         if name == "request":
             _expect(name, args, {"request_id"})
             rid = _arg_id(name, args, "request_id")
             if rid not in self._requests:
-                raise QueryError(f"request: no request {rid.hex()}")
+                raise QueryNotFound(f"request: no request {rid.hex()}")
             return self._item_read("request", rid, self._requests[rid].to_wire())
         if name == "grant":
             _expect(name, args, {"request_id"})
             rid = _arg_id(name, args, "request_id")
             if rid not in self._grants:
-                raise QueryError(f"grant: no grant for request {rid.hex()}")
+                raise QueryNotFound(f"grant: no grant for request {rid.hex()}")
             return self._item_read("grant", rid, self._grants[rid].to_wire())
         if name == "providers":
             _expect(name, args, set())
@@ -1155,8 +1205,11 @@ class Compute(Component):
             card = ProviderCard.from_wire(m["card"], f"{where}.card", stored=True)
             try:
                 mr_td = card.mr_td()
+                bound = card.quote_bound()
             except MalformedQuote as exc:
                 raise _Bad(f"{where}.card: {exc}") from None
+            if not bound:
+                raise _Bad(f"{where}.card.tdx_quote is not bound to its provider_id")
             if m["mr_td"] != mr_td:
                 raise _Bad(f"{where}.mr_td is not the quote's MR_TD")
             if len(self._providers) >= MAX_PROVIDERS:

@@ -48,6 +48,7 @@ from .base import (
     Component,
     MalformedSnapshot,
     QueryError,
+    QueryNotFound,
     Refused,
     register,
     state_proof,
@@ -371,7 +372,7 @@ class Tickets(Component):
                 raise QueryError(f"ticket: ticket_id must be {ID_LEN} bytes")
             record = self._records.get(ticket_id)
             if record is None:
-                raise QueryError(f"ticket: no ticket {ticket_id.hex()}")
+                raise QueryNotFound(f"ticket: no ticket {ticket_id.hex()}")
             index = self._sorted_ids().index(ticket_id)
             leaf = record.leaf()
             return {"record": record.as_read(), "leaf": leaf,

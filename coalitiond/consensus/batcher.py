@@ -74,6 +74,14 @@ class Batcher:
             size += len(cmd)
         return tuple(out)
 
+    def discard(self, commands: Iterable[bytes]) -> None:
+        """Forget pending commands this member will not vote for (a vote-time check refused
+        them), so its own proposals stop carrying them. Not remembered as finalised."""
+        for cmd in commands:
+            found = self._pending.pop(blake3_digest(cmd), None)
+            if found is not None:
+                self._bytes -= len(found)
+
     def committed(self, commands: Iterable[bytes]) -> None:
         """Commands finalised in a block (by anyone): forget them, remember their digests."""
         for cmd in commands:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -352,6 +352,11 @@ class Core:
     @property
     def leader(self) -> int:
         return self.committee.leader(self.view)
+
+    def discard_pending(self, commands: Iterable[bytes]) -> None:
+        """Drop commands from the pending batch: the shell's vote-time checks refuse them
+        (docs/decisions.md), so a block carrying them would never gather this member's vote."""
+        self._batcher.discard(commands)
 
     @property
     def pending_commands(self) -> int:

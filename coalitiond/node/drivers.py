@@ -43,7 +43,7 @@ from ..components.executor import (
 )
 from ..components.tickets import Tickets
 from ..config import MemberConfig, load_config
-from ..consensus.types import Block
+from ..consensus.types import Block, genesis_block
 from ..crypto import SigningKey
 from ..errors import OperatorError, RemoteError
 from ..logs import get_logger
@@ -85,7 +85,7 @@ class Driver:
 MAX_REMEMBERED_ALMANAC_BLOCKS: Final = 4096
 #: A leader stamps a tick only once it has known it this long, so the other members' own
 #: followers have most likely seen it too and vote for the block.
-STAMP_SETTLE_S: Final = 0.2
+STAMP_SETTLE_S: Final = 0.5
 #: Blocks asked per read of the Almanac's log.
 FOLLOW_BATCH: Final = 64
 #: Wait before reconnecting after the Almanac could not be read.
@@ -130,11 +130,17 @@ class CommitteeFollower(Driver):
         self.followed = followed
         self.connect = tuple((m.address.host, m.address.port)
                              for m in followed_config.committee.members)
-        component = component_base.build(followed.component_kind,
-                                         followed_config.component.to_cbor())
-        component.bind(followed)
-        self.replay = Executor(followed.committee_id, _acl_of(followed_config), component)
-        self._last_block: Block | None = None
+        self._followed_config = followed_config
+        self.replay = self._fresh_replay()
+        #: The last block replayed; the chain starts at the followed committee's genesis, so
+        #: a member that answers with a later block than asked is refused (it does not link).
+        self._last_block: Block = genesis_block(followed)
+
+    def _fresh_replay(self) -> Executor:
+        component = component_base.build(self.followed.component_kind,
+                                         self._followed_config.component.to_cbor())
+        component.bind(self.followed)
+        return Executor(self.followed.committee_id, _acl_of(self._followed_config), component)
 
     async def run(self) -> None:
         while True:
@@ -142,24 +148,40 @@ class CommitteeFollower(Driver):
                 async with CommitteeClient.connect(self.key, self.followed,
                                                    self.connect) as client:
                     await self._follow(client)
-            except (RemoteError, OperatorError) as e:
-                FOLLOW_ERRORS.labels(self.followed.component_kind, type(e).__name__).inc()
+            except Exception as e:
+                # Errors come wrapped in exception groups from the client's nursery. Bad or
+                # absent answers (RemoteError, OperatorError): retry. Anything else is a
+                # certified block our replica could not apply — a bug, or the followed
+                # committee broke its own rules: start the replica over, and meanwhile keep
+                # refusing to vote for what we cannot check.
+                leaves = _leaf_exceptions(e)
+                expected = all(isinstance(x, RemoteError | OperatorError) for x in leaves)
+                FOLLOW_ERRORS.labels(self.followed.component_kind,
+                                     "unreachable_or_bad_answer" if expected else "replay").inc()
                 log.warning("follow.failed", committee=self.followed.component_kind,
-                            error=str(e))
+                            error="; ".join(f"{type(x).__name__}: {x}" for x in leaves))
+                if not expected:
+                    self.replay = self._fresh_replay()
+                    self._last_block = genesis_block(self.followed)
+                    self.on_replay_reset()
             await trio.sleep(FOLLOW_RETRY_S)
 
     async def _follow(self, client: CommitteeClient) -> None:
         # From the last block applied: blocks fed but not yet final are asked for again.
         verifier = ChainVerifier(self.followed, self._last_block)
         while True:
-            start = (0 if verifier.previous is None else verifier.previous.height) + 1
+            assert verifier.previous is not None
+            start = verifier.previous.height + 1
             reply = await client.blocks(start, max_blocks=FOLLOW_BATCH, wait=True)
             for fb in reply.blocks:
                 for final in verifier.feed(fb):
                     block = final.block
-                    self._last_block = block
                     self.replay.apply_block(block.height, block.digest, block.commands)
+                    self._last_block = block
                     self.on_followed_block(block)
+
+    def on_replay_reset(self) -> None:
+        return
 
     def on_followed_block(self, block: Block) -> None:
         return
@@ -179,6 +201,9 @@ class AlmanacFollower(CommitteeFollower):
         self.verified: OrderedDict[int, tuple[bytes, int | None]] = OrderedDict()
         self.latest: Stamp | None = None
         self.latest_known_at = 0.0
+
+    def on_replay_reset(self) -> None:
+        self.verified.clear()
 
     def on_followed_block(self, block: Block) -> None:
         latest = self.replay.component.query("latest", {})
@@ -279,6 +304,9 @@ class TicketFollower(CommitteeFollower):
     def on_followed_block(self, block: Block) -> None:
         self._computed_at = None  # recompute on next use
 
+    def on_replay_reset(self) -> None:
+        self._computed_at = None
+
     def wanted(self) -> dict[bytes, bytes]:
         """client -> ticket id: who should be admitted now (the latest-expiring valid ticket)."""
         now_trio = trio.current_time()
@@ -348,6 +376,12 @@ class TicketFollower(CommitteeFollower):
                     and self.wanted().get(client) == entry[1]:
                 return f"remove_clients: client {client.hex()[:16]}'s ticket is still valid"
         return None
+
+
+def _leaf_exceptions(e: BaseException) -> list[BaseException]:
+    if isinstance(e, BaseExceptionGroup):
+        return [leaf for sub in e.exceptions for leaf in _leaf_exceptions(sub)]
+    return [e]
 
 
 def _acl_of(config: MemberConfig) -> Acl:

@@ -229,6 +229,8 @@ class Member:
         self._waiting: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
         #: Finalised blocks not yet stored: their finalizing descendant has not arrived.
         self._unstored: list[BlockToAppend] = []
+        #: Commands a driver's vote-time check refused during the current step.
+        self._refused_by_drivers: list[bytes] = []
         self._block_requests = {
             c: trio.open_memory_channel[_BlockRequest | None](MAX_BLOCK_REQUESTS)
             for c in (Channel.SYNC, Channel.CLIENT)}
@@ -419,6 +421,10 @@ class Member:
         await self._execute(first)
         while self._loopback:
             await self._execute(self.core.step(self._loopback.popleft()))
+        if self._refused_by_drivers:
+            # Never propose what we would not vote for (or one bad command stalls us all).
+            self.core.discard_pending(self._refused_by_drivers)
+            self._refused_by_drivers = []
         VIEW.set(self.core.view)
         return first
 
@@ -426,6 +432,15 @@ class Member:
         if not self.accepting and sub.reply_to is not None:
             await self._reply_submitted(sub, False, "member is shutting down")
             return
+        if self.drivers.checks_envelopes:
+            # The checks this member runs before voting, run before queueing too: a command
+            # no honest member would vote for must never reach a proposal.
+            reason = self.drivers.vote_check(sub.checked)
+            if reason is not None:
+                VOTE_CHECK_REFUSED.inc()
+                if sub.reply_to is not None:
+                    await self._reply_submitted(sub, False, reason)
+                return
         if sub.reply_to is not None:
             # Registered before stepping: with a full batch the block can finalise (and its
             # outcome go out) inside this very step.
@@ -649,6 +664,7 @@ class Member:
                 if reason is not None:
                     VOTE_CHECK_REFUSED.inc()
                     log.info("vote.refused", reason=reason)
+                    self._refused_by_drivers.append(command)
                     return False
         return True
 
