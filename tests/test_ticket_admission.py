@@ -195,3 +195,14 @@ def test_an_issuer_config_that_does_not_match_the_acl_is_refused_at_start(tmp_pa
                                              "ticket_issuer_configs = []"))
     with pytest.raises(OperatorError, match="no issuer config for ticket issuer root"):
         Member(load_config(path), admitter.keys[0])
+
+
+def test_an_envelope_checked_earlier_is_refused_once_its_client_was_removed() -> None:
+    ex = executor()
+    ex.apply_block(1, b"\x01" * 32, [admit(HOLDER.public)])
+    envelope = holder_envelope(1)
+    checked = ex.check_command(envelope)  # admitted when the member checked it
+    result = ex.apply_block(2, b"\x02" * 32, [remove(HOLDER.public), envelope],
+                            checked=[None, checked])
+    assert [(o.status, o.reason) for o in result.outcomes] == [
+        (APPLIED, None), (REFUSED, "not_admitted")]

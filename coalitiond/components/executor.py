@@ -317,7 +317,9 @@ class Executor:
         """Execute the finalised block at `height` (the next one).
 
         `checked[p]`, when given and not None, is the envelope `check_command` returned for
-        exactly `commands[p]` on this executor; it saves a second signature verification.
+        exactly `commands[p]` on this executor — or, replaying our own verified store, one
+        decoded without its signature checked; it saves a second signature verification
+        (admission by the ACL is still decided here, against the current state).
         """
         if self._broken is not None:
             raise LocalError(f"executor: stopped after an earlier failure ({self._broken}); "
@@ -359,7 +361,8 @@ class Executor:
         for position in client_positions:
             data = commands[position]
             known = checked[position] if checked is not None else None
-            if isinstance(known, Envelope) and known.raw == data:
+            signature_checked = isinstance(known, Envelope) and known.raw == data
+            if isinstance(known, Envelope) and signature_checked:
                 envelope = known
             else:
                 try:
@@ -370,11 +373,15 @@ class Executor:
                         digest(data), None, REFUSED, height, position, reason=exc.reason,
                         detail=str(exc))]))
                     continue
-                try:
-                    admit_envelope(self.committee_id, self.acl, envelope, self._ticket_view)
-                except CommandRefused as exc:
-                    slots.append((position, _refuse_all(envelope, height, position, exc)))
-                    continue
+            try:
+                # Admission is re-run even for a checked envelope: the ticket-admitted set may
+                # have changed since (earlier in this very block, even). Only the signature
+                # check is what `checked` saves.
+                admit_envelope(self.committee_id, self.acl, envelope, self._ticket_view,
+                               verify_signature=not signature_checked)
+            except CommandRefused as exc:
+                slots.append((position, _refuse_all(envelope, height, position, exc)))
+                continue
             try:
                 self.dedup.check(envelope.client, envelope.nonce)
             except CommandRefused as exc:
