@@ -81,12 +81,11 @@ def verify_provider_quote(quote: bytes, collateral: CollateralSource, now: int,
     try:
         parsed = quote_mr_td(quote)
         parsed_report_data = quote_report_data(quote)
-        bound = provider_id is None or quote_is_bound(quote, provider_id)
+        if provider_id is not None and not quote_is_bound(quote, provider_id):
+            raise ProviderQuoteRefused("quote_not_bound", "REPORTDATA[0..32] is not the "
+                                       f"binding of provider {provider_id.hex()}")
     except MalformedQuote as exc:
         raise ProviderQuoteRefused("quote_malformed", str(exc)) from None
-    if not bound:
-        raise ProviderQuoteRefused("quote_not_bound", "REPORTDATA[0..32] is not the binding "
-                                   f"of provider {(provider_id or b'').hex()}")
     try:
         fmspc = dcap.quote_fmspc(quote)
         try:

@@ -298,6 +298,36 @@ def test_full_chronicle_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(chain.chronicle) == 2
 
 
+def test_chronicle_refuses_appends_past_its_byte_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    sizing = Chain(make())
+    sizing.block(sizing.envelope([note(0), note(1), note(2)]))
+    sizes = [len(e) for e in sizing.chronicle.entry_encodings()]
+    # Room for exactly two entries (the bound is inclusive), one byte short of the third.
+    bound = sizes[0] + sizes[1] + sizes[2] - 1
+    monkeypatch.setattr(chronicle_module, "MAX_CHRONICLE_BYTES", bound)
+    chain = Chain(make())
+    results, _ = chain.block(chain.envelope([note(0), note(1)]))
+    assert [type(r) for r in results] == [Applied, Applied]
+    root = chain.chronicle.state_root()
+    results, _ = chain.block(chain.envelope([note(2)]))
+    assert results == [Refused("chronicle_full", (
+        f"the chronicle holds {sizes[0] + sizes[1]} bytes of entries; this {sizes[2]}-byte "
+        f"entry would pass its maximum of {bound}"))]
+    assert len(chain.chronicle) == 2 and chain.chronicle.state_root() == root
+    # A snapshot holding more entry bytes than the bound is refused, leaving the state as is.
+    before = chain.chronicle.snapshot()
+    with pytest.raises(MalformedSnapshot, match=f"^chronicle snapshot: {sum(sizes)} bytes of "
+                       f"entries exceed {bound}$"):
+        chain.chronicle.restore(sizing.chronicle.snapshot())
+    assert chain.chronicle.snapshot() == before
+    # The count restored from a snapshot keeps the bound: the third append is still refused.
+    copy = make()
+    copy.restore(before)
+    resumed = Chain(copy)
+    results, _ = resumed.block(resumed.envelope([note(2)]))
+    assert isinstance(results[0], Refused) and results[0].reason == "chronicle_full"
+
+
 # -- anchors ----------------------------------------------------------------------------------
 
 

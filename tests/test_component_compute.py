@@ -37,7 +37,10 @@ from coalitiond.components.compute import (
     cancel_request,
     demo_commands,
     deregister_provider,
+    provider_quote_binding,
+    quote_is_bound,
     quote_mr_td,
+    quote_report_data,
     refresh_provider,
     register_provider,
     submit_log,
@@ -46,7 +49,7 @@ from coalitiond.components.compute import (
 from coalitiond.crypto import SigningKey
 from coalitiond.encoding import decode, encode
 from coalitiond.errors import OperatorError
-from coalitiond.identity import hash_structure
+from coalitiond.identity import digest, hash_structure
 
 TDX = SHARED_TESTDATA / "tdx"
 QUOTE_V4 = (TDX / "tdx_quote").read_bytes()
@@ -68,8 +71,18 @@ def caps(cpu: int = 4000, ram: int = 8192, storage: int = 100, tdx: bool = False
     return Capabilities(cpu, ram, storage, tdx, ("eu-west",))
 
 
-def card(key: SigningKey, rate: int = 100, quote: bytes | None = None, **kw: Any
-         ) -> ProviderCard:
+def bound(quote: bytes, key: SigningKey, tail: bytes = bytes(32)) -> bytes:
+    """`quote` with REPORTDATA = the binding of `key` ‖ `tail`. Not re-signed: the component
+    only parses quotes (tests/test_compute_quotes.py verifies re-signed bound quotes)."""
+    at = 520 + (48 if quote[0] == 4 else 54)
+    return quote[:at] + provider_quote_binding(key.public) + tail + quote[at + 64:]
+
+
+def card(key: SigningKey, rate: int = 100, quote: bytes | None = None, bind: bool = True,
+         **kw: Any) -> ProviderCard:
+    """A card of `key`; a quote is bound to `key` unless `bind` is false."""
+    if quote is not None and bind:
+        quote = bound(quote, key)
     return ProviderCard(key.public, caps(tdx=quote is not None or kw.pop("tdx", False), **kw),
                         rate, quote)
 
@@ -86,13 +99,14 @@ def request(key: SigningKey, n: int, cpu: int = 1000, ram: int = 1024, storage: 
 
 
 class Chain:
-    """Drives a component block by block as the executor would: commands, then end_block."""
+    """Drives a component block by block as the executor would: commands, then end_block.
+    The followed Almanac has stamped `tick` (default 0; None: no stamp yet)."""
 
-    def __init__(self, component: Compute | None = None) -> None:
+    def __init__(self, component: Compute | None = None, tick: int | None = 0) -> None:
         self.c = component if component is not None else Compute(ALMANAC)
         self.height = 0
         self.nonce = 0
-        self.tick: int | None = None
+        self.tick = tick
 
     def block(self, *pairs: tuple[SigningKey, list[Command]], tick: int | None = None
               ) -> tuple[list[CommandResult], Applied | None]:
@@ -173,6 +187,7 @@ def test_quote_mr_td_matches_dcap_verification() -> None:
                                    (QUOTE_V5, "tdx_quote_td15ex_collateral.json", 1794008710)):
         verified = dcap.verify(quote, (TDX / collateral).read_text(), now)
         assert quote_mr_td(quote) == verified.mr_td
+        assert quote_report_data(quote) == verified.report_data
 
 
 def _patched(quote: bytes, offset: int, data: bytes) -> bytes:
@@ -255,7 +270,7 @@ _LOG = ComputeLog.sign(P1, b"\x77" * 32, Usage(10, 512, 0))
      "register_provider: card.capabilities.tdx must be a boolean"),
     (P2, register_provider(card(P1)), "not_provider",
      f"register_provider: card.provider_id must be the signing client key {P2.public.hex()}"),
-    (P1, register_provider(card(P1, quote=QUOTE_V4[:100])), "bad_quote",
+    (P1, register_provider(card(P1, quote=QUOTE_V4[:100], bind=False)), "bad_quote",
      "register_provider: card.tdx_quote: ends inside the TD report body"),
     (R1, Command("submit_request", {"request": _req_wire(min_cpu_millicores=0)}), "bad_args",
      "submit_request: request.min_cpu_millicores must be an integer 1..4294967296"),
@@ -392,6 +407,21 @@ def test_request_records_are_pruned_oldest_closed_first(monkeypatch: pytest.Monk
     assert status(chain, 2) == "cancelled"
 
 
+def test_a_pruned_request_id_submitted_again_keeps_its_own_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compute_module, "MAX_REQUEST_RECORDS", 1)
+    chain = Chain()
+    chain.block((R1, [submit_request(request(R1, 1, deadline=5)), cancel_request(rid(1))]))
+    # Request 2 prunes the cancelled request 1; its id is then submitted again (pruning 2),
+    # with a later deadline, while the first one's deadline entry is still queued.
+    chain.block((R1, [submit_request(request(R1, 2, deadline=5)), cancel_request(rid(2))]))
+    assert isinstance(chain.one(R1, submit_request(request(R1, 1, deadline=100))), Applied)
+    chain.block(tick=6)  # past the first request's deadline, not the second's
+    assert status(chain, 1) == "open"
+    chain.block(tick=101)
+    assert status(chain, 1) == "lapsed"
+
+
 def test_log_refusals_and_acceptance() -> None:
     chain = Chain()
     chain.one(P1, register_provider(card(P1)))
@@ -417,6 +447,50 @@ def test_log_signature_is_domain_separated() -> None:
     log = ComputeLog.sign(P1, b"\x01" * 32, Usage(1, 2, -3))
     assert is_valid(P1.public, b"coalitiond/compute-log/v1", payload, log.signature)
     assert not is_valid(P1.public, b"coalitiond/client-envelope/v1", payload, log.signature)
+
+
+# -- a quote is bound to its provider ------------------------------------------------------
+
+
+def test_provider_quote_binding_bytes() -> None:
+    # blake3(cbor(["compute-provider-quote", 1, provider_id])), byte by byte:
+    # 83 (array of 3), 76 + 22 text bytes, 01, 58 20 + the 32-byte id.
+    preimage = (bytes.fromhex("8376") + b"compute-provider-quote" + bytes.fromhex("015820")
+                + P1.public)
+    assert provider_quote_binding(P1.public) == digest(preimage)
+
+
+@pytest.mark.parametrize("quote", [QUOTE_V4, QUOTE_V5, QUOTE_V5_TD15])
+def test_binding_is_the_first_half_of_reportdata(quote: bytes) -> None:
+    mine = bound(quote, P1, tail=b"\xee" * 32)
+    assert quote_report_data(mine) == provider_quote_binding(P1.public) + b"\xee" * 32
+    assert quote_mr_td(mine) == quote_mr_td(quote)
+    # The second half is the provider's to use: only the first 32 bytes are read.
+    assert quote_is_bound(mine, P1.public) and quote_is_bound(bound(quote, P1), P1.public)
+    assert not quote_is_bound(mine, P2.public)
+    assert not quote_is_bound(quote, P1.public)  # the real quotes carry other REPORTDATA
+
+
+def test_another_providers_quote_is_refused() -> None:
+    theirs = card(P1, quote=QUOTE_V4)  # P1's quote, bound to P1
+    stolen = replace(theirs, provider_id=P2.public)  # P2 presents it as its own
+    for make in (register_provider, refresh_provider):
+        with pytest.raises(InvalidCommand) as info:
+            Compute().check(P2.public, make(stolen))
+        assert info.value.reason == "quote_not_bound"
+        assert str(info.value) == (f"{make(stolen).op}: card.tdx_quote: REPORTDATA[0..32] is "
+                                   f"not the binding of provider {P2.public.hex()}")
+    # A genuine quote that binds no provider (the real one, as published) is refused too.
+    with pytest.raises(InvalidCommand) as info:
+        Compute().check(P1.public, register_provider(card(P1, quote=QUOTE_V4, bind=False)))
+    assert info.value.reason == "quote_not_bound"
+    chain = Chain()
+    _refused(chain, P2, register_provider(stolen), "quote_not_bound",
+             "register_provider: card.tdx_quote: REPORTDATA[0..32] is not the binding of "
+             f"provider {P2.public.hex()}")
+    assert isinstance(chain.one(P1, register_provider(theirs)), Applied)
+    chain.one(R1, submit_request(request(R1, 1, mrtd=MRTD_V4)))
+    assert grant_of(chain, 1)["grant"]["provider_id"] == P1.public
 
 
 # -- the clearing rule ----------------------------------------------------------------------
@@ -522,13 +596,51 @@ def test_no_almanac_tick_counts_blocks_and_unstamped_almanac_is_tick_zero() -> N
     assert grant_of(chain, 1)["grant"]["valid_to_tick"] == 4
     _refused(chain, R1, submit_request(request(R1, 2, deadline=2)), "deadline_passed",
              "submit_request: request.deadline_tick 2 is before the current tick 3")
-    stamped = Chain(Compute(ALMANAC))
+    stamped = Chain(Compute(ALMANAC), tick=None)
     assert isinstance(stamped.one(R1, submit_request(request(R1, 1, deadline=0))), Applied)
     stamped.block()
     stamped.block()
-    assert status(stamped, 1) == "open"  # tick stays 0 until the first stamp
+    assert status(stamped, 1) == "open"  # nothing lapses until the first stamp
     stamped.block(tick=1)
     assert status(stamped, 1) == "lapsed"
+
+
+def test_nothing_clears_before_the_first_stamp() -> None:
+    chain = Chain(Compute(ALMANAC), tick=None)
+    chain.one(P1, register_provider(card(P1)))
+    results, produced = chain.block((R1, [submit_request(request(R1, 1, duration=5)),
+                                          submit_request(request(R1, 2, deadline=0))]))
+    assert all(isinstance(r, Applied) for r in results)
+    # Tick 0 is no time: a grant now would be valid to tick 5 and expire at the first stamp.
+    assert produced is None
+    assert (status(chain, 1), status(chain, 2)) == ("open", "open")
+    assert chain.c.query("head", {})["live_grants"] == 0
+    _, produced = chain.block(tick=50)
+    # At the first stamp request 2 lapses (deadline 0) and request 1 gets 5 ticks from 50.
+    assert [e[4] for e in chain.events(produced)] == ["lapse", "grant"]
+    assert (grant_of(chain, 1)["granted_tick"], grant_of(chain, 1)["grant"]["valid_to_tick"]
+            ) == (50, 55)
+
+
+def test_executor_clears_only_after_the_first_stamp() -> None:
+    from coalitiond.commands import Acl
+    from coalitiond.components.executor import Executor, Stamp
+    from coalitiond.member_commands import MemberCommand
+
+    component = Compute.from_params({"follow_almanac": ALMANAC})
+    executor = Executor(COMMITTEE, Acl.allow([P1.public, R1.public]), component,
+                        follow_almanac=ALMANAC)
+    register = Envelope.sign(P1, COMMITTEE, 1, [register_provider(card(P1))]).raw
+    submit = Envelope.sign(R1, COMMITTEE, 1, [submit_request(request(R1, 1, duration=3))]).raw
+    result = executor.apply_block(1, b"\x01" * 32, [register, submit])
+    assert [o.status for o in result.outcomes] == ["applied"] * 2
+    assert [decode(e.data)[4] for e in result.entries] == ["register_provider",
+                                                           "submit_request"]
+    stamp = MemberCommand.make(COMMITTEE, "stamp",
+                               Stamp(ALMANAC, 20, 21, b"\x0b" * 32).to_args()).raw
+    result = executor.apply_block(2, b"\x02" * 32, [stamp])
+    assert [(decode(e.data)[4], decode(e.data)[5]["grant"]["valid_to_tick"])
+            for e in result.entries] == [("grant", 23)]
 
 
 def test_entries_are_numbered_across_commands_and_blocks() -> None:
@@ -678,6 +790,22 @@ def test_malformed_snapshots_change_nothing(edit: Any, message: str) -> None:
         chain.c.restore(b"\x00garbage")
 
 
+def test_snapshot_with_a_quote_bound_to_another_provider_is_refused() -> None:
+    chain = _populated()
+    before = chain.c.snapshot()
+
+    def steal(obj: list[Any]) -> None:
+        for i, leaf in enumerate(obj[5]):
+            key, value = decode(leaf)
+            if key == encode(["provider", P1.public]):
+                value["card"]["tdx_quote"] = bound(QUOTE_V4, P2)
+                obj[5][i] = encode([key, value])
+    with pytest.raises(MalformedSnapshot) as info:
+        chain.c.restore(_snapshot_with(chain, steal))
+    assert str(info.value).endswith(".card.tdx_quote is not bound to its provider_id")
+    assert chain.c.snapshot() == before
+
+
 def test_snapshot_with_live_grant_of_missing_provider_is_refused() -> None:
     chain = _populated()
 
@@ -733,8 +861,9 @@ def _commands(block: tuple[int, list[Any]], tick: int) -> list[tuple[SigningKey,
             if name == "deregister_provider":
                 out.append((key, [deregister_provider()]))
                 continue
+            quote = QUOTES[q]
             c = ProviderCard(key.public, Capabilities(cpu, 4096, 10, tdx or q > 0, ()), rate,
-                             QUOTES[q])
+                             None if quote is None else bound(quote, key))
             out.append((key, [Command(name, {"card": c.to_command_wire()})]))
         else:
             name, j, n, cpu, m, tdx, duration, slack = op
@@ -846,7 +975,7 @@ def test_executor_stamps_drive_clearing_and_log_entries() -> None:
 # -- golden vectors: changing any of these changes the signature "compute/1" -------------------
 
 
-GOLDEN_ROOT: Final = "56bddc68654760365a24f1e23daf75dc373fa125a997c0bb402fc50616b9a974"
+GOLDEN_ROOT: Final = "c17df469f8866ec824b7dc4392c1355447306edc7e1b80fc317a7c452fdc1632"
 
 
 def _golden_chain() -> Chain:

@@ -1,23 +1,34 @@
-"""Full DCAP verification of provider quotes before voting (`coalitiond.compute_quotes`),
-with the real Intel-signed quotes and collateral at their fixed verification times."""
+"""Full DCAP verification of provider quotes before voting (`coalitiond.compute_quotes`):
+the real Intel-signed quotes and collateral at their fixed verification times, and re-signed
+quotes (tests/tdx_resign.py, a test root CA) carrying the provider binding in REPORTDATA."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import SHARED_TESTDATA
+from tdx_resign import NOW as RESIGN_NOW
+from tdx_resign import ResignPki
 
+from coalitiond.attestation import dcap
 from coalitiond.attestation.collateral import CollateralCache
 from coalitiond.attestation.dcap import DcapPolicy
+from coalitiond.attestation.gate import Verifier
 from coalitiond.commands import Command, Envelope, InvalidCommand
 from coalitiond.components.compute import (
     Capabilities,
+    Compute,
     ComputeRequest,
     ProviderCard,
     deregister_provider,
+    provider_quote_binding,
+    quote_mr_td,
+    quote_report_data,
     refresh_provider,
     register_provider,
     submit_request,
@@ -156,16 +167,110 @@ def test_policy_refuses_malformed_allow_list() -> None:
         ProviderQuotePolicy(allowed_mr_td=frozenset({b"\x01" * 32}))
 
 
+# -- provider binding, with re-signed quotes under a test root ------------------------------
+#
+# The real quotes in testdata/tdx/ cannot carry our binding, so these quotes are re-signed by
+# tests/tdx_resign.py: validly signed under a throwaway root CA, with chosen REPORTDATA.
+
+RESIGNED_MRTD = b"\x42" * 48
+OTHER = SigningKey(b"\x06" * 32)
+
+
+@pytest.fixture(scope="module")
+def pki() -> ResignPki:
+    return ResignPki()
+
+
+@pytest.fixture
+def test_root(pki: ResignPki) -> Verifier:
+    return functools.partial(dcap.verify_under_test_root, root_der=pki.root_der)
+
+
+@pytest.fixture
+def resigned_cache(tmp_path: Path, pki: ResignPki) -> CollateralCache:
+    (tmp_path / f"{FMSPC}.json").write_text(pki.collateral())
+    return CollateralCache(tmp_path)
+
+
+def bound_quote(pki: ResignPki, key: SigningKey, tail: bytes = bytes(32)) -> bytes:
+    return pki.quote(mr_td=RESIGNED_MRTD,
+                     report_data=provider_quote_binding(key.public) + tail)
+
+
+def card_of(key: SigningKey, quote: bytes) -> ProviderCard:
+    return ProviderCard(key.public, Capabilities(1000, 1024, 1, True, ()), 1, quote)
+
+
+def test_bound_quote_is_accepted_by_the_component_and_verifies(
+        pki: ResignPki, test_root: Verifier, resigned_cache: CollateralCache) -> None:
+    quote = bound_quote(pki, PROVIDER, tail=b"\x99" * 32)
+    assert quote_mr_td(quote) == RESIGNED_MRTD
+    assert quote_report_data(quote)[:32] == provider_quote_binding(PROVIDER.public)
+    Compute().check(PROVIDER.public, register_provider(card_of(PROVIDER, quote)))
+    assert verify_provider_quote(quote, resigned_cache, RESIGN_NOW, provider_id=PROVIDER.public,
+                                 verifier=test_root) == RESIGNED_MRTD
+    vote_check(register_provider(card_of(PROVIDER, quote)), resigned_cache, RESIGN_NOW,
+               verifier=test_root)
+    # The harness's root is not Intel's: the production verifier refuses the same quote.
+    with pytest.raises(ProviderQuoteRefused):
+        verify_provider_quote(quote, resigned_cache, RESIGN_NOW, provider_id=PROVIDER.public)
+
+
+def test_another_providers_quote_is_refused(pki: ResignPki, test_root: Verifier,
+                                            resigned_cache: CollateralCache) -> None:
+    quote = bound_quote(pki, PROVIDER)  # genuine and valid, but PROVIDER's
+    stolen = card_of(OTHER, quote)
+    with pytest.raises(InvalidCommand) as refused:
+        Compute().check(OTHER.public, register_provider(stolen))
+    assert refused.value.reason == "quote_not_bound"
+    with pytest.raises(ProviderQuoteRefused) as info:
+        verify_provider_quote(quote, resigned_cache, RESIGN_NOW, provider_id=OTHER.public,
+                              verifier=test_root)
+    assert (info.value.reason, info.value.detail) == (
+        "quote_not_bound", f"REPORTDATA[0..32] is not the binding of provider "
+        f"{OTHER.public.hex()}")
+    for make in (register_provider, refresh_provider):
+        with pytest.raises(ProviderQuoteRefused) as info:
+            vote_check(make(stolen), resigned_cache, RESIGN_NOW, verifier=test_root)
+        assert info.value.reason == "quote_not_bound"
+
+
+def test_real_quotes_bind_no_provider(v4_cache: CollateralCache) -> None:
+    # Genuine Intel-signed, but its REPORTDATA is not our binding: no provider may use it.
+    with pytest.raises(ProviderQuoteRefused) as info:
+        vote_check(register_provider(card(QUOTE_V4)), v4_cache, NOW_V4)
+    assert info.value.reason == "quote_not_bound"
+
+
+def test_verified_reportdata_must_be_the_parsed_one(
+        pki: ResignPki, test_root: Verifier, resigned_cache: CollateralCache) -> None:
+    def lying(*args: Any, **kw: Any) -> Any:
+        return dataclasses.replace(test_root(*args, **kw), report_data=bytes(64))
+
+    quote = bound_quote(pki, PROVIDER)
+    with pytest.raises(ProviderQuoteRefused) as info:
+        verify_provider_quote(quote, resigned_cache, RESIGN_NOW, provider_id=PROVIDER.public,
+                              verifier=lying)
+    assert info.value.reason == "report_data_mismatch"
+
+
 # -- vote_check ------------------------------------------------------------------------------
 
 
-def test_vote_check_verifies_quotes_in_register_and_refresh(v4_cache: CollateralCache) -> None:
+def test_vote_check_verifies_quotes_in_register_and_refresh(
+        pki: ResignPki, test_root: Verifier, resigned_cache: CollateralCache) -> None:
+    quote = bound_quote(pki, PROVIDER)
     for make in (register_provider, refresh_provider):
-        vote_check(make(card(QUOTE_V4)), v4_cache, NOW_V4)
-        with pytest.raises(ProviderQuoteRefused):
-            vote_check(make(card(flipped(QUOTE_V4, 48 + 136))), v4_cache, NOW_V4)
-        with pytest.raises(ProviderQuoteRefused):
-            vote_check(make(card(QUOTE_V4)), v4_cache, NOW_V4 + 2 * 86400)
+        vote_check(make(card_of(PROVIDER, quote)), resigned_cache, RESIGN_NOW,
+                   verifier=test_root)
+        with pytest.raises(ProviderQuoteRefused) as info:  # MR_TD no longer signed
+            vote_check(make(card_of(PROVIDER, flipped(quote, 48 + 136))), resigned_cache,
+                       RESIGN_NOW, verifier=test_root)
+        assert info.value.reason == "quote_invalid"
+        with pytest.raises(ProviderQuoteRefused) as info:
+            vote_check(make(card_of(PROVIDER, quote)), resigned_cache, RESIGN_NOW + 31 * 86400,
+                       verifier=test_root)
+        assert info.value.reason == "collateral_expired"
 
 
 def test_vote_check_passes_commands_without_quotes(tmp_path: Path) -> None:
@@ -184,28 +289,33 @@ def test_vote_check_refuses_a_malformed_card(v4_cache: CollateralCache) -> None:
     assert info.value.reason == "bad_args"
 
 
-def test_vote_check_envelopes_checks_every_command(v4_cache: CollateralCache) -> None:
-    good = Envelope.sign(PROVIDER, COMMITTEE, 1, [register_provider(card(QUOTE_V4))])
-    bad = Envelope.sign(PROVIDER, COMMITTEE, 2, [deregister_provider(),
-                                                 refresh_provider(card(flipped(QUOTE_V4, 700)))])
-    vote_check_envelopes([good], v4_cache, NOW_V4)
+def test_vote_check_envelopes_checks_every_command(
+        pki: ResignPki, test_root: Verifier, resigned_cache: CollateralCache) -> None:
+    quote = bound_quote(pki, PROVIDER)
+    good = Envelope.sign(PROVIDER, COMMITTEE, 1, [register_provider(card_of(PROVIDER, quote))])
+    bad = Envelope.sign(PROVIDER, COMMITTEE, 2, [
+        deregister_provider(), refresh_provider(card_of(PROVIDER, flipped(quote, 700)))])
+    vote_check_envelopes([good], resigned_cache, RESIGN_NOW, verifier=test_root)
     with pytest.raises(ProviderQuoteRefused):
-        vote_check_envelopes([good, bad], v4_cache, NOW_V4)
+        vote_check_envelopes([good, bad], resigned_cache, RESIGN_NOW, verifier=test_root)
 
 
-def test_driver_refuses_to_vote_for_a_bad_quote(v4_cache: CollateralCache) -> None:
+def test_driver_refuses_to_vote_for_a_bad_quote(
+        pki: ResignPki, test_root: Verifier, resigned_cache: CollateralCache) -> None:
     from coalitiond.compute_quotes import ProviderQuoteDriver
     from coalitiond.member_commands import MemberCommand
 
-    clock = [float(NOW_V4)]
-    driver = ProviderQuoteDriver(v4_cache, wall=lambda: clock[0])
+    clock = [float(RESIGN_NOW)]
+    driver = ProviderQuoteDriver(resigned_cache, wall=lambda: clock[0], verifier=test_root)
     assert driver.checks_envelopes
-    good = Envelope.sign(PROVIDER, COMMITTEE, 1, [register_provider(card(QUOTE_V4))])
-    bad = Envelope.sign(PROVIDER, COMMITTEE, 2, [register_provider(card(flipped(QUOTE_V4, 700)))])
+    quote = bound_quote(pki, PROVIDER)
+    good = Envelope.sign(PROVIDER, COMMITTEE, 1, [register_provider(card_of(PROVIDER, quote))])
+    bad = Envelope.sign(PROVIDER, COMMITTEE, 2, [
+        register_provider(card_of(PROVIDER, flipped(quote, 700)))])
     assert driver.vote_check(good) is None
     reason = driver.vote_check(bad)
     assert reason is not None and reason.startswith("provider quote refused: quote_invalid: ")
     assert driver.vote_check(MemberCommand.make(COMMITTEE, "stamp", {})) is None
-    clock[0] += 2 * 86400  # the collateral has expired at this member's clock
+    clock[0] += 31 * 86400  # the collateral has expired at this member's clock
     reason = driver.vote_check(good)
     assert reason is not None and reason.startswith("provider quote refused: collateral_expired")

@@ -52,8 +52,11 @@ def test_devnet_shows_each_components_activity(tmp_path: Path, component: str,
                                                shows: object) -> None:
     d = tmp_path / component
     rate = {"chronicle": "120", "compute": "4"}.get(component, "20")
+    # Compute grants wait for the first tick of the Almanac started alongside: give it time
+    # on a loaded 2-core machine.
+    duration = "15" if component == "compute" else "7"
     r = subprocess.run([sys.executable, "-m", "coalitiond", "devnet", "--members", "3",
-                        "--component", component, "--dir", str(d), "--duration", "7",
+                        "--component", component, "--dir", str(d), "--duration", duration,
                         "--rate", rate, "--base-port", str(devnet_base_port(3, span=23))],
                        capture_output=True, text=True, timeout=300, check=False)
     out = r.stdout

@@ -223,6 +223,8 @@ async def test_bad_parameters_absent_things_and_oversize_ranges(tmp_path: Path) 
              "new: no tree of size"),
             ("/v1/entries", {"size": str(size + 1000)}, "size: no tree of size"),
             ("/v1/nothing", {}, "no route /v1/nothing"),
+            # A well-formed read of something the component does not hold (QueryNotFound).
+            ("/v1/state/entry", {"index": "99"}, "entry: no entry 99 (the feed has"),
         ]
         for path, params, message in absent:
             r = await http.get(path, params=params)

@@ -884,6 +884,7 @@ class Compute(Component):
         if self.follow_almanac is not None and ctx.tick is None:
             # No stamp yet: tick 0 is not a time. Clearing now would give grants `valid_to`
             # = duration, all expiring at the first real stamp; nothing clears until then.
+            self._compact_deadline_heap()
             return None
         tick = self.now(ctx)
         first = self.entry_count
@@ -892,16 +893,15 @@ class Compute(Component):
             _, _, rid = heapq.heappop(self._expiry_heap)
             entries.append(self._entry(ctx, "expiry", self._expire(rid, ctx.height)))
         while self._deadline_heap and self._deadline_heap[0][0] < tick:
-            _, _, rid = heapq.heappop(self._deadline_heap)
+            _, seq, rid = heapq.heappop(self._deadline_heap)
             record = self._requests.get(rid)
-            if record is None or record.status != OPEN:
-                continue  # granted or cancelled since it was pushed
+            if record is None or record.status != OPEN or record.seq != seq:
+                # Granted or cancelled since it was pushed, or pruned and its id submitted
+                # again (a new request with its own seq and deadline entry).
+                continue
             self._close_request(record, LAPSED, ctx.height)
             entries.append(self._entry(ctx, "lapse", {"request_id": rid}))
-        if len(self._deadline_heap) > 2 * len(self._open) + 64:
-            # Drop the entries of requests that left `open` (bounded memory); the pop order
-            # is by unique (deadline, seq), so the rebuild changes no outcome.
-            self._deadline_heap = self._fresh_deadline_heap()
+        self._compact_deadline_heap()
         if self._clearing_due:
             entries.extend(self._clear(ctx, tick))
             self._clearing_due = False
@@ -1050,6 +1050,12 @@ class Compute(Component):
         if grant is not None:
             del self._by_grant_id[grant.grant.grant_id]
             self._set_leaf(_key("grant", rid), None)
+
+    def _compact_deadline_heap(self) -> None:
+        """Drop the entries of requests that left `open` (bounded memory, also before the
+        first stamp); the pop order is by unique (deadline, seq), so this changes no outcome."""
+        if len(self._deadline_heap) > 2 * len(self._open) + 64:
+            self._deadline_heap = self._fresh_deadline_heap()
 
     def _fresh_deadline_heap(self) -> list[tuple[int, int, bytes]]:
         heap = [(self._requests[rid].request.deadline_tick, seq, rid)
