@@ -19,6 +19,7 @@ member never verifies, let alone votes for, someone else's quote.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -142,6 +143,11 @@ def vote_check_envelopes(envelopes: Sequence[Envelope], collateral: CollateralSo
             vote_check(command, collateral, now, policy, verifier=verifier)
 
 
+#: How long a provider-quote verdict is reused, and how many are kept.
+VERDICT_TTL_S: Final = 60
+MAX_CACHED_VERDICTS: Final = 1024
+
+
 class ProviderQuoteDriver(Driver):
     """`vote_check` in the shape of the member's driver hook (`coalitiond.node.drivers`):
     a compute member adds one so it never votes for a block holding a provider quote that
@@ -155,13 +161,26 @@ class ProviderQuoteDriver(Driver):
         self.policy = policy or ProviderQuotePolicy()
         self._wall = wall
         self._verifier = verifier
+        #: envelope id -> (verdict, unix second it was reached): a proposal retried every
+        #: view costs one DCAP verification (~1 ms on the event loop) per minute, not per view.
+        self._verdicts: OrderedDict[bytes, tuple[str | None, int]] = OrderedDict()
 
     def vote_check(self, command: Checked) -> str | None:
         if not isinstance(command, Envelope):
             return None
+        now = int(self._wall())
+        cached = self._verdicts.get(command.envelope_id)
+        if cached is not None and now - cached[1] < VERDICT_TTL_S:
+            return cached[0]
+        verdict: str | None = None
         try:
-            vote_check_envelopes([command], self.collateral, int(self._wall()), self.policy,
+            vote_check_envelopes([command], self.collateral, now, self.policy,
                                  verifier=self._verifier)
         except (ProviderQuoteRefused, InvalidCommand) as exc:
-            return str(exc)
-        return None
+            verdict = str(exc)
+        if any(c.op in QUOTED_OPS for c in command.commands):
+            self._verdicts[command.envelope_id] = (verdict, now)
+            self._verdicts.move_to_end(command.envelope_id)
+            while len(self._verdicts) > MAX_CACHED_VERDICTS:
+                self._verdicts.popitem(last=False)
+        return verdict

@@ -319,3 +319,23 @@ def test_driver_refuses_to_vote_for_a_bad_quote(
     clock[0] += 31 * 86400  # the collateral has expired at this member's clock
     reason = driver.vote_check(good)
     assert reason is not None and reason.startswith("provider quote refused: collateral_expired")
+
+
+def test_driver_reuses_a_verdict_for_a_minute(
+        pki: ResignPki, test_root: Verifier, resigned_cache: CollateralCache) -> None:
+    from coalitiond.compute_quotes import VERDICT_TTL_S, ProviderQuoteDriver
+
+    calls = []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return test_root(*args, **kwargs)
+
+    clock = [float(RESIGN_NOW)]
+    driver = ProviderQuoteDriver(resigned_cache, wall=lambda: clock[0], verifier=counting)
+    good = Envelope.sign(PROVIDER, COMMITTEE, 1, [
+        register_provider(card_of(PROVIDER, bound_quote(pki, PROVIDER)))])
+    assert driver.vote_check(good) is None and driver.vote_check(good) is None
+    assert len(calls) == 1  # a proposal retried every view verifies once
+    clock[0] += VERDICT_TTL_S
+    assert driver.vote_check(good) is None and len(calls) == 2
