@@ -31,7 +31,7 @@ Snapshot: `["almanac-snapshot", 1, base, [frontier hashes], [tick bytes…]]` (d
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Final
@@ -54,6 +54,8 @@ from .base import (
     QueryError,
     QueryNotFound,
     Refused,
+    expect_args,
+    is_uint,
     register,
 )
 
@@ -86,10 +88,6 @@ _PARAM_KEYS: Final = frozenset({"tick_interval_ms"})
 _TICK_ARGS: Final = frozenset({"seq", "observed_at"})
 
 
-def _uint(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-
-
 # ---------------------------------------------------------------------------------------
 # Records
 
@@ -115,7 +113,7 @@ class Observation:
     @classmethod
     def sign(cls, key: SigningKey, committee_id: bytes, member: int, seq: int,
              unix_ms: int) -> Observation:
-        if not (_uint(seq) and 1 <= seq <= MAX_SEQ and _uint(unix_ms)
+        if not (is_uint(seq) and 1 <= seq <= MAX_SEQ and is_uint(unix_ms)
                 and unix_ms <= MAX_UNIX_MS):
             raise LocalError(f"observation: seq {seq} or unix_ms {unix_ms} out of range")
         signature = key.sign(OBSERVATION_TAG, cls.signed_bytes(committee_id, seq, unix_ms))
@@ -148,11 +146,11 @@ class Observation:
         _, _, committee_id, seq, unix_ms, member, signature = obj
         if not (isinstance(committee_id, bytes) and len(committee_id) == ID_LEN):
             raise EncodingError(f"observation: committee id must be {ID_LEN} bytes")
-        if not (_uint(seq) and 1 <= seq <= MAX_SEQ):
+        if not (is_uint(seq) and 1 <= seq <= MAX_SEQ):
             raise EncodingError(f"observation: seq must be 1..{MAX_SEQ}")
-        if not (_uint(unix_ms) and unix_ms <= MAX_UNIX_MS):
+        if not (is_uint(unix_ms) and unix_ms <= MAX_UNIX_MS):
             raise EncodingError(f"observation: unix_ms must be 0..{MAX_UNIX_MS}")
-        if not (_uint(member) and member < MAX_MEMBERS):
+        if not (is_uint(member) and member < MAX_MEMBERS):
             raise EncodingError(f"observation: member must be an index 0..{MAX_MEMBERS - 1}")
         if not (isinstance(signature, bytes) and len(signature) == SIGNATURE_LEN):
             raise EncodingError(f"observation: signature must be {SIGNATURE_LEN} bytes")
@@ -196,9 +194,9 @@ class AlmanacTick:
             raise EncodingError("tick: expected [\"almanac-tick\", 1, seq, height, block, "
                                 "observed_at]")
         _, _, seq, height, block, vector = obj
-        if not (_uint(seq) and 1 <= seq <= MAX_SEQ):
+        if not (is_uint(seq) and 1 <= seq <= MAX_SEQ):
             raise EncodingError(f"tick: seq must be 1..{MAX_SEQ}")
-        if not (_uint(height) and height >= 1):
+        if not (is_uint(height) and height >= 1):
             raise EncodingError("tick: height must be >= 1")
         if not (isinstance(block, bytes) and len(block) == ID_LEN):
             raise EncodingError(f"tick: block digest must be {ID_LEN} bytes")
@@ -265,12 +263,12 @@ def parse_observed_at(vector: Any, n: int) -> tuple[ObservedAt, ...]:
         if not (isinstance(item, list) and len(item) == 3):
             raise _bad(f"observed_at[{position}] must be [member, unix_ms, signature]")
         member, unix_ms, signature = item
-        if not _uint(member):
+        if not is_uint(member):
             raise _bad(f"observed_at[{position}]: member must be an unsigned integer")
         if member >= n:
             raise _bad(f"observed_at[{position}]: member {member} is not in a committee of {n}",
                        "unknown_member")
-        if not (_uint(unix_ms) and unix_ms <= MAX_UNIX_MS):
+        if not (is_uint(unix_ms) and unix_ms <= MAX_UNIX_MS):
             raise _bad(f"observed_at[{position}]: unix_ms must be 0..{MAX_UNIX_MS}")
         if not (isinstance(signature, bytes) and len(signature) == SIGNATURE_LEN):
             raise _bad(f"observed_at[{position}]: signature must be {SIGNATURE_LEN} bytes")
@@ -387,7 +385,7 @@ class Almanac(Component):
     signature = "almanac/1"
 
     def __init__(self, tick_interval_ms: int) -> None:
-        if not (_uint(tick_interval_ms)
+        if not (is_uint(tick_interval_ms)
                 and MIN_TICK_INTERVAL_MS <= tick_interval_ms <= MAX_TICK_INTERVAL_MS):
             raise OperatorError(f"component.tick_interval_ms: must be "
                                 f"{MIN_TICK_INTERVAL_MS}..{MAX_TICK_INTERVAL_MS}")
@@ -449,7 +447,7 @@ class Almanac(Component):
         if set(args) != _TICK_ARGS:
             raise _bad("args must be exactly {seq, observed_at}")
         seq = args["seq"]
-        if not (_uint(seq) and 1 <= seq <= MAX_SEQ):
+        if not (is_uint(seq) and 1 <= seq <= MAX_SEQ):
             raise _bad(f"seq must be 1..{MAX_SEQ}")
         return seq, parse_observed_at(args["observed_at"], self._bound().n)
 
@@ -517,26 +515,26 @@ class Almanac(Component):
 
     def query(self, name: str, args: Mapping[str, Any]) -> Any:
         if name == "head":
-            _expect_args(name, args, set())
+            expect_args(name, args, set())
             return {"seq": self._latest, "oldest": self.oldest_seq if self._ticks else None,
                     "window": TICK_WINDOW, "tree_root": self._tree.root(),
                     "state_root": self.state_root()}
         if name == "latest":
-            _expect_args(name, args, set())
+            expect_args(name, args, set())
             return self._read(self._latest) if self._latest else None
         if name == "tick":
-            _expect_args(name, args, {"seq"})
+            expect_args(name, args, {"seq"})
             seq = self._held_seq(args["seq"])
             encoded = self._ticks[seq - self.oldest_seq]
             return {"tick": self._read(seq), "encoded": encoded,
                     "state_proof": self._state_proof(encoded, seq - 1)}
         if name == "since":
-            _expect_args(name, args, {"seq"}, {"limit"})
+            expect_args(name, args, {"seq"}, {"limit"})
             after = args["seq"]
-            if not _uint(after):
+            if not is_uint(after):
                 raise QueryError("since: seq must be an unsigned integer")
             limit = args.get("limit", MAX_QUERY_TICKS)
-            if not (_uint(limit) and 0 < limit <= MAX_QUERY_TICKS):
+            if not (is_uint(limit) and 0 < limit <= MAX_QUERY_TICKS):
                 raise QueryError(f"since: limit must be 1..{MAX_QUERY_TICKS}")
             first = max(after + 1, self.oldest_seq)
             start = first - self.oldest_seq
@@ -549,7 +547,7 @@ class Almanac(Component):
         raise QueryError(f"unknown almanac query {name!r} (known: head, latest, since, tick)")
 
     def _held_seq(self, seq: Any) -> int:
-        if not (_uint(seq) and seq >= 1):
+        if not (is_uint(seq) and seq >= 1):
             raise QueryError("tick: seq must be an integer >= 1")
         if seq > self._latest:
             raise QueryNotFound(f"tick: no tick {seq} yet (the latest is {self._latest})")
@@ -588,7 +586,7 @@ class Almanac(Component):
             raise MalformedSnapshot("almanac snapshot: expected [\"almanac-snapshot\", 1, base, "
                                     "[frontier hashes], [tick bytes]]")
         _, _, base, frontier, rows = obj
-        if not (_uint(base) and base <= MAX_SEQ):
+        if not (is_uint(base) and base <= MAX_SEQ):
             raise MalformedSnapshot("almanac snapshot: base must be an unsigned integer")
         if len(rows) > TICK_WINDOW or (base > 0 and len(rows) != TICK_WINDOW):
             raise MalformedSnapshot(f"almanac snapshot: holds {len(rows)} ticks after {base}; "
@@ -630,11 +628,3 @@ def _tick_from_snapshot(committee: CommitteeSpec, seq: int, row: Any) -> Almanac
     except InvalidCommand as exc:
         raise bad(str(exc)) from None
     return tick
-
-
-def _expect_args(name: str, args: Mapping[str, Any], required: set[str],
-                 optional: Iterable[str] = ()) -> None:
-    keys = set(args)
-    if not required <= keys or keys - required - set(optional):
-        allowed = sorted(required | set(optional))
-        raise QueryError(f"{name}: arguments must be {allowed}, got {sorted(keys)}")

@@ -48,6 +48,9 @@ from .base import (
     QueryError,
     QueryNotFound,
     Refused,
+    expect_args,
+    is_id,
+    is_uint,
     register,
     state_proof,
 )
@@ -93,14 +96,6 @@ CARD_FIELDS: Final = ("citizen_id", "role", "endpoint_hints", "ticket_issuance_r
 _PARAM_KEYS: Final = frozenset({"citizens", "follow_almanac"})
 
 
-def _uint(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-
-
-def _is_id(x: Any) -> bool:
-    return isinstance(x, bytes) and len(x) == ID_LEN
-
-
 def _bad_args(op: str, detail: str) -> InvalidCommand:
     return InvalidCommand(f"{op}: {detail}", reason="bad_args")
 
@@ -141,7 +136,7 @@ class CitizenCard:
         if not (isinstance(card, dict) and set(card) == set(CARD_FIELDS)):
             raise _bad_args(op, f"card must be a map of exactly {{{', '.join(CARD_FIELDS)}}}")
         citizen_id, role = card["citizen_id"], card["role"]
-        if not _is_id(citizen_id):
+        if not is_id(citizen_id):
             raise _bad_args(op, f"card.citizen_id must be {ID_LEN} bytes")
         if not isinstance(role, str):
             raise _bad_args(op, "card.role must be text")
@@ -166,7 +161,7 @@ class CitizenCard:
         if len(set(hints)) != len(hints):
             raise _bad_args(op, "card.endpoint_hints lists a hint twice")
         root = card["ticket_issuance_root"]
-        if root is not None and not _is_id(root):
+        if root is not None and not is_id(root):
             raise _bad_args(op, f"card.ticket_issuance_root must be {ID_LEN} bytes or null")
         pins = card["mrtd_pins"]
         if not isinstance(pins, list):
@@ -179,7 +174,7 @@ class CitizenCard:
         if len(set(pins)) != len(pins):
             raise _bad_args(op, "card.mrtd_pins lists a pin twice")
         version = card["schema_version"]
-        if not (_uint(version) and version <= MAX_SCHEMA_VERSION):
+        if not (is_uint(version) and version <= MAX_SCHEMA_VERSION):
             raise _bad_args(op, f"card.schema_version must be an integer 0..{MAX_SCHEMA_VERSION}")
         metadata = card["metadata"]
         if not isinstance(metadata, dict):
@@ -269,7 +264,7 @@ class Atlas(Component):
             raise OperatorError(f"component.citizens: more than {MAX_CATALOGUE} citizens")
         operators: dict[bytes, bytes] = {}
         for entry in catalogue:
-            if not (_is_id(entry.stable_id) and isinstance(entry.operator_key, bytes)
+            if not (is_id(entry.stable_id) and isinstance(entry.operator_key, bytes)
                     and len(entry.operator_key) == PUBLIC_KEY_LEN):
                 raise OperatorError("component.citizens: each citizen is [32-byte stable id, "
                                     "32-byte operator key]")
@@ -293,7 +288,7 @@ class Atlas(Component):
         if unknown:
             raise OperatorError(f"component.{unknown[0]}: unknown key for an atlas")
         follow = params.get("follow_almanac")
-        if follow is not None and not _is_id(follow):
+        if follow is not None and not is_id(follow):
             raise OperatorError("component.follow_almanac: must be a 32-byte committee id")
         raw = params.get("citizens")
         if not isinstance(raw, list | tuple):
@@ -333,9 +328,9 @@ class Atlas(Component):
             if set(args) != {"citizen_id", "replacement"}:
                 raise _bad_args(RETIRE_OP, "args must be exactly {citizen_id, replacement}")
             citizen, replacement = args["citizen_id"], args["replacement"]
-            if not _is_id(citizen):
+            if not is_id(citizen):
                 raise _bad_args(RETIRE_OP, f"citizen_id must be {ID_LEN} bytes")
-            if replacement is not None and not _is_id(replacement):
+            if replacement is not None and not is_id(replacement):
                 raise _bad_args(RETIRE_OP, f"replacement must be {ID_LEN} bytes or null")
             if replacement == citizen:
                 raise _bad_args(RETIRE_OP, "a citizen cannot be its own replacement")
@@ -415,14 +410,14 @@ class Atlas(Component):
 
     def query(self, name: str, args: Mapping[str, Any]) -> Any:
         if name == "head":
-            _expect_args(name, args, set())
+            expect_args(name, args, set())
             return {"count": len(self._records), "catalogued": len(self.catalogue),
                     "changes": self._changes, "tree_root": self._current_tree().root(),
                     "state_root": self.state_root()}
         if name == "card":
-            _expect_args(name, args, {"citizen_id"})
+            expect_args(name, args, {"citizen_id"})
             citizen = args["citizen_id"]
-            if not _is_id(citizen):
+            if not is_id(citizen):
                 raise QueryError(f"card: citizen_id must be {ID_LEN} bytes")
             if citizen not in self._operators:
                 raise QueryNotFound(f"card: citizen {citizen.hex()} is not catalogued")
@@ -435,9 +430,9 @@ class Atlas(Component):
                     "state_proof": state_proof(leaf, index, self._current_tree(),
                                                self._root_preimage())}
         if name == "cards":
-            _expect_args(name, args, set(), {"after", "limit"})
+            expect_args(name, args, set(), {"after", "limit"})
             after = args.get("after")
-            if after is not None and not _is_id(after):
+            if after is not None and not is_id(after):
                 raise QueryError(f"cards: after must be {ID_LEN} bytes or null")
             limit = _limit(name, args)
             ids = [k for k in self._sorted_ids() if after is None or k > after]
@@ -446,12 +441,12 @@ class Atlas(Component):
                     "next": page[-1] if len(ids) > limit else None,
                     "count": len(self._records)}
         if name == "changes":
-            _expect_args(name, args, {"since_height"}, {"after", "limit"})
+            expect_args(name, args, {"since_height"}, {"after", "limit"})
             since = args["since_height"]
             after = args.get("after", _PAST_EVERY_ID)
-            if not _uint(since):
+            if not is_uint(since):
                 raise QueryError("changes: since_height must be an unsigned integer")
-            if not _is_id(after):
+            if not is_id(after):
                 raise QueryError(f"changes: after must be {ID_LEN} bytes")
             limit = _limit(name, args)
             cursor = (since, after)
@@ -494,7 +489,7 @@ class Atlas(Component):
             previous = record.citizen_id
             records[record.citizen_id] = record
         # Every record is the result of at least one change.
-        if not (_uint(changes) and changes >= len(records)):
+        if not (is_uint(changes) and changes >= len(records)):
             raise MalformedSnapshot("atlas snapshot: change count must be an unsigned integer "
                                     "at least the number of cards")
         # Swap only once everything validated: a bad snapshot leaves the state as it was.
@@ -527,12 +522,12 @@ class Atlas(Component):
             raise bad(f"citizen {citizen.hex()} is not catalogued")
         if not isinstance(retired, bool):
             raise bad("retired must be a boolean")
-        if replacement is not None and not (retired and _is_id(replacement)
+        if replacement is not None and not (retired and is_id(replacement)
                                             and replacement != citizen):
             raise bad("replacement must be null, or another 32-byte id of a retired card")
-        if not (_uint(height) and height >= 1):
+        if not (is_uint(height) and height >= 1):
             raise bad("changed_height must be an integer >= 1")
-        if tick is not None and not _uint(tick):
+        if tick is not None and not is_uint(tick):
             raise bad("changed_tick must be an unsigned integer or null")
         record = CardRecord(card, retired, replacement, height, tick)
         if record.leaf() != data:
@@ -540,17 +535,9 @@ class Atlas(Component):
         return record
 
 
-def _expect_args(name: str, args: Mapping[str, Any], required: set[str],
-                 optional: set[str] | frozenset[str] = frozenset()) -> None:
-    keys = set(args)
-    if not required <= keys or keys - required - set(optional):
-        allowed = sorted(required | set(optional))
-        raise QueryError(f"{name}: arguments must be {allowed}, got {sorted(keys)}")
-
-
 def _limit(name: str, args: Mapping[str, Any]) -> int:
     limit = args.get("limit", MAX_QUERY_CARDS)
-    if not (_uint(limit) and 0 < limit <= MAX_QUERY_CARDS):
+    if not (is_uint(limit) and 0 < limit <= MAX_QUERY_CARDS):
         raise QueryError(f"{name}: limit must be 1..{MAX_QUERY_CARDS}")
     return int(limit)
 

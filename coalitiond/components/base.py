@@ -32,7 +32,7 @@ Life cycle, driven by the executor (`coalitiond.components.executor`):
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
 
@@ -41,7 +41,7 @@ from ..commands import Command, Envelope, InvalidCommand
 from ..committee import CommitteeSpec
 from ..encoding import encode
 from ..errors import LocalError, OperatorError, RemoteError
-from ..identity import hash_structure
+from ..identity import ID_LEN, hash_structure
 from ..member_commands import MemberCommand
 from ..merkle import MemoryTree, inclusion_path
 from ..verify import merkle_root
@@ -195,6 +195,28 @@ def check_state_proof(proof: Any, component_root: bytes) -> bytes:
     if not merkle.verify_inclusion_hash(merkle.leaf_hash(leaf), index, size, path, tree_root):
         raise BadStateProof("state proof: inclusion path does not lead to the tree root")
     return leaf
+
+
+# ---------------------------------------------------------------------------------------
+# Small validators every component uses on commands, reads and snapshots
+
+
+def is_uint(x: Any) -> bool:
+    """An unsigned CBOR integer (a bool is not one)."""
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def is_id(x: Any) -> bool:
+    return isinstance(x, bytes) and len(x) == ID_LEN
+
+
+def expect_args(name: str, args: Mapping[str, Any], required: set[str],
+                optional: Iterable[str] = ()) -> None:
+    """QueryError unless `args` has every `required` key and nothing but `optional` else."""
+    keys = set(args)
+    if not required <= keys or keys - required - set(optional):
+        allowed = sorted(required | set(optional))
+        raise QueryError(f"{name}: arguments must be {allowed}, got {sorted(keys)}")
 
 
 def kv_root(items: Mapping[bytes, Any]) -> bytes:

@@ -52,6 +52,8 @@ from .base import (
     QueryError,
     QueryNotFound,
     Refused,
+    expect_args,
+    is_uint,
     register,
     state_proof,
 )
@@ -91,10 +93,6 @@ _PARAM_KEYS: Final = frozenset({"anchor_every", "anchor_sink", "follow_almanac"}
 _SINK_KEYS: Final = frozenset({"kind", "chain_id", "contract"})
 _APPEND_KEYS: Final = frozenset({"kind", "subject", "body", "evidence_pointers"})
 _EVIDENCE_BODY_KEYS: Final = frozenset({"committee", "evidence"})
-
-
-def _uint(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 def _id(x: Any) -> bool:
@@ -155,10 +153,10 @@ class ChronicleEntry:
          command_index, client) = obj
         if tag != ENTRY_TYPE or schema != ENTRY_SCHEMA or isinstance(schema, bool):
             raise MalformedEntry("chronicle entry: wrong type tag or schema")
-        if not (_uint(seq) and _uint(height) and height >= 1 and _uint(command_index)):
+        if not (is_uint(seq) and is_uint(height) and height >= 1 and is_uint(command_index)):
             raise MalformedEntry("chronicle entry: seq, height (>= 1) and command index must "
                                  "be unsigned integers")
-        if not (tick is None or _uint(tick)):
+        if not (tick is None or is_uint(tick)):
             raise MalformedEntry("chronicle entry: tick must be an unsigned integer or null")
         if not _id(envelope_id):
             raise MalformedEntry("chronicle entry: envelope id must be 32 bytes")
@@ -207,7 +205,7 @@ class ChronicleAnchor:
             raise MalformedAnchor(f"chronicle anchor: {exc}") from None
         if not (isinstance(obj, list) and len(obj) == 4 and obj[0] == ANCHOR_TYPE
                 and obj[1] == ANCHOR_SCHEMA and not isinstance(obj[1], bool)
-                and _uint(obj[2]) and _id(obj[3])):
+                and is_uint(obj[2]) and _id(obj[3])):
             raise MalformedAnchor("chronicle anchor: expected [\"chronicle-anchor\", 1, "
                                   "upto_seq, 32-byte digest]")
         return cls(obj[2], obj[3])
@@ -226,7 +224,7 @@ def recompute_anchors(entries_encodings: Sequence[bytes], anchor_every: int
                       ) -> list[ChronicleAnchor]:
     """Every anchor a Chronicle with `anchor_every` commits over these entries (in seq order,
     starting at seq 0). Pure: anyone can run it over an archive's entries."""
-    if not (_uint(anchor_every) and 0 < anchor_every <= MAX_ANCHOR_EVERY):
+    if not (is_uint(anchor_every) and 0 < anchor_every <= MAX_ANCHOR_EVERY):
         raise LocalError(f"anchor_every must be 1..{MAX_ANCHOR_EVERY}")
     anchors: list[ChronicleAnchor] = []
     previous = GENESIS_ANCHOR_DIGEST
@@ -278,7 +276,7 @@ def parse_append_fields(kind: Any, subject: Any, body: Any, pointers: Any) -> Ap
                              f"{MAX_EVIDENCE_POINTERS}", reason="too_large")
     parsed = []
     for i, p in enumerate(pointers):
-        if not (isinstance(p, list) and len(p) == 3 and _id(p[0]) and _uint(p[1])
+        if not (isinstance(p, list) and len(p) == 3 and _id(p[0]) and is_uint(p[1])
                 and p[1] >= 1 and _id(p[2])):
             raise _bad_args(f"evidence_pointers[{i}] must be [32-byte component id, height "
                             ">= 1, 32-byte block digest]")
@@ -328,7 +326,7 @@ class EvidenceBody:
                 and all(isinstance(m, bytes) and len(m) == PUBLIC_KEY_LEN for m in members)):
             raise _bad_evidence(f"committee members must be 1..{MAX_COMMITTEE_MEMBERS} "
                                 "32-byte keys")
-        if not (_uint(fault_bound) and _uint(epoch) and _id(config_digest)):
+        if not (is_uint(fault_bound) and is_uint(epoch) and _id(config_digest)):
             raise _bad_evidence("committee fault_bound and epoch must be unsigned, the config "
                                 "digest 32 bytes")
         try:
@@ -369,13 +367,13 @@ class Chronicle(Component):
 
     def __init__(self, anchor_every: int, sink_kind: str = "file", chain_id: int | None = None,
                  contract: bytes | None = None, follow_almanac: bytes | None = None) -> None:
-        if not (_uint(anchor_every) and 0 < anchor_every <= MAX_ANCHOR_EVERY):
+        if not (is_uint(anchor_every) and 0 < anchor_every <= MAX_ANCHOR_EVERY):
             raise OperatorError(f"component.anchor_every: must be 1..{MAX_ANCHOR_EVERY}")
         if sink_kind not in ANCHOR_SINK_KINDS:
             raise OperatorError(f"component.anchor_sink.kind: must be one of "
                                 f"{', '.join(ANCHOR_SINK_KINDS)}")
         if sink_kind == "evm":
-            if not (_uint(chain_id) and chain_id is not None and chain_id >= 1):
+            if not (is_uint(chain_id) and chain_id is not None and chain_id >= 1):
                 raise OperatorError("component.anchor_sink.chain_id: required for evm, >= 1")
             if not (isinstance(contract, bytes) and len(contract) == EVM_ADDRESS_LEN):
                 raise OperatorError(f"component.anchor_sink.contract: required for evm, "
@@ -515,7 +513,7 @@ class Chronicle(Component):
 
     def query(self, name: str, args: Mapping[str, Any]) -> Any:
         if name == "head":
-            _expect_args(name, args, set())
+            expect_args(name, args, set())
             last = ChronicleAnchor.decode(self._anchors[-1]) if self._anchors else None
             return {"count": len(self._entries), "tree_root": self._tree.root(),
                     "anchors": len(self._anchors), "anchor_root": self._anchor_tree.root(),
@@ -523,9 +521,9 @@ class Chronicle(Component):
                     "latest_anchor": None if last is None else last.as_read(),
                     "anchor_every": self.anchor_every, "state_root": self.state_root()}
         if name == "entry":
-            _expect_args(name, args, {"seq"})
+            expect_args(name, args, {"seq"})
             seq = args["seq"]
-            if not _uint(seq):
+            if not is_uint(seq):
                 raise QueryError("entry: seq must be an unsigned integer")
             if seq >= len(self._entries):
                 raise QueryNotFound(f"entry: no entry {seq} (the chronicle has "
@@ -535,9 +533,9 @@ class Chronicle(Component):
                     "state_proof": state_proof(encoded, seq, self._tree,
                                                self._root_preimage())}
         if name == "since":
-            _expect_args(name, args, {"seq"}, {"limit"})
+            expect_args(name, args, {"seq"}, {"limit"})
             start = args["seq"]
-            if not _uint(start):
+            if not is_uint(start):
                 raise QueryError("since: seq must be an unsigned integer")
             limit = _limit(name, args, MAX_QUERY_ENTRIES)
             seqs = range(start, min(start + limit, len(self._entries)))
@@ -545,9 +543,9 @@ class Chronicle(Component):
                                 for s in seqs],
                     "next": start + len(seqs), "count": len(self._entries)}
         if name == "anchor":
-            _expect_args(name, args, {"upto_seq"})
+            expect_args(name, args, {"upto_seq"})
             upto = args["upto_seq"]
-            if not _uint(upto):
+            if not is_uint(upto):
                 raise QueryError("anchor: upto_seq must be an unsigned integer")
             index, rest = divmod(upto + 1, self.anchor_every)
             if rest or index == 0 or index > len(self._anchors):
@@ -558,9 +556,9 @@ class Chronicle(Component):
                     "state_proof": state_proof(encoded, index - 1, self._anchor_tree,
                                                self._root_preimage())}
         if name == "anchors":
-            _expect_args(name, args, {"since"}, {"limit"})
+            expect_args(name, args, {"since"}, {"limit"})
             since = args["since"]
-            if not _uint(since):
+            if not is_uint(since):
                 raise QueryError("anchors: since must be an unsigned integer (an entry seq)")
             limit = _limit(name, args, MAX_QUERY_ANCHORS)
             # The first anchor whose upto_seq >= since.
@@ -644,17 +642,9 @@ def _entry_from_snapshot(seq: int, row: Any, previous: ChronicleEntry | None
     return entry
 
 
-def _expect_args(name: str, args: Mapping[str, Any], required: set[str],
-                 optional: frozenset[str] | set[str] = frozenset()) -> None:
-    keys = set(args)
-    if not required <= keys or keys - required - set(optional):
-        allowed = sorted(required | set(optional))
-        raise QueryError(f"{name}: arguments must be {allowed}, got {sorted(keys)}")
-
-
 def _limit(name: str, args: Mapping[str, Any], bound: int) -> int:
     limit = args.get("limit", bound)
-    if not (_uint(limit) and 0 < limit <= bound):
+    if not (is_uint(limit) and 0 < limit <= bound):
         raise QueryError(f"{name}: limit must be 1..{bound}")
     return int(limit)
 
@@ -683,7 +673,7 @@ _DEMO_KINDS: Final = ("note", "advisory", "publication")
 def demo_commands(round: int) -> list[Command]:
     """Valid appends for `coalitiond devnet --component chronicle`: one of each of note,
     advisory and publication, about a subject derived from the round number."""
-    if not _uint(round):
+    if not is_uint(round):
         raise LocalError("demo round must be an unsigned integer")
     subject = hash_structure("chronicle-demo-subject", 1, round)
     return [append_command(kind, subject, {"round": round, "kind": kind,

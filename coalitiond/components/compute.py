@@ -52,6 +52,8 @@ from .base import (
     QueryError,
     QueryNotFound,
     Refused,
+    expect_args,
+    is_uint,
     register,
     state_proof,
 )
@@ -199,10 +201,6 @@ def _td_body_offset(quote: bytes) -> int:
 
 # ---------------------------------------------------------------------------------------
 # Field readers for records from outside (commands and snapshots)
-
-
-def _uint(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 def _map(obj: Any, keys: frozenset[str], where: str) -> Mapping[str, Any]:
@@ -635,7 +633,7 @@ class Compute(Component):
         if follow_almanac is not None and not (isinstance(follow_almanac, bytes)
                                                and len(follow_almanac) == ID_LEN):
             raise OperatorError(f"component.follow_almanac: must be a {ID_LEN}-byte committee id")
-        if not (_uint(tick_interval_ms)
+        if not (is_uint(tick_interval_ms)
                 and MIN_TICK_INTERVAL_MS <= tick_interval_ms <= MAX_TICK_INTERVAL_MS):
             raise OperatorError(f"component.tick_interval_ms: must be {MIN_TICK_INTERVAL_MS}.."
                                 f"{MAX_TICK_INTERVAL_MS}")
@@ -1083,7 +1081,7 @@ class Compute(Component):
 
     def query(self, name: str, args: Mapping[str, Any]) -> Any:
         if name == "head":
-            _expect(name, args, set())
+            expect_args(name, args, set())
             keys, tree = self._tree_now()
             return {"providers": len(self._providers), "open_requests": len(self._open),
                     "live_grants": self._live, "request_records": len(self._requests),
@@ -1092,29 +1090,29 @@ class Compute(Component):
                     "tree_size": len(keys), "tree_root": tree.root(),
                     "state_root": self.state_root()}
         if name == "provider":
-            _expect(name, args, {"provider_id"})
+            expect_args(name, args, {"provider_id"})
             pid = _arg_id(name, args, "provider_id")
             if pid not in self._providers:
                 raise QueryNotFound(f"provider: no provider {pid.hex()}")
             return self._provider_read(pid)
         if name == "request":
-            _expect(name, args, {"request_id"})
+            expect_args(name, args, {"request_id"})
             rid = _arg_id(name, args, "request_id")
             if rid not in self._requests:
                 raise QueryNotFound(f"request: no request {rid.hex()}")
             return self._item_read("request", rid, self._requests[rid].to_wire())
         if name == "grant":
-            _expect(name, args, {"request_id"})
+            expect_args(name, args, {"request_id"})
             rid = _arg_id(name, args, "request_id")
             if rid not in self._grants:
                 raise QueryNotFound(f"grant: no grant for request {rid.hex()}")
             return self._item_read("grant", rid, self._grants[rid].to_wire())
         if name == "providers":
-            _expect(name, args, set())
+            expect_args(name, args, set())
             return {"providers": [self._provider_read(pid) for pid in sorted(self._providers)],
                     "state_root": self.state_root()}
         if name == "open_requests":
-            _expect(name, args, set(), {"from_seq", "limit"})
+            expect_args(name, args, set(), {"from_seq", "limit"})
             start, limit = _paging(name, args, "from_seq")
             seqs = [s for s in self._open if s >= start][:limit]
             more = len([s for s in self._open if s >= start]) > limit
@@ -1123,10 +1121,10 @@ class Compute(Component):
                                  for s in seqs],
                     "next": seqs[-1] + 1 if more else None, "state_root": self.state_root()}
         if name == "grants":
-            _expect(name, args, set(), {"since_height", "from_seq", "limit"})
+            expect_args(name, args, set(), {"since_height", "from_seq", "limit"})
             start, limit = _paging(name, args, "from_seq")
             since = args.get("since_height", 0)
-            if not _uint(since):
+            if not is_uint(since):
                 raise QueryError("grants: since_height must be an unsigned integer")
             matching = sorted((r for r in self._grants.values()
                                if r.seq >= start and r.granted_height >= since),
@@ -1166,7 +1164,7 @@ class Compute(Component):
             raise MalformedSnapshot(f"compute snapshot: {exc}") from None
         if not (isinstance(obj, list) and len(obj) == 6 and obj[0] == SNAPSHOT_TYPE
                 and obj[1] == SCHEMA and not isinstance(obj[1], bool)
-                and all(_uint(x) and x <= MAX_TICK for x in obj[2:5])
+                and all(is_uint(x) and x <= MAX_TICK for x in obj[2:5])
                 and isinstance(obj[5], list)):
             raise MalformedSnapshot("compute snapshot: expected [\"compute-snapshot\", 1, "
                                     "next_request_seq, next_grant_seq, entry_count, [leaf]]")
@@ -1308,14 +1306,6 @@ _STATE_SLOTS: Final = (
 # -- query helpers -----------------------------------------------------------------------
 
 
-def _expect(name: str, args: Mapping[str, Any], required: set[str],
-            optional: set[str] | frozenset[str] = frozenset()) -> None:
-    keys = set(args)
-    if not required <= keys or keys - required - set(optional):
-        raise QueryError(f"{name}: arguments must be {sorted(required | set(optional))}, "
-                         f"got {sorted(keys)}")
-
-
 def _arg_id(name: str, args: Mapping[str, Any], key: str) -> bytes:
     value = args[key]
     if not (isinstance(value, bytes) and len(value) == ID_LEN):
@@ -1326,9 +1316,9 @@ def _arg_id(name: str, args: Mapping[str, Any], key: str) -> bytes:
 def _paging(name: str, args: Mapping[str, Any], cursor: str) -> tuple[int, int]:
     start = args.get(cursor, 0)
     limit = args.get("limit", MAX_QUERY_ITEMS)
-    if not _uint(start):
+    if not is_uint(start):
         raise QueryError(f"{name}: {cursor} must be an unsigned integer")
-    if not (_uint(limit) and 0 < limit <= MAX_QUERY_ITEMS):
+    if not (is_uint(limit) and 0 < limit <= MAX_QUERY_ITEMS):
         raise QueryError(f"{name}: limit must be 1..{MAX_QUERY_ITEMS}")
     return start, limit
 

@@ -42,7 +42,15 @@ from ..errors import EncodingError, LocalError, RemoteError
 from ..identity import ID_LEN, digest, hash_structure
 from ..member_commands import MemberCommand, is_member_command
 from ..metrics import counter
-from .base import Applied, BlockContext, CommandResult, Component, MalformedSnapshot, QueryError
+from .base import (
+    Applied,
+    BlockContext,
+    CommandResult,
+    Component,
+    MalformedSnapshot,
+    QueryError,
+    is_uint,
+)
 from .base import Refused as ComponentRefused
 from .dedup import DedupState
 
@@ -102,8 +110,8 @@ class CommandOutcome:
             raise MalformedOutcome("outcome: expected a 10-item [\"outcome\", 1, ...] array")
         _, _, envelope_id, index, status, height, position, entry_index, reason, detail = obj
         ok = (isinstance(envelope_id, bytes) and len(envelope_id) == ID_LEN
-              and (index is None or _uint(index)) and _uint(height) and _uint(position)
-              and (entry_index is None or (status == APPLIED and _uint(entry_index)))
+              and (index is None or is_uint(index)) and is_uint(height) and is_uint(position)
+              and (entry_index is None or (status == APPLIED and is_uint(entry_index)))
               and (status == REFUSED) == isinstance(reason, str)
               and (status == REFUSED) == isinstance(detail, str)
               and status in (APPLIED, REFUSED))
@@ -114,10 +122,6 @@ class CommandOutcome:
 
 class MalformedOutcome(RemoteError):
     """An outcome record from a member that does not parse."""
-
-
-def _uint(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +173,7 @@ class Stamp:
                                        args["block"])
         if not (isinstance(almanac, bytes) and len(almanac) == ID_LEN
                 and isinstance(block, bytes) and len(block) == ID_LEN
-                and _uint(seq) and _uint(height) and height >= 1):
+                and is_uint(seq) and is_uint(height) and height >= 1):
             raise InvalidCommand("stamp: almanac and block are 32 bytes, seq and height "
                                  "unsigned (height >= 1)", reason="bad_args")
         return cls(almanac, seq, height, block)

@@ -39,6 +39,8 @@ from .base import (
     QueryError,
     QueryNotFound,
     Refused,
+    expect_args,
+    is_uint,
     register,
     state_proof,
 )
@@ -97,10 +99,6 @@ def _bad_args(detail: str) -> InvalidCommand:
     return InvalidCommand(f"publish: {detail}", reason="bad_args")
 
 
-def _uint(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-
-
 @register
 class Feed(Component):
     kind = "feed"
@@ -116,7 +114,7 @@ class Feed(Component):
             if not (isinstance(key, bytes) and len(key) == PUBLIC_KEY_LEN):
                 raise OperatorError(
                     f"component.publishers: keys must be {PUBLIC_KEY_LEN} bytes (64 hex chars)")
-        if not (_uint(max_body_bytes) and 0 < max_body_bytes <= MAX_BODY_BYTES):
+        if not (is_uint(max_body_bytes) and 0 < max_body_bytes <= MAX_BODY_BYTES):
             raise OperatorError(f"component.max_body_bytes: must be 1..{MAX_BODY_BYTES}")
         self.publishers: tuple[bytes, ...] = tuple(publishers)
         self.max_body_bytes = max_body_bytes
@@ -217,11 +215,11 @@ class Feed(Component):
 
     def query(self, name: str, args: Mapping[str, Any]) -> Any:
         if name == "head":
-            self._expect_args(name, args, set())
+            expect_args(name, args, set())
             return {"count": len(self._entries), "tree_root": self._tree.root(),
                     "state_root": self.state_root()}
         if name == "entry":
-            self._expect_args(name, args, {"index"})
+            expect_args(name, args, {"index"})
             index = self._index(args["index"])
             return {"entry": self._read(index), "encoded": self._entries[index],
                     "tree_size": len(self._entries),
@@ -230,31 +228,24 @@ class Feed(Component):
                     "state_proof": state_proof(self._entries[index], index, self._tree,
                                                self._root_preimage())}
         if name == "latest":
-            self._expect_args(name, args, set())
+            expect_args(name, args, set())
             return self._read(len(self._entries) - 1) if self._entries else None
         if name == "since":
-            self._expect_args(name, args, {"index"}, {"limit"})
+            expect_args(name, args, {"index"}, {"limit"})
             start = args["index"]
-            if not _uint(start):
+            if not is_uint(start):
                 raise QueryError("since: index must be an unsigned integer")
             limit = args.get("limit", MAX_QUERY_ENTRIES)
-            if not (_uint(limit) and 0 < limit <= MAX_QUERY_ENTRIES):
+            if not (is_uint(limit) and 0 < limit <= MAX_QUERY_ENTRIES):
                 raise QueryError(f"since: limit must be 1..{MAX_QUERY_ENTRIES}")
             indices = range(start, min(start + limit, len(self._entries)))
             return {"entries": [self._read(i) for i in indices], "next": start + len(indices),
                     "count": len(self._entries)}
         raise QueryError(f"unknown feed query {name!r} (known: entry, head, latest, since)")
 
-    @staticmethod
-    def _expect_args(name: str, args: Mapping[str, Any], required: set[str],
-                     optional: frozenset[str] | set[str] = frozenset()) -> None:
-        keys = set(args)
-        if not required <= keys or keys - required - set(optional):
-            allowed = sorted(required | set(optional))
-            raise QueryError(f"{name}: arguments must be {allowed}, got {sorted(keys)}")
 
     def _index(self, index: Any) -> int:
-        if not _uint(index):
+        if not is_uint(index):
             raise QueryError("entry: index must be an unsigned integer")
         if index >= len(self._entries):
             raise QueryNotFound(f"entry: no entry {index} (the feed has {len(self._entries)})")
@@ -307,9 +298,9 @@ class Feed(Component):
         tag, schema, s, height, envelope_id, command_index, publisher, kind, body = row
         if tag != ENTRY_TYPE or schema != ENTRY_SCHEMA or isinstance(schema, bool):
             raise bad("wrong type tag or schema")
-        if s != seq or not _uint(s):
+        if s != seq or not is_uint(s):
             raise bad(f"sequence number {s!r}, expected {seq}")
-        if not (_uint(height) and height >= 1 and _uint(command_index)):
+        if not (is_uint(height) and height >= 1 and is_uint(command_index)):
             raise bad("height must be >= 1 and command index unsigned")
         if not (isinstance(envelope_id, bytes) and len(envelope_id) == ID_LEN):
             raise bad("envelope id must be 32 bytes")

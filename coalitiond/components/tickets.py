@@ -50,6 +50,9 @@ from .base import (
     QueryError,
     QueryNotFound,
     Refused,
+    expect_args,
+    is_id,
+    is_uint,
     register,
     state_proof,
 )
@@ -88,14 +91,6 @@ MAX_LEAF_BYTES: Final = MAX_COMMAND_SIZE + 512
 MAX_SNAPSHOT_SIZE: Final = 1 << 31
 
 _PARAM_KEYS: Final = frozenset({"issuers", "max_claims_bytes", "max_lifetime_s"})
-
-
-def _uint(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-
-
-def _is_id(x: Any) -> bool:
-    return isinstance(x, bytes) and len(x) == ID_LEN
 
 
 def _bad_args(op: str, detail: str) -> InvalidCommand:
@@ -164,7 +159,7 @@ class Ticket:
         if len(claims_cbor) > max_claims_bytes:
             raise InvalidCommand(f"{ISSUE_OP}: claims of {len(claims_cbor)} bytes exceed "
                                  f"{max_claims_bytes}", reason="too_large")
-        if not (_uint(not_before) and _uint(expires) and expires <= MAX_TIME):
+        if not (is_uint(not_before) and is_uint(expires) and expires <= MAX_TIME):
             raise _bad_args(ISSUE_OP, f"not_before and expires must be unix seconds "
                             f"0..{MAX_TIME}")
         if expires <= not_before:
@@ -229,9 +224,9 @@ class Tickets(Component):
             if not (isinstance(key, bytes) and len(key) == PUBLIC_KEY_LEN):
                 raise OperatorError(
                     f"component.issuers: keys must be {PUBLIC_KEY_LEN} bytes (64 hex chars)")
-        if not (_uint(max_claims_bytes) and 0 < max_claims_bytes <= MAX_CLAIMS_BYTES):
+        if not (is_uint(max_claims_bytes) and 0 < max_claims_bytes <= MAX_CLAIMS_BYTES):
             raise OperatorError(f"component.max_claims_bytes: must be 1..{MAX_CLAIMS_BYTES}")
-        if not (_uint(max_lifetime_s) and 0 < max_lifetime_s <= MAX_LIFETIME_S):
+        if not (is_uint(max_lifetime_s) and 0 < max_lifetime_s <= MAX_LIFETIME_S):
             raise OperatorError(f"component.max_lifetime_s: must be 1..{MAX_LIFETIME_S}")
         self.issuers: tuple[bytes, ...] = tuple(issuers)
         self.max_claims_bytes = max_claims_bytes
@@ -275,7 +270,7 @@ class Tickets(Component):
             if set(command.args) != {"ticket_id"}:
                 raise _bad_args(REVOKE_OP, "args must be exactly {ticket_id}")
             parsed = command.args["ticket_id"]
-            if not _is_id(parsed):
+            if not is_id(parsed):
                 raise _bad_args(REVOKE_OP, f"ticket_id must be {ID_LEN} bytes")
         else:
             raise InvalidCommand(f"unknown op {command.op!r} (a ticket issuer accepts: "
@@ -361,14 +356,14 @@ class Tickets(Component):
 
     def query(self, name: str, args: Mapping[str, Any]) -> Any:
         if name == "head":
-            _expect_args(name, args, set())
+            expect_args(name, args, set())
             return {"count": len(self._records), "revoked": self._revoked,
                     "events": self._events, "tree_root": self._current_tree().root(),
                     "state_root": self.state_root()}
         if name == "ticket":
-            _expect_args(name, args, {"ticket_id"})
+            expect_args(name, args, {"ticket_id"})
             ticket_id = args["ticket_id"]
-            if not _is_id(ticket_id):
+            if not is_id(ticket_id):
                 raise QueryError(f"ticket: ticket_id must be {ID_LEN} bytes")
             record = self._records.get(ticket_id)
             if record is None:
@@ -379,12 +374,12 @@ class Tickets(Component):
                     "state_proof": state_proof(leaf, index, self._current_tree(),
                                                self._root_preimage())}
         if name == "tickets":
-            _expect_args(name, args, set(), {"after", "limit"})
+            expect_args(name, args, set(), {"after", "limit"})
             after = args.get("after")
-            if after is not None and not _is_id(after):
+            if after is not None and not is_id(after):
                 raise QueryError(f"tickets: after must be {ID_LEN} bytes or null")
             limit = args.get("limit", MAX_QUERY_TICKETS)
-            if not (_uint(limit) and 0 < limit <= MAX_QUERY_TICKETS):
+            if not (is_uint(limit) and 0 < limit <= MAX_QUERY_TICKETS):
                 raise QueryError(f"tickets: limit must be 1..{MAX_QUERY_TICKETS}")
             ids = self._sorted_ids()
             start = 0
@@ -429,7 +424,7 @@ class Tickets(Component):
             hashes[ticket_id] = leaf_hash(row)
             revoked += record.revoked_height is not None
         # Every ticket took one event to issue and one more to revoke.
-        if not (_uint(events) and events >= len(records) + revoked):
+        if not (is_uint(events) and events >= len(records) + revoked):
             raise MalformedSnapshot("tickets snapshot: event count must be an unsigned integer "
                                     "at least tickets + revocations")
         # Swap only once everything validated: a bad snapshot leaves the state as it was.
@@ -464,22 +459,14 @@ class Tickets(Component):
             raise bad(str(exc)) from None
         if issuer not in self._issuer_set:
             raise bad("issued by a key that is not an issuer of this committee")
-        if not (_uint(height) and height >= 1 and _is_id(envelope_id)):
+        if not (is_uint(height) and height >= 1 and is_id(envelope_id)):
             raise bad("issued_height must be >= 1 and envelope_id 32 bytes")
-        if revoked is not None and not (_uint(revoked) and revoked >= height):
+        if revoked is not None and not (is_uint(revoked) and revoked >= height):
             raise bad("revoked_height must be null or at least issued_height")
         record = TicketRecord(ticket, issuer, height, envelope_id, revoked)
         if ticket_id != ticket.ticket_id or record.leaf() != data:
             raise bad("not the canonical encoding of its record (or a wrong ticket id)")
         return ticket_id, record
-
-
-def _expect_args(name: str, args: Mapping[str, Any], required: set[str],
-                 optional: set[str] | frozenset[str] = frozenset()) -> None:
-    keys = set(args)
-    if not required <= keys or keys - required - set(optional):
-        allowed = sorted(required | set(optional))
-        raise QueryError(f"{name}: arguments must be {allowed}, got {sorted(keys)}")
 
 
 def _bisect_right(ids: list[bytes], key: bytes) -> int:
