@@ -59,9 +59,12 @@ from ..consensus.core import (
     TimerFired,
 )
 from ..consensus.messages import (
+    Finalization,
     Message,
     Notarization,
+    Nullification,
     Proposal,
+    VerifiedVotes,
     decode_message,
     encode_message,
     verify_fetched,
@@ -94,9 +97,24 @@ log = get_logger(__name__)
 MAX_QUEUED_INPUTS: Final = 4096
 #: Incoming consensus messages verified per worker-thread call.
 VERIFY_BATCH: Final = 256
+#: A batch of consensus messages that needs at most this many signature checks (~80 µs
+#: each) is verified on the event loop: cheaper than a worker-thread hand-off (~300 µs of
+#: context switches on a busy machine). Decoding always runs on the loop: it is Python and
+#: holds the GIL wherever it runs.
+INLINE_VERIFY_SIGNATURES: Final = 12
+#: Submitted or relayed envelopes are checked on the event loop when a batch has at most
+#: INLINE_CHECK_ENVELOPES of them and INLINE_CHECK_BYTES in all; else in one worker call.
+INLINE_CHECK_ENVELOPES: Final = 4
+INLINE_CHECK_BYTES: Final = 16 * 1024
+#: Vote signatures remembered as verified (consensus.messages.VerifiedVotes): a few
+#: hundred views' worth at n = 7.
+MAX_VERIFIED_SIGNATURES: Final = 8192
 #: Envelopes whose signature and stateless checks passed, by blake3 of their bytes, so a
 #: block's validation and execution do not verify them again on the event loop.
 MAX_CHECKED_ENVELOPES: Final = 65_536
+#: Outcomes queued for clients between two yields to the links' writers (well below a
+#: link's send queue, transport.link.LinkTiming.send_queue).
+OUTCOMES_PER_YIELD: Final = 64
 #: Block digests whose votes and notarization we keep until they finalise.
 MAX_TRACKED_BLOCKS: Final = 1024
 #: Submitters waiting for outcomes.
@@ -210,6 +228,8 @@ class Member:
         self._votes: OrderedDict[tuple[int, bytes], dict[tuple[int, int], Vote]] = OrderedDict()
         self._notarizations: OrderedDict[tuple[int, bytes], Certificate] = OrderedDict()
         self._first_seen: OrderedDict[bytes, float] = OrderedDict()
+        #: Written only on the event loop; the verifying worker thread only reads it.
+        self._verified_votes = VerifiedVotes(MAX_VERIFIED_SIGNATURES)
         self._fetched: OrderedDict[bytes, FinalizedBlock] = OrderedDict()
         self._waiting: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
         #: Finalised blocks not yet stored: their finalizing descendant has not arrived.
@@ -418,7 +438,8 @@ class Member:
         assert self.manager is not None and sub.reply_to is not None
         SUBMISSIONS.labels("accepted" if accepted else "refused").inc()
         peer, rid = sub.reply_to
-        await self.manager.router.send(Channel.CLIENT, peer, wire.encode_message(
+        # Without yielding: acks of one batch of submissions leave in one write.
+        self.manager.router.send_nowait(Channel.CLIENT, peer, wire.encode_message(
             wire.Submitted(rid, sub.checked.envelope_id, accepted, reason)))
 
     async def _execute(self, actions: Sequence[Action]) -> None:
@@ -440,16 +461,19 @@ class Member:
             if isinstance(action, Broadcast | Send) and (guard or finalized):
                 await self._commit(guard, finalized)
                 guard, finalized = [], []
+            # Queued without yielding: the links' writers run after the step and send
+            # everything it produced for a peer in one write.
             if isinstance(action, Broadcast):
+                self._remember_verified(action.message)
                 self._observe(action.message, self.me)
-                await self.manager.router.broadcast(
+                self.manager.router.broadcast_nowait(
                     Channel.CONSENSUS, encode_message(self.committee, action.message))
                 self._loopback.append(MessageReceived(self.me, action.message))
             elif isinstance(action, Send):
                 if action.to == self.me:
                     self._loopback.append(MessageReceived(self.me, action.message))
                 else:
-                    await self.manager.router.send(
+                    self.manager.router.send_nowait(
                         Channel.CONSENSUS, self.committee.members[action.to],
                         encode_message(self.committee, action.message))
             elif isinstance(action, SetTimer):
@@ -553,11 +577,14 @@ class Member:
             # Blocks final through a descendant whose own finalization we have not been
             # handed yet wait: the store takes a chain only when its last block carries one.
             if guard:
-                await self.store.record_event(guard=guard)
+                await self.store.write_soon(lambda s: s.record_event(guard=guard))
             return
         items, self._unstored = self._unstored, []
-        # Every signature here was verified before it reached the core.
-        await self.store.append_blocks(items, verify_signatures=False, guard=guard)
+        # Every signature here was verified before it reached the core. On the event loop
+        # when the store is free (AsyncStore.write_soon): this is the critical path of
+        # every view, and a thread hand-off costs more than the commit.
+        await self.store.write_soon(lambda s: s.append_blocks(
+            items, verify_signatures=False, guard=guard))
         now = trio.current_time()
         for item in items:
             block = item.block
@@ -592,14 +619,21 @@ class Member:
             by_envelope.setdefault(outcome.envelope_id, []).append(outcome.to_wire())
             # The envelope's index among the block's commands = its leaf in the log.
             position.setdefault(outcome.envelope_id, outcome.position)
+        sent = 0
         for envelope_id, outcomes in by_envelope.items():
             waiter = self._waiting.pop(envelope_id, None)
             if waiter is None:
                 continue
             peer, rid = waiter
-            await self.manager.router.send(Channel.CLIENT, peer, wire.encode_message(
+            # Queued without yielding, so a client's outcomes of one block leave in one
+            # write; every OUTCOMES_PER_YIELD the writers get a turn, so a block's worth of
+            # outcomes for one client never overflows its link's send queue.
+            self.manager.router.send_nowait(Channel.CLIENT, peer, wire.encode_message(
                 wire.Outcome(rid, result.height, first_log_index + position[envelope_id],
                              tuple(outcomes))))
+            sent += 1
+            if sent % OUTCOMES_PER_YIELD == 0:
+                await trio.lowlevel.checkpoint()
 
     # -- validation hook (called inside Core.step) ---------------------------------------
 
@@ -624,21 +658,44 @@ class Member:
 
     # -- intake tasks -------------------------------------------------------------------
 
-    def _decode_and_verify(self, batch: list[tuple[bytes, bytes]]
-                           ) -> list[tuple[MessageReceived, list[tuple[bytes, Envelope | MemberCommand]]]]:
-        """Worker thread: decode, verify signatures, pre-check proposed envelopes."""
-        out = []
+    def _decode(self, batch: list[tuple[bytes, bytes]]) -> list[tuple[int, Message]]:
+        """Decode a batch of consensus messages; drop (and count) non-members and garbage."""
+        out: list[tuple[int, Message]] = []
         for sender, data in batch:
             index = self.committee.index_of(sender)
             if index is None:
                 CONSENSUS_REJECTED.labels("not a member").inc()
                 continue
             try:
-                msg = decode_message(self.committee, data)
-                verify_message(self.committee, msg)
+                out.append((index, decode_message(self.committee, data)))
             except RemoteError as e:
                 CONSENSUS_REJECTED.labels(type(e).__name__).inc()
                 log.debug("consensus.rejected", sender=short(sender), error=str(e))
+        return out
+
+    def _signature_checks(self, msg: Message) -> int:
+        """About how many ed25519 verifications `msg` costs (the inline-or-thread choice)."""
+        if isinstance(msg, Proposal):
+            return 1 + len(msg.block.evidence) + sum(
+                1 for c in msg.block.commands if blake3_digest(c) not in self._checked)
+        if isinstance(msg, Notarization | Finalization):
+            extra = 0 if msg.block is None else len(msg.block.evidence)
+            return self._verified_votes.unknown_in(msg.certificate) + extra
+        if isinstance(msg, Nullification):
+            return self._verified_votes.unknown_in(msg.certificate)
+        return 2  # a vote or header (1), evidence (2); a sync request has none
+
+    def _verify_decoded(self, decoded: list[tuple[int, Message]]
+                        ) -> list[tuple[MessageReceived, list[tuple[bytes, Envelope | MemberCommand]]]]:
+        """Verify signatures and pre-check proposed envelopes (event loop or worker thread:
+        it reads `_checked` but never writes it)."""
+        out = []
+        for index, msg in decoded:
+            try:
+                verify_message(self.committee, msg, self._verified_votes)
+            except RemoteError as e:
+                CONSENSUS_REJECTED.labels(type(e).__name__).inc()
+                log.debug("consensus.rejected", sender=index, error=str(e))
                 continue
             checked: list[tuple[bytes, Envelope | MemberCommand]] = []
             if isinstance(msg, Proposal):
@@ -654,6 +711,10 @@ class Member:
         return out
 
     async def _consensus_intake(self) -> None:
+        """Verify incoming consensus messages in batches. A small batch (a few votes or a
+        certificate: up to INLINE_VERIFY_SIGNATURES checks, ~60 µs each) is verified on the
+        event loop: a worker-thread hand-off costs more than that in context switches on a
+        busy machine. Larger batches go to a worker thread, off the loop."""
         assert self.manager is not None
         rx = self.manager.router.receive(Channel.CONSENSUS)
         limiter = trio.CapacityLimiter(1)
@@ -664,16 +725,26 @@ class Member:
                     batch.append(rx.receive_nowait())
                 except trio.WouldBlock:
                     break
-            verified = await trio.to_thread.run_sync(self._decode_and_verify, batch,
-                                                     limiter=limiter)
+            decoded = self._decode(batch)
+            verified: list[tuple[MessageReceived, list[tuple[bytes, Envelope | MemberCommand]]]]
+            if sum(self._signature_checks(m) for _, m in decoded) <= INLINE_VERIFY_SIGNATURES:
+                verified = self._verify_decoded(decoded)
+            else:
+                verified = await trio.to_thread.run_sync(self._verify_decoded, decoded,
+                                                         limiter=limiter)
             for event, checked in verified:
                 for d, envelope in checked:
                     self._bounded_put(self._checked, d, envelope, MAX_CHECKED_ENVELOPES)
+                self._remember_verified(event.message)
                 self._observe(event.message, event.sender)
                 await self._inputs_send.send(event)
 
-    def _check_envelope(self, data: bytes) -> Envelope:
-        return self.executor.check_client_command(data)
+    def _remember_verified(self, msg: Message) -> None:
+        """Note the vote signatures in a verified message (or one we signed ourselves)."""
+        if isinstance(msg, Vote):
+            self._verified_votes.add_vote(msg)
+        elif isinstance(msg, Notarization | Finalization | Nullification):
+            self._verified_votes.add_certificate(msg.certificate)
 
     async def _gossip_relay(self) -> None:
         """Relay accepted envelopes to the other members, a few milliseconds' worth at a
@@ -726,7 +797,12 @@ class Member:
                 log.debug("gossip.rejected", sender=short(sender), kind=type(msg).__name__)
                 continue
             fresh = [e for e in msg.envelopes if blake3_digest(e) not in self._checked]
-            for raw, envelope in await trio.to_thread.run_sync(self._check_envelopes, fresh):
+            if len(fresh) <= INLINE_CHECK_ENVELOPES and \
+                    sum(len(e) for e in fresh) <= INLINE_CHECK_BYTES:
+                checked = self._check_envelopes(fresh)
+            else:
+                checked = await trio.to_thread.run_sync(self._check_envelopes, fresh)
+            for raw, envelope in checked:
                 if envelope is None:
                     # A member relayed an envelope that does not check: its fault, not the
                     # client's; count it and carry on.
@@ -736,28 +812,67 @@ class Member:
                                   MAX_CHECKED_ENVELOPES)
                 await self._inputs_send.send(_Submission(raw, envelope, None))
 
+    def _check_submissions(self, envelopes: Sequence[bytes]
+                           ) -> list[Envelope | CommandRefused]:
+        """Check submitted envelopes (event loop or worker thread); a refusal is returned,
+        not raised, so one bad envelope does not cost the others their answer."""
+        out: list[Envelope | CommandRefused] = []
+        for data in envelopes:
+            try:
+                out.append(self.executor.check_client_command(data))
+            except CommandRefused as e:
+                out.append(e)
+        return out
+
     async def _client_intake(self) -> None:
+        """Client requests, a batch at a time: submitted envelopes of one batch are checked
+        together, on the event loop when they are few and small (one signature check each
+        costs less than a worker-thread hand-off), else in one worker-thread call."""
         assert self.manager is not None
         router = self.manager.router
-        async for sender, msg in self._decoded(Channel.CLIENT):
-            if isinstance(msg, wire.Submit):
+        rx = router.receive(Channel.CLIENT)
+        while True:
+            batch = [await rx.receive()]
+            while len(batch) < VERIFY_BATCH:
                 try:
-                    envelope = await trio.to_thread.run_sync(self._check_envelope, msg.envelope)
-                except CommandRefused as e:
+                    batch.append(rx.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            submits: list[tuple[bytes, wire.Submit]] = []
+            for sender, data in batch:
+                try:
+                    msg = wire.decode_message(data)
+                except RemoteError as e:
+                    CONSENSUS_REJECTED.labels("malformed client").inc()
+                    log.debug("message.rejected", channel="client", sender=short(sender),
+                              error=str(e))
+                    continue
+                if isinstance(msg, wire.Submit):
+                    submits.append((sender, msg))
+                elif isinstance(msg, wire.BlocksRequest):
+                    self._queue_block_request(Channel.CLIENT, sender, msg)
+                elif isinstance(msg, wire.StatusRequest):
+                    await router.send(Channel.CLIENT, sender, wire.encode_message(
+                        wire.Status(msg.request_id, self.status())))
+            if not submits:
+                continue
+            envelopes = [m.envelope for _, m in submits]
+            if len(envelopes) <= INLINE_CHECK_ENVELOPES and \
+                    sum(len(e) for e in envelopes) <= INLINE_CHECK_BYTES:
+                results = self._check_submissions(envelopes)
+            else:
+                results = await trio.to_thread.run_sync(self._check_submissions, envelopes)
+            for (sender, msg), result in zip(submits, results, strict=True):
+                if isinstance(result, CommandRefused):
                     SUBMISSIONS.labels("refused").inc()
                     await router.send(Channel.CLIENT, sender, wire.encode_message(wire.Submitted(
                         msg.request_id, blake3_digest(msg.envelope), False,
-                        f"{e.reason}: {e}")))
+                        f"{result.reason}: {result}")))
                     continue
-                self._bounded_put(self._checked, blake3_digest(msg.envelope), envelope,
+                self._bounded_put(self._checked, blake3_digest(msg.envelope), result,
                                   MAX_CHECKED_ENVELOPES)
                 await self._inputs_send.send(
-                    _Submission(msg.envelope, envelope, (sender, msg.request_id)))
-            elif isinstance(msg, wire.BlocksRequest):
-                self._queue_block_request(Channel.CLIENT, sender, msg)
-            elif isinstance(msg, wire.StatusRequest):
-                await router.send(Channel.CLIENT, sender, wire.encode_message(
-                    wire.Status(msg.request_id, self.status())))
+                    _Submission(msg.envelope, result, (sender, msg.request_id)))
 
     def _queue_block_request(self, channel: Channel, peer: bytes,
                              request: wire.BlocksRequest) -> None:
