@@ -443,17 +443,19 @@ class Member:
             wire.Submitted(rid, sub.checked.envelope_id, accepted, reason)))
 
     async def _execute(self, actions: Sequence[Action]) -> None:
-        """Run the core's actions in order. Guard records and finalised blocks are gathered
-        and committed in one store transaction right before the next message leaves, so a
-        signature is never sent before its guard record is durable, and a step costs one
-        fsync rather than one per record."""
+        """Run the core's actions in order. Finalised blocks are gathered and committed in
+        one store transaction right before the next message leaves, together with *every*
+        guard record of this batch of actions, so a signature is never sent before its guard
+        record is durable and a batch costs one fsync: a leader that votes to finalise and
+        then proposes in one step waits for one commit, not two, before its proposal leaves.
+        (Making a later guard record durable early is always safe: it only promises what we
+        are about to sign.)"""
         assert self.store is not None and self.manager is not None
-        guard: list[StoreGuardRecord] = []
+        guard = [StoreGuardRecord(a.epoch, a.view, _guard_kind(a.kind), a.digest)
+                 for a in actions if isinstance(a, PersistSignerGuard)]
         finalized: list[Finalized] = []
         for action in actions:
             if isinstance(action, PersistSignerGuard):
-                guard.append(StoreGuardRecord(action.epoch, action.view,
-                                              _guard_kind(action.kind), action.digest))
                 continue
             if isinstance(action, Finalized):
                 finalized.append(action)
