@@ -104,8 +104,8 @@ VERIFY_BATCH: Final = 256
 INLINE_VERIFY_SIGNATURES: Final = 12
 #: Submitted or relayed envelopes are checked on the event loop when a batch has at most
 #: INLINE_CHECK_ENVELOPES of them and INLINE_CHECK_BYTES in all; else in one worker call.
-INLINE_CHECK_ENVELOPES: Final = 4
-INLINE_CHECK_BYTES: Final = 16 * 1024
+INLINE_CHECK_ENVELOPES: Final = 16
+INLINE_CHECK_BYTES: Final = 64 * 1024
 #: Vote signatures remembered as verified (consensus.messages.VerifiedVotes): a few
 #: hundred views' worth at n = 7.
 MAX_VERIFIED_SIGNATURES: Final = 8192
