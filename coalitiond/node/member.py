@@ -99,13 +99,18 @@ MAX_QUEUED_INPUTS: Final = 4096
 VERIFY_BATCH: Final = 256
 #: A batch of consensus messages that needs at most this many signature checks (~80 µs
 #: each) is verified on the event loop: cheaper than a worker-thread hand-off (~300 µs of
-#: context switches on a busy machine). Decoding always runs on the loop: it is Python and
-#: holds the GIL wherever it runs.
+#: context switches on a busy machine).
 INLINE_VERIFY_SIGNATURES: Final = 12
 #: Submitted or relayed envelopes are checked on the event loop when a batch has at most
 #: INLINE_CHECK_ENVELOPES of them and INLINE_CHECK_BYTES in all; else in one worker call.
 INLINE_CHECK_ENVELOPES: Final = 16
 INLINE_CHECK_BYTES: Final = 64 * 1024
+#: Finalised blocks holding at most this many commands in all are appended on the event
+#: loop when the store is idle; larger appends go to the store's worker thread.
+INLINE_APPEND_COMMANDS: Final = 64
+#: Consensus batches of at most this many bytes are decoded on the event loop; larger
+#: ones (blocks with many commands) are decoded and verified on a worker thread.
+INLINE_DECODE_BYTES: Final = 64 * 1024
 #: Vote signatures remembered as verified (consensus.messages.VerifiedVotes): a few
 #: hundred views' worth at n = 7.
 MAX_VERIFIED_SIGNATURES: Final = 8192
@@ -582,11 +587,16 @@ class Member:
                 await self.store.write_soon(lambda s: s.record_event(guard=guard))
             return
         items, self._unstored = self._unstored, []
-        # Every signature here was verified before it reached the core. On the event loop
-        # when the store is free (AsyncStore.write_soon): this is the critical path of
-        # every view, and a thread hand-off costs more than the commit.
-        await self.store.write_soon(lambda s: s.append_blocks(
-            items, verify_signatures=False, guard=guard))
+        # Every signature here was verified before it reached the core. Small appends run
+        # on the event loop when the store is free (AsyncStore.write_soon): this is the
+        # critical path of every view, and a thread hand-off costs more than the commit.
+        # Large ones (Merkle nodes and entries for many commands) go to the worker thread,
+        # where SQLite's C code runs alongside the loop.
+        if sum(len(item.block.commands) for item in items) <= INLINE_APPEND_COMMANDS:
+            await self.store.write_soon(lambda s: s.append_blocks(
+                items, verify_signatures=False, guard=guard))
+        else:
+            await self.store.append_blocks(items, verify_signatures=False, guard=guard)
         now = trio.current_time()
         for item in items:
             block = item.block
@@ -712,6 +722,11 @@ class Member:
             out.append((MessageReceived(index, msg), checked))
         return out
 
+    def _decode_and_verify(self, batch: list[tuple[bytes, bytes]]
+                           ) -> list[tuple[MessageReceived, list[tuple[bytes, Envelope | MemberCommand]]]]:
+        """Worker thread: decode a large batch, verify it, pre-check proposed envelopes."""
+        return self._verify_decoded(self._decode(batch))
+
     async def _consensus_intake(self) -> None:
         """Verify incoming consensus messages in batches. A small batch (a few votes or a
         certificate: up to INLINE_VERIFY_SIGNATURES checks, ~60 µs each) is verified on the
@@ -727,13 +742,17 @@ class Member:
                     batch.append(rx.receive_nowait())
                 except trio.WouldBlock:
                     break
-            decoded = self._decode(batch)
             verified: list[tuple[MessageReceived, list[tuple[bytes, Envelope | MemberCommand]]]]
-            if sum(self._signature_checks(m) for _, m in decoded) <= INLINE_VERIFY_SIGNATURES:
-                verified = self._verify_decoded(decoded)
-            else:
-                verified = await trio.to_thread.run_sync(self._verify_decoded, decoded,
+            if sum(len(data) for _, data in batch) > INLINE_DECODE_BYTES:
+                verified = await trio.to_thread.run_sync(self._decode_and_verify, batch,
                                                          limiter=limiter)
+            else:
+                decoded = self._decode(batch)
+                if sum(self._signature_checks(m) for _, m in decoded) <= INLINE_VERIFY_SIGNATURES:
+                    verified = self._verify_decoded(decoded)
+                else:
+                    verified = await trio.to_thread.run_sync(self._verify_decoded, decoded,
+                                                             limiter=limiter)
             for event, checked in verified:
                 for d, envelope in checked:
                     self._bounded_put(self._checked, d, envelope, MAX_CHECKED_ENVELOPES)
