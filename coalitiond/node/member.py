@@ -117,9 +117,10 @@ MAX_VERIFIED_SIGNATURES: Final = 8192
 #: Envelopes whose signature and stateless checks passed, by blake3 of their bytes, so a
 #: block's validation and execution do not verify them again on the event loop.
 MAX_CHECKED_ENVELOPES: Final = 65_536
-#: Outcomes queued for clients between two yields to the links' writers (well below a
-#: link's send queue, transport.link.LinkTiming.send_queue).
-OUTCOMES_PER_YIELD: Final = 64
+#: Messages queued without yielding (Router.send_nowait) between two yields to the links'
+#: writers: well below a link's send queue (transport.link.LinkTiming.send_queue), so a
+#: long step (catch-up finalising many blocks) never overflows it.
+SENDS_PER_YIELD: Final = 64
 #: Block digests whose votes and notarization we keep until they finalise.
 MAX_TRACKED_BLOCKS: Final = 1024
 #: Submitters waiting for outcomes.
@@ -247,6 +248,7 @@ class Member:
         self._fetch_replies: dict[tuple[bytes, int],
                                   trio.MemorySendChannel[wire.Blocks]] = {}
         self._next_request_id = 1
+        self._sends_since_yield = 0
         self.accepting = True
         self.diverged: str | None = None
         self.height = 0
@@ -401,6 +403,7 @@ class Member:
         await self._step(Start())
         while True:
             item = await self._inputs_recv.receive()
+            self._sends_since_yield = 0  # receive() yielded: the writers have had a turn
             if isinstance(item, _Submission):
                 await self._on_submission(item)
             else:
@@ -446,6 +449,15 @@ class Member:
         # Without yielding: acks of one batch of submissions leave in one write.
         self.manager.router.send_nowait(Channel.CLIENT, peer, wire.encode_message(
             wire.Submitted(rid, sub.checked.envelope_id, accepted, reason)))
+        await self._sent_nowait()
+
+    async def _sent_nowait(self) -> None:
+        """Count a message queued with send_nowait; every SENDS_PER_YIELD, let the links'
+        writers drain their queues."""
+        self._sends_since_yield += 1
+        if self._sends_since_yield >= SENDS_PER_YIELD:
+            self._sends_since_yield = 0
+            await trio.lowlevel.checkpoint()
 
     async def _execute(self, actions: Sequence[Action]) -> None:
         """Run the core's actions in order. Finalised blocks are gathered and committed in
@@ -476,6 +488,7 @@ class Member:
                 self.manager.router.broadcast_nowait(
                     Channel.CONSENSUS, encode_message(self.committee, action.message))
                 self._loopback.append(MessageReceived(self.me, action.message))
+                await self._sent_nowait()
             elif isinstance(action, Send):
                 if action.to == self.me:
                     self._loopback.append(MessageReceived(self.me, action.message))
@@ -483,6 +496,7 @@ class Member:
                     self.manager.router.send_nowait(
                         Channel.CONSENSUS, self.committee.members[action.to],
                         encode_message(self.committee, action.message))
+                    await self._sent_nowait()
             elif isinstance(action, SetTimer):
                 self._timers.set(action.kind, action.view, action.delay_ms)
             elif isinstance(action, EvidenceFound):
@@ -631,21 +645,17 @@ class Member:
             by_envelope.setdefault(outcome.envelope_id, []).append(outcome.to_wire())
             # The envelope's index among the block's commands = its leaf in the log.
             position.setdefault(outcome.envelope_id, outcome.position)
-        sent = 0
         for envelope_id, outcomes in by_envelope.items():
             waiter = self._waiting.pop(envelope_id, None)
             if waiter is None:
                 continue
             peer, rid = waiter
             # Queued without yielding, so a client's outcomes of one block leave in one
-            # write; every OUTCOMES_PER_YIELD the writers get a turn, so a block's worth of
-            # outcomes for one client never overflows its link's send queue.
+            # write (the writers get a turn every SENDS_PER_YIELD messages).
             self.manager.router.send_nowait(Channel.CLIENT, peer, wire.encode_message(
                 wire.Outcome(rid, result.height, first_log_index + position[envelope_id],
                              tuple(outcomes))))
-            sent += 1
-            if sent % OUTCOMES_PER_YIELD == 0:
-                await trio.lowlevel.checkpoint()
+            await self._sent_nowait()
 
     # -- validation hook (called inside Core.step) ---------------------------------------
 
