@@ -7,7 +7,10 @@ round-robin to members over Noise links, latency from submit to the finalised ou
 PySyncObj: one replicated call per command, latency from the call to its applied callback.
 
 Printed per n: finalised blocks/s, commands/s, p50/p99 latency, CPU seconds and peak RSS per
-member, and coalitiond/PySyncObj ratios. Usage: python -m benchmarks committee [--quick]
+member, and coalitiond/PySyncObj ratios. Also an open-loop row (`--rate`): commands offered at
+a fixed rate in envelopes of `--rate-per-envelope`, whatever the latency, so its p50 is the
+latency at that load rather than Little's law of a closed loop. Usage: python -m benchmarks
+committee [--quick]
 """
 
 from __future__ import annotations
@@ -73,14 +76,21 @@ def _percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(p / 100 * len(sorted_values)))]
 
 
+#: Open-loop submissions in flight at most; beyond it the generator counts a shed envelope
+#: instead of piling up tasks (the row then shows the committee did not keep up).
+MAX_OPEN_LOOP_OUTSTANDING = 4096
+
+
 async def _coalitiond_load(dir: Path, n: int, clients: int, window: int, size: int,
-                           warmup: float, duration: float, per_envelope: int = 1
-                           ) -> dict[str, Any]:
+                           warmup: float, duration: float, per_envelope: int = 1,
+                           rate: float = 0.0) -> dict[str, Any]:
     config = load_client_config(write_client_config(dir))
     key = load_key_file(config.key_file)
     latencies: list[float] = []
     measuring = False
     done = 0
+    shed = 0
+    outstanding = 0
     async with CommitteeClient.open(config) as client:
         with trio.fail_after(60):
             await client.manager.wait_until(lambda: len(client.members()) == n)
@@ -104,9 +114,42 @@ async def _coalitiond_load(dir: Path, n: int, clients: int, window: int, size: i
                     latencies.append(time.perf_counter() - started)
                     done += per_envelope
 
+        async def one_submission(k: int) -> None:
+            nonlocal done, outstanding
+            env = signer.sign([publish("bench", payload)] * per_envelope)
+            started = time.perf_counter()
+            counted = measuring
+            try:
+                ack, outcome = await client.submit(env.raw, member=members[k % n])
+            except CoalitiondError:
+                return
+            finally:
+                outstanding -= 1
+            if counted and measuring and ack.accepted and outcome is not None:
+                latencies.append(time.perf_counter() - started)
+                done += per_envelope
+
+        async def offered_load(nursery: trio.Nursery) -> None:
+            # Fixed arrival times (no coordinated omission): envelope k is due at k / rate.
+            nonlocal shed, outstanding
+            envelopes_per_s = rate / per_envelope
+            start = trio.current_time()
+            k = 0
+            while True:
+                await trio.sleep_until(start + k / envelopes_per_s)
+                if outstanding >= MAX_OPEN_LOOP_OUTSTANDING:
+                    shed += measuring
+                else:
+                    outstanding += 1
+                    nursery.start_soon(one_submission, k)
+                k += 1
+
         async with trio.open_nursery() as nursery:
-            for c in range(clients * n * window):
-                nursery.start_soon(one_client, c)
+            if rate > 0:
+                nursery.start_soon(offered_load, nursery)
+            else:
+                for c in range(clients * n * window):
+                    nursery.start_soon(one_client, c)
             await trio.sleep(warmup)
             h0 = (await client.status(members[0]))["height"]
             measuring = True
@@ -118,11 +161,15 @@ async def _coalitiond_load(dir: Path, n: int, clients: int, window: int, size: i
             nursery.cancel_scope.cancel()
     _ = status0
     latencies.sort()
+    if shed:
+        print(f"  (offered load: {shed} envelopes shed, more than "
+              f"{MAX_OPEN_LOOP_OUTSTANDING} outstanding)")
     return {"commands": done, "elapsed": elapsed, "blocks": h1 - h0, "latencies": latencies}
 
 
 def run_coalitiond(n: int, clients: int, window: int, size: int, warmup: float,
-                   duration: float, per_envelope: int = 1) -> dict[str, Any]:
+                   duration: float, per_envelope: int = 1, rate: float = 0.0
+                   ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"bench-coalitiond-{n}-") as tmp:
         dir = Path(tmp)
         paths = generate_devnet(n, "feed", dir, _free_base_port(200))
@@ -132,7 +179,7 @@ def run_coalitiond(n: int, clients: int, window: int, size: int, warmup: float,
         try:
             configure("console", "error")
             result = trio.run(_coalitiond_load, dir, n, clients, window, size, warmup, duration,
-                              per_envelope)
+                              per_envelope, rate)
             usage = [_proc_usage(p.pid) for p in procs]
         finally:
             for p in procs:
@@ -196,13 +243,20 @@ def main(argv: list[str]) -> None:
     p.add_argument("--per-envelope", type=int, default=16,
                    help="also run coalitiond with this many commands per signed envelope "
                         "(DESIGN §2.5's amortisation; 0 to skip)")
+    p.add_argument("--rate", type=float, default=1000.0,
+                   help="also run coalitiond open-loop: this many commands/s offered at fixed "
+                        "arrival times, whatever the latency (0 to skip)")
+    p.add_argument("--rate-per-envelope", type=int, default=16,
+                   help="commands per envelope in the open-loop run")
     a = p.parse_args(argv)
     sizes = [5] if a.quick else [int(x) for x in a.members.split(",")]
     duration = 5.0 if a.quick else a.duration
     print(f"workload: {a.clients} clients x window {a.window} per member, {a.size}-byte "
           f"commands, {duration:.0f}s after {a.warmup:.0f}s warm-up; coalitiond signs 1 "
           f"command per envelope, coalitiond/{a.per_envelope} signs {a.per_envelope} "
-          "(outstanding envelopes stay the same)")
+          "(outstanding envelopes stay the same)"
+          + (f"; @{a.rate:.0f}/s x{a.rate_per_envelope} offers {a.rate:.0f} commands/s "
+             f"open-loop in envelopes of {a.rate_per_envelope}" if a.rate > 0 else ""))
     header = f"{'n':>2} {'system':<14} {'cmds/s':>8} {'blocks/s':>8} {'p50 ms':>8} {'p99 ms':>8} " \
              f"{'cpu s/mbr':>9} {'RSS MiB':>8}"
     print(header)
@@ -217,6 +271,11 @@ def main(argv: list[str]) -> None:
                            run_coalitiond(n, a.clients, a.window, a.size, a.warmup, duration,
                                           a.per_envelope))
             rows.insert(1, batched)
+        if a.rate > 0:
+            offered = _row(f"@{a.rate:.0f}/s x{a.rate_per_envelope}",
+                           run_coalitiond(n, a.clients, a.window, a.size, a.warmup, duration,
+                                          a.rate_per_envelope, a.rate))
+            rows.insert(len(rows) - 1, offered)
         for r in rows:
             blocks = "-" if r["blocks/s"] is None else f"{r['blocks/s']:.1f}"
             print(f"{n:>2} {r['system']:<14} {r['cmds/s']:>8.0f} {blocks:>8} "

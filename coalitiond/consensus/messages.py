@@ -203,12 +203,62 @@ def _check_epoch(committee: CommitteeSpec, epoch: int, what: str) -> None:
         raise WrongCommittee(f"{what} for epoch {epoch}, committee is at epoch {committee.epoch}")
 
 
+class VerifiedVotes:
+    """Vote signatures this process has already verified, so a certificate made only of them
+    need not be verified again (every member forms and broadcasts the same certificates:
+    without this, each one costs q signature checks per sender).
+
+    Keyed by the signed statement and the signer; a certificate signature counts as known
+    only when its bytes equal the verified ones. Bounded: the oldest entries are forgotten
+    first (a forgotten signature is simply verified again). Not thread-safe for writers:
+    one writer at a time, readers may run concurrently with no writer.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._signatures: dict[tuple[int, int, int, bytes, int], bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self._signatures)
+
+    def _put(self, key: tuple[int, int, int, bytes, int], signature: bytes) -> None:
+        self._signatures.pop(key, None)
+        self._signatures[key] = signature
+        while len(self._signatures) > self.limit:
+            del self._signatures[next(iter(self._signatures))]
+
+    def add_vote(self, vote: Vote) -> None:
+        """Remember a vote whose signature was verified (or that we signed)."""
+        self._put((int(vote.kind), vote.epoch, vote.view, vote.digest, vote.signer),
+                  vote.signature)
+
+    def add_certificate(self, cert: Certificate) -> None:
+        """Remember every signature of a verified certificate."""
+        for signer, signature in cert.signatures:
+            self._put((int(cert.kind), cert.epoch, cert.view, cert.digest, signer), signature)
+
+    def covers(self, cert: Certificate) -> bool:
+        """True iff every signature in `cert` is one we already verified, byte for byte."""
+        kind, epoch, view, digest = int(cert.kind), cert.epoch, cert.view, cert.digest
+        return all(self._signatures.get((kind, epoch, view, digest, signer)) == signature
+                   for signer, signature in cert.signatures)
+
+    def unknown_in(self, cert: Certificate) -> int:
+        """How many of `cert`'s signatures would need checking."""
+        kind, epoch, view, digest = int(cert.kind), cert.epoch, cert.view, cert.digest
+        return sum(1 for signer, signature in cert.signatures
+                   if self._signatures.get((kind, epoch, view, digest, signer)) != signature)
+
+
 def _verify_certificate(committee: CommitteeSpec, cert: Certificate, kind: VoteKind,
-                        what: str) -> None:
+                        what: str, known: VerifiedVotes | None = None) -> None:
     if cert.kind is not kind:
         raise InvalidCertificate(f"{what} carries a {cert.kind.name.lower()} certificate")
     _check_epoch(committee, cert.epoch, what)
-    cert.verify(committee)
+    if known is not None and known.covers(cert):
+        cert.check_signers(committee)  # the signatures themselves were verified before
+    else:
+        cert.verify(committee)
 
 
 def _verify_block_evidence(committee: CommitteeSpec, block: Block) -> None:
@@ -216,10 +266,13 @@ def _verify_block_evidence(committee: CommitteeSpec, block: Block) -> None:
         Evidence.decode(item).verify(committee)
 
 
-def verify_message(committee: CommitteeSpec, msg: Message) -> None:
+def verify_message(committee: CommitteeSpec, msg: Message,
+                   known: VerifiedVotes | None = None) -> None:
     """Raise a RemoteError unless every signature in `msg` is valid for `committee`.
 
     Semantic rules (views, leaders, parents) are the core's; this checks what needs keys.
+    With `known`, certificate signatures already verified (byte for byte) are not checked
+    again; the caller adds what this call verified to `known` afterwards.
     """
     if isinstance(msg, Vote):
         _check_epoch(committee, msg.epoch, "vote")
@@ -244,7 +297,7 @@ def verify_message(committee: CommitteeSpec, msg: Message) -> None:
     elif isinstance(msg, Notarization | Finalization):
         kind = VoteKind.NOTARIZE if isinstance(msg, Notarization) else VoteKind.FINALIZE
         what = type(msg).__name__.lower()
-        _verify_certificate(committee, msg.certificate, kind, what)
+        _verify_certificate(committee, msg.certificate, kind, what, known)
         if msg.block is not None:
             if msg.block.digest != msg.certificate.digest or \
                     msg.block.view != msg.certificate.view:
@@ -252,7 +305,8 @@ def verify_message(committee: CommitteeSpec, msg: Message) -> None:
             _check_epoch(committee, msg.block.epoch, what)
             _verify_block_evidence(committee, msg.block)
     elif isinstance(msg, Nullification):
-        _verify_certificate(committee, msg.certificate, VoteKind.NULLIFY, "nullification")
+        _verify_certificate(committee, msg.certificate, VoteKind.NULLIFY, "nullification",
+                            known)
     elif isinstance(msg, EvidenceMessage):
         msg.evidence.verify(committee)
     # SyncRequest carries no signature.

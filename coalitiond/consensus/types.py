@@ -219,8 +219,10 @@ class Certificate:
     def signers(self) -> tuple[int, ...]:
         return tuple(i for i, _ in self.signatures)
 
-    def verify(self, committee: CommitteeSpec) -> None:
-        """Raise InvalidCertificate unless q distinct members of `committee` signed it."""
+    def check_signers(self, committee: CommitteeSpec) -> None:
+        """Raise InvalidCertificate unless the epoch is the committee's and the signers are q
+        or more distinct, ascending member indices: everything `verify` checks but the
+        signatures themselves."""
         if self.epoch != committee.epoch:
             raise InvalidCertificate(
                 f"certificate for epoch {self.epoch}, committee is at epoch {committee.epoch}")
@@ -230,11 +232,16 @@ class Certificate:
         if len(indices) < committee.quorum:
             raise InvalidCertificate(
                 f"certificate has {len(indices)} signatures, quorum is {committee.quorum}")
+        for index in indices:
+            if not 0 <= index < committee.n:
+                raise InvalidCertificate(f"certificate names member index {index}, n={committee.n}")
+
+    def verify(self, committee: CommitteeSpec) -> None:
+        """Raise InvalidCertificate unless q distinct members of `committee` signed it."""
+        self.check_signers(committee)
         payload = vote_payload(self.kind, committee.committee_id, self.epoch, self.view,
                                self.digest)
         for index, signature in self.signatures:
-            if not 0 <= index < committee.n:
-                raise InvalidCertificate(f"certificate names member index {index}, n={committee.n}")
             if not is_valid(committee.members[index], self.kind.domain_tag, payload, signature):
                 raise InvalidCertificate(
                     f"certificate signature of member {index} does not verify "

@@ -63,9 +63,12 @@ from ..consensus.core import (
     TimerFired,
 )
 from ..consensus.messages import (
+    Finalization,
     Message,
     Notarization,
+    Nullification,
     Proposal,
+    VerifiedVotes,
     decode_message,
     encode_message,
     verify_fetched,
@@ -107,9 +110,30 @@ log = get_logger(__name__)
 MAX_QUEUED_INPUTS: Final = 4096
 #: Incoming consensus messages verified per worker-thread call.
 VERIFY_BATCH: Final = 256
+#: A batch of consensus messages that needs at most this many signature checks (~80 µs
+#: each) is verified on the event loop: cheaper than a worker-thread hand-off (~300 µs of
+#: context switches on a busy machine).
+INLINE_VERIFY_SIGNATURES: Final = 12
+#: Submitted or relayed envelopes are checked on the event loop when a batch has at most
+#: INLINE_CHECK_ENVELOPES of them and INLINE_CHECK_BYTES in all; else in one worker call.
+INLINE_CHECK_ENVELOPES: Final = 16
+INLINE_CHECK_BYTES: Final = 64 * 1024
+#: Finalised blocks holding at most this many commands in all are appended on the event
+#: loop when the store is idle; larger appends go to the store's worker thread.
+INLINE_APPEND_COMMANDS: Final = 64
+#: Consensus batches of at most this many bytes are decoded on the event loop; larger
+#: ones (blocks with many commands) are decoded and verified on a worker thread.
+INLINE_DECODE_BYTES: Final = 64 * 1024
+#: Vote signatures remembered as verified (consensus.messages.VerifiedVotes): a few
+#: hundred views' worth at n = 7.
+MAX_VERIFIED_SIGNATURES: Final = 8192
 #: Envelopes whose signature and stateless checks passed, by blake3 of their bytes, so a
 #: block's validation and execution do not verify them again on the event loop.
 MAX_CHECKED_ENVELOPES: Final = 65_536
+#: Messages queued without yielding (Router.send_nowait) between two yields to the links'
+#: writers: well below a link's send queue (transport.link.LinkTiming.send_queue), so a
+#: long step (catch-up finalising many blocks) never overflows it.
+SENDS_PER_YIELD: Final = 64
 #: Block digests whose votes and notarization we keep until they finalise.
 MAX_TRACKED_BLOCKS: Final = 1024
 #: Submitters waiting for outcomes.
@@ -225,6 +249,8 @@ class Member:
         self._votes: OrderedDict[tuple[int, bytes], dict[tuple[int, int], Vote]] = OrderedDict()
         self._notarizations: OrderedDict[tuple[int, bytes], Certificate] = OrderedDict()
         self._first_seen: OrderedDict[bytes, float] = OrderedDict()
+        #: Written only on the event loop; the verifying worker thread only reads it.
+        self._verified_votes = VerifiedVotes(MAX_VERIFIED_SIGNATURES)
         self._fetched: OrderedDict[bytes, FinalizedBlock] = OrderedDict()
         self._waiting: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
         #: Finalised blocks not yet stored: their finalizing descendant has not arrived.
@@ -239,6 +265,7 @@ class Member:
         self._fetch_replies: dict[tuple[bytes, int],
                                   trio.MemorySendChannel[wire.Blocks]] = {}
         self._next_request_id = 1
+        self._sends_since_yield = 0
         self.accepting = True
         self.diverged: str | None = None
         self.height = 0
@@ -412,6 +439,7 @@ class Member:
         await self._step(Start())
         while True:
             item = await self._inputs_recv.receive()
+            self._sends_since_yield = 0  # receive() yielded: the writers have had a turn
             if isinstance(item, _Submission):
                 await self._on_submission(item)
             else:
@@ -467,21 +495,33 @@ class Member:
         assert self.manager is not None and sub.reply_to is not None
         SUBMISSIONS.labels("accepted" if accepted else "refused").inc()
         peer, rid = sub.reply_to
-        await self.manager.router.send(Channel.CLIENT, peer, wire.encode_message(
+        # Without yielding: acks of one batch of submissions leave in one write.
+        self.manager.router.send_nowait(Channel.CLIENT, peer, wire.encode_message(
             wire.Submitted(rid, sub.checked.envelope_id, accepted, reason)))
+        await self._sent_nowait()
+
+    async def _sent_nowait(self) -> None:
+        """Count a message queued with send_nowait; every SENDS_PER_YIELD, let the links'
+        writers drain their queues."""
+        self._sends_since_yield += 1
+        if self._sends_since_yield >= SENDS_PER_YIELD:
+            self._sends_since_yield = 0
+            await trio.lowlevel.checkpoint()
 
     async def _execute(self, actions: Sequence[Action]) -> None:
-        """Run the core's actions in order. Guard records and finalised blocks are gathered
-        and committed in one store transaction right before the next message leaves, so a
-        signature is never sent before its guard record is durable, and a step costs one
-        fsync rather than one per record."""
+        """Run the core's actions in order. Finalised blocks are gathered and committed in
+        one store transaction right before the next message leaves, together with *every*
+        guard record of this batch of actions, so a signature is never sent before its guard
+        record is durable and a batch costs one fsync: a leader that votes to finalise and
+        then proposes in one step waits for one commit, not two, before its proposal leaves.
+        (Making a later guard record durable early is always safe: it only promises what we
+        are about to sign.)"""
         assert self.store is not None and self.manager is not None
-        guard: list[StoreGuardRecord] = []
+        guard = [StoreGuardRecord(a.epoch, a.view, _guard_kind(a.kind), a.digest)
+                 for a in actions if isinstance(a, PersistSignerGuard)]
         finalized: list[Finalized] = []
         for action in actions:
             if isinstance(action, PersistSignerGuard):
-                guard.append(StoreGuardRecord(action.epoch, action.view,
-                                              _guard_kind(action.kind), action.digest))
                 continue
             if isinstance(action, Finalized):
                 finalized.append(action)
@@ -489,18 +529,23 @@ class Member:
             if isinstance(action, Broadcast | Send) and (guard or finalized):
                 await self._commit(guard, finalized)
                 guard, finalized = [], []
+            # Queued without yielding: the links' writers run after the step and send
+            # everything it produced for a peer in one write.
             if isinstance(action, Broadcast):
+                self._remember_verified(action.message)
                 self._observe(action.message, self.me)
-                await self.manager.router.broadcast(
+                self.manager.router.broadcast_nowait(
                     Channel.CONSENSUS, encode_message(self.committee, action.message))
                 self._loopback.append(MessageReceived(self.me, action.message))
+                await self._sent_nowait()
             elif isinstance(action, Send):
                 if action.to == self.me:
                     self._loopback.append(MessageReceived(self.me, action.message))
                 else:
-                    await self.manager.router.send(
+                    self.manager.router.send_nowait(
                         Channel.CONSENSUS, self.committee.members[action.to],
                         encode_message(self.committee, action.message))
+                    await self._sent_nowait()
             elif isinstance(action, SetTimer):
                 self._timers.set(action.kind, action.view, action.delay_ms)
             elif isinstance(action, EvidenceFound):
@@ -602,11 +647,19 @@ class Member:
             # Blocks final through a descendant whose own finalization we have not been
             # handed yet wait: the store takes a chain only when its last block carries one.
             if guard:
-                await self.store.record_event(guard=guard)
+                await self.store.write_soon(lambda s: s.record_event(guard=guard))
             return
         items, self._unstored = self._unstored, []
-        # Every signature here was verified before it reached the core.
-        await self.store.append_blocks(items, verify_signatures=False, guard=guard)
+        # Every signature here was verified before it reached the core. Small appends run
+        # on the event loop when the store is free (AsyncStore.write_soon): this is the
+        # critical path of every view, and a thread hand-off costs more than the commit.
+        # Large ones (Merkle nodes and entries for many commands) go to the worker thread,
+        # where SQLite's C code runs alongside the loop.
+        if sum(len(item.block.commands) for item in items) <= INLINE_APPEND_COMMANDS:
+            await self.store.write_soon(lambda s: s.append_blocks(
+                items, verify_signatures=False, guard=guard))
+        else:
+            await self.store.append_blocks(items, verify_signatures=False, guard=guard)
         now = trio.current_time()
         for item in items:
             block = item.block
@@ -646,9 +699,12 @@ class Member:
             if waiter is None:
                 continue
             peer, rid = waiter
-            await self.manager.router.send(Channel.CLIENT, peer, wire.encode_message(
+            # Queued without yielding, so a client's outcomes of one block leave in one
+            # write (the writers get a turn every SENDS_PER_YIELD messages).
+            self.manager.router.send_nowait(Channel.CLIENT, peer, wire.encode_message(
                 wire.Outcome(rid, result.height, first_log_index + position[envelope_id],
                              tuple(outcomes))))
+            await self._sent_nowait()
 
     # -- validation hook (called inside Core.step) ---------------------------------------
 
@@ -674,21 +730,44 @@ class Member:
 
     # -- intake tasks -------------------------------------------------------------------
 
-    def _decode_and_verify(self, batch: list[tuple[bytes, bytes]]
-                           ) -> list[tuple[MessageReceived, list[tuple[bytes, Envelope | MemberCommand]]]]:
-        """Worker thread: decode, verify signatures, pre-check proposed envelopes."""
-        out = []
+    def _decode(self, batch: list[tuple[bytes, bytes]]) -> list[tuple[int, Message]]:
+        """Decode a batch of consensus messages; drop (and count) non-members and garbage."""
+        out: list[tuple[int, Message]] = []
         for sender, data in batch:
             index = self.committee.index_of(sender)
             if index is None:
                 CONSENSUS_REJECTED.labels("not a member").inc()
                 continue
             try:
-                msg = decode_message(self.committee, data)
-                verify_message(self.committee, msg)
+                out.append((index, decode_message(self.committee, data)))
             except RemoteError as e:
                 CONSENSUS_REJECTED.labels(type(e).__name__).inc()
                 log.debug("consensus.rejected", sender=short(sender), error=str(e))
+        return out
+
+    def _signature_checks(self, msg: Message) -> int:
+        """About how many ed25519 verifications `msg` costs (the inline-or-thread choice)."""
+        if isinstance(msg, Proposal):
+            return 1 + len(msg.block.evidence) + sum(
+                1 for c in msg.block.commands if blake3_digest(c) not in self._checked)
+        if isinstance(msg, Notarization | Finalization):
+            extra = 0 if msg.block is None else len(msg.block.evidence)
+            return self._verified_votes.unknown_in(msg.certificate) + extra
+        if isinstance(msg, Nullification):
+            return self._verified_votes.unknown_in(msg.certificate)
+        return 2  # a vote or header (1), evidence (2); a sync request has none
+
+    def _verify_decoded(self, decoded: list[tuple[int, Message]]
+                        ) -> list[tuple[MessageReceived, list[tuple[bytes, Envelope | MemberCommand]]]]:
+        """Verify signatures and pre-check proposed envelopes (event loop or worker thread:
+        it reads `_checked` but never writes it)."""
+        out = []
+        for index, msg in decoded:
+            try:
+                verify_message(self.committee, msg, self._verified_votes)
+            except RemoteError as e:
+                CONSENSUS_REJECTED.labels(type(e).__name__).inc()
+                log.debug("consensus.rejected", sender=index, error=str(e))
                 continue
             checked: list[tuple[bytes, Envelope | MemberCommand]] = []
             if isinstance(msg, Proposal):
@@ -703,7 +782,16 @@ class Member:
             out.append((MessageReceived(index, msg), checked))
         return out
 
+    def _decode_and_verify(self, batch: list[tuple[bytes, bytes]]
+                           ) -> list[tuple[MessageReceived, list[tuple[bytes, Envelope | MemberCommand]]]]:
+        """Worker thread: decode a large batch, verify it, pre-check proposed envelopes."""
+        return self._verify_decoded(self._decode(batch))
+
     async def _consensus_intake(self) -> None:
+        """Verify incoming consensus messages in batches. A small batch (a few votes or a
+        certificate: up to INLINE_VERIFY_SIGNATURES checks, ~60 µs each) is verified on the
+        event loop: a worker-thread hand-off costs more than that in context switches on a
+        busy machine. Larger batches go to a worker thread, off the loop."""
         assert self.manager is not None
         rx = self.manager.router.receive(Channel.CONSENSUS)
         limiter = trio.CapacityLimiter(1)
@@ -714,16 +802,30 @@ class Member:
                     batch.append(rx.receive_nowait())
                 except trio.WouldBlock:
                     break
-            verified = await trio.to_thread.run_sync(self._decode_and_verify, batch,
-                                                     limiter=limiter)
+            verified: list[tuple[MessageReceived, list[tuple[bytes, Envelope | MemberCommand]]]]
+            if sum(len(data) for _, data in batch) > INLINE_DECODE_BYTES:
+                verified = await trio.to_thread.run_sync(self._decode_and_verify, batch,
+                                                         limiter=limiter)
+            else:
+                decoded = self._decode(batch)
+                if sum(self._signature_checks(m) for _, m in decoded) <= INLINE_VERIFY_SIGNATURES:
+                    verified = self._verify_decoded(decoded)
+                else:
+                    verified = await trio.to_thread.run_sync(self._verify_decoded, decoded,
+                                                             limiter=limiter)
             for event, checked in verified:
                 for d, envelope in checked:
                     self._bounded_put(self._checked, d, envelope, MAX_CHECKED_ENVELOPES)
+                self._remember_verified(event.message)
                 self._observe(event.message, event.sender)
                 await self._inputs_send.send(event)
 
-    def _check_envelope(self, data: bytes) -> Envelope:
-        return self.executor.check_client_command(data)
+    def _remember_verified(self, msg: Message) -> None:
+        """Note the vote signatures in a verified message (or one we signed ourselves)."""
+        if isinstance(msg, Vote):
+            self._verified_votes.add_vote(msg)
+        elif isinstance(msg, Notarization | Finalization | Nullification):
+            self._verified_votes.add_certificate(msg.certificate)
 
     async def _gossip_relay(self) -> None:
         """Relay accepted envelopes to the other members, a few milliseconds' worth at a
@@ -776,7 +878,12 @@ class Member:
                 log.debug("gossip.rejected", sender=short(sender), kind=type(msg).__name__)
                 continue
             fresh = [e for e in msg.envelopes if blake3_digest(e) not in self._checked]
-            for raw, envelope in await trio.to_thread.run_sync(self._check_envelopes, fresh):
+            if len(fresh) <= INLINE_CHECK_ENVELOPES and \
+                    sum(len(e) for e in fresh) <= INLINE_CHECK_BYTES:
+                checked = self._check_envelopes(fresh)
+            else:
+                checked = await trio.to_thread.run_sync(self._check_envelopes, fresh)
+            for raw, envelope in checked:
                 if envelope is None:
                     # A member relayed an envelope that does not check: its fault, not the
                     # client's; count it and carry on.
@@ -786,28 +893,67 @@ class Member:
                                   MAX_CHECKED_ENVELOPES)
                 await self._inputs_send.send(_Submission(raw, envelope, None))
 
+    def _check_submissions(self, envelopes: Sequence[bytes]
+                           ) -> list[Envelope | CommandRefused]:
+        """Check submitted envelopes (event loop or worker thread); a refusal is returned,
+        not raised, so one bad envelope does not cost the others their answer."""
+        out: list[Envelope | CommandRefused] = []
+        for data in envelopes:
+            try:
+                out.append(self.executor.check_client_command(data))
+            except CommandRefused as e:
+                out.append(e)
+        return out
+
     async def _client_intake(self) -> None:
+        """Client requests, a batch at a time: submitted envelopes of one batch are checked
+        together, on the event loop when they are few and small (one signature check each
+        costs less than a worker-thread hand-off), else in one worker-thread call."""
         assert self.manager is not None
         router = self.manager.router
-        async for sender, msg in self._decoded(Channel.CLIENT):
-            if isinstance(msg, wire.Submit):
+        rx = router.receive(Channel.CLIENT)
+        while True:
+            batch = [await rx.receive()]
+            while len(batch) < VERIFY_BATCH:
                 try:
-                    envelope = await trio.to_thread.run_sync(self._check_envelope, msg.envelope)
-                except CommandRefused as e:
+                    batch.append(rx.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            submits: list[tuple[bytes, wire.Submit]] = []
+            for sender, data in batch:
+                try:
+                    msg = wire.decode_message(data)
+                except RemoteError as e:
+                    CONSENSUS_REJECTED.labels("malformed client").inc()
+                    log.debug("message.rejected", channel="client", sender=short(sender),
+                              error=str(e))
+                    continue
+                if isinstance(msg, wire.Submit):
+                    submits.append((sender, msg))
+                elif isinstance(msg, wire.BlocksRequest):
+                    self._queue_block_request(Channel.CLIENT, sender, msg)
+                elif isinstance(msg, wire.StatusRequest):
+                    await router.send(Channel.CLIENT, sender, wire.encode_message(
+                        wire.Status(msg.request_id, self.status())))
+            if not submits:
+                continue
+            envelopes = [m.envelope for _, m in submits]
+            if len(envelopes) <= INLINE_CHECK_ENVELOPES and \
+                    sum(len(e) for e in envelopes) <= INLINE_CHECK_BYTES:
+                results = self._check_submissions(envelopes)
+            else:
+                results = await trio.to_thread.run_sync(self._check_submissions, envelopes)
+            for (sender, msg), result in zip(submits, results, strict=True):
+                if isinstance(result, CommandRefused):
                     SUBMISSIONS.labels("refused").inc()
                     await router.send(Channel.CLIENT, sender, wire.encode_message(wire.Submitted(
                         msg.request_id, blake3_digest(msg.envelope), False,
-                        f"{e.reason}: {e}")))
+                        f"{result.reason}: {result}")))
                     continue
-                self._bounded_put(self._checked, blake3_digest(msg.envelope), envelope,
+                self._bounded_put(self._checked, blake3_digest(msg.envelope), result,
                                   MAX_CHECKED_ENVELOPES)
                 await self._inputs_send.send(
-                    _Submission(msg.envelope, envelope, (sender, msg.request_id)))
-            elif isinstance(msg, wire.BlocksRequest):
-                self._queue_block_request(Channel.CLIENT, sender, msg)
-            elif isinstance(msg, wire.StatusRequest):
-                await router.send(Channel.CLIENT, sender, wire.encode_message(
-                    wire.Status(msg.request_id, self.status())))
+                    _Submission(msg.envelope, result, (sender, msg.request_id)))
 
     def _queue_block_request(self, channel: Channel, peer: bytes,
                              request: wire.BlocksRequest) -> None:
