@@ -15,6 +15,20 @@ uses when a map mixes key types; `tests/test_encoding.py` pins the difference.
 Why our own decoder instead of cbor2's: the decoder is a trust boundary and must refuse
 duplicate keys, non-shortest heads, unsorted maps, indefinite lengths, tags and trailing
 bytes, each with its own error. cbor2 accepts most of these silently.
+
+Fast path (cbor2 6.x, Rust). `encode` and `decode` first try cbor2 and fall back to the
+pure-Python reference code (`_encode_strict`, `_decode_strict`) whenever the fast path is
+not sure; the contract (bytes written, inputs accepted, values returned, error classes)
+is the reference code's. `decode` returns cbor2's value only if a walk finds it inside
+the data model (exact types, 64-bit ints, int/str/bytes keys in strictly ascending
+encoded order, depth within MAX_DEPTH) *and* `cbor2.dumps(value)` reproduces the input
+byte for byte, i.e. the input is exactly what `_encode_strict` writes for that value; a
+refused input therefore always gets the reference decoder's precise error. Tags are never
+interpreted (every cbor2 semantic decoder is replaced by a refusal). `encode` hands cbor2
+values of exact model types, re-ordering maps whose keys are out of canonical order; any
+other value (subclasses, other Mappings, bytearray, out-of-range ints) takes the
+reference encoder. `FAST_PATH_STATS` counts fallbacks. `tests/test_encoding_fast_path.py`
+checks fast and reference paths against each other.
 """
 
 from __future__ import annotations
@@ -22,6 +36,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from typing import Any, Final
+
+import cbor2
 
 from .errors import EncodingError, LocalError
 
@@ -66,7 +82,7 @@ class TooDeepError(EncodingError):
 
 
 # ---------------------------------------------------------------------------------------
-# Encoder
+# Reference encoder
 
 
 def _head(major: int, value: int) -> bytes:
@@ -119,7 +135,7 @@ def _encode_into(obj: Any, out: list[bytes], depth: int) -> None:
         for k, v in obj.items():
             if not isinstance(k, (int, str, bytes)) or isinstance(k, bool):
                 raise LocalError(f"encode: unsupported map key type {type(k).__name__}")
-            items.append((encode(k), v))
+            items.append((_encode_strict(k), v))
         items.sort(key=lambda kv: kv[0])
         out.append(_head(5, len(items)))
         for kb, v in items:
@@ -129,15 +145,15 @@ def _encode_into(obj: Any, out: list[bytes], depth: int) -> None:
         raise LocalError(f"encode: unsupported type {type(obj).__name__}")
 
 
-def encode(obj: Any) -> bytes:
-    """Encode `obj` deterministically. Raises LocalError for values outside the data model."""
+def _encode_strict(obj: Any) -> bytes:
+    """The reference encoder: sorts map keys itself, raises LocalError outside the model."""
     out: list[bytes] = []
     _encode_into(obj, out, 0)
     return b"".join(out)
 
 
 # ---------------------------------------------------------------------------------------
-# Decoder
+# Reference decoder
 
 
 class _Reader:
@@ -248,6 +264,275 @@ def _decode_item(r: _Reader, depth: int) -> Any:
     raise UnsupportedTypeError(f"simple value {value} at offset {start} is not used")
 
 
+def _decode_strict(data: bytes) -> Any:
+    """The reference decoder: accepts exactly the bytes `_encode_strict` writes."""
+    if not data:
+        raise TruncatedError("empty input")
+    r = _Reader(bytes(data))
+    obj = _decode_item(r, 0)
+    if r.pos != len(r.data):
+        raise TrailingBytesError(f"{len(r.data) - r.pos} trailing bytes after offset {r.pos}")
+    return obj
+
+
+# ---------------------------------------------------------------------------------------
+# Fast path: cbor2 (Rust) does the byte work, a Python walk checks the data model.
+#
+# Soundness argument for decode: the fast path returns `value` only if (a) `value` is in
+# the data model (exact types, 64-bit ints, int/str/bytes keys in strictly ascending
+# encoded order, nesting within MAX_DEPTH) and (b) `cbor2.dumps(value)` equals the input.
+# For such values cbor2.dumps writes exactly what `_encode_strict` writes (pinned by the
+# differential tests), so the input is `_encode_strict(value)`, which `_decode_strict`
+# accepts and decodes to `value`. Everything else goes to `_decode_strict`, whose answer
+# (value or precise error) is the answer.
+
+
+class _FastPathMiss(Exception):
+    """The fast path is not sure; the reference implementation decides."""
+
+
+class FastPathStats:
+    """How often encode/decode fell back to the reference code (an ops metric, and what
+    tests watch so a regression to always-slow is caught). Not protocol state."""
+
+    __slots__ = ("decode_fallbacks", "encode_fallbacks")
+
+    def __init__(self) -> None:
+        self.encode_fallbacks = 0
+        self.decode_fallbacks = 0
+
+
+#: Process-wide fallback counters.
+FAST_PATH_STATS: Final = FastPathStats()
+
+_INT_MIN: Final = -(1 << 64)
+
+
+def _refuse_tag(*_args: Any) -> Any:
+    raise _FastPathMiss("tag")
+
+
+#: Every tag cbor2 6.x gives a meaning (found by probing 0..70000 and a few large ones).
+#: Each gets a decoder that refuses at once, so no tag is ever interpreted: no bigfloat
+#: arithmetic, regex compilation, MIME parsing or shared references on hostile input. Any
+#: other tag goes to `tag_hook`, which refuses too. A tag missing here would still be
+#: caught by the walk and the byte comparison; this list only keeps the cost bounded.
+_CBOR2_SEMANTIC_TAGS: Final = (
+    0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004,
+    43000, 55799,
+)
+_REFUSE_SEMANTIC_TAGS: Final = {tag: _refuse_tag for tag in _CBOR2_SEMANTIC_TAGS}
+
+_cbor2_loads: Final = cbor2.loads
+_cbor2_dumps: Final = cbor2.dumps
+
+
+def _keys_in_order(d: dict[Any, Any]) -> bool:
+    """True iff the keys are in strictly ascending RFC 8949 order; _FastPathMiss for a key
+    outside the model.
+
+    The order of encodings is compared without encoding: the major type first (unsigned
+    0 < negative 1 < bytes 2 < text 3), then, within one major type, the integer's
+    magnitude or the string's encoded length (heads are monotone in both), then the
+    payload (UTF-8 bytewise order is code-point order, so text compares as str).
+    """
+    previous: tuple[Any, ...] | None = None
+    in_order = True
+    for k in d:
+        tk = type(k)
+        rank: tuple[Any, ...]
+        if tk is str:
+            rank = (3, len(k) if k.isascii() else len(k.encode("utf-8")), k)
+        elif tk is int:
+            if k >= 0:
+                if k > _UINT64_MAX:
+                    raise _FastPathMiss("key")
+                rank = (0, k)
+            else:
+                if k < _INT_MIN:
+                    raise _FastPathMiss("key")
+                rank = (1, -1 - k)
+        elif tk is bytes:
+            rank = (2, len(k), k)
+        else:
+            raise _FastPathMiss("key")
+        if previous is not None and rank <= previous:
+            in_order = False
+        previous = rank
+    return in_order
+
+
+def _key_rank(k: Any) -> tuple[Any, ...]:
+    # Same order as `_keys_in_order`; keys were already checked there.
+    if type(k) is str:
+        return (3, len(k.encode("utf-8")), k)
+    if type(k) is int:
+        return (0, k) if k >= 0 else (1, -1 - k)
+    return (2, len(k), k)
+
+
+def _canonical_form(obj: Any, depth: int) -> Any:
+    """`obj` itself if it is in the data model with every map in canonical key order; a
+    copy with the maps re-ordered (only along the paths that need it) if it is in the model
+    otherwise; _FastPathMiss if it is not in the model. Exact types only: subclasses and
+    other Mappings go to the reference encoder. Containers recurse; scalars are checked
+    inline, without a call per item."""
+    t = type(obj)
+    if t is list or t is tuple:
+        if depth >= MAX_DEPTH and obj:
+            raise _FastPathMiss("depth")
+        copy: list[Any] | None = None
+        for i, x in enumerate(obj):
+            tx = type(x)
+            if tx is str or tx is bytes:
+                continue
+            if tx is int:
+                if _INT_MIN <= x <= _UINT64_MAX:
+                    continue
+                raise _FastPathMiss("int")
+            if tx is list or tx is dict or tx is tuple:
+                y = _canonical_form(x, depth + 1)
+                if y is not x:
+                    if copy is None:
+                        copy = list(obj)
+                    copy[i] = y
+                continue
+            if tx is bool or x is None:
+                continue
+            raise _FastPathMiss("type")
+        return obj if copy is None else copy
+    if t is dict:
+        if depth >= MAX_DEPTH and obj:
+            raise _FastPathMiss("depth")
+        # Inline common case of `_keys_in_order`: all keys ASCII text, whose encoded order
+        # is (length, str order); no tuple per key, no call per map.
+        ascii_keys = True
+        in_order = True
+        previous_len = -1
+        previous = ""
+        for k in obj:
+            if type(k) is not str or not k.isascii():
+                ascii_keys = False
+                in_order = _keys_in_order(obj)
+                break
+            n = len(k)
+            if n < previous_len or (n == previous_len and k <= previous):
+                in_order = False
+            previous_len = n
+            previous = k
+        changed: dict[Any, Any] | None = None
+        for k, x in obj.items():
+            tx = type(x)
+            if tx is str or tx is bytes:
+                continue
+            if tx is int:
+                if _INT_MIN <= x <= _UINT64_MAX:
+                    continue
+                raise _FastPathMiss("int")
+            if tx is list or tx is dict or tx is tuple:
+                y = _canonical_form(x, depth + 1)
+                if y is not x:
+                    if changed is None:
+                        changed = {}
+                    changed[k] = y
+                continue
+            if tx is bool or x is None:
+                continue
+            raise _FastPathMiss("type")
+        if in_order and changed is None:
+            return obj
+        if in_order:
+            keys = list(obj)
+        elif not ascii_keys:
+            keys = sorted(obj, key=_key_rank)
+        else:
+            # ASCII text keys: (length, str) order, by two C-level sorts (the second is
+            # stable) instead of a Python key function per key.
+            keys = sorted(obj)
+            keys.sort(key=len)
+        if changed is None:
+            return {k: obj[k] for k in keys}
+        return {k: changed[k] if k in changed else obj[k] for k in keys}
+    if t is str or t is bytes or t is bool or obj is None:
+        return obj
+    if t is int:
+        if _INT_MIN <= obj <= _UINT64_MAX:
+            return obj
+        raise _FastPathMiss("int")
+    raise _FastPathMiss("type")
+
+
+def _is_decoded_model_value(obj: Any, depth: int) -> bool:
+    """True iff a cbor2 result is in the data model as `_decode_strict` would return it:
+    lists (not tuples), dicts in canonical key order, exact scalar types, 64-bit ints,
+    nesting within MAX_DEPTH. Not shared with `_canonical_form` because the accepted types
+    differ (no tuples) and an unsorted map is a refusal here, not something to re-order."""
+    t = type(obj)
+    if t is list:
+        items: Any = obj
+    elif t is dict:
+        # Inline common case of `_keys_in_order`, as in `_canonical_form`.
+        previous_len = -1
+        previous = ""
+        for k in obj:
+            if type(k) is not str or not k.isascii():
+                if not _keys_in_order(obj):
+                    return False
+                break
+            n = len(k)
+            if n < previous_len or (n == previous_len and k <= previous):
+                return False
+            previous_len = n
+            previous = k
+        items = obj.values()
+    elif t is str or t is bytes or t is bool or obj is None:
+        return True
+    elif t is int:
+        return bool(_INT_MIN <= obj <= _UINT64_MAX)
+    else:
+        return False
+    if depth >= MAX_DEPTH and items:
+        return False
+    for x in items:
+        tx = type(x)
+        if tx is str or tx is bytes:
+            continue
+        if tx is int:
+            if _INT_MIN <= x <= _UINT64_MAX:
+                continue
+            return False
+        if tx is list or tx is dict:
+            if _is_decoded_model_value(x, depth + 1):
+                continue
+            return False
+        if tx is bool or x is None:
+            continue
+        return False
+    return True
+
+
+def _is_rust_panic(exc: BaseException) -> bool:
+    # pyo3 turns a Rust panic into PanicException, which derives from BaseException.
+    return type(exc).__name__ == "PanicException"
+
+
+def encode(obj: Any) -> bytes:
+    """Encode `obj` deterministically. Raises LocalError for values outside the data model.
+
+    Data model: int in [-2^64, 2^64-1], bytes (bytearray/memoryview too), str, list/tuple,
+    Mapping with int/str/bytes keys (sorted here), bool, None; nesting within MAX_DEPTH.
+    """
+    try:
+        return _cbor2_dumps(_canonical_form(obj, 0))  # type: ignore[no-any-return]
+    except Exception:
+        pass
+    except BaseException as exc:
+        if not _is_rust_panic(exc):
+            raise
+    FAST_PATH_STATS.encode_fallbacks += 1
+    return _encode_strict(obj)
+
+
 def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Any:
     """Decode exactly one deterministic CBOR item from `data`.
 
@@ -256,10 +541,26 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Any:
     """
     if len(data) > max_size:
         raise OversizeError(f"input of {len(data)} bytes exceeds the limit of {max_size}")
-    if not data:
-        raise TruncatedError("empty input")
-    r = _Reader(bytes(data))
-    obj = _decode_item(r, 0)
-    if r.pos != len(r.data):
-        raise TrailingBytesError(f"{len(r.data) - r.pos} trailing bytes after offset {r.pos}")
-    return obj
+    t: type[object] = type(data)
+    if t is bytes or t is bytearray or t is memoryview:
+        try:
+            raw = data if t is bytes else bytes(data)
+            value = _cbor2_loads(
+                raw,
+                tag_hook=_refuse_tag,
+                semantic_decoders=_REFUSE_SEMANTIC_TAGS,
+                # cbor2's depth counts containers that hold items, which puts those items
+                # at most MAX_DEPTH deep: the same bound as ours (the walk checks it too).
+                max_depth=MAX_DEPTH,
+                allow_indefinite=False,
+                allow_duplicate_keys=False,
+            )
+            if _is_decoded_model_value(value, 0) and _cbor2_dumps(value) == raw:
+                return value
+        except Exception:
+            pass
+        except BaseException as exc:
+            if not _is_rust_panic(exc):
+                raise
+    FAST_PATH_STATS.decode_fallbacks += 1
+    return _decode_strict(data)
