@@ -22,6 +22,7 @@ from coalitiond.consensus.core import (
     MessageReceived,
     PersistSignerGuard,
     Refused,
+    Send,
     SetTimer,
     Start,
     TimerFired,
@@ -236,8 +237,13 @@ def test_quorum_notarizes_then_finalizes() -> None:
     c.step(proposal(b))
     c.step(vote(1, VoteKind.NOTARIZE, 1, b.digest))
     actions = c.step(vote(2, VoteKind.NOTARIZE, 1, b.digest))
-    sent = [a.message for a in actions if isinstance(a, Broadcast)]
-    assert isinstance(sent[0], Notarization) and sent[0].block == b
+    # The certificate goes, with its block, to the one member that did not sign it; the
+    # signers broadcast their votes to all and form it themselves.
+    announced = [(a.to, a.message) for a in actions if isinstance(a, Send)]
+    assert [to for to, _ in announced] == [3]
+    assert isinstance(announced[0][1], Notarization) and announced[0][1].block == b
+    assert not any(isinstance(a, Broadcast) and isinstance(a.message, Notarization)
+                   for a in actions)
     assert [(v.kind, v.view) for v in own_votes(actions)] == [(VoteKind.FINALIZE, 1)]
     assert c.view == 2
     c.step(vote(1, VoteKind.FINALIZE, 1, b.digest))
@@ -245,6 +251,8 @@ def test_quorum_notarizes_then_finalizes() -> None:
     final = [a for a in actions if isinstance(a, Finalized)]
     assert [f.block for f in final] == [b]
     assert final[0].certificate.signers() == (0, 1, 3)
+    assert [(a.to, type(a.message)) for a in actions if isinstance(a, Send)] == [
+        (2, Finalization)]
     assert c.tip == b
 
 

@@ -267,6 +267,8 @@ class _View:
     view_timer_fired: int = 0
     sync_answered: set[int] = field(default_factory=set)
     helped: set[int] = field(default_factory=set)
+    #: Kinds of certificate for this view that we formed and broadcast ourselves.
+    announced: set[VoteKind] = field(default_factory=set)
 
 
 class _Verdict(enum.Enum):
@@ -827,7 +829,7 @@ class Core:
     def _on_vote(self, sender: int | None, vote: Vote) -> None:
         s = self._vs(vote.view)
         if vote.view < self.view and sender is not None and sender != self.me:
-            self._help_laggard(sender, vote.view, s)
+            self._help_laggard(sender, vote, s)
         table = s.votes.setdefault(vote.kind, {})
         if vote.signer in table:
             return  # first vote per (member, view, kind) counts
@@ -840,13 +842,22 @@ class Core:
         if len(same) >= self.committee.quorum:
             self._on_certificate(sender, Certificate.from_votes(same), None, formed=True)
 
-    def _help_laggard(self, sender: int, view: int, s: _View) -> None:
+    def _help_laggard(self, sender: int, vote: Vote, s: _View) -> None:
         """A peer still votes in a view we have left: send it the certificate that ended it
-        (once per peer and view), so it can catch up without waiting for timeouts."""
-        if sender in s.helped or not 0 <= sender < self.committee.n:
+        (once per peer and view), so it can catch up without waiting for timeouts.
+
+        Not for a finalise vote (its signer holds the view's notarisation), nor for a vote on
+        the view we have just left when we broadcast its certificate ourselves: that vote
+        crossed our broadcast, and answering it sent every member each certificate twice.
+        A peer two or more views behind is stuck (its view timer re-sends its votes) and is
+        always answered."""
+        if vote.kind is VoteKind.FINALIZE or sender in s.helped \
+                or not 0 <= sender < self.committee.n:
             return
         ended = s.notarization or s.nullification or s.finalization
         if ended is None:
+            return
+        if ended.kind in s.announced and vote.view == self.view - 1:
             return
         s.helped.add(sender)
         self._emit(Send(sender, self._cert_message(ended)))
@@ -877,7 +888,7 @@ class Core:
                 self._learn_block(block)
             self._note_latest(cert)
             if formed:
-                self._emit(Broadcast(self._cert_message(cert)))
+                self._announce(cert, s)
             if cert.view >= self.view:
                 self._consecutive_nulls = 0
             if self._guard.get((cert.view, SignedKind.NULLIFY)) is None and \
@@ -893,6 +904,7 @@ class Core:
             s.nullification = cert
             self._note_latest(cert)
             if formed:
+                s.announced.add(cert.kind)
                 self._emit(Broadcast(Nullification(cert)))
             if cert.view >= self.view:
                 self._consecutive_nulls += 1
@@ -908,7 +920,7 @@ class Core:
             if first:
                 self._note_latest(cert)
                 if formed:
-                    self._emit(Broadcast(self._cert_message(cert)))
+                    self._announce(cert, s)
                 if cert.view >= self.view:
                     self._consecutive_nulls = 0
             final = s.finalization
@@ -919,6 +931,23 @@ class Core:
             self._progress()
 
     # -- finalisation and catch-up --------------------------------------------------------
+
+    def _announce(self, cert: Certificate, s: _View) -> None:
+        """Send a notarisation or finalisation we formed from votes to the members that did
+        not sign it. The signers broadcast their votes to everyone, so each of them forms
+        the certificate from the same votes; the non-signers (slow, partitioned or just
+        restarted) are the ones that may lack them. Broadcasting it to all made every member
+        receive each certificate n - 1 times, with the block, per view: a third of all
+        consensus traffic. A member that still misses it (a Byzantine signer sent its vote to
+        us alone) gets it when its view timer fires: its vote for the view we left is
+        answered with the certificate (§8), and our own view timer re-broadcasts our newest
+        certificates (docs/protocol.md §3, Decision)."""
+        s.announced.add(cert.kind)
+        signers = set(cert.signers())
+        message = self._cert_message(cert)
+        for member in range(self.committee.n):
+            if member != self.me and member not in signers:
+                self._emit(Send(member, message))
 
     def _finalize(self, cert: Certificate) -> None:
         if cert.view <= self.tip.view:
