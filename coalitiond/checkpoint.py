@@ -88,7 +88,7 @@ def sign_text(text: str, name: str, key: SigningKey) -> str:
     Domain separation comes from the note text itself (its origin line).
     """
     _check_name(name)
-    sig = nacl.signing.SigningKey(key.seed).sign(text.encode("utf-8")).signature
+    sig = key.sign_untagged(text.encode("utf-8"))
     blob = base64.b64encode(key_id(name, key.public) + sig).decode("ascii")
     return f"{SIG_PREFIX}{name} {blob}\n"
 

@@ -8,7 +8,7 @@ tag ‖ message unless both tag and message are equal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import nacl.exceptions
@@ -35,25 +35,29 @@ class SigningKey:
     """An ed25519 identity. `public` is the 32-byte PeerId."""
 
     seed: bytes
+    # Derived once: deriving the key pair from the seed is a scalar multiplication, and a
+    # member signs several times per view.
+    _signer: nacl.signing.SigningKey = field(init=False, repr=False, compare=False)
+    public: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.seed) != 32:
             raise LocalError("ed25519 seed must be 32 bytes")
+        signer = nacl.signing.SigningKey(self.seed)
+        object.__setattr__(self, "_signer", signer)
+        object.__setattr__(self, "public", bytes(signer.verify_key))
 
     @classmethod
     def generate(cls) -> SigningKey:
         return cls(bytes(nacl.signing.SigningKey.generate()))
 
-    @property
-    def _nacl(self) -> nacl.signing.SigningKey:
-        return nacl.signing.SigningKey(self.seed)
-
-    @property
-    def public(self) -> bytes:
-        return bytes(self._nacl.verify_key)
-
     def sign(self, domain_tag: bytes, message: bytes) -> bytes:
-        return self._nacl.sign(signing_input(domain_tag, message)).signature
+        return self._signer.sign(signing_input(domain_tag, message)).signature
+
+    def sign_untagged(self, message: bytes) -> bytes:
+        """Plain ed25519 over `message`, for formats that fix the signed bytes themselves
+        (C2SP signed notes). Everything of ours signs with `sign` and a domain tag."""
+        return self._signer.sign(message).signature
 
     def __repr__(self) -> str:  # never print the seed
         return f"SigningKey(public={self.public.hex()[:16]}…)"

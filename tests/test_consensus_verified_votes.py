@@ -6,9 +6,12 @@ from __future__ import annotations
 import pytest
 
 from coalitiond.consensus.messages import (
+    BadSignature,
     Finalization,
     Notarization,
     Nullification,
+    Proposal,
+    ProposalHeader,
     VerifiedVotes,
     verify_message,
 )
@@ -131,3 +134,32 @@ def test_oldest_signatures_are_forgotten_first_at_the_bound() -> None:
     assert len(known) == 3
     assert not known.covers(Certificate.from_votes(vs[:1]))
     assert known.covers(Certificate.from_votes(vs[1:]))
+
+
+def test_relayed_header_of_a_verified_proposal_is_not_verified_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    b = block()
+    proposal = Proposal.sign(KEYS[1], COMMITTEE, b)
+    known = VerifiedVotes(64)
+    verify_message(COMMITTEE, proposal, known)
+    known.add_proposal(b.epoch, b.view, b.digest, b.proposer, proposal.signature)
+
+    def no_checks(*_: object) -> bool:
+        raise AssertionError("a header of a verified proposal must not be verified again")
+
+    monkeypatch.setattr("coalitiond.consensus.statements.is_valid", no_checks)
+    verify_message(COMMITTEE, proposal.header, known)
+    verify_message(COMMITTEE, proposal, known)  # and the proposal after its header
+
+
+def test_header_with_other_signature_bytes_is_still_verified_and_refused() -> None:
+    b = block()
+    proposal = Proposal.sign(KEYS[1], COMMITTEE, b)
+    known = VerifiedVotes(64)
+    known.add_proposal(b.epoch, b.view, b.digest, b.proposer, proposal.signature)
+    forged = ProposalHeader(b.view, b.digest, b.proposer, bytes(64))
+    with pytest.raises(BadSignature, match="proposal header"):
+        verify_message(COMMITTEE, forged, known)
+    other_view = ProposalHeader(b.view + 1, b.digest, b.proposer, proposal.signature)
+    with pytest.raises(BadSignature, match="proposal header"):
+        verify_message(COMMITTEE, other_view, known)

@@ -22,6 +22,7 @@ The state root commits to the component signature, the nonce state and the compo
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -418,8 +419,10 @@ class Executor:
             entries.extend(_entries(height, block_digest, 0, produced))
         outcomes.sort(key=lambda o: (o.position, -1 if o.command_index is None
                                      else o.command_index))
-        for outcome in outcomes:
-            COMMANDS.labels(outcome.status, outcome.reason or "").inc()
+        # One metric update per (status, reason) of the block, not one per command.
+        for (status, reason), count in sorted(Counter(
+                (o.status, o.reason or "") for o in outcomes).items()):
+            COMMANDS.labels(status, reason).inc(count)
         self.executed_height = height
         self.last_digest = block_digest
         return BlockResult(height, block_digest, tuple(outcomes), tuple(entries),

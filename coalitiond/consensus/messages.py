@@ -203,6 +203,10 @@ def _check_epoch(committee: CommitteeSpec, epoch: int, what: str) -> None:
         raise WrongCommittee(f"{what} for epoch {epoch}, committee is at epoch {committee.epoch}")
 
 
+#: VerifiedVotes' key "kind" for proposal signatures (vote kinds are 0..2).
+_PROPOSAL_KEY: Final = -1
+
+
 class VerifiedVotes:
     """Vote signatures this process has already verified, so a certificate made only of them
     need not be verified again (every member forms and broadcasts the same certificates:
@@ -231,6 +235,17 @@ class VerifiedVotes:
         """Remember a vote whose signature was verified (or that we signed)."""
         self._put((int(vote.kind), vote.epoch, vote.view, vote.digest, vote.signer),
                   vote.signature)
+
+    def add_proposal(self, epoch: int, view: int, digest: bytes, proposer: int,
+                     signature: bytes) -> None:
+        """Remember a leader's verified proposal signature (a proposal or its header)."""
+        self._put((_PROPOSAL_KEY, epoch, view, digest, proposer), signature)
+
+    def knows_proposal(self, epoch: int, view: int, digest: bytes, proposer: int,
+                       signature: bytes) -> bool:
+        """True iff exactly this proposal signature was verified before: every member
+        relays the header of the proposal it voted for, so each arrives n - 2 times."""
+        return self._signatures.get((_PROPOSAL_KEY, epoch, view, digest, proposer)) == signature
 
     def add_certificate(self, cert: Certificate) -> None:
         """Remember every signature of a verified certificate."""
@@ -284,12 +299,17 @@ def verify_message(committee: CommitteeSpec, msg: Message,
     elif isinstance(msg, Proposal):
         b = msg.block
         _check_epoch(committee, b.epoch, "proposal")
-        if not statement_is_valid(committee, b.proposer, SignedKind.PROPOSE, b.view, b.digest,
-                                  msg.signature):
+        if not (known is not None and known.knows_proposal(
+                    b.epoch, b.view, b.digest, b.proposer, msg.signature)) and \
+                not statement_is_valid(committee, b.proposer, SignedKind.PROPOSE, b.view,
+                                       b.digest, msg.signature):
             raise BadSignature(f"proposal of member {b.proposer} for view {b.view} "
                                "does not verify")
         _verify_block_evidence(committee, b)
     elif isinstance(msg, ProposalHeader):
+        if known is not None and known.knows_proposal(committee.epoch, msg.view, msg.digest,
+                                                      msg.proposer, msg.signature):
+            return
         if not statement_is_valid(committee, msg.proposer, SignedKind.PROPOSE, msg.view,
                                   msg.digest, msg.signature):
             raise BadSignature(f"proposal header of member {msg.proposer} for view {msg.view} "

@@ -63,11 +63,13 @@ from ..consensus.core import (
     TimerFired,
 )
 from ..consensus.messages import (
+    EvidenceMessage,
     Finalization,
     Message,
     Notarization,
     Nullification,
     Proposal,
+    ProposalHeader,
     VerifiedVotes,
     decode_message,
     encode_message,
@@ -108,6 +110,8 @@ log = get_logger(__name__)
 #: Inputs waiting for the consensus loop. Producers block when it is full (backpressure
 #: onto the transport's own bounded queues, whose overflow policy then applies).
 MAX_QUEUED_INPUTS: Final = 4096
+#: Inputs the consensus loop takes in one round; their actions share one store commit.
+MAX_INPUTS_PER_ROUND: Final = 64
 #: Incoming consensus messages verified per worker-thread call.
 VERIFY_BATCH: Final = 256
 #: A batch of consensus messages that needs at most this many signature checks (~80 µs
@@ -244,7 +248,6 @@ class Member:
         self.store: AsyncStore | None = None
         self.manager: ConnectionManager | None = None
         self._inputs_send, self._inputs_recv = trio.open_memory_channel[_Input](MAX_QUEUED_INPUTS)
-        self._loopback: deque[Event] = deque()
         self._checked: OrderedDict[bytes, Envelope | MemberCommand] = OrderedDict()
         self._votes: OrderedDict[tuple[int, bytes], dict[tuple[int, int], Vote]] = OrderedDict()
         self._notarizations: OrderedDict[tuple[int, bytes], Certificate] = OrderedDict()
@@ -432,38 +435,80 @@ class Member:
 
     # -- the consensus loop -------------------------------------------------------------
 
+    async def _enqueue(self, item: _Input) -> None:
+        """Hand `item` to the consensus loop without yielding unless its queue is full: the
+        producer yields at its own next receive, and the loop then takes everything queued
+        in one round (one commit) instead of one round per message."""
+        try:
+            self._inputs_send.send_nowait(item)
+        except trio.WouldBlock:
+            await self._inputs_send.send(item)
+
     async def _fire_timer(self, event: TimerFired) -> None:
         await self._inputs_send.send(event)
 
     async def _consensus_loop(self) -> None:
-        await self._step(Start())
+        await self._round([Start()])
         while True:
-            item = await self._inputs_recv.receive()
-            self._sends_since_yield = 0  # receive() yielded: the writers have had a turn
-            if isinstance(item, _Submission):
-                await self._on_submission(item)
-            else:
-                await self._step(item)
+            batch = [await self._inputs_recv.receive()]
+            while len(batch) < MAX_INPUTS_PER_ROUND:
+                try:
+                    batch.append(self._inputs_recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            await self._round(batch)
 
-    async def _step(self, event: Event) -> list[Action]:
-        """Step the core, run its actions in order, then drain what we sent ourselves."""
+    async def _round(self, inputs: Sequence[_Input]) -> None:
+        """Step the core on every input that is waiting (and on every message it sends
+        itself), then make all of it durable in one store transaction, send, and apply what
+        was finalised. Inputs that arrived together share one fsync: a view's finalise votes
+        and the next view's proposal usually do."""
         assert self.core is not None
+        self._sends_since_yield = 0  # the receive that gave us `inputs` let the writers run
         self.last_step_at = trio.current_time()
-        first = self.core.step(event)
-        await self._execute(first)
-        while self._loopback:
-            await self._execute(self.core.step(self._loopback.popleft()))
-        if self._refused_by_drivers:
-            # Never propose what we would not vote for (or one bad command stalls us all).
-            self.core.discard_pending(self._refused_by_drivers)
-            self._refused_by_drivers = []
+        actions: list[Action] = []
+        for item in inputs:
+            if isinstance(item, _Submission):
+                actions.extend(await self._on_submission(item))
+            else:
+                actions.extend(self._step_core(item)[0])
+        while actions:
+            executed = await self._execute(actions)
+            actions = [a for event in executed for a in self._step_core(event)[0]]
         VIEW.set(self.core.view)
-        return first
 
-    async def _on_submission(self, sub: _Submission) -> None:
+    def _step_core(self, event: Event) -> tuple[list[Action], int]:
+        """Step the core on `event`, then on every message it sent itself, in order.
+
+        Returns all their actions and how many of them the first step (on `event`) gave.
+        Our own broadcasts are noted here, before anything is committed, so a block
+        finalised within the same round finds our votes for the log."""
+        assert self.core is not None
+        out: list[Action] = []
+        pending: deque[Event] = deque([event])
+        first = -1
+        while pending:
+            actions = self.core.step(pending.popleft())
+            if self._refused_by_drivers:
+                # Never propose what we would not vote for (or one bad command stalls us).
+                self.core.discard_pending(self._refused_by_drivers)
+                self._refused_by_drivers = []
+            for action in actions:
+                if isinstance(action, Broadcast):
+                    self._remember_verified(action.message)
+                    self._observe(action.message, self.me)
+                    pending.append(MessageReceived(self.me, action.message))
+                elif isinstance(action, Send) and action.to == self.me:
+                    pending.append(MessageReceived(self.me, action.message))
+            out.extend(actions)
+            if first < 0:
+                first = len(out)
+        return out, first
+
+    async def _on_submission(self, sub: _Submission) -> list[Action]:
         if not self.accepting and sub.reply_to is not None:
             await self._reply_submitted(sub, False, "member is shutting down")
-            return
+            return []
         if self.drivers.checks_envelopes:
             # The checks this member runs before voting, run before queueing too: a command
             # no honest member would vote for must never reach a proposal.
@@ -472,23 +517,25 @@ class Member:
                 VOTE_CHECK_REFUSED.inc()
                 if sub.reply_to is not None:
                     await self._reply_submitted(sub, False, reason)
-                return
+                return []
         if sub.reply_to is not None:
             # Registered before stepping: with a full batch the block can finalise (and its
-            # outcome go out) inside this very step.
+            # outcome go out) in this very round.
             self._bounded_put(self._waiting, sub.checked.envelope_id, sub.reply_to,
                               MAX_WAITING_SUBMITTERS)
-        actions = await self._step(CommandSubmitted(sub.envelope))
-        refused = next((a.reason for a in actions
-                        if isinstance(a, Refused) and a.sender is None), None)
+        actions, first = self._step_core(CommandSubmitted(sub.envelope))
         if sub.reply_to is None:
-            return
+            return actions
+        refused = next((a.reason for a in actions[:first]
+                        if isinstance(a, Refused) and a.sender is None), None)
         if refused is not None:
             self._waiting.pop(sub.checked.envelope_id, None)
+        # Queued now, so it leaves before the outcome of a block finalised in this round.
         await self._reply_submitted(sub, refused is None, refused)
         if refused is None:
             with contextlib.suppress(trio.WouldBlock):
                 self._gossip_send.send_nowait(sub.envelope)
+        return actions
 
     async def _reply_submitted(self, sub: _Submission, accepted: bool, reason: str | None
                                ) -> None:
@@ -508,40 +555,26 @@ class Member:
             self._sends_since_yield = 0
             await trio.lowlevel.checkpoint()
 
-    async def _execute(self, actions: Sequence[Action]) -> None:
-        """Run the core's actions in order. Finalised blocks are gathered and committed in
-        one store transaction right before the next message leaves, together with *every*
-        guard record of this batch of actions, so a signature is never sent before its guard
-        record is durable and a batch costs one fsync: a leader that votes to finalise and
-        then proposes in one step waits for one commit, not two, before its proposal leaves.
-        (Making a later guard record durable early is always safe: it only promises what we
-        are about to sign.)"""
+    async def _execute(self, actions: Sequence[Action]) -> list[Event]:
+        """Run a round's actions: first one store transaction holding *every* guard record
+        and finalised block among them (a signature never leaves before its guard record is
+        durable, and a round costs one fsync), then the sends and the rest in order, then the
+        execution of what was finalised (after the sends: our votes do not wait for it).
+        Returns the BlockExecuted events for the core."""
         assert self.store is not None and self.manager is not None
         guard = [StoreGuardRecord(a.epoch, a.view, _guard_kind(a.kind), a.digest)
                  for a in actions if isinstance(a, PersistSignerGuard)]
-        finalized: list[Finalized] = []
+        finalized = [a for a in actions if isinstance(a, Finalized)]
+        appended = await self._persist(guard, finalized) if guard or finalized else []
         for action in actions:
-            if isinstance(action, PersistSignerGuard):
-                continue
-            if isinstance(action, Finalized):
-                finalized.append(action)
-                continue
-            if isinstance(action, Broadcast | Send) and (guard or finalized):
-                await self._commit(guard, finalized)
-                guard, finalized = [], []
-            # Queued without yielding: the links' writers run after the step and send
+            # Queued without yielding: the links' writers run after the round and send
             # everything it produced for a peer in one write.
             if isinstance(action, Broadcast):
-                self._remember_verified(action.message)
-                self._observe(action.message, self.me)
                 self.manager.router.broadcast_nowait(
                     Channel.CONSENSUS, encode_message(self.committee, action.message))
-                self._loopback.append(MessageReceived(self.me, action.message))
                 await self._sent_nowait()
             elif isinstance(action, Send):
-                if action.to == self.me:
-                    self._loopback.append(MessageReceived(self.me, action.message))
-                else:
+                if action.to != self.me:
                     self.manager.router.send_nowait(
                         Channel.CONSENSUS, self.committee.members[action.to],
                         encode_message(self.committee, action.message))
@@ -568,8 +601,7 @@ class Member:
                              claimed=action.claimed_root.hex(), local=action.local_root.hex())
             elif isinstance(action, Refused):
                 CORE_REFUSED.labels(action.reason.split(":")[0][:48]).inc()
-        if guard or finalized:
-            await self._commit(guard, finalized)
+        return await self._apply_finalized(appended)
 
     # -- bookkeeping of what we saw, for the log's per-block signatures ------------------
 
@@ -633,13 +665,15 @@ class Member:
 
     # -- finalisation: store, execute, tell submitters ----------------------------------
 
-    async def _commit(self, guard: list[StoreGuardRecord], finalized: list[Finalized]) -> None:
-        """One store transaction for one consensus event: guard records and finalised blocks.
+    async def _persist(self, guard: list[StoreGuardRecord], finalized: list[Finalized]
+                       ) -> list[BlockToAppend]:
+        """One store transaction for a round: guard records and finalised blocks. Returns
+        the blocks appended, in height order.
 
         A guard refusal means the core and the store disagree about what we signed: a bug.
         It propagates and stops the member rather than risk an equivocation.
         """
-        assert self.store is not None and self.core is not None
+        assert self.store is not None
         for f in finalized:
             fin, nota, votes = self._certificates_for(f.block, f.certificate)
             self._unstored.append(BlockToAppend(f.block, fin, votes, nota))
@@ -648,7 +682,7 @@ class Member:
             # handed yet wait: the store takes a chain only when its last block carries one.
             if guard:
                 await self.store.write_soon(lambda s: s.record_event(guard=guard))
-            return
+            return []
         items, self._unstored = self._unstored, []
         # Every signature here was verified before it reached the core. Small appends run
         # on the event loop when the store is free (AsyncStore.write_soon): this is the
@@ -660,6 +694,14 @@ class Member:
                 items, verify_signatures=False, guard=guard))
         else:
             await self.store.append_blocks(items, verify_signatures=False, guard=guard)
+        return items
+
+    async def _apply_finalized(self, items: Sequence[BlockToAppend]) -> list[Event]:
+        """Execute blocks already appended, tell their submitters; BlockExecuted events for
+        the core."""
+        if not items:
+            return []
+        executed: list[Event] = []
         now = trio.current_time()
         for item in items:
             block = item.block
@@ -677,7 +719,7 @@ class Member:
             seen = self._first_seen.pop(block.digest, None)
             if seen is not None:
                 FINALITY_LATENCY.observe(now - seen)
-            self._loopback.append(BlockExecuted(block.height, result.state_root))
+            executed.append(BlockExecuted(block.height, result.state_root))
             self.drivers.on_applied(result)
             await self._tell_submitters(result, log_index)
         for send, _ in self._block_requests.values():
@@ -685,6 +727,7 @@ class Member:
                 send.send_nowait(None)  # wake parked readers
         self._progress.set()
         self._progress = trio.Event()
+        return executed
 
     async def _tell_submitters(self, result: BlockResult, first_log_index: int) -> None:
         assert self.manager is not None
@@ -755,7 +798,12 @@ class Member:
             return self._verified_votes.unknown_in(msg.certificate) + extra
         if isinstance(msg, Nullification):
             return self._verified_votes.unknown_in(msg.certificate)
-        return 2  # a vote or header (1), evidence (2); a sync request has none
+        if isinstance(msg, ProposalHeader):
+            return 0 if self._verified_votes.knows_proposal(
+                self.committee.epoch, msg.view, msg.digest, msg.proposer, msg.signature) else 1
+        if isinstance(msg, Vote):
+            return 1
+        return 2 if isinstance(msg, EvidenceMessage) else 0  # a sync request has none
 
     def _verify_decoded(self, decoded: list[tuple[int, Message]]
                         ) -> list[tuple[MessageReceived, list[tuple[bytes, Envelope | MemberCommand]]]]:
@@ -818,12 +866,19 @@ class Member:
                     self._bounded_put(self._checked, d, envelope, MAX_CHECKED_ENVELOPES)
                 self._remember_verified(event.message)
                 self._observe(event.message, event.sender)
-                await self._inputs_send.send(event)
+                await self._enqueue(event)
 
     def _remember_verified(self, msg: Message) -> None:
         """Note the vote signatures in a verified message (or one we signed ourselves)."""
         if isinstance(msg, Vote):
             self._verified_votes.add_vote(msg)
+        elif isinstance(msg, Proposal):
+            b = msg.block
+            self._verified_votes.add_proposal(b.epoch, b.view, b.digest, b.proposer,
+                                              msg.signature)
+        elif isinstance(msg, ProposalHeader):
+            self._verified_votes.add_proposal(self.committee.epoch, msg.view, msg.digest,
+                                              msg.proposer, msg.signature)
         elif isinstance(msg, Notarization | Finalization | Nullification):
             self._verified_votes.add_certificate(msg.certificate)
 
@@ -891,7 +946,7 @@ class Member:
                     continue
                 self._bounded_put(self._checked, blake3_digest(raw), envelope,
                                   MAX_CHECKED_ENVELOPES)
-                await self._inputs_send.send(_Submission(raw, envelope, None))
+                await self._enqueue(_Submission(raw, envelope, None))
 
     def _check_submissions(self, envelopes: Sequence[bytes]
                            ) -> list[Envelope | CommandRefused]:
@@ -952,8 +1007,7 @@ class Member:
                     continue
                 self._bounded_put(self._checked, blake3_digest(msg.envelope), result,
                                   MAX_CHECKED_ENVELOPES)
-                await self._inputs_send.send(
-                    _Submission(msg.envelope, result, (sender, msg.request_id)))
+                await self._enqueue(_Submission(msg.envelope, result, (sender, msg.request_id)))
 
     def _queue_block_request(self, channel: Channel, peer: bytes,
                              request: wire.BlocksRequest) -> None:
