@@ -237,11 +237,12 @@ def test_quorum_notarizes_then_finalizes() -> None:
     c.step(proposal(b))
     c.step(vote(1, VoteKind.NOTARIZE, 1, b.digest))
     actions = c.step(vote(2, VoteKind.NOTARIZE, 1, b.digest))
-    # The certificate goes, with its block, to the one member that did not sign it; the
-    # signers broadcast their votes to all and form it themselves.
+    # Member 0 leads neither view 2 nor 3, so it does not broadcast the certificate: it
+    # sends it, with its block, to the member that did not sign it (3) and to the next
+    # leader (2), which needs it to propose; the signers form it from their own votes.
     announced = [(a.to, a.message) for a in actions if isinstance(a, Send)]
-    assert [to for to, _ in announced] == [3]
-    assert isinstance(announced[0][1], Notarization) and announced[0][1].block == b
+    assert [to for to, _ in announced] == [2, 3]
+    assert all(isinstance(m, Notarization) and m.block == b for _, m in announced)
     assert not any(isinstance(a, Broadcast) and isinstance(a.message, Notarization)
                    for a in actions)
     assert [(v.kind, v.view) for v in own_votes(actions)] == [(VoteKind.FINALIZE, 1)]
@@ -409,3 +410,71 @@ def test_pending_queue_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     c.step(CommandSubmitted(b"5678"))
     assert refusals(c.step(CommandSubmitted(b"9"))) == [
         "command refused: pending queue full (2 commands)"]
+
+
+def _notarized_view_1(member: int, voters: tuple[int, ...]) -> tuple[Core, Block, list[object]]:
+    """`member` sees view 1's proposal and the notarise votes of `voters` (the last vote
+    completes the quorum with its own); returns the actions of that last step."""
+    c = core(member)
+    b = blk(1, 1, commands=(b"x",))
+    c.step(proposal(b))
+    actions: list[object] = []
+    for v in voters:
+        actions = list(c.step(vote(v, VoteKind.NOTARIZE, 1, b.digest)))
+    return c, b, actions
+
+
+def test_the_next_two_leaders_broadcast_a_notarization_they_formed() -> None:
+    for member in (2, 3):  # leaders of views 2 and 3
+        _, b, actions = _notarized_view_1(member, tuple(i for i in (0, 1) if i != member))
+        broadcast = [a.message for a in actions
+                     if isinstance(a, Broadcast) and isinstance(a.message, Notarization)]
+        assert len(broadcast) == 1 and broadcast[0].block == b, member
+        assert not any(isinstance(a, Send) for a in actions), member
+
+
+def test_only_the_next_leader_broadcasts_a_finalization() -> None:
+    c, b, _ = _notarized_view_1(3, (0, 1))  # member 3 leads view 3, not view 2
+    c.step(vote(0, VoteKind.FINALIZE, 1, b.digest))
+    actions = c.step(vote(1, VoteKind.FINALIZE, 1, b.digest))
+    assert [a.block for a in actions if isinstance(a, Finalized)] == [b]
+    assert not any(isinstance(a, Broadcast) and isinstance(a.message, Finalization)
+                   for a in actions)
+    assert [(a.to, type(a.message)) for a in actions if isinstance(a, Send)] == [
+        (2, Finalization)]  # the one member that did not sign it
+
+
+def test_a_signer_still_voting_in_the_view_we_left_is_sent_the_certificate() -> None:
+    c, b, _ = _notarized_view_1(0, (1, 2))  # signers 0, 1, 2; sent to 2 and 3
+    assert c.view == 2
+    # Member 1 signed but got nothing from us: its nullify vote (it timed out, missing a
+    # vote) is answered with the certificate, once.
+    answered = c.step(vote(1, VoteKind.NULLIFY, 1))
+    help_sent = [(a.to, a.message) for a in answered if isinstance(a, Send)]
+    assert len(help_sent) == 1 and help_sent[0][0] == 1
+    assert isinstance(help_sent[0][1], Notarization)
+    assert help_sent[0][1].certificate.digest == b.digest
+    assert not any(isinstance(a, Send) for a in c.step(vote(1, VoteKind.NOTARIZE, 1,
+                                                            b.digest)))
+    # Member 3 did not sign, so we sent it the certificate: its crossing vote is not
+    # answered; nor is a finalise vote, whose signer holds the notarisation.
+    assert not any(isinstance(a, Send) for a in c.step(vote(3, VoteKind.NULLIFY, 1)))
+    assert not any(isinstance(a, Send) for a in c.step(vote(2, VoteKind.FINALIZE, 1,
+                                                            b.digest)))
+
+
+def test_member_commands_of_a_finalised_block_not_yet_executed_are_not_proposed_again() -> None:
+    # The shell executes finalised blocks after the round's sends, so the drivers may still
+    # offer a command the block they have not seen yet carries.
+    offered = (b"member-command",)
+    c = core(2, member_commands=lambda: offered)
+    b = blk(1, 1, commands=offered)
+    c.step(proposal(b))
+    c.step(MessageReceived(1, Notarization(cert(VoteKind.NOTARIZE, 1, b.digest), b)))
+    actions = c.step(MessageReceived(1, Finalization(cert(VoteKind.FINALIZE, 1, b.digest), b)))
+    assert [a.block for a in actions if isinstance(a, Finalized)] == [b]
+    assert c.view == 2 and c.leader == 2
+    submitted = c.step(CommandSubmitted(b"client-command"))
+    proposed = [a.message.block for a in submitted
+                if isinstance(a, Broadcast) and isinstance(a.message, Proposal)]
+    assert [p.commands for p in proposed] == [(b"client-command",)]

@@ -267,8 +267,9 @@ class _View:
     view_timer_fired: int = 0
     sync_answered: set[int] = field(default_factory=set)
     helped: set[int] = field(default_factory=set)
-    #: Kinds of certificate for this view that we formed and broadcast ourselves.
-    announced: set[VoteKind] = field(default_factory=set)
+    #: Certificates of this view we formed ourselves, by kind: True if we broadcast it to
+    #: every member, False if we sent it to its non-signers only (`Core._announce`).
+    announced: dict[VoteKind, bool] = field(default_factory=dict)
 
 
 class _Verdict(enum.Enum):
@@ -316,6 +317,10 @@ class Core:
         self._batcher = Batcher()
         self._roots: dict[int, bytes] = {}
         self._claims: dict[int, bytes] = {}
+        #: Commands of blocks finalised but not yet reported executed, by height: the shell
+        #: executes after sending, so a proposal may be built before the executor (and the
+        #: drivers that offer member commands) has seen them.
+        self._unexecuted: dict[int, tuple[bytes, ...]] = {}
         self._executed: tuple[int, bytes] = (0, ZERO_DIGEST)
         if durable.executed is not None and durable.executed[0] > 0:
             self._executed = durable.executed
@@ -571,8 +576,14 @@ class Core:
             return
         cfg = self.config
         exclude = {blake3_digest(c) for b in ancestors for c in b.commands}
-        own = tuple(c for c in self._member_commands()
-                    if blake3_digest(c) not in exclude)[:cfg.max_batch_commands]
+        offered = self._member_commands()
+        if offered and self._unexecuted:
+            # Not yet executed, so the drivers may offer them again: never twice in the log.
+            done = exclude | {blake3_digest(c) for commands in self._unexecuted.values()
+                              for c in commands}
+        else:
+            done = exclude
+        own = tuple(c for c in offered if blake3_digest(c) not in done)[:cfg.max_batch_commands]
         # Commands waiting when we may propose: propose now, the batch is whatever gathered
         # while the previous block was in flight. Nothing waiting: wait the batch (idle)
         # interval for commands, then propose an empty block to keep views moving.
@@ -849,16 +860,19 @@ class Core:
         Not for a finalise vote (its signer holds the view's notarisation), nor for a vote on
         the view we have just left when we broadcast its certificate ourselves: that vote
         crossed our broadcast, and answering it sent every member each certificate twice.
-        A peer two or more views behind is stuck (its view timer re-sends its votes) and is
-        always answered."""
+        A signer of a certificate we sent only to its non-signers got nothing from us: it
+        is answered. A peer two or more views behind is stuck (its view timer re-sends its
+        votes) and is always answered."""
         if vote.kind is VoteKind.FINALIZE or sender in s.helped \
                 or not 0 <= sender < self.committee.n:
             return
         ended = s.notarization or s.nullification or s.finalization
         if ended is None:
             return
-        if ended.kind in s.announced and vote.view == self.view - 1:
-            return
+        to_all = s.announced.get(ended.kind)
+        if vote.view == self.view - 1 and (
+                to_all or (to_all is not None and sender not in ended.signers())):
+            return  # the vote crossed the certificate we sent this very member
         s.helped.add(sender)
         self._emit(Send(sender, self._cert_message(ended)))
 
@@ -904,7 +918,7 @@ class Core:
             s.nullification = cert
             self._note_latest(cert)
             if formed:
-                s.announced.add(cert.kind)
+                s.announced[cert.kind] = True
                 self._emit(Broadcast(Nullification(cert)))
             if cert.view >= self.view:
                 self._consecutive_nulls += 1
@@ -933,20 +947,39 @@ class Core:
     # -- finalisation and catch-up --------------------------------------------------------
 
     def _announce(self, cert: Certificate, s: _View) -> None:
-        """Send a notarisation or finalisation we formed from votes to the members that did
-        not sign it. The signers broadcast their votes to everyone, so each of them forms
-        the certificate from the same votes; the non-signers (slow, partitioned or just
-        restarted) are the ones that may lack them. Broadcasting it to all made every member
-        receive each certificate n - 1 times, with the block, per view: a third of all
-        consensus traffic. A member that still misses it (a Byzantine signer sent its vote to
-        us alone) gets it when its view timer fires: its vote for the view we left is
-        answered with the certificate (§8), and our own view timer re-broadcasts our newest
-        certificates (docs/protocol.md §3, Decision)."""
-        s.announced.add(cert.kind)
-        signers = set(cert.signers())
+        """Pass on a notarisation or finalisation we formed from votes.
+
+        The leader of the next view broadcasts it to every member (it is about to propose
+        on it, so everyone needs it anyway), and for a notarisation also the leader of the
+        view after: one or two members, not all, so every member receives it once or twice
+        per view instead of n - 1 times with the block (a third of all consensus traffic). Every other member sends it only to the members that did not sign it,
+        and a notarisation to the next leader: the signers broadcast their votes to everyone
+        and form it from the same votes; the non-signers (slow, partitioned, just
+        restarted) are the ones that may lack them. A
+        member that still misses it (a lost vote, or a Byzantine signer that sent its vote
+        to a few members only, and a Byzantine next leader) gets it when its view timer
+        fires: its votes for a view we have left are answered with the certificate (§8).
+        See docs/protocol.md §3, Decision."""
         message = self._cert_message(cert)
+        broadcasters = {self.committee.leader(cert.view + 1)}
+        if cert.kind is VoteKind.NOTARIZE:
+            # A notarisation moves the committee on: a second broadcaster, so a crashed or
+            # Byzantine next leader does not leave a member that lost one vote a view behind.
+            broadcasters.add(self.committee.leader(cert.view + 2))
+        if self.me in broadcasters:
+            s.announced[cert.kind] = True
+            self._emit(Broadcast(message))
+            return
+        s.announced[cert.kind] = False
+        signers = set(cert.signers())
+        next_leader = self.committee.leader(cert.view + 1)
         for member in range(self.committee.n):
-            if member != self.me and member not in signers:
+            if member == self.me:
+                continue
+            # A notarisation also goes to the next leader, signer or not: it cannot propose
+            # without one, and having voted does not mean it holds the others' votes.
+            if member not in signers or (member == next_leader
+                                         and cert.kind is VoteKind.NOTARIZE):
                 self._emit(Send(member, message))
 
     def _finalize(self, cert: Certificate) -> None:
@@ -984,6 +1017,10 @@ class Core:
         self.tip = block
         self.tip_certificate = cert
         self._emit(Finalized(block, cert))
+        if block.commands:
+            self._unexecuted[block.height] = block.commands
+            while len(self._unexecuted) > MAX_ROOTS_KEPT:
+                del self._unexecuted[min(self._unexecuted)]
         self._batcher.committed(block.commands)
         for item in block.evidence:
             ev_id = blake3_digest(item)
@@ -1051,6 +1088,8 @@ class Core:
         self._trim(self._roots)
         if height > self._executed[0]:
             self._executed = (height, root)
+        for h in [h for h in self._unexecuted if h <= height]:
+            del self._unexecuted[h]
         claimed = self._claims.get(height)
         if claimed is not None and claimed != root:
             self._emit(StateDivergence(height, claimed, root))

@@ -148,8 +148,6 @@ MAX_PARKED_REQUESTS: Final = 256
 #: Envelopes waiting to be relayed to the other members; when full, relaying is skipped
 #: (the envelope stays in our own batcher and we propose it when we lead).
 MAX_GOSSIP_OUTBOX: Final = 4096
-#: How long the relay waits to fill a gossip message after the first envelope.
-GOSSIP_LINGER_S: Final = 0.002
 #: Bytes kept free in a "blocks" reply for its own header and the transport's framing.
 REPLY_HEADROOM: Final = 64 * 1024
 #: Bytes of envelopes relayed in one gossip message.
@@ -481,8 +479,8 @@ class Member:
         """Step the core on `event`, then on every message it sent itself, in order.
 
         Returns all their actions and how many of them the first step (on `event`) gave.
-        Our own broadcasts are noted here, before anything is committed, so a block
-        finalised within the same round finds our votes for the log."""
+        What we send is noted here, before anything is committed, so a block finalised
+        within the same round finds our votes and our notarization for the log."""
         assert self.core is not None
         out: list[Action] = []
         pending: deque[Event] = deque([event])
@@ -494,12 +492,11 @@ class Member:
                 self.core.discard_pending(self._refused_by_drivers)
                 self._refused_by_drivers = []
             for action in actions:
-                if isinstance(action, Broadcast):
+                if isinstance(action, Broadcast | Send):
                     self._remember_verified(action.message)
                     self._observe(action.message, self.me)
-                    pending.append(MessageReceived(self.me, action.message))
-                elif isinstance(action, Send) and action.to == self.me:
-                    pending.append(MessageReceived(self.me, action.message))
+                    if isinstance(action, Broadcast) or action.to == self.me:
+                        pending.append(MessageReceived(self.me, action.message))
             out.extend(actions)
             if first < 0:
                 first = len(out)
@@ -883,17 +880,21 @@ class Member:
             self._verified_votes.add_certificate(msg.certificate)
 
     async def _gossip_relay(self) -> None:
-        """Relay accepted envelopes to the other members, a few milliseconds' worth at a
-        time: one message per batch instead of one per envelope per member."""
+        """Relay accepted envelopes to the other members: everything queued when the relay
+        runs goes in one message. No linger: the relay runs after the round that accepted
+        the envelopes, so a burst is already queued, and waiting would only add to every
+        command's latency (the leader needs the envelope to propose it)."""
         assert self.manager is not None
         while True:
             batch = [await self._gossip_recv.receive()]
             size = len(batch[0])
-            with trio.move_on_after(GOSSIP_LINGER_S):
-                while len(batch) < wire.MAX_GOSSIP_BATCH and size < MAX_GOSSIP_BYTES:
-                    envelope = await self._gossip_recv.receive()
-                    batch.append(envelope)
-                    size += len(envelope)
+            while len(batch) < wire.MAX_GOSSIP_BATCH and size < MAX_GOSSIP_BYTES:
+                try:
+                    envelope = self._gossip_recv.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                batch.append(envelope)
+                size += len(envelope)
             await self.manager.router.broadcast(
                 Channel.GOSSIP, wire.encode_message(wire.GossipEnvelopes(tuple(batch))))
 
@@ -1060,8 +1061,11 @@ class Member:
                 s, max(r.from_height, 1), max(r.max_blocks, 1), limit))
             if not blocks and r.from_height <= self.height:
                 log.error("blocks.too_large", height=r.from_height, limit=limit)
+            # Blocks are appended before they are executed (and self.height moves): the
+            # tip we report is never below the blocks we send.
+            tip = max(self.height, blocks[-1].height if blocks else 0)
             await self.manager.router.send(req.channel, req.peer, wire.encode_message(
-                wire.Blocks(r.request_id, self.height, tuple(blocks))))
+                wire.Blocks(r.request_id, tip, tuple(blocks))))
         except (LocalError, RemoteError) as e:
             # Serving a reader never stops the member.
             log.error("blocks.serve_failed", peer=short(req.peer), error=str(e))
