@@ -98,3 +98,37 @@ def test_nowait_sends_apply_the_same_limits_as_the_async_ones() -> None:
         router.send_nowait(Channel.CONSENSUS, b"\x01" * 32, b"12345")
     with pytest.raises(LocalError, match="channel 0"):
         router.broadcast_nowait(Channel.DISCOVERY, b"x")
+
+
+class _FakeTime:
+    """Stands in for `time` in coalitiond.store.aio: every inline write 'takes' `step` s."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += self.step / 2
+        return self.now
+
+
+async def test_write_soon_leaves_the_event_loop_while_fsyncs_are_slow_and_comes_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import coalitiond.store.aio as aio
+
+    store = await open_store(tmp_path)
+    loop_thread = threading.get_ident()
+    clock = _FakeTime(step=0.005)  # 5 ms per commit: a busy disk
+    monkeypatch.setattr(aio, "time", clock)
+
+    def write(s: Store) -> int:
+        return threading.get_ident()
+
+    threads = [await store.write_soon(write) for _ in range(6)]
+    assert threads[0] == loop_thread
+    assert threads[-1] != loop_thread  # the average passed INLINE_WRITE_MAX_S
+    # The disk is fast again: after a while write_soon tries the loop, and stays there.
+    clock.step = 0.0001
+    threads = [await store.write_soon(write) for _ in range(200)]
+    assert threads[-5:] == [loop_thread] * 5
+    await store.close()

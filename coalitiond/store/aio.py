@@ -8,10 +8,11 @@ cancelled caller still waits for its transaction to commit or roll back.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import trio
 
@@ -23,11 +24,22 @@ from .sqlite import BlockToAppend, EventResult, EvidenceRecord, GuardRecord, Sto
 
 T = TypeVar("T")
 
+#: write_soon writes on the event loop only while its inline writes average at most this
+#: (a commit with its fsync); slower, they go to the worker thread.
+INLINE_WRITE_MAX_S: Final = 0.001
+#: Weight of the newest inline write in the moving average.
+INLINE_WRITE_WEIGHT: Final = 0.2
+#: While writes go to the thread, the average decays by this factor per write, so an
+#: inline write is tried again after a few dozen (the disk may have become fast again).
+INLINE_WRITE_DECAY: Final = 0.95
+
 
 class AsyncStore:
     def __init__(self, store: Store, limiter: trio.CapacityLimiter) -> None:
         self.sync = store
         self._limiter = limiter
+        #: Moving average of write_soon's inline writes, in seconds.
+        self._inline_seconds = 0.0
 
     @classmethod
     async def open(cls, path: Path | str, committee: CommitteeSpec | None = None, *,
@@ -43,22 +55,31 @@ class AsyncStore:
         return await trio.to_thread.run_sync(fn, self.sync, limiter=self._limiter)
 
     async def write_soon(self, fn: Callable[[Store], T]) -> T:
-        """Run `fn(store)` on the event loop itself when no other store call is running,
-        else on the worker thread as `run` does.
+        """Run `fn(store)` on the event loop itself when no other store call is running and
+        recent inline writes were fast; else on the worker thread as `run` does.
 
         For short writes on a latency-critical path (a guard record before a vote goes
-        out): a worker-thread hand-off costs two context switches, far more than a one-row
-        commit on a busy machine. The loop is blocked for the commit (and its fsync) and the
-        call cannot be abandoned half-way, as with `run`. Holding the limiter keeps it the
-        only store call in progress."""
+        out): a worker-thread hand-off costs two context switches, more than a one-row
+        commit whose fsync takes a fraction of a millisecond. When fsyncs are slow (a busy
+        or throttled disk: several milliseconds each) the loop must not stand still through
+        them: the write goes to the worker thread and the loop keeps reading, decoding and
+        verifying meanwhile. Either way the call cannot be abandoned half-way, as with
+        `run`; holding the limiter keeps it the only store call in progress."""
+        if self._inline_seconds > INLINE_WRITE_MAX_S:
+            # Retry inline now and then: the disk may have become fast again.
+            self._inline_seconds *= INLINE_WRITE_DECAY
+            return await self.run(fn)
         try:
             self._limiter.acquire_nowait()
         except trio.WouldBlock:
             return await self.run(fn)
+        started = time.perf_counter()
         try:
             return fn(self.sync)
         finally:
             self._limiter.release()
+            took = time.perf_counter() - started
+            self._inline_seconds += (took - self._inline_seconds) * INLINE_WRITE_WEIGHT
 
     async def append_block(self, block: Block, finalization: Certificate,
                            votes: Sequence[Vote] = (), *,
