@@ -70,6 +70,34 @@ def _proc_usage(pid: int) -> tuple[float, int]:
     return cpu, peak
 
 
+def conditions_line(commits: int = 100) -> str:
+    """The machine's state right now: load average and the latency of a one-row SQLite
+    commit (WAL, synchronous=FULL, as the members' stores) in the directory the members
+    use. The committee's latency follows both (docs/performance.md), so every table says
+    what they were."""
+    import sqlite3
+
+    with tempfile.TemporaryDirectory(prefix="bench-disk-") as tmp:
+        conn = sqlite3.connect(f"{tmp}/probe.sqlite3", isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("CREATE TABLE t (x BLOB)")
+            took = []
+            for _ in range(commits):
+                started = time.perf_counter()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT INTO t VALUES (?)", (os.urandom(100),))
+                conn.execute("COMMIT")
+                took.append(time.perf_counter() - started)
+        finally:
+            conn.close()
+    took.sort()
+    load = os.getloadavg()[0]
+    return (f"conditions: load average {load:.1f}; SQLite commit (WAL, FULL) "
+            f"p50 {_percentile(took, 50) * 1000:.2f} ms, p99 {_percentile(took, 99) * 1000:.2f} ms")
+
+
 def _percentile(sorted_values: list[float], p: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -261,6 +289,7 @@ def main(argv: list[str]) -> None:
              f"{'cpu s/mbr':>9} {'RSS MiB':>8}"
     print(header)
     for n in sizes:
+        print(f"   {conditions_line()}")
         ours = _row("coalitiond", run_coalitiond(n, a.clients, a.window, a.size, a.warmup,
                                                  duration))
         theirs = _row("pysyncobj", run_pysyncobj(n, a.clients, a.window, a.size, a.warmup,
