@@ -121,3 +121,50 @@ async def test_no_signature_leaves_before_its_guard_record_is_durable(
         assert not missing, f"member {member} sent {missing} before its guard was durable"
         checked += len(statements)
     assert top >= 8 and checked > 100, f"too little traffic to show anything ({checked})"
+
+
+async def test_the_log_keeps_finalise_votes_that_arrive_after_the_block(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    committee = write_committee(tmp_path, 4)  # q = 3
+    spec: CommitteeSpec = committee.member_config(0).committee_spec()
+    signer = EnvelopeSigner(committee.operator, spec.committee_id, 1)
+    # Member 3's finalise votes leave only after its next broadcast: the other three
+    # finalise (and store) each block without it, and get its vote afterwards.
+    slow: list[int] = []
+    held: list[bytes] = []
+    original = Router.broadcast_nowait
+
+    def broadcast_nowait(self: Router, channel: Channel, payload: bytes) -> int:
+        if slow and id(self) == slow[0] and channel is Channel.CONSENSUS:
+            msg = decode_message(spec, payload)
+            if isinstance(msg, Vote) and msg.kind.name == "FINALIZE":
+                held.append(payload)
+                return committee.n - 1
+            sent = original(self, channel, payload)
+            while held:
+                original(self, channel, held.pop(0))
+            return sent
+        return original(self, channel, payload)
+
+    monkeypatch.setattr(Router, "broadcast_nowait", broadcast_nowait)
+    with trio.fail_after(120):
+        async with in_process(committee) as running, client_for(committee) as client:
+            members = running.members()
+            assert members[3].manager is not None
+            slow.append(id(members[3].manager.router))
+            start = max(m.height for m in members) + 1
+            for k in range(8):
+                envelope = signer.sign([publish("late", {"k": k})])
+                ack, outcome = await client.submit(envelope.raw,
+                                                   member=client.members()[k % 3])
+                assert ack.accepted and outcome is not None
+            top = max(m.height for m in members)
+            await all_reach(members, top + 3)  # later commits carry the late votes
+            store = members[0].store
+            assert store is not None
+            signers = await store.run(lambda s: [
+                sorted(v.signer for v in fb.votes if v.kind.name == "FINALIZE")
+                for fb in s.iter_finalized(start, top)])
+    # Member 0 stored each block with the quorum's votes; member 3's came later and the
+    # log holds it too.
+    assert len(signers) >= 8 and all(s == [0, 1, 2, 3] for s in signers), signers

@@ -140,6 +140,9 @@ MAX_CHECKED_ENVELOPES: Final = 65_536
 SENDS_PER_YIELD: Final = 64
 #: Block digests whose votes and notarization we keep until they finalise.
 MAX_TRACKED_BLOCKS: Final = 1024
+#: Votes for already stored blocks waiting for the next commit; beyond it they are dropped
+#: (the block keeps its certificate and the votes it was stored with).
+MAX_LATE_VOTES: Final = 1024
 #: Submitters waiting for outcomes.
 MAX_WAITING_SUBMITTERS: Final = 65_536
 #: Pending block-range requests (tail, catch-up service) and parked "wait" requests.
@@ -256,6 +259,10 @@ class Member:
         self._waiting: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
         #: Finalised blocks not yet stored: their finalizing descendant has not arrived.
         self._unstored: list[BlockToAppend] = []
+        #: Recently stored blocks, (view, digest) -> height, and votes for them that arrived
+        #: after they were stored, waiting for the next commit (`Store.record_event`).
+        self._stored_blocks: OrderedDict[tuple[int, bytes], int] = OrderedDict()
+        self._late_votes: list[tuple[int, Vote]] = []
         #: Commands a driver's vote-time check refused during the current step.
         self._refused_by_drivers: list[bytes] = []
         self._block_requests = {
@@ -615,6 +622,13 @@ class Member:
         must never be mistaken for a vote on that block."""
         if isinstance(msg, Vote) and msg.kind is not VoteKind.NULLIFY:
             key = (msg.view, msg.digest)
+            stored = self._stored_blocks.get(key)
+            if stored is not None:
+                # The block is in the log already (the slowest members' finalise votes come
+                # after it): the next commit adds the vote to it.
+                if len(self._late_votes) < MAX_LATE_VOTES:
+                    self._late_votes.append((stored, msg))
+                return
             votes = self._votes.get(key)
             if votes is None:
                 votes = {}
@@ -674,11 +688,15 @@ class Member:
         for f in finalized:
             fin, nota, votes = self._certificates_for(f.block, f.certificate)
             self._unstored.append(BlockToAppend(f.block, fin, votes, nota))
+        late, self._late_votes = self._late_votes, []
         if not self._unstored or self._unstored[-1].finalization is None:
             # Blocks final through a descendant whose own finalization we have not been
             # handed yet wait: the store takes a chain only when its last block carries one.
             if guard:
-                await self.store.write_soon(lambda s: s.record_event(guard=guard))
+                await self.store.write_soon(lambda s: s.record_event(guard=guard,
+                                                                     late_votes=late))
+            else:
+                self._late_votes = late + self._late_votes
             return []
         items, self._unstored = self._unstored, []
         # Every signature here was verified before it reached the core. Small appends run
@@ -688,9 +706,13 @@ class Member:
         # where SQLite's C code runs alongside the loop.
         if sum(len(item.block.commands) for item in items) <= INLINE_APPEND_COMMANDS:
             await self.store.write_soon(lambda s: s.append_blocks(
-                items, verify_signatures=False, guard=guard))
+                items, verify_signatures=False, guard=guard, late_votes=late))
         else:
-            await self.store.append_blocks(items, verify_signatures=False, guard=guard)
+            await self.store.append_blocks(items, verify_signatures=False, guard=guard,
+                                           late_votes=late)
+        for item in items:
+            self._bounded_put(self._stored_blocks, (item.block.view, item.block.digest),
+                              item.block.height, MAX_TRACKED_BLOCKS)
         return items
 
     async def _apply_finalized(self, items: Sequence[BlockToAppend]) -> list[Event]:

@@ -91,9 +91,10 @@ class AsyncStore:
 
     async def append_blocks(self, items: Sequence[BlockToAppend], *,
                             verify_signatures: bool = True,
-                            guard: Sequence[GuardRecord] = ()) -> list[Checkpoint]:
+                            guard: Sequence[GuardRecord] = (),
+                            late_votes: Sequence[tuple[int, Vote]] = ()) -> list[Checkpoint]:
         return await self.run(lambda s: s.append_blocks(
-            items, verify_signatures=verify_signatures, guard=guard))
+            items, verify_signatures=verify_signatures, guard=guard, late_votes=late_votes))
 
     async def guard(self, epoch: int, view: int, kind: VoteKind, digest: bytes) -> None:
         await self.run(lambda s: s.guard(epoch, view, kind, digest))

@@ -500,7 +500,8 @@ class Store:
 
     def append_blocks(self, items: Sequence[BlockToAppend], *,
                       verify_signatures: bool = True,
-                      guard: Sequence[GuardRecord] = ()) -> list[Checkpoint]:
+                      guard: Sequence[GuardRecord] = (),
+                      late_votes: Sequence[tuple[int, Vote]] = ()) -> list[Checkpoint]:
         """Append consecutive blocks atomically (one transaction): block, certificates, every
         vote held, entries, Merkle nodes and a signed checkpoint per block.
 
@@ -513,6 +514,7 @@ class Store:
 
         `guard`: signer-guard records of the same consensus event, committed in the same
         transaction (one fsync for the event instead of two); a conflict refuses it all.
+        `late_votes`: votes for blocks stored earlier, as `record_event` takes them.
         """
         if self._key is None:
             raise StoreUsageError("append: store opened without the member's signing key")
@@ -533,6 +535,7 @@ class Store:
             nonlocal height, head
             for g in guard:
                 self._guard_one(c, g)
+            self._add_late_votes(c, late_votes)
             out = []
             for it in items:
                 b = it.block
@@ -608,8 +611,10 @@ class Store:
         self.record_event(guard=[GuardRecord(epoch, view, kind, digest)])
 
     def record_event(self, *, guard: Sequence[GuardRecord] = (), seen: Sequence[Vote] = (),
-                     evidence: Sequence[EvidenceRecord] = ()) -> EventResult:
-        """One transaction: signer-guard records, first-seen votes, evidence.
+                     evidence: Sequence[EvidenceRecord] = (),
+                     late_votes: Sequence[tuple[int, Vote]] = ()) -> EventResult:
+        """One transaction: signer-guard records, first-seen votes, evidence, and votes for
+        blocks already stored (`late_votes`, see `_add_late_votes`).
 
         All or nothing: a guard conflict refuses the whole event. Seen votes that conflict
         with the first one stored for (member, epoch, view, kind) — or a nullify against a
@@ -617,7 +622,7 @@ class Store:
         caller turns them into evidence. Vote signatures must have been verified by the
         caller.
         """
-        if len(guard) + len(seen) + len(evidence) > MAX_EVENT_ITEMS:
+        if len(guard) + len(seen) + len(evidence) + len(late_votes) > MAX_EVENT_ITEMS:
             raise StoreUsageError(f"event: more than {MAX_EVENT_ITEMS} items")
         for e in evidence:
             if len(e.body) > MAX_EVIDENCE_SIZE:
@@ -639,9 +644,32 @@ class Store:
                                 (blake3_digest(e.body), e.member, e.epoch, e.view, e.kind,
                                  e.body))
                 added += cur.rowcount
+            self._add_late_votes(c, late_votes)
             return EventResult(tuple(found), added)
 
         return self._write("event", write)
+
+    def _add_late_votes(self, c: sqlite3.Connection,
+                        late_votes: Sequence[tuple[int, Vote]]) -> None:
+        """Add (height, vote) pairs to blocks already stored: the votes that arrived after
+        the block was appended (the slowest members' finalise votes), so the log keeps every
+        signature the member collected. A vote already held is ignored; one that is not a
+        notarise/finalise vote for exactly the stored block is refused (a caller bug).
+        Signatures must have been verified by the caller."""
+        if len(late_votes) > MAX_EVENT_ITEMS:
+            raise StoreUsageError(f"late votes: more than {MAX_EVENT_ITEMS}")
+        blocks: dict[int, Block] = {}
+        for height, v in late_votes:
+            b = blocks.get(height)
+            if b is None:
+                row = c.execute("SELECT body, digest FROM blocks WHERE height=?",
+                                (height,)).fetchone()
+                if row is None:
+                    raise StoreUsageError(f"late vote for height {height}: no such block")
+                b = blocks[height] = self._decode_block(height, row[0], row[1])
+            check_votes_match(b, [v])
+            c.execute("INSERT OR IGNORE INTO block_votes VALUES (?, ?, ?, ?)",
+                      (height, int(v.kind), v.signer, v.signature))
 
     def _guard_row(self, c: sqlite3.Connection, epoch: int, view: int, kind: int
                    ) -> bytes | None:
