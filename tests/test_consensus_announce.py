@@ -42,6 +42,8 @@ def _height(n: int, crashed: tuple[int, ...], drop: tuple[int, int] | None) -> i
     (3, (), (1, 2)),     # q = n: every member signs every certificate
     (4, (3,), (1, 2)),   # the next leader (view 11 -> member 3) is down
     (5, (4,), (1, 2)),
+    (4, (3,), (1, 0)),   # the next leader is down and the vote is lost to the one after
+    (5, (1,), (3, 2)),
 ])
 def test_one_lost_vote_costs_no_timeout(n: int, crashed: tuple[int, ...],
                                         drop: tuple[int, int]) -> None:

@@ -459,6 +459,9 @@ def test_a_signer_still_voting_in_the_view_we_left_is_sent_the_certificate() -> 
     # Member 3 did not sign, so we sent it the certificate: its crossing vote is not
     # answered; nor is a finalise vote, whose signer holds the notarisation.
     assert not any(isinstance(a, Send) for a in c.step(vote(3, VoteKind.NULLIFY, 1)))
+    # The same vote again is a re-send on its view timer (it lost ours): answered.
+    again = [a.to for a in c.step(vote(3, VoteKind.NULLIFY, 1)) if isinstance(a, Send)]
+    assert again == [3]
     assert not any(isinstance(a, Send) for a in c.step(vote(2, VoteKind.FINALIZE, 1,
                                                             b.digest)))
 

@@ -270,6 +270,8 @@ class _View:
     #: Certificates of this view we formed ourselves, by kind: True if we broadcast it to
     #: every member, False if we sent it to its non-signers only (`Core._announce`).
     announced: dict[VoteKind, bool] = field(default_factory=dict)
+    #: Members whose vote for this view crossed the certificate we sent them (not helped).
+    crossed: set[int] = field(default_factory=set)
 
 
 class _Verdict(enum.Enum):
@@ -320,7 +322,7 @@ class Core:
         #: Commands of blocks finalised but not yet reported executed, by height: the shell
         #: executes after sending, so a proposal may be built before the executor (and the
         #: drivers that offer member commands) has seen them.
-        self._unexecuted: dict[int, tuple[bytes, ...]] = {}
+        self._unexecuted: dict[int, frozenset[bytes]] = {}
         self._executed: tuple[int, bytes] = (0, ZERO_DIGEST)
         if durable.executed is not None and durable.executed[0] > 0:
             self._executed = durable.executed
@@ -579,8 +581,7 @@ class Core:
         offered = self._member_commands()
         if offered and self._unexecuted:
             # Not yet executed, so the drivers may offer them again: never twice in the log.
-            done = exclude | {blake3_digest(c) for commands in self._unexecuted.values()
-                              for c in commands}
+            done = exclude.union(*self._unexecuted.values())
         else:
             done = exclude
         own = tuple(c for c in offered if blake3_digest(c) not in done)[:cfg.max_batch_commands]
@@ -862,7 +863,7 @@ class Core:
         crossed our broadcast, and answering it sent every member each certificate twice.
         A signer of a certificate we sent only to its non-signers got nothing from us: it
         is answered. A peer two or more views behind is stuck (its view timer re-sends its
-        votes) and is always answered."""
+        votes) and is always answered, and so is a second such vote from one member."""
         if vote.kind is VoteKind.FINALIZE or sender in s.helped \
                 or not 0 <= sender < self.committee.n:
             return
@@ -870,9 +871,12 @@ class Core:
         if ended is None:
             return
         to_all = s.announced.get(ended.kind)
-        if vote.view == self.view - 1 and (
+        if vote.view == self.view - 1 and sender not in s.crossed and (
                 to_all or (to_all is not None and sender not in ended.signers())):
-            return  # the vote crossed the certificate we sent this very member
+            # The first such vote crossed the certificate we sent this very member; another
+            # one is a re-send on its view timer (it lost ours, or restarted): answer that.
+            s.crossed.add(sender)
+            return
         s.helped.add(sender)
         self._emit(Send(sender, self._cert_message(ended)))
 
@@ -972,13 +976,13 @@ class Core:
             return
         s.announced[cert.kind] = False
         signers = set(cert.signers())
-        next_leader = self.committee.leader(cert.view + 1)
         for member in range(self.committee.n):
             if member == self.me:
                 continue
-            # A notarisation also goes to the next leader, signer or not: it cannot propose
-            # without one, and having voted does not mean it holds the others' votes.
-            if member not in signers or (member == next_leader
+            # A notarisation also goes to the two broadcasters, signers or not: having
+            # voted does not mean holding the others' votes, and a broadcaster that lost
+            # one (or the next leader is down) must still pass it on at once.
+            if member not in signers or (member in broadcasters
                                          and cert.kind is VoteKind.NOTARIZE):
                 self._emit(Send(member, message))
 
@@ -1018,9 +1022,12 @@ class Core:
         self.tip_certificate = cert
         self._emit(Finalized(block, cert))
         if block.commands:
-            self._unexecuted[block.height] = block.commands
-            while len(self._unexecuted) > MAX_ROOTS_KEPT:
+            self._unexecuted[block.height] = frozenset(blake3_digest(c) for c in block.commands)
+            if len(self._unexecuted) > MAX_ROOTS_KEPT:
+                # Only if the shell stops reporting execution: say so rather than hide it.
                 del self._unexecuted[min(self._unexecuted)]
+                self._refuse(None, "unexecuted finalised blocks beyond the bound: execution "
+                                   "is not being reported")
         self._batcher.committed(block.commands)
         for item in block.evidence:
             ev_id = blake3_digest(item)

@@ -24,22 +24,19 @@ from .sqlite import BlockToAppend, EventResult, EvidenceRecord, GuardRecord, Sto
 
 T = TypeVar("T")
 
-#: write_soon writes on the event loop only while its inline writes average at most this
-#: (a commit with its fsync); slower, they go to the worker thread.
+#: write_soon writes on the event loop only while its writes average at most this (a
+#: commit with its fsync); slower, they go to the worker thread.
 INLINE_WRITE_MAX_S: Final = 0.001
-#: Weight of the newest inline write in the moving average.
-INLINE_WRITE_WEIGHT: Final = 0.2
-#: While writes go to the thread, the average decays by this factor per write, so an
-#: inline write is tried again after a few dozen (the disk may have become fast again).
-INLINE_WRITE_DECAY: Final = 0.95
+#: Weight of the newest write in that moving average.
+WRITE_AVERAGE_WEIGHT: Final = 0.2
 
 
 class AsyncStore:
     def __init__(self, store: Store, limiter: trio.CapacityLimiter) -> None:
         self.sync = store
         self._limiter = limiter
-        #: Moving average of write_soon's inline writes, in seconds.
-        self._inline_seconds = 0.0
+        #: Moving average of write_soon's writes (the thread's include the hand-off), s.
+        self._write_seconds = 0.0
 
     @classmethod
     async def open(cls, path: Path | str, committee: CommitteeSpec | None = None, *,
@@ -65,10 +62,14 @@ class AsyncStore:
         them: the write goes to the worker thread and the loop keeps reading, decoding and
         verifying meanwhile. Either way the call cannot be abandoned half-way, as with
         `run`; holding the limiter keeps it the only store call in progress."""
-        if self._inline_seconds > INLINE_WRITE_MAX_S:
-            # Retry inline now and then: the disk may have become fast again.
-            self._inline_seconds *= INLINE_WRITE_DECAY
-            return await self.run(fn)
+        if self._write_seconds > INLINE_WRITE_MAX_S:
+            # Timed too (hand-off included, a fraction of a millisecond): once the disk is
+            # fast again the average falls and writes come back to the loop.
+            started = time.perf_counter()
+            try:
+                return await self.run(fn)
+            finally:
+                self._note_write(time.perf_counter() - started)
         try:
             self._limiter.acquire_nowait()
         except trio.WouldBlock:
@@ -78,8 +79,10 @@ class AsyncStore:
             return fn(self.sync)
         finally:
             self._limiter.release()
-            took = time.perf_counter() - started
-            self._inline_seconds += (took - self._inline_seconds) * INLINE_WRITE_WEIGHT
+            self._note_write(time.perf_counter() - started)
+
+    def _note_write(self, seconds: float) -> None:
+        self._write_seconds += (seconds - self._write_seconds) * WRITE_AVERAGE_WEIGHT
 
     async def append_block(self, block: Block, finalization: Certificate,
                            votes: Sequence[Vote] = (), *,
