@@ -371,6 +371,24 @@ def _key_rank(k: Any) -> tuple[Any, ...]:
     return (2, len(k), k)
 
 
+def _ascii_key_order(obj: dict[Any, Any]) -> bool | None:
+    """The common case of `_keys_in_order`: None unless every key is ASCII text, else
+    whether they are in canonical order, which for ASCII text is (length, str order): no
+    tuple per key."""
+    in_order = True
+    previous_len = -1
+    previous = ""
+    for k in obj:
+        if type(k) is not str or not k.isascii():
+            return None
+        n = len(k)
+        if n < previous_len or (n == previous_len and k <= previous):
+            in_order = False
+        previous_len = n
+        previous = k
+    return in_order
+
+
 def _canonical_form(obj: Any, depth: int) -> Any:
     """`obj` itself if it is in the data model with every map in canonical key order; a
     copy with the maps re-ordered (only along the paths that need it) if it is in the model
@@ -404,22 +422,9 @@ def _canonical_form(obj: Any, depth: int) -> Any:
     if t is dict:
         if depth >= MAX_DEPTH and obj:
             raise _FastPathMiss("depth")
-        # Inline common case of `_keys_in_order`: all keys ASCII text, whose encoded order
-        # is (length, str order); no tuple per key, no call per map.
-        ascii_keys = True
-        in_order = True
-        previous_len = -1
-        previous = ""
-        for k in obj:
-            if type(k) is not str or not k.isascii():
-                ascii_keys = False
-                in_order = _keys_in_order(obj)
-                break
-            n = len(k)
-            if n < previous_len or (n == previous_len and k <= previous):
-                in_order = False
-            previous_len = n
-            previous = k
+        ascii_order = _ascii_key_order(obj)
+        ascii_keys = ascii_order is not None
+        in_order = ascii_order if ascii_order is not None else _keys_in_order(obj)
         changed: dict[Any, Any] | None = None
         for k, x in obj.items():
             tx = type(x)
@@ -471,19 +476,9 @@ def _is_decoded_model_value(obj: Any, depth: int) -> bool:
     if t is list:
         items: Any = obj
     elif t is dict:
-        # Inline common case of `_keys_in_order`, as in `_canonical_form`.
-        previous_len = -1
-        previous = ""
-        for k in obj:
-            if type(k) is not str or not k.isascii():
-                if not _keys_in_order(obj):
-                    return False
-                break
-            n = len(k)
-            if n < previous_len or (n == previous_len and k <= previous):
-                return False
-            previous_len = n
-            previous = k
+        ascii_order = _ascii_key_order(obj)
+        if not (ascii_order if ascii_order is not None else _keys_in_order(obj)):
+            return False
         items = obj.values()
     elif t is str or t is bytes or t is bool or obj is None:
         return True
