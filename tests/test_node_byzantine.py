@@ -18,6 +18,8 @@ from coalitiond.node.member import Member
 from coalitiond.store.records import FinalizedBlock
 from coalitiond.transport.router import Channel
 
+pytestmark = pytest.mark.live
+
 
 def _send_raw(member: Member, msg: Message) -> None:
     """What a Byzantine member can do: sign anything and send it to every member."""
@@ -39,14 +41,14 @@ async def test_a_vote_naming_a_known_digest_under_another_view_is_harmless(
             byzantine = members[0]
             honest_observe = byzantine._observe
 
-            def observe(msg: Message, sender: int | None) -> None:
+            def observe(msg: Message) -> None:
                 # For every proposal, a validly signed vote for the same digest, wrong view.
                 if isinstance(msg, Proposal):
                     b = msg.block
                     for kind in (VoteKind.FINALIZE, VoteKind.NOTARIZE):
                         _send_raw(byzantine, Vote.sign(byzantine.key, byzantine.committee,
                                                        byzantine.me, kind, b.view + 1, b.digest))
-                honest_observe(msg, sender)
+                honest_observe(msg)
 
             byzantine._observe = observe  # type: ignore[method-assign]
             target = max(m.height for m in members) + 5

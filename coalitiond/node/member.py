@@ -103,6 +103,7 @@ from .drivers import (
     load_almanac_spec,
     load_ticket_issuers,
 )
+from .journal import BlockJournal
 from .timers import TimerService
 
 log = get_logger(__name__)
@@ -138,11 +139,8 @@ MAX_CHECKED_ENVELOPES: Final = 65_536
 #: writers: well below a link's send queue (transport.link.LinkTiming.send_queue), so a
 #: long step (catch-up finalising many blocks) never overflows it.
 SENDS_PER_YIELD: Final = 64
-#: Block digests whose votes and notarization we keep until they finalise.
-MAX_TRACKED_BLOCKS: Final = 1024
-#: Votes for already stored blocks waiting for the next commit; beyond it they are dropped
-#: (the block keeps its certificate and the votes it was stored with).
-MAX_LATE_VOTES: Final = 1024
+#: Proposals whose first-seen time is kept for the finality-latency histogram.
+MAX_TRACKED_PROPOSALS: Final = 1024
 #: Submitters waiting for outcomes.
 MAX_WAITING_SUBMITTERS: Final = 65_536
 #: Pending block-range requests (tail, catch-up service) and parked "wait" requests.
@@ -180,6 +178,9 @@ BLOCK_REQUESTS_DROPPED = counter("blocks_requests_dropped_total",
 DIVERGED = gauge("state_diverged", "1 when this member's executed state disagrees with a block")
 VOTE_CHECK_REFUSED = counter("vote_checks_refused_total",
                              "Proposals not voted for because a driver's check refused them")
+LATE_VOTES = counter("log_late_votes_total",
+                     "Votes that arrived after their block was handed to the log: stored with a "
+                     "later commit, or dropped because too many were waiting", ("result",))
 MEMBERS_CONNECTED = gauge("network_members_connected", "Committee members with a live link")
 
 
@@ -250,19 +251,12 @@ class Member:
         self.manager: ConnectionManager | None = None
         self._inputs_send, self._inputs_recv = trio.open_memory_channel[_Input](MAX_QUEUED_INPUTS)
         self._checked: OrderedDict[bytes, Envelope | MemberCommand] = OrderedDict()
-        self._votes: OrderedDict[tuple[int, bytes], dict[tuple[int, int], Vote]] = OrderedDict()
-        self._notarizations: OrderedDict[tuple[int, bytes], Certificate] = OrderedDict()
+        #: Certificates and votes of blocks on their way into the log (set up by `run`).
+        self.journal = BlockJournal(self.committee.quorum, 0)
         self._first_seen: OrderedDict[bytes, float] = OrderedDict()
         #: Written only on the event loop; the verifying worker thread only reads it.
         self._verified_votes = VerifiedVotes(MAX_VERIFIED_SIGNATURES)
-        self._fetched: OrderedDict[bytes, FinalizedBlock] = OrderedDict()
         self._waiting: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
-        #: Finalised blocks not yet stored: their finalizing descendant has not arrived.
-        self._unstored: list[BlockToAppend] = []
-        #: Recently stored blocks, (view, digest) -> height, and votes for them that arrived
-        #: after they were stored, waiting for the next commit (`Store.record_event`).
-        self._stored_blocks: OrderedDict[tuple[int, bytes], int] = OrderedDict()
-        self._late_votes: list[tuple[int, Vote]] = []
         #: Commands a driver's vote-time check refused during the current step.
         self._refused_by_drivers: list[bytes] = []
         self._block_requests = {
@@ -418,6 +412,7 @@ class Member:
                                       checked=[_decoded_unverified(c) for c in fb.block.commands])
             tip = fb
         self.height = s.height
+        self.journal.durable_height = s.height
         self.log_size = s.size
         self.state_root = self.executor.state_root()
         guard = tuple(GuardRecord(epoch, view, SignedKind(kind), digest)
@@ -501,7 +496,7 @@ class Member:
             for action in actions:
                 if isinstance(action, Broadcast | Send):
                     self._remember_verified(action.message)
-                    self._observe(action.message, self.me)
+                    self._observe(action.message)
                     if isinstance(action, Broadcast) or action.to == self.me:
                         pending.append(MessageReceived(self.me, action.message))
             out.extend(actions)
@@ -616,89 +611,40 @@ class Member:
         while len(table) > limit:
             table.popitem(last=False)
 
-    def _observe(self, msg: Message, sender: int | None) -> None:
-        """Keep what the log will want: every vote and notarization for a block, filed by
-        (view, digest) — a Byzantine member's vote naming a known digest under another view
-        must never be mistaken for a vote on that block."""
-        if isinstance(msg, Vote) and msg.kind is not VoteKind.NULLIFY:
-            key = (msg.view, msg.digest)
-            stored = self._stored_blocks.get(key)
-            if stored is not None:
-                # The block is in the log already (the slowest members' finalise votes come
-                # after it): the next commit adds the vote to it.
-                if len(self._late_votes) < MAX_LATE_VOTES:
-                    self._late_votes.append((stored, msg))
-                return
-            votes = self._votes.get(key)
-            if votes is None:
-                votes = {}
-                self._bounded_put(self._votes, key, votes, MAX_TRACKED_BLOCKS)
-            votes.setdefault((int(msg.kind), msg.signer), msg)
-        elif isinstance(msg, Notarization):
-            cert = msg.certificate
-            self._bounded_put(self._notarizations, (cert.view, cert.digest), cert,
-                              MAX_TRACKED_BLOCKS)
-        elif isinstance(msg, Proposal) and msg.block.digest not in self._first_seen:
+    def _observe(self, msg: Message) -> None:
+        """Keep what the log will want (votes and notarizations, in the journal) and when
+        each proposal was first seen (the finality-latency histogram)."""
+        self.journal.observe(msg)
+        if isinstance(msg, Proposal) and msg.block.digest not in self._first_seen:
             self._bounded_put(self._first_seen, msg.block.digest, trio.current_time(),
-                              MAX_TRACKED_BLOCKS)
-
-    def _certificates_for(self, block: Block, certificate: Certificate
-                          ) -> tuple[Certificate | None, Certificate | None, tuple[Vote, ...]]:
-        """The certificates and votes the log keeps for `block`: only what is about exactly
-        this block (epoch, view, digest) and was verified before it reached us."""
-        key = (block.view, block.digest)
-        fetched = self._fetched.pop(block.digest, None)
-        votes = dict(self._votes.pop(key, {}))
-        if fetched is not None:
-            for v in fetched.votes:
-                votes.setdefault((int(v.kind), v.signer), v)
-        votes = {k: v for k, v in votes.items()
-                 if (v.epoch, v.view, v.digest) == (block.epoch, block.view, block.digest)}
-
-        def about_block(cert: Certificate | None, kind: VoteKind) -> Certificate | None:
-            if cert is None or (cert.kind, cert.epoch, cert.view, cert.digest) != (
-                    kind, block.epoch, block.view, block.digest):
-                return None
-            return cert
-
-        finalization = about_block(certificate, VoteKind.FINALIZE)
-        if finalization is None and fetched is not None:
-            finalization = about_block(fetched.finalization, VoteKind.FINALIZE)
-        notarization = about_block(self._notarizations.pop(key, None), VoteKind.NOTARIZE)
-        if notarization is None and fetched is not None:
-            notarization = about_block(fetched.notarization, VoteKind.NOTARIZE)
-        if finalization is None and notarization is None:
-            # Formed by the core from votes we hold: rebuild it from them.
-            notes = [v for (k, _), v in sorted(votes.items()) if k == VoteKind.NOTARIZE]
-            if len(notes) >= self.committee.quorum:
-                notarization = Certificate.from_votes(notes)
-        return finalization, notarization, tuple(v for _, v in sorted(votes.items()))
+                              MAX_TRACKED_PROPOSALS)
 
     # -- finalisation: store, execute, tell submitters ----------------------------------
 
     async def _persist(self, guard: list[StoreGuardRecord], finalized: list[Finalized]
                        ) -> list[BlockToAppend]:
-        """One store transaction for a round: guard records and finalised blocks. Returns
-        the blocks appended, in height order.
+        """One store transaction for a round: guard records, finalised blocks and the late
+        votes of blocks stored before. Returns the blocks appended, in height order.
 
         A guard refusal means the core and the store disagree about what we signed: a bug.
         It propagates and stops the member rather than risk an equivocation.
         """
         assert self.store is not None
         for f in finalized:
-            fin, nota, votes = self._certificates_for(f.block, f.certificate)
-            self._unstored.append(BlockToAppend(f.block, fin, votes, nota))
-        late, self._late_votes = self._late_votes, []
-        if not self._unstored or self._unstored[-1].finalization is None:
+            self.journal.finalized(f.block, f.certificate)
+        items = self.journal.take_blocks()
+        LATE_VOTES.labels("dropped").inc(self.journal.late_votes_dropped)
+        late = self.journal.take_late_votes()
+        if not items:
             # Blocks final through a descendant whose own finalization we have not been
             # handed yet wait: the store takes a chain only when its last block carries one.
             if guard:
                 await self.store.write_soon(lambda s: s.record_event(guard=guard,
                                                                      late_votes=late))
+                LATE_VOTES.labels("stored").inc(len(late))
             else:
-                self._late_votes = late + self._late_votes
+                self.journal.put_back_late_votes(late)
             return []
-        items, self._unstored = self._unstored, []
         # Every signature here was verified before it reached the core. Small appends run
         # on the event loop when the store is free (AsyncStore.write_soon): this is the
         # critical path of every view, and a thread hand-off costs more than the commit.
@@ -710,9 +656,8 @@ class Member:
         else:
             await self.store.append_blocks(items, verify_signatures=False, guard=guard,
                                            late_votes=late)
-        for item in items:
-            self._bounded_put(self._stored_blocks, (item.block.view, item.block.digest),
-                              item.block.height, MAX_TRACKED_BLOCKS)
+        self.journal.stored(items)
+        LATE_VOTES.labels("stored").inc(len(late))
         return items
 
     async def _apply_finalized(self, items: Sequence[BlockToAppend]) -> list[Event]:
@@ -884,7 +829,7 @@ class Member:
                 for d, envelope in checked:
                     self._bounded_put(self._checked, d, envelope, MAX_CHECKED_ENVELOPES)
                 self._remember_verified(event.message)
-                self._observe(event.message, event.sender)
+                self._observe(event.message)
                 await self._enqueue(event)
 
     def _remember_verified(self, msg: Message) -> None:
@@ -1201,7 +1146,7 @@ class Member:
                 log.warning("sync.invalid_chain", peer=short(peer), error=str(e))
                 return None
             for fb in kept:
-                self._bounded_put(self._fetched, fb.block.digest, fb, MAX_TRACKED_BLOCKS)
+                self.journal.fetched(fb)
             for d, envelope in checked:
                 self._bounded_put(self._checked, d, envelope, MAX_CHECKED_ENVELOPES)
             CATCHUP.labels("ok").inc()
