@@ -28,9 +28,13 @@ from coalitiond.consensus.messages import (
     decode_message,
 )
 from coalitiond.consensus.statements import SignedKind
-from coalitiond.consensus.types import Vote
+from coalitiond.consensus.types import Vote, VoteKind
+from coalitiond.node import wire
+from coalitiond.store.aio import AsyncStore
 from coalitiond.store.sqlite import Store
 from coalitiond.transport.router import Channel, Router
+
+pytestmark = pytest.mark.live
 
 #: (event, owner object id, payload): "durable" with the guard records a commit made
 #: durable, "sent" with the encoded consensus message.
@@ -123,48 +127,125 @@ async def test_no_signature_leaves_before_its_guard_record_is_durable(
     assert top >= 8 and checked > 100, f"too little traffic to show anything ({checked})"
 
 
+class HeldFinaliseSignatures:
+    """Holds back every message that would tell another member `signer`'s finalise vote —
+    its votes, certificates it formed, and catch-up answers holding them — until `release`,
+    which sends them in their order. The hold decides by content, not by timing, so the
+    blocks finalised while it holds are stored without that vote, every run."""
+
+    def __init__(self, spec: CommitteeSpec, signer: int) -> None:
+        self.spec = spec
+        self.signer = signer
+        self.holding = True
+        self.held: list[Callable[[], object]] = []
+        #: (view, digest) of every block the signer's held finalise votes are for.
+        self.voted: set[tuple[int, bytes]] = set()
+
+    def _carries(self, channel: Channel, payload: bytes) -> bool:
+        if channel is Channel.CONSENSUS:
+            msg = decode_message(self.spec, payload)
+            if isinstance(msg, Vote):
+                if msg.kind is VoteKind.FINALIZE and msg.signer == self.signer:
+                    self.voted.add((msg.view, msg.digest))
+                    return True
+                return False
+            return isinstance(msg, Finalization) and \
+                self.signer in msg.certificate.signers()
+        if channel is Channel.SYNC:
+            reply = wire.decode_message(payload)
+            return isinstance(reply, wire.Blocks) and any(
+                any(v.kind is VoteKind.FINALIZE and v.signer == self.signer for v in fb.votes)
+                or (fb.finalization is not None
+                    and self.signer in fb.finalization.signers())
+                for fb in reply.blocks)
+        return False
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # Router.broadcast queues through broadcast_nowait: patched once, there.
+        send, send_nowait, broadcast_nowait = (Router.send, Router.send_nowait,
+                                               Router.broadcast_nowait)
+
+        async def held_send(router: Router, channel: Channel, peer: bytes,
+                            payload: bytes) -> bool:
+            if self.holding and self._carries(channel, payload):
+                self.held.append(partial(send_nowait, router, channel, peer, payload))
+                return True
+            return await send(router, channel, peer, payload)
+
+        def held_send_nowait(router: Router, channel: Channel, peer: bytes,
+                             payload: bytes) -> bool:
+            if self.holding and self._carries(channel, payload):
+                self.held.append(partial(send_nowait, router, channel, peer, payload))
+                return True
+            return send_nowait(router, channel, peer, payload)
+
+        def held_broadcast_nowait(router: Router, channel: Channel, payload: bytes) -> int:
+            if self.holding and self._carries(channel, payload):
+                self.held.append(partial(broadcast_nowait, router, channel, payload))
+                return len(self.spec.members) - 1
+            return broadcast_nowait(router, channel, payload)
+
+        monkeypatch.setattr(Router, "send", held_send)
+        monkeypatch.setattr(Router, "send_nowait", held_send_nowait)
+        monkeypatch.setattr(Router, "broadcast_nowait", held_broadcast_nowait)
+
+    def release(self) -> int:
+        self.holding = False
+        for send in self.held:
+            send()
+        return len(self.held)
+
+
+async def _finalise_signers(store: AsyncStore, top: int
+                            ) -> dict[tuple[int, bytes], list[int]]:
+    """(view, digest) -> the finalise votes the log holds, for blocks 1..top."""
+    return await store.run(lambda s: {
+        (fb.block.view, fb.block.digest):
+            sorted(v.signer for v in fb.votes if v.kind is VoteKind.FINALIZE)
+        for fb in s.iter_finalized(1, top)})
+
+
 async def test_the_log_keeps_finalise_votes_that_arrive_after_the_block(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     committee = write_committee(tmp_path, 4)  # q = 3
     spec: CommitteeSpec = committee.member_config(0).committee_spec()
     signer = EnvelopeSigner(committee.operator, spec.committee_id, 1)
-    # Member 3's finalise votes leave only after its next broadcast: the other three
-    # finalise (and store) each block without it, and get its vote afterwards.
-    slow: list[int] = []
-    held: list[bytes] = []
-    original = Router.broadcast_nowait
-
-    def broadcast_nowait(self: Router, channel: Channel, payload: bytes) -> int:
-        if slow and id(self) == slow[0] and channel is Channel.CONSENSUS:
-            msg = decode_message(spec, payload)
-            if isinstance(msg, Vote) and msg.kind.name == "FINALIZE":
-                held.append(payload)
-                return committee.n - 1
-            sent = original(self, channel, payload)
-            while held:
-                original(self, channel, held.pop(0))
-            return sent
-        return original(self, channel, payload)
-
-    monkeypatch.setattr(Router, "broadcast_nowait", broadcast_nowait)
+    # Member 3's finalise votes are held back from the start: members 0-2 finalise (and
+    # store) every block without them. Released afterwards, each is a late vote for a block
+    # member 0 has stored, and member 0's log must take every one of them.
+    hold = HeldFinaliseSignatures(spec, 3)
+    hold.install(monkeypatch)
     with trio.fail_after(120):
         async with in_process(committee) as running, client_for(committee) as client:
             members = running.members()
-            assert members[3].manager is not None
-            slow.append(id(members[3].manager.router))
-            start = max(m.height for m in members) + 1
+            store = members[0].store
+            assert store is not None
             for k in range(8):
                 envelope = signer.sign([publish("late", {"k": k})])
                 ack, outcome = await client.submit(envelope.raw,
                                                    member=client.members()[k % 3])
                 assert ack.accepted and outcome is not None
-            top = max(m.height for m in members)
-            await all_reach(members, top + 3)  # later commits carry the late votes
-            store = members[0].store
-            assert store is not None
-            signers = await store.run(lambda s: [
-                sorted(v.signer for v in fb.votes if v.kind.name == "FINALIZE")
-                for fb in s.iter_finalized(start, top)])
-    # Member 0 stored each block with the quorum's votes; member 3's came later and the
-    # log holds it too.
-    assert len(signers) >= 8 and all(s == [0, 1, 2, 3] for s in signers), signers
+            top = members[0].height
+            before = await _finalise_signers(store, top)
+            assert all(v == [0, 1, 2] for v in before.values()), \
+                f"the hold leaked member 3's finalise votes: {before}"
+            voted = {block for block in before if block in hold.voted}
+            # Member 3 voted for the blocks of every submission at least (it was connected
+            # before the first); blocks it missed while starting it never voted for.
+            assert len(voted) >= 8, (len(voted), top)
+            expected = {block: [0, 1, 2, 3] if block in voted else [0, 1, 2]
+                        for block in before}
+            hold.release()
+            # Member 0 adds what arrived with its next commits (it commits every view):
+            # re-read the log after each block it finalises until every vote is in. A
+            # dropped vote never arrives again: then the deadline ends the wait and the
+            # assertion below names the blocks that lack it.
+            after = before
+            with trio.move_on_after(60):
+                while after != expected:
+                    height = members[0].height
+                    await members[0].wait_until(lambda m, height=height: m.height > height)
+                    after = await _finalise_signers(store, top)
+    missing = sorted(store_height for store_height, block in enumerate(after, 1)
+                     if after[block] != expected[block])
+    assert after == expected, f"blocks at heights {missing} lack member 3's late vote"
