@@ -62,6 +62,8 @@ from coalitiond.identity import hash_structure
 from coalitiond.merkle import MemoryTree, inclusion_path, leaf_hash
 from coalitiond.store.sqlite import EvidenceRecord
 
+pytestmark = pytest.mark.live
+
 Mutate = Callable[[Any], None]
 
 
@@ -302,7 +304,12 @@ async def test_tampered_answers_are_refused_naming_what_did_not_verify(tmp_path:
 def _forged_note_and_entries(s: Served, real: httpx.Client, leaves: list[bytes]
                              ) -> CoalitionClient:
     """A client talking to member 0 lying with its own key: a checkpoint note over a tree
-    of `leaves` for the real certified head block, and entries served from that tree."""
+    of `leaves` for a real certified block, and entries served from that tree.
+
+    The committee keeps finalising while the test runs: the note names the block of height
+    `cp.height`, so the forger relays the checkpoint of exactly that height (`?height=`),
+    never whatever the head is by then — else the client would refuse the note for naming
+    another block, not for the lie under test."""
     with CoalitionClient(s.base_url, s.spec) as honest:
         cp = honest.checkpoint()
     tree = MemoryTree([leaf_hash(leaf) for leaf in leaves])
@@ -310,7 +317,11 @@ def _forged_note_and_entries(s: Served, real: httpx.Client, leaves: list[bytes]
                       cp.block.digest).sign(s.committee.keys[0])
 
     def forge(request: httpx.Request) -> httpx.Response:
-        r = real.get(request.url.path, params=request.url.params)
+        params = dict(request.url.params)
+        if request.url.path == "/v1/checkpoint":
+            assert "height" not in params, "the forger answers head reads only"
+            params["height"] = str(cp.height)
+        r = real.get(request.url.path, params=params)
         obj = decode(r.content)
         if request.url.path == "/v1/checkpoint":
             obj["note"] = note
