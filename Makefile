@@ -7,8 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEVNET_DIR ?= devnet
 DEVNET_ARGS ?=
+# Test workers (pytest-xdist): `auto` = one per core; `make test JOBS=0` runs in one process.
+JOBS ?= auto
+# `make flake-hunt`: runs of every live test, and extra arguments for tests/flake_hunt.py.
+N ?= 20
+FLAKE_ARGS ?=
 
-.PHONY: all venv test lint bench devnet clean
+.PHONY: all venv test lint bench devnet flake-hunt clean
 
 all: test
 
@@ -20,8 +25,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# In file order (-p no:randomly): a red run replays as it ran. `make flake-hunt` shuffles.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p no:randomly -n $(JOBS) --dist worksteal $(PYTEST_ARGS)
+
+flake-hunt: $(STAMP)
+	$(BIN)/python tests/flake_hunt.py --runs $(N) --jobs $(JOBS) $(FLAKE_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check coalitiond tests benchmarks

@@ -4,9 +4,7 @@ client config; and runs members in-process (one trio nursery) or as real process
 from __future__ import annotations
 
 import os
-import random
 import socket
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,49 +25,78 @@ from coalitiond.node.member import Member
 PORT_RANGE = (20000, 32000)
 
 
-def free_ports(n: int, *, consecutive: bool = False) -> list[int]:
-    """`n` ports that are free now, outside the ephemeral range (consecutive if asked)."""
-    rng = random.Random(os.getpid() * 1_000_003 + time.monotonic_ns())
+def _worker_ports() -> range:
+    """This test process's own part of PORT_RANGE: with pytest-xdist each worker gets a
+    disjoint slice, so no worker can bind a port another handed out between its probe and
+    its member's bind. Without xdist, the whole range."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
     lo, hi = PORT_RANGE
-    for _ in range(1000):
-        start = rng.randrange(lo, hi - n)
-        candidates = list(range(start, start + n)) if consecutive else \
-            rng.sample(range(lo, hi), n)
-        socks = []
+    size = (hi - lo) // max(workers, 1)
+    return range(lo + index * size, lo + (index + 1) * size)
+
+
+class _PortCursor:
+    """Hands out this process's ports in turn, each once until the slice wraps around, so a
+    port is not reused while its last owner's sockets may still be closing. The starting
+    point depends on the process id: two test runs side by side start far apart."""
+
+    def __init__(self) -> None:
+        self.ports = _worker_ports()
+        self.next = self.ports.start + (os.getpid() * 7919) % len(self.ports)
+
+    def take(self, count: int, *, also_at: int | None = None) -> int:
+        """The first port of a run of `count` consecutive ports that all bind now (and, with
+        `also_at`, the run of `count` at that offset from it too); the cursor moves past."""
+        for _ in range(len(self.ports)):
+            start = self.next
+            top = start + count + (also_at or 0)
+            if top > self.ports.stop:
+                self.next = self.ports.start
+                continue
+            runs = [range(start, start + count)]
+            if also_at is not None:
+                runs.append(range(start + also_at, start + also_at + count))
+            busy = next((p for run in runs for p in run if not _bindable(p)), None)
+            self.next = (busy + 1) if busy is not None else top
+            if busy is None:
+                return start
+        raise RuntimeError(f"no {count} free ports in {self.ports}")
+
+
+def _bindable(port: int) -> bool:
+    # Without SO_REUSEADDR: a port with connections still in TIME_WAIT is passed over.
+    with socket.socket() as s:
         try:
-            for port in candidates:
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return candidates
+            s.bind(("127.0.0.1", port))
         except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {n} free ports in {lo}..{hi}")
+            return False
+    return True
+
+
+_cursor: _PortCursor | None = None
+
+
+def _ports() -> _PortCursor:
+    global _cursor
+    if _cursor is None:
+        _cursor = _PortCursor()
+    return _cursor
+
+
+def free_ports(n: int, *, consecutive: bool = False) -> list[int]:
+    """`n` ports that are free now, from this process's slice (consecutive if asked)."""
+    if consecutive:
+        start = _ports().take(n)
+        return list(range(start, start + n))
+    return [_ports().take(1) for _ in range(n)]
 
 
 def devnet_base_port(members: int, *, span: int | None = None) -> int:
     """A `--base-port` for `coalitiond devnet`: base..base+span-1 (members, and the Almanac a
     compute devnet starts at base+20) and base+100..base+100+span-1 (metrics) all free."""
-    span = members if span is None else span
-    while True:
-        base = free_ports(span, consecutive=True)[0]
-        if base + 100 + span >= PORT_RANGE[1]:
-            continue
-        socks = []
-        try:
-            for port in range(base + 100, base + 100 + span):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
+    return _ports().take(members if span is None else span, also_at=100)
 
 
 @dataclass

@@ -25,6 +25,8 @@ from coalitiond.committee import CommitteeSpec
 from coalitiond.crypto import SigningKey
 from coalitiond.metrics import sample_value
 
+pytestmark = pytest.mark.live
+
 transport = pytest.importorskip("coalitiond.transport.manager")
 
 GOOD_MRTD = b"\x42" * 48

@@ -32,6 +32,8 @@ from coalitiond.components.executor import Executor
 from coalitiond.crypto import SigningKey
 from coalitiond.errors import OperatorError
 
+pytestmark = pytest.mark.live
+
 COMMITTEE = b"\x33" * 32
 OTHER_COMMITTEE = b"\x34" * 32
 OPERATOR = SigningKey(b"\x01" * 32)

@@ -23,6 +23,8 @@ from coalitiond.cli.devnet import generate_devnet
 from coalitiond.config import COMPONENT_KINDS, load_config
 from coalitiond.keys import load_key_file
 
+pytestmark = pytest.mark.live
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "configs" / "coalition-example.toml"
 GOLDEN = {

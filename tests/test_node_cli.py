@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 from node_harness import in_process, write_committee
+
+pytestmark = pytest.mark.live
 
 
 async def _cli(*args: str) -> subprocess.CompletedProcess[bytes]:

@@ -18,6 +18,8 @@ from coalitiond.node.client import ChainVerifier, RefusedByMember
 from coalitiond.store.sqlite import Store, store_path
 from coalitiond.verify import verify_inclusion
 
+pytestmark = pytest.mark.live
+
 
 def _signer(committee_id: bytes, key: SigningKey, nonce: int = 1) -> EnvelopeSigner:
     return EnvelopeSigner(key, committee_id, nonce)

@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 from node_harness import write_committee
+
+pytestmark = pytest.mark.live
 
 
 async def _datagrams(sock: trio.socket.SocketType, until: bytes) -> list[bytes]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from node_harness import devnet_base_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.live]
 
 
 def test_devnet_with_duration_commits_and_checks_archives(tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ from coalitiond.node.drivers import AlmanacFollower, Driver
 from coalitiond.node.member import Member
 from coalitiond.store.records import FinalizedBlock
 
+pytestmark = pytest.mark.live
+
 
 class Almanac:
     def __init__(self, tmp_path: Path) -> None:

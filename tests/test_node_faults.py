@@ -27,7 +27,7 @@ from coalitiond.commands import Envelope
 from coalitiond.node.client import CommitteeClient
 from coalitiond.store.sqlite import Store, store_path
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.live]
 
 N = 5
 

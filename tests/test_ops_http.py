@@ -23,6 +23,8 @@ from coalitiond.ops_http import (
     serve_ops,
 )
 
+pytestmark = pytest.mark.live
+
 
 async def _get(address: str, path: str) -> tuple[int, bytes]:
     host, port = address.removeprefix("http://").rsplit(":", 1)

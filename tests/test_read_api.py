@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
-from node_harness import Committee, client_for, free_ports, in_process, write_committee
+from node_harness import Committee, client_for, in_process, write_committee
 
 from coalitiond.checkpoint import verify_checkpoint
 from coalitiond.client_commands import EnvelopeSigner, publish
@@ -32,6 +33,8 @@ from coalitiond.read_api import (
     parse_state_args,
 )
 from coalitiond.verify import verify_consistency, verify_inclusion
+
+pytestmark = pytest.mark.live
 
 #: Envelopes submitted, and publish commands in each.
 SUBMISSIONS = (1, 2, 1, 3)
@@ -71,10 +74,9 @@ async def served_committee(tmp_path: Path) -> AsyncIterator[Served]:
             source = ReadSource.for_member(member)
             app = ReadApi(source).install(OpsApp(status=member.status,
                                                  ready=lambda: member.ready))
-            port = free_ports(1)[0]
-            await nursery.start(serve_ops, app, f"127.0.0.1:{port}")
+            (address,) = await nursery.start(serve_ops, app, "127.0.0.1:0")
             try:
-                yield Served(f"http://127.0.0.1:{port}", member, spec, outcomes,
+                yield Served(address, member, spec, outcomes,
                              sum(SUBMISSIONS), source, committee)
             finally:
                 nursery.cancel_scope.cancel()

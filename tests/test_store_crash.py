@@ -15,9 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from coalitiond.consensus.types import VoteKind
 from coalitiond.store import Store
 from coalitiond.store.fixtures import ChainBuilder
+
+pytestmark = pytest.mark.live
 
 # The writer: continues the chain from whatever the store holds, and acknowledges each
 # durable write on stdout only after the call returned (i.e. after COMMIT and its fsync).

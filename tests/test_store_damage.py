@@ -20,6 +20,8 @@ from coalitiond.metrics import sample_value
 from coalitiond.store import Store, StoreCorrupt, StoreIOError, StoreOpenError
 from coalitiond.store.fixtures import ChainBuilder
 
+pytestmark = pytest.mark.live
+
 BLOCKS = 30
 
 

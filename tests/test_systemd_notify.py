@@ -6,7 +6,11 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
+
 from coalitiond.systemd import Notifier
+
+pytestmark = pytest.mark.live
 
 
 def _listener(path: Path) -> socket.socket:

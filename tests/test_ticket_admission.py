@@ -28,6 +28,8 @@ from coalitiond.crypto import SigningKey
 from coalitiond.encoding import encode
 from coalitiond.member_commands import MemberCommand
 
+pytestmark = pytest.mark.live
+
 COMMITTEE_ID = b"\x33" * 32
 ROOT = b"\x77" * 32
 OTHER_ROOT = b"\x78" * 32

@@ -11,6 +11,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 import trio
 
 from coalitiond.committee import CommitteeSpec
@@ -20,6 +21,8 @@ from coalitiond.transport.link import handshake
 from coalitiond.transport.manager import ConnectionManager, TransportConfig
 from coalitiond.transport.peer_record import PeerRecord
 from coalitiond.transport.session import Closed, Event, MessageReceived, Session
+
+pytestmark = pytest.mark.live
 
 NETWORK = "transport-test-net"
 EPOCH_UNIX = 1_700_000_000

@@ -41,6 +41,8 @@ from coalitiond.transport.session import (
     identity_proof,
 )
 
+pytestmark = pytest.mark.live
+
 A, B, C = keys(3)
 SPEC = committee([A, B])
 NET = SPEC.network_id

@@ -27,6 +27,8 @@ from coalitiond.transport.peer_record import PeerRecord
 from coalitiond.transport.router import Channel
 from coalitiond.transport.session import Session
 
+pytestmark = pytest.mark.live
+
 
 async def _runner(m: ConnectionManager, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     with trio.CancelScope() as cs:
