@@ -32,7 +32,7 @@ def main(argv: list[str]) -> None:
         argv, extra = argv[:cut], argv[cut + 1 :]
     wanted = set(argv)
     here = Path(__file__).parent
-    from coalitiond.logs import configure
+    from coalitiond.primitives.logs import configure
 
     configure("console", "warning")  # tables on stdout; only problems on stderr
     print(machine_line())

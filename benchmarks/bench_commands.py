@@ -32,7 +32,7 @@ from coalitiond.client_commands import EnvelopeSigner, publish
 from coalitiond.commands import Acl, check_envelope
 from coalitiond.components.executor import Executor
 from coalitiond.components.feed import Feed
-from coalitiond.crypto import SigningKey
+from coalitiond.primitives.crypto import SigningKey
 
 SIZES: Final = (1, 16, 256)
 COMMITTEE_N: Final = 5

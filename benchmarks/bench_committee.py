@@ -30,11 +30,11 @@ import trio
 
 from coalitiond.cli.devnet import generate_devnet
 from coalitiond.client_commands import EnvelopeSigner, publish
-from coalitiond.errors import CoalitiondError
-from coalitiond.keys import load_key_file
-from coalitiond.logs import configure
 from coalitiond.node.client import CommitteeClient, load_client_config
 from coalitiond.node.devnet import coalitiond_command, write_client_config
+from coalitiond.primitives.errors import CoalitiondError
+from coalitiond.primitives.keys import load_key_file
+from coalitiond.primitives.logs import configure
 
 
 def _free_base_port(span: int) -> int:

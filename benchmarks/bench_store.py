@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from coalitiond.logs import configure
+from coalitiond.primitives.logs import configure
 from coalitiond.store import BlockToAppend, Store
 from coalitiond.store.fixtures import ChainBuilder
 from coalitiond.verify import verify_consistency, verify_inclusion

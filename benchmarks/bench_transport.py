@@ -24,8 +24,8 @@ from typing import Any
 
 import trio
 
-from coalitiond.committee import network_id
-from coalitiond.crypto import SigningKey
+from coalitiond.primitives.committee import network_id
+from coalitiond.primitives.crypto import SigningKey
 from coalitiond.transport import framing as fr
 from coalitiond.transport.peer_record import PeerRecord
 from coalitiond.transport.session import Closed, HandshakeDone, MessageReceived, Session
@@ -207,7 +207,7 @@ def handshakes_memory(count: int) -> float:
 async def router_throughput(size: int, count: int) -> tuple[float, float, int]:
     """End to end through two ConnectionManagers: router.send -> send queue -> writer ->
     socket -> reader -> channel queue. A window keeps the sender within the send queue."""
-    from coalitiond.committee import CommitteeSpec
+    from coalitiond.primitives.committee import CommitteeSpec
     from coalitiond.transport.link import LinkTiming
     from coalitiond.transport.manager import ConnectionManager, TransportConfig
 

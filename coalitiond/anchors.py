@@ -39,11 +39,11 @@ from . import config
 from .components.chronicle import ANCHOR_TYPE, ChronicleAnchor, MalformedAnchor
 from .components.executor import BlockResult
 from .consensus.types import MAX_COMMAND_SIZE
-from .encoding import decode
-from .errors import EncodingError, LocalError, OperatorError, RemoteError
-from .identity import ID_LEN
-from .logs import get_logger
-from .metrics import counter, gauge
+from .primitives.encoding import decode
+from .primitives.errors import EncodingError, LocalError, OperatorError, RemoteError
+from .primitives.identity import ID_LEN
+from .primitives.logs import get_logger
+from .primitives.metrics import counter, gauge
 
 log = get_logger(__name__)
 

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
-from .committee import CommitteeSpec
 from .consensus.types import MalformedMessage, Vote, VoteKind
-from .encoding import decode, encode
-from .errors import EncodingError, OperatorError
+from .primitives.committee import CommitteeSpec
+from .primitives.encoding import decode, encode
+from .primitives.errors import EncodingError, OperatorError
 from .store.audit import AuditFailure, AuditSummary, LogAuditor
 from .store.records import FinalizedBlock, committee_from_record, committee_record
 from .store.sqlite import Store

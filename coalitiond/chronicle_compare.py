@@ -35,12 +35,12 @@ from typing import Any, Final
 
 from .archive import ArchiveHeader, Side, block_signers, read_blocks, read_header
 from .commands import Acl
-from .committee import CommitteeSpec
 from .components.chronicle import Chronicle, ChronicleAnchor, ChronicleEntry
 from .components.executor import Executor
 from .config import AclConfig, parse_config
-from .errors import CoalitiondError, ConfigError, LocalError, OperatorError
-from .identity import digest, hash_structure, short
+from .primitives.committee import CommitteeSpec
+from .primitives.errors import CoalitiondError, ConfigError, LocalError, OperatorError
+from .primitives.identity import digest, hash_structure, short
 from .store.audit import AuditFailure
 from .store.records import FinalizedBlock
 

@@ -32,7 +32,6 @@ from typing import Any, Final, TypeVar
 import httpx
 
 from .checkpoint import Checkpoint, CheckpointError, key_name, split_note, verify_checkpoint
-from .committee import CommitteeSpec
 from .components.almanac import AlmanacTick
 from .components.atlas import CardRecord, CitizenCard
 from .components.base import BadStateProof, check_state_proof
@@ -41,10 +40,11 @@ from .components.feed import FeedEntry
 from .components.tickets import Ticket, TicketRecord
 from .consensus.evidence import Evidence
 from .consensus.types import Block, Certificate, InvalidCertificate, Vote, VoteKind
-from .encoding import decode, encode
-from .errors import EncodingError, LocalError, RemoteError
-from .identity import hash_structure
 from .node.client import ChainVerifier, _check_certificate
+from .primitives.committee import CommitteeSpec
+from .primitives.encoding import decode, encode
+from .primitives.errors import EncodingError, LocalError, RemoteError
+from .primitives.identity import hash_structure
 from .store.records import FinalizedBlock, entry_leaf
 from .verify import verify_consistency, verify_inclusion
 

@@ -23,9 +23,9 @@ from .commands import (
     Command,
     Envelope,
 )
-from .crypto import SigningKey
-from .encoding import encode
-from .errors import LocalError
+from .primitives.crypto import SigningKey
+from .primitives.encoding import encode
+from .primitives.errors import LocalError
 
 # Envelope overhead without commands: array head, tag, schema, two 32-byte ids, a 9-byte
 # nonce, the commands array head (≤ 3 bytes), a 66-byte signature item.

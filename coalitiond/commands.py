@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .consensus.types import MAX_COMMAND_SIZE
-from .crypto import PUBLIC_KEY_LEN, SIGNATURE_LEN, SigningKey, is_valid
-from .encoding import decode, encode
-from .errors import EncodingError, LocalError, OperatorError, RemoteError
-from .identity import ID_LEN, digest, hash_structure
+from .primitives.crypto import PUBLIC_KEY_LEN, SIGNATURE_LEN, SigningKey, is_valid
+from .primitives.encoding import decode, encode
+from .primitives.errors import EncodingError, LocalError, OperatorError, RemoteError
+from .primitives.identity import ID_LEN, digest, hash_structure
 
 ENVELOPE_TAG: Final = b"coalitiond/client-envelope/v1"
 ENVELOPE_TYPE: Final = "envelope"

@@ -36,8 +36,8 @@ from .components.compute import (
     quote_mr_td,
     quote_report_data,
 )
-from .errors import CoalitiondError, LocalError
 from .node.drivers import Checked, Driver
+from .primitives.errors import CoalitiondError, LocalError
 
 #: The commands whose card may carry a quote.
 QUOTED_OPS: Final = frozenset({"register_provider", "refresh_provider"})

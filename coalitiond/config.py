@@ -23,13 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Final, TypeVar, cast
 
-from .coalition import MODULES, CitizenRef, Coalition, ConfluenceRef, confluence_fingerprint
-from .committee import CommitteeSpec, default_fault_bound, network_id, quorum_size
 from .consensus.types import MAX_COMMAND_SIZE, MAX_COMMANDS_PER_BLOCK
-from .crypto import PUBLIC_KEY_LEN
-from .errors import ConfigError
-from .identity import ID_LEN, hash_structure
-from .keys import load_key_file
+from .primitives.coalition import (
+    MODULES,
+    CitizenRef,
+    Coalition,
+    ConfluenceRef,
+    confluence_fingerprint,
+)
+from .primitives.committee import CommitteeSpec, default_fault_bound, network_id, quorum_size
+from .primitives.crypto import PUBLIC_KEY_LEN
+from .primitives.errors import ConfigError
+from .primitives.identity import ID_LEN, hash_structure
+from .primitives.keys import load_key_file
 
 COMPONENT_KINDS: Final = (
     "atlas", "almanac", "chronicle", "compute", "intents", "ledger", "feed", "tickets"

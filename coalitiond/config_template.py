@@ -25,8 +25,8 @@ from .config import (
     DEFAULT_TICKETS_MAX_LIFETIME_S,
     DEFAULT_VIEW_TIMEOUT_MS,
 )
-from .errors import LocalError
-from .identity import make_id
+from .primitives.errors import LocalError
+from .primitives.identity import make_id
 
 #: Stand-in spanned citizens for a fresh confluence config: the lattices of SPEC §6's
 #: example coalition, so the file loads as written and the operator sees the expected shape.

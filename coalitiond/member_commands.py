@@ -25,9 +25,9 @@ from typing import Any, Final
 
 from .commands import MAX_ARG_KEY_LEN, MAX_ARGS_KEYS, MAX_OP_LEN, MalformedEnvelope
 from .consensus.types import MAX_COMMAND_SIZE
-from .encoding import decode, encode
-from .errors import EncodingError
-from .identity import ID_LEN, digest
+from .primitives.encoding import decode, encode
+from .primitives.errors import EncodingError
+from .primitives.identity import ID_LEN, digest
 
 MEMBER_COMMAND_TYPE: Final = "member"
 MEMBER_COMMAND_SCHEMA: Final = 1

@@ -34,14 +34,14 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import trio
 
 from .checkpoint import Checkpoint, split_note
-from .committee import CommitteeSpec
 from .components.base import QueryError, QueryNotFound
 from .components.executor import Executor
 from .consensus.types import Block
-from .encoding import decode, encode
-from .errors import EncodingError
-from .merkle import HASH_LEN
 from .ops_http import HttpError, OpsApp, Response, data_response
+from .primitives.committee import CommitteeSpec
+from .primitives.encoding import decode, encode
+from .primitives.errors import EncodingError
+from .primitives.merkle import HASH_LEN
 from .store.aio import AsyncStore
 from .store.errors import StoreUsageError
 from .store.sqlite import Store

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import merkle
 from .checkpoint import Checkpoint, CheckpointError, verify_checkpoint
-from .errors import LocalError
+from .primitives import merkle
+from .primitives.errors import LocalError
 
 __all__ = [
     "Checkpoint",

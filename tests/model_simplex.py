@@ -86,7 +86,7 @@ RELAXATIONS: dict[str, str] = {
 
 
 def default_fault_bound(n: int) -> int:
-    """`ceil(n/2) - 1` (DESIGN §2.5): kept independent of coalitiond.committee on purpose,
+    """`ceil(n/2) - 1` (DESIGN §2.5): kept independent of coalitiond.primitives.committee on purpose,
     so the model re-derives the dial instead of trusting the code under test."""
     return (n + 1) // 2 - 1
 

@@ -15,9 +15,9 @@ import trio
 from coalitiond.cli.init import load_or_create_key
 from coalitiond.config import MemberConfig, load_config
 from coalitiond.config_template import MemberLine, TemplateInput, render_member_config
-from coalitiond.crypto import SigningKey
 from coalitiond.node.client import ClientConfig, CommitteeClient, load_client_config
 from coalitiond.node.member import Member
+from coalitiond.primitives.crypto import SigningKey
 
 #: Ports handed out below the kernel's ephemeral range (net.ipv4.ip_local_port_range,
 #: 32768+ by default): outgoing connections of the members under test draw from that range

@@ -12,16 +12,16 @@ import pytest
 import trio
 
 from coalitiond.commands import Acl
-from coalitiond.committee import CommitteeSpec
 from coalitiond.components.almanac import Almanac, Observation
 from coalitiond.components.executor import Executor
-from coalitiond.crypto import SigningKey
-from coalitiond.encoding import decode
-from coalitiond.errors import LocalError
-from coalitiond.identity import digest
 from coalitiond.member_commands import MemberCommand
-from coalitiond.metrics import sample_value
 from coalitiond.node.almanac_ticker import MAX_SEQS_AHEAD, AlmanacTicker
+from coalitiond.primitives.committee import CommitteeSpec
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.encoding import decode
+from coalitiond.primitives.errors import LocalError
+from coalitiond.primitives.identity import digest
+from coalitiond.primitives.metrics import sample_value
 
 KEYS = tuple(SigningKey(bytes([0x40 + i]) * 32) for i in range(4))
 STRANGER = SigningKey(b"\x7f" * 32)

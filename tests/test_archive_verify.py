@@ -15,7 +15,7 @@ from coalitiond.archive import MAGIC, verify_archive
 from coalitiond.checkpoint import Checkpoint, key_name, sign_note, split_note
 from coalitiond.cli import main
 from coalitiond.consensus.types import Certificate, Vote, VoteKind
-from coalitiond.encoding import decode, encode
+from coalitiond.primitives.encoding import decode, encode
 from coalitiond.store import EvidenceRecord, Store, StoreCorrupt, entry_leaf
 from coalitiond.store.fixtures import ChainBuilder
 from coalitiond.verify import inclusion_proof, verify_checkpoint, verify_inclusion

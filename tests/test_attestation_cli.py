@@ -14,8 +14,8 @@ from coalitiond.attestation import dcap, tsm
 from coalitiond.attestation.policy import AttestationPolicy, check_ticket
 from coalitiond.attestation.ticket import decode_ticket
 from coalitiond.cli import main
-from coalitiond.crypto import SigningKey
-from coalitiond.keys import write_key_file
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.keys import write_key_file
 
 TDX = SHARED_TESTDATA / "tdx"
 V4_NOW = 1752919234

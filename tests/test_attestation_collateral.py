@@ -18,7 +18,7 @@ from conftest import SHARED_TESTDATA
 
 from coalitiond.attestation import collateral as C
 from coalitiond.attestation import dcap
-from coalitiond.metrics import sample_value
+from coalitiond.primitives.metrics import sample_value
 
 TDX = SHARED_TESTDATA / "tdx"
 REAL = json.loads((TDX / "tdx_quote_collateral.json").read_text())

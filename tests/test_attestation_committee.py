@@ -21,9 +21,9 @@ from coalitiond.attestation.binding import report_data
 from coalitiond.attestation.gate import TdxGate
 from coalitiond.attestation.policy import AttestationPolicy
 from coalitiond.attestation.ticket import Ticket
-from coalitiond.committee import CommitteeSpec
-from coalitiond.crypto import SigningKey
-from coalitiond.metrics import sample_value
+from coalitiond.primitives.committee import CommitteeSpec
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.metrics import sample_value
 
 pytestmark = pytest.mark.live
 

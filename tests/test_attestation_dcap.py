@@ -15,7 +15,7 @@ from tdx_resign import NOW, SIGNED_END, ResignPki
 
 from coalitiond.attestation import dcap
 from coalitiond.attestation.dcap import AttestationRefused, DcapPolicy
-from coalitiond.errors import LocalError
+from coalitiond.primitives.errors import LocalError
 
 TDX = SHARED_TESTDATA / "tdx"
 EXPECTED = json.loads((TDX / "expected.json").read_text())["cases"]

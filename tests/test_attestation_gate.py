@@ -20,9 +20,9 @@ from coalitiond.attestation.dcap import DcapPolicy
 from coalitiond.attestation.gate import NoAttestationGate, TdxGate, make_gate, run_expiry_rechecks
 from coalitiond.attestation.policy import AttestationPolicy
 from coalitiond.attestation.ticket import Ticket
-from coalitiond.committee import CommitteeSpec
-from coalitiond.crypto import SigningKey
-from coalitiond.metrics import sample_value
+from coalitiond.primitives.committee import CommitteeSpec
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.metrics import sample_value
 
 GOOD_MRTD = b"\x42" * 48
 EPOCH = 0

@@ -11,8 +11,8 @@ from coalitiond.attestation import binding
 from coalitiond.attestation.dcap import AttestationRefused, VerifiedQuote
 from coalitiond.attestation.policy import AttestationPolicy, check_measurements, check_ticket
 from coalitiond.attestation.ticket import MAX_TICKET_SIZE, Ticket, decode_ticket
-from coalitiond.encoding import encode
-from coalitiond.errors import ConfigError, LocalError
+from coalitiond.primitives.encoding import encode
+from coalitiond.primitives.errors import ConfigError, LocalError
 
 PEER, NET, COM = bytes(range(32)), b"\xaa" * 32, b"\xbb" * 32
 T0 = 1_800_000_000

@@ -13,7 +13,7 @@ from tdx_resign import NOW, ResignPki
 
 from coalitiond.attestation import dcap, tsm
 from coalitiond.attestation.binding import report_data
-from coalitiond.errors import LocalError
+from coalitiond.primitives.errors import LocalError
 
 
 class FakeKernelTsm:

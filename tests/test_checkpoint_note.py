@@ -17,8 +17,8 @@ from coalitiond.checkpoint import (
     verify_checkpoint,
     verify_note,
 )
-from coalitiond.crypto import SigningKey
-from coalitiond.errors import LocalError
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.errors import LocalError
 
 # golang.org/x/mod/sumdb/note's documented example (the signed-note spec's reference
 # implementation): key, text and the exact signed note it produces.

@@ -29,8 +29,8 @@ from coalitiond.anchors import (
 from coalitiond.commands import Acl, Envelope
 from coalitiond.components.chronicle import Chronicle, ChronicleAnchor, append_command
 from coalitiond.components.executor import Executor
-from coalitiond.crypto import SigningKey
-from coalitiond.errors import OperatorError
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.errors import OperatorError
 
 pytestmark = pytest.mark.live
 

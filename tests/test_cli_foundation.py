@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import structlog
 
-from coalitiond import __version__, logs, metrics
+from coalitiond import __version__
 from coalitiond.cli import main
 from coalitiond.cli.devnet import generate_devnet
 from coalitiond.config import COMPONENT_KINDS, load_config
-from coalitiond.keys import load_key_file
+from coalitiond.primitives import logs, metrics
+from coalitiond.primitives.keys import load_key_file
 
 pytestmark = pytest.mark.live
 

@@ -10,7 +10,8 @@ import blake3
 import cbor2
 import pytest
 
-from coalitiond.coalition import (
+from coalitiond.config import load_coalition
+from coalitiond.primitives.coalition import (
     MODULES,
     CitizenRef,
     Coalition,
@@ -21,10 +22,9 @@ from coalitiond.coalition import (
     module_id,
     ticket_issuer_root,
 )
-from coalitiond.config import load_coalition
-from coalitiond.encoding import encode
-from coalitiond.errors import LocalError
-from coalitiond.identity import make_id
+from coalitiond.primitives.encoding import encode
+from coalitiond.primitives.errors import LocalError
+from coalitiond.primitives.identity import make_id
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "configs" / "coalition-example.toml"

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from coalitiond.commands import CommandRefused, NonceBelowWindow, ReplayedNonce
 from coalitiond.components.dedup import NONCE_WINDOW, DedupState, MalformedDedupState
-from coalitiond.encoding import decode, encode
+from coalitiond.primitives.encoding import decode, encode
 
 A = b"\xaa" * 32
 B = b"\xbb" * 32

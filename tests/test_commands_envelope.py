@@ -29,9 +29,9 @@ from coalitiond.commands import (
     check_envelope,
     signed_payload,
 )
-from coalitiond.crypto import SigningKey
-from coalitiond.encoding import encode
-from coalitiond.errors import LocalError, OperatorError, RemoteError
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.encoding import encode
+from coalitiond.primitives.errors import LocalError, OperatorError, RemoteError
 
 KEY = SigningKey(bytes(range(32)))
 OTHER = SigningKey(b"\x42" * 32)

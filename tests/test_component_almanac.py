@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from coalitiond.client_commands import publish
 from coalitiond.commands import Acl, Envelope, InvalidCommand
-from coalitiond.committee import CommitteeSpec
 from coalitiond.components import almanac as almanac_module
 from coalitiond.components.almanac import (
     MAX_MEMBERS,
@@ -42,12 +41,13 @@ from coalitiond.components.base import (
 )
 from coalitiond.components.executor import APPLIED, REFUSED, Executor
 from coalitiond.config import MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
-from coalitiond.crypto import SigningKey
-from coalitiond.encoding import decode, encode
-from coalitiond.errors import EncodingError, LocalError, OperatorError
-from coalitiond.identity import digest, hash_structure
 from coalitiond.member_commands import MemberCommand
-from coalitiond.merkle import MemoryTree, inclusion_path, leaf_hash
+from coalitiond.primitives.committee import CommitteeSpec
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.encoding import decode, encode
+from coalitiond.primitives.errors import EncodingError, LocalError, OperatorError
+from coalitiond.primitives.identity import digest, hash_structure
+from coalitiond.primitives.merkle import MemoryTree, inclusion_path, leaf_hash
 from coalitiond.verify import merkle_root, verify_inclusion
 
 KEYS = tuple(SigningKey(bytes([i + 1]) * 32) for i in range(4))

@@ -39,10 +39,10 @@ from coalitiond.components.base import (
     check_state_proof,
 )
 from coalitiond.components.executor import APPLIED, Executor
-from coalitiond.crypto import SigningKey
-from coalitiond.encoding import decode, encode
-from coalitiond.errors import LocalError, OperatorError
-from coalitiond.identity import digest, hash_structure, make_id
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.encoding import decode, encode
+from coalitiond.primitives.errors import LocalError, OperatorError
+from coalitiond.primitives.identity import digest, hash_structure, make_id
 
 OPERATORS = [SigningKey(digest(f"atlas-operator-{i}".encode())) for i in range(3)]
 STRANGER = SigningKey(digest(b"atlas-stranger"))

@@ -13,8 +13,8 @@ from coalitiond.commands import Command, Envelope
 from coalitiond.components import build, component_class, known_kinds, register
 from coalitiond.components.base import BlockContext, CommandResult, Component, kv_root
 from coalitiond.components.feed import Feed
-from coalitiond.encoding import encode
-from coalitiond.errors import LocalError, OperatorError
+from coalitiond.primitives.encoding import encode
+from coalitiond.primitives.errors import LocalError, OperatorError
 from coalitiond.verify import merkle_root
 
 

@@ -46,10 +46,10 @@ from coalitiond.components.compute import (
     submit_log,
     submit_request,
 )
-from coalitiond.crypto import SigningKey
-from coalitiond.encoding import decode, encode
-from coalitiond.errors import OperatorError
-from coalitiond.identity import digest, hash_structure
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.encoding import decode, encode
+from coalitiond.primitives.errors import OperatorError
+from coalitiond.primitives.identity import digest, hash_structure
 
 TDX = SHARED_TESTDATA / "tdx"
 QUOTE_V4 = (TDX / "tdx_quote").read_bytes()
@@ -443,7 +443,7 @@ def test_log_signature_is_domain_separated() -> None:
     payload = ComputeLog.signed_payload(b"\x01" * 32, P1.public, Usage(1, 2, -3))
     assert decode(payload) == ["compute-log", 1, b"\x01" * 32, P1.public,
                                {"cpu_seconds": 1, "ram_mib_peak": 2, "exit_code": -3}]
-    from coalitiond.crypto import is_valid
+    from coalitiond.primitives.crypto import is_valid
     log = ComputeLog.sign(P1, b"\x01" * 32, Usage(1, 2, -3))
     assert is_valid(P1.public, b"coalitiond/compute-log/v1", payload, log.signature)
     assert not is_valid(P1.public, b"coalitiond/client-envelope/v1", payload, log.signature)

@@ -18,10 +18,10 @@ from coalitiond.components.feed import (
     MAX_QUERY_ENTRIES,
     Feed,
 )
-from coalitiond.crypto import SigningKey
-from coalitiond.encoding import decode, encode
-from coalitiond.errors import OperatorError
-from coalitiond.identity import hash_structure
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.encoding import decode, encode
+from coalitiond.primitives.errors import OperatorError
+from coalitiond.primitives.identity import hash_structure
 from coalitiond.verify import verify_inclusion
 
 OPERATOR = SigningKey(b"\x01" * 32)

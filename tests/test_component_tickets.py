@@ -12,9 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coalitiond import config
-from coalitiond.coalition import MODULES, CitizenRef, Coalition, ConfluenceRef
 from coalitiond.commands import Acl, Command, Envelope, InvalidCommand
-from coalitiond.committee import CommitteeSpec
 from coalitiond.components import build, known_kinds
 from coalitiond.components import tickets as tickets_module
 from coalitiond.components.base import (
@@ -51,11 +49,13 @@ from coalitiond.components.tickets import (
 )
 from coalitiond.config_template import MemberLine, TemplateInput, render_member_config
 from coalitiond.consensus.types import Block, Certificate, Vote, VoteKind
-from coalitiond.crypto import SigningKey
-from coalitiond.encoding import decode, encode
-from coalitiond.errors import OperatorError
-from coalitiond.identity import derive, digest, hash_structure, make_id
 from coalitiond.member_commands import MemberCommand
+from coalitiond.primitives.coalition import MODULES, CitizenRef, Coalition, ConfluenceRef
+from coalitiond.primitives.committee import CommitteeSpec
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.encoding import decode, encode
+from coalitiond.primitives.errors import OperatorError
+from coalitiond.primitives.identity import derive, digest, hash_structure, make_id
 from coalitiond.store.records import FinalizedBlock
 from coalitiond.verify import merkle_root
 

@@ -40,8 +40,8 @@ from coalitiond.compute_quotes import (
     vote_check,
     vote_check_envelopes,
 )
-from coalitiond.crypto import SigningKey
-from coalitiond.errors import LocalError
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.errors import LocalError
 
 TDX = SHARED_TESTDATA / "tdx"
 QUOTE_V4 = (TDX / "tdx_quote").read_bytes()

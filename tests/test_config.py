@@ -27,10 +27,10 @@ from coalitiond.config import (
     load_config,
     parse_config,
 )
-from coalitiond.crypto import SigningKey
-from coalitiond.errors import ConfigError, KeyFileError
-from coalitiond.identity import digest, hash_structure, make_id
-from coalitiond.keys import write_key_file
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.errors import ConfigError, KeyFileError
+from coalitiond.primitives.identity import digest, hash_structure, make_id
+from coalitiond.primitives.keys import write_key_file
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = [SigningKey(digest(f"test-config-member-{i}".encode())) for i in range(4)]

@@ -16,7 +16,7 @@ from coalitiond.consensus.evidence import (
 from coalitiond.consensus.simulator import make_committee
 from coalitiond.consensus.statements import SignedKind, sign_statement
 from coalitiond.consensus.types import ZERO_DIGEST, MalformedMessage
-from coalitiond.errors import LocalError
+from coalitiond.primitives.errors import LocalError
 
 COMMITTEE, KEYS = make_committee(5)
 D1, D2 = b"\x01" * 32, b"\x02" * 32

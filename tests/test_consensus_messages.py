@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from coalitiond.committee import CommitteeSpec, default_fault_bound
 from coalitiond.consensus.byzantine import foreign_committee
 from coalitiond.consensus.evidence import Evidence, Statement
 from coalitiond.consensus.messages import (
@@ -39,7 +38,8 @@ from coalitiond.consensus.types import (
     VoteKind,
     genesis_block,
 )
-from coalitiond.encoding import OversizeError, TrailingBytesError, encode
+from coalitiond.primitives.committee import CommitteeSpec, default_fault_bound
+from coalitiond.primitives.encoding import OversizeError, TrailingBytesError, encode
 
 COMMITTEE, KEYS = make_committee(4)
 

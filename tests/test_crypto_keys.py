@@ -9,9 +9,9 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from coalitiond.crypto import SigningKey, is_valid, signing_input, verify
-from coalitiond.errors import KeyFileError, LocalError, SignatureError
-from coalitiond.keys import KEY_FILE_HEADER, load_key_file, write_key_file
+from coalitiond.primitives.crypto import SigningKey, is_valid, signing_input, verify
+from coalitiond.primitives.errors import KeyFileError, LocalError, SignatureError
+from coalitiond.primitives.keys import KEY_FILE_HEADER, load_key_file, write_key_file
 
 # RFC 8032 §7.1, TEST 1 and TEST 2.
 RFC8032 = [

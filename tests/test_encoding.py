@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalitiond.encoding import (
+from coalitiond.primitives.encoding import (
     MAX_DEPTH,
     DuplicateKeyError,
     IndefiniteLengthError,
@@ -28,7 +28,7 @@ from coalitiond.encoding import (
     decode,
     encode,
 )
-from coalitiond.errors import EncodingError, LocalError, RemoteError
+from coalitiond.primitives.errors import EncodingError, LocalError, RemoteError
 
 PROPERTY = settings(max_examples=200, deadline=None, derandomize=True, print_blob=True)
 

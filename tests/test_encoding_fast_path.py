@@ -21,8 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalitiond import encoding
-from coalitiond.encoding import (
+from coalitiond.primitives import encoding
+from coalitiond.primitives.encoding import (
     _CBOR2_SEMANTIC_TAGS,
     FAST_PATH_STATS,
     MAX_DEPTH,
@@ -38,7 +38,7 @@ from coalitiond.encoding import (
     decode,
     encode,
 )
-from coalitiond.errors import EncodingError, LocalError
+from coalitiond.primitives.errors import EncodingError, LocalError
 
 PROPERTY = settings(max_examples=300, deadline=None, derandomize=True, print_blob=True)
 

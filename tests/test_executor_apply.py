@@ -25,11 +25,11 @@ from coalitiond.components.executor import (
     MalformedOutcome,
 )
 from coalitiond.components.feed import Feed
-from coalitiond.crypto import SigningKey
-from coalitiond.encoding import encode
-from coalitiond.errors import LocalError
-from coalitiond.identity import digest
-from coalitiond.metrics import sample_value
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.encoding import encode
+from coalitiond.primitives.errors import LocalError
+from coalitiond.primitives.identity import digest
+from coalitiond.primitives.metrics import sample_value
 
 PUBLISHER = SigningKey(b"\x01" * 32)
 READER = SigningKey(b"\x02" * 32)  # admitted by the ACL, not a publisher of the feed

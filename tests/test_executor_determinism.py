@@ -19,9 +19,9 @@ from coalitiond.commands import Acl, Command, Envelope
 from coalitiond.components.dedup import NONCE_WINDOW
 from coalitiond.components.executor import APPLIED, BlockResult, Executor
 from coalitiond.components.feed import Feed
-from coalitiond.crypto import SigningKey
-from coalitiond.encoding import encode
-from coalitiond.identity import digest
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.encoding import encode
+from coalitiond.primitives.identity import digest
 
 PUB1 = SigningKey(b"\x11" * 32)
 PUB2 = SigningKey(b"\x12" * 32)

@@ -11,8 +11,8 @@ from test_commands_envelope import ACL, COMMITTEE, GOLDEN_ID, KEY, golden
 from coalitiond.components.dedup import NONCE_WINDOW
 from coalitiond.components.executor import Executor
 from coalitiond.components.feed import Feed
-from coalitiond.encoding import encode
-from coalitiond.identity import hash_structure
+from coalitiond.primitives.encoding import encode
+from coalitiond.primitives.identity import hash_structure
 from coalitiond.verify import merkle_root
 
 EMPTY_ROOT = "81528b8c093c97206f0351e022ab79ca97703a804a81837a87e290a42a217361"

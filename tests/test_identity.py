@@ -5,9 +5,9 @@ from __future__ import annotations
 import blake3
 import pytest
 
-from coalitiond.encoding import encode
-from coalitiond.errors import LocalError
-from coalitiond.identity import ID_LEN, derive, digest, hash_structure, make_id, short
+from coalitiond.primitives.encoding import encode
+from coalitiond.primitives.errors import LocalError
+from coalitiond.primitives.identity import ID_LEN, derive, digest, hash_structure, make_id, short
 
 HEX = "87d4e11436c7eedfc615636267e676f84cddb496455eaf69317e0222c6573120"
 

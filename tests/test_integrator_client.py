@@ -46,7 +46,6 @@ from coalitiond.client import (
     VerificationFailed,
 )
 from coalitiond.commands import Envelope
-from coalitiond.committee import CommitteeSpec
 from coalitiond.components.atlas import publish_card
 from coalitiond.components.base import BlockContext, Component
 from coalitiond.components.compute import register_provider, submit_request
@@ -56,10 +55,11 @@ from coalitiond.config import load_config
 from coalitiond.consensus.evidence import Evidence, Statement
 from coalitiond.consensus.statements import SignedKind, sign_statement
 from coalitiond.consensus.types import Block, Certificate
-from coalitiond.crypto import SigningKey
-from coalitiond.encoding import decode, encode
-from coalitiond.identity import hash_structure
-from coalitiond.merkle import MemoryTree, inclusion_path, leaf_hash
+from coalitiond.primitives.committee import CommitteeSpec
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.encoding import decode, encode
+from coalitiond.primitives.identity import hash_structure
+from coalitiond.primitives.merkle import MemoryTree, inclusion_path, leaf_hash
 from coalitiond.store.sqlite import EvidenceRecord
 
 pytestmark = pytest.mark.live

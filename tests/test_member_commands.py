@@ -29,13 +29,13 @@ from coalitiond.consensus.core import (
 )
 from coalitiond.consensus.messages import Proposal
 from coalitiond.consensus.simulator import make_committee
-from coalitiond.crypto import SigningKey
-from coalitiond.encoding import encode
 from coalitiond.member_commands import (
     MalformedMemberCommand,
     MemberCommand,
     is_member_command,
 )
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.encoding import encode
 
 COMMITTEE_ID = b"\x33" * 32
 ALMANAC = b"\x44" * 32

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalitiond import merkle
-from coalitiond.errors import LocalError
+from coalitiond.primitives import merkle
+from coalitiond.primitives.errors import LocalError
 from coalitiond.verify import (
     consistency_proof,
     inclusion_proof,

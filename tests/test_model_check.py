@@ -21,7 +21,7 @@ from model_simplex import (
 )
 from model_simplex import default_fault_bound as model_fault_bound
 
-from coalitiond.committee import CommitteeSpec, default_fault_bound, quorum_size
+from coalitiond.primitives.committee import CommitteeSpec, default_fault_bound, quorum_size
 
 BOUND = int(os.environ.get("COALITIOND_MODEL_BOUND", "2"))
 #: The bound the mutation runs use: the smallest that exhibits each known counterexample, so

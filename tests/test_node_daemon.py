@@ -82,8 +82,8 @@ def test_a_tdx_gated_member_without_a_ticket_refuses_to_start(tmp_path: Path) ->
 
 def test_a_key_that_is_not_a_member_is_refused(tmp_path: Path) -> None:
     committee = write_committee(tmp_path, 4)
-    from coalitiond.crypto import SigningKey
-    from coalitiond.keys import write_key_file
+    from coalitiond.primitives.crypto import SigningKey
+    from coalitiond.primitives.keys import write_key_file
 
     write_key_file(tmp_path / "member-0.key", SigningKey.generate(), overwrite=True)
     r = subprocess.run([sys.executable, "-m", "coalitiond", "run", "--config",

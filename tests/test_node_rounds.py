@@ -18,7 +18,6 @@ import trio
 from node_harness import all_reach, client_for, in_process, write_committee
 
 from coalitiond.client_commands import EnvelopeSigner, publish
-from coalitiond.committee import CommitteeSpec
 from coalitiond.consensus.messages import (
     Finalization,
     Message,
@@ -30,6 +29,7 @@ from coalitiond.consensus.messages import (
 from coalitiond.consensus.statements import SignedKind
 from coalitiond.consensus.types import Vote, VoteKind
 from coalitiond.node import wire
+from coalitiond.primitives.committee import CommitteeSpec
 from coalitiond.store.aio import AsyncStore
 from coalitiond.store.sqlite import Store
 from coalitiond.transport.router import Channel, Router

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import trio
 
-from coalitiond.encoding import decode
 from coalitiond.ops_http import (
     CBOR,
     JSON,
@@ -22,6 +21,7 @@ from coalitiond.ops_http import (
     jsonable,
     serve_ops,
 )
+from coalitiond.primitives.encoding import decode
 
 pytestmark = pytest.mark.live
 

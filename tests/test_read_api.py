@@ -17,14 +17,14 @@ from node_harness import Committee, client_for, in_process, write_committee
 
 from coalitiond.checkpoint import verify_checkpoint
 from coalitiond.client_commands import EnvelopeSigner, publish
-from coalitiond.committee import CommitteeSpec
 from coalitiond.components.base import check_state_proof
 from coalitiond.components.executor import CommandOutcome
 from coalitiond.consensus.types import Block, Certificate, VoteKind
-from coalitiond.encoding import decode, encode
-from coalitiond.identity import hash_structure
 from coalitiond.node.member import Member
 from coalitiond.ops_http import OpsApp, serve_ops
+from coalitiond.primitives.committee import CommitteeSpec
+from coalitiond.primitives.encoding import decode, encode
+from coalitiond.primitives.identity import hash_structure
 from coalitiond.read_api import (
     MAX_BLOCKS_PER_PAGE,
     MAX_ENTRIES_PER_PAGE,

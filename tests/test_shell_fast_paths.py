@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from coalitiond.consensus.types import VoteKind
-from coalitiond.errors import LocalError
+from coalitiond.primitives.errors import LocalError
 from coalitiond.store import AsyncStore, Store
 from coalitiond.store.fixtures import ChainBuilder
 from coalitiond.transport.router import Channel, Router

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from coalitiond.consensus.types import VoteKind
-from coalitiond.errors import OperatorError
-from coalitiond.metrics import sample_value
+from coalitiond.primitives.errors import OperatorError
+from coalitiond.primitives.metrics import sample_value
 from coalitiond.store import Store, StoreCorrupt, StoreIOError, StoreOpenError
 from coalitiond.store.fixtures import ChainBuilder
 

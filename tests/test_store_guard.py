@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from coalitiond.consensus.types import ZERO_DIGEST, Vote, VoteKind
-from coalitiond.encoding import decode
+from coalitiond.primitives.encoding import decode
 from coalitiond.store import (
     EvidenceRecord,
     GuardRecord,

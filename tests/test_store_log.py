@@ -10,9 +10,9 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalitiond.committee import CommitteeSpec
 from coalitiond.consensus.types import Block, Certificate, InvalidCertificate, Vote, VoteKind
-from coalitiond.encoding import decode
+from coalitiond.primitives.committee import CommitteeSpec
+from coalitiond.primitives.encoding import decode
 from coalitiond.store import (
     AsyncStore,
     BlockToAppend,

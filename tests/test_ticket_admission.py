@@ -24,9 +24,9 @@ from coalitiond.components.executor import (
 from coalitiond.components.feed import Feed
 from coalitiond.components.tickets import Ticket, issue, revoke
 from coalitiond.config import load_config
-from coalitiond.crypto import SigningKey
-from coalitiond.encoding import encode
 from coalitiond.member_commands import MemberCommand
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.encoding import encode
 
 pytestmark = pytest.mark.live
 
@@ -188,8 +188,8 @@ async def test_a_ticket_admits_its_holder_and_revocation_removes_it(tmp_path: Pa
 
 def test_an_issuer_config_that_does_not_match_the_acl_is_refused_at_start(tmp_path: Path
                                                                           ) -> None:
-    from coalitiond.errors import OperatorError
     from coalitiond.node.member import Member
+    from coalitiond.primitives.errors import OperatorError
 
     _, admitter, _ = _issuer_and_admitter(tmp_path)
     path = admitter.configs[0]

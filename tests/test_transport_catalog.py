@@ -7,10 +7,10 @@ import random
 import pytest
 from test_transport_helpers import keys
 
-from coalitiond.committee import network_id
-from coalitiond.crypto import SigningKey
-from coalitiond.encoding import decode, encode
-from coalitiond.errors import SignatureError
+from coalitiond.primitives.committee import network_id
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.encoding import decode, encode
+from coalitiond.primitives.errors import SignatureError
 from coalitiond.transport.catalog import Catalog, CatalogError, Outcome
 from coalitiond.transport.manager import backoff_delay
 from coalitiond.transport.peer_record import (

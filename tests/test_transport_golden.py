@@ -5,8 +5,8 @@ If one of these changes, the wire format changed: bump PROTOCOL_VERSION and upda
 
 from __future__ import annotations
 
-from coalitiond.committee import network_id
-from coalitiond.crypto import SigningKey
+from coalitiond.primitives.committee import network_id
+from coalitiond.primitives.crypto import SigningKey
 from coalitiond.transport import framing as fr
 from coalitiond.transport.framing import CloseReason
 from coalitiond.transport.peer_record import PeerRecord

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import trio
 
-from coalitiond.committee import CommitteeSpec
-from coalitiond.crypto import SigningKey
-from coalitiond.metrics import sample_value
+from coalitiond.primitives.committee import CommitteeSpec
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.metrics import sample_value
 from coalitiond.transport.link import handshake
 from coalitiond.transport.manager import ConnectionManager, TransportConfig
 from coalitiond.transport.peer_record import PeerRecord

@@ -23,9 +23,9 @@ from test_transport_helpers import (
     wall_clock,
 )
 
-from coalitiond.committee import network_id
-from coalitiond.crypto import SigningKey
-from coalitiond.encoding import encode
+from coalitiond.primitives.committee import network_id
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.encoding import encode
 from coalitiond.transport import framing as fr
 from coalitiond.transport.framing import CloseReason
 from coalitiond.transport.link import LinkTiming
@@ -399,7 +399,7 @@ async def test_future_dated_gossip_is_dropped_and_a_forged_record_closes(
         got = node.catalog.get(C.public)
         assert got is not None and got.counter == 2 and B.public in node.links
         # A record whose signature does not verify: the neighbour forwarded garbage.
-        from coalitiond.encoding import decode
+        from coalitiond.primitives.encoding import decode
 
         body, _sig = decode(PeerRecord(C.public, NET, 1, 3, int(wall_clock())).sign(C))
         s.send_message(b"\x00" + encode(["announce", encode([body, bytes(64)])]))

@@ -20,7 +20,7 @@ from test_transport_helpers import (
     wall_clock,
 )
 
-from coalitiond.crypto import SigningKey
+from coalitiond.primitives.crypto import SigningKey
 from coalitiond.transport.link import LinkTiming
 from coalitiond.transport.manager import ConnectionManager, TransportConfig
 from coalitiond.transport.peer_record import PeerRecord

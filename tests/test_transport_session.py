@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_transport_helpers import keys
 
-from coalitiond.committee import network_id
-from coalitiond.crypto import SigningKey
-from coalitiond.errors import LocalError
+from coalitiond.primitives.committee import network_id
+from coalitiond.primitives.crypto import SigningKey
+from coalitiond.primitives.errors import LocalError
 from coalitiond.transport import framing as fr
 from coalitiond.transport.framing import CloseReason
 from coalitiond.transport.peer_record import PeerRecord

@@ -27,7 +27,6 @@ import random
 from dataclasses import dataclass, field
 from typing import Final
 
-from coalitiond.committee import CommitteeSpec
 from coalitiond.consensus.core import (
     Action,
     BlocksFetched,
@@ -59,7 +58,8 @@ from coalitiond.consensus.simulator import (
 )
 from coalitiond.consensus.statements import SignedKind, conflicts
 from coalitiond.consensus.types import Certificate, Vote
-from coalitiond.errors import LocalError
+from coalitiond.primitives.committee import CommitteeSpec
+from coalitiond.primitives.errors import LocalError
 
 #: Longest adversarial prefix a sampled scenario uses (Twins finds known flaws within about a
 #: dozen rounds; the campaigns here stay short so thousands of cases fit in a long run).

@@ -19,8 +19,8 @@ from typing import Final
 
 import blake3
 
-from ..encoding import encode
-from ..errors import LocalError
+from ..primitives.encoding import encode
+from ..primitives.errors import LocalError
 
 BINDING_TYPE: Final = "coalitiond/tdx-bind"
 BINDING_VERSION: Final = 1

@@ -31,9 +31,9 @@ from typing import Any, Final
 
 import trio
 
-from ..errors import OperatorError, RemoteError
-from ..logs import get_logger
-from ..metrics import counter, gauge
+from ..primitives.errors import OperatorError, RemoteError
+from ..primitives.logs import get_logger
+from ..primitives.metrics import counter, gauge
 from . import dcap
 
 log = get_logger(__name__)

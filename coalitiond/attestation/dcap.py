@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import dcap_qvl
 
-from ..errors import LocalError, RemoteError
+from ..primitives.errors import LocalError, RemoteError
 
 #: The exact dcap-qvl version whose verdicts our golden tests pin (pyproject pins it too).
 DCAP_QVL_VERSION: Final = "0.7.0"

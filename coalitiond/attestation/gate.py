@@ -18,10 +18,10 @@ from typing import Any, Final, Protocol
 
 import trio
 
-from ..errors import CoalitiondError, LocalError
-from ..identity import short
-from ..logs import get_logger
-from ..metrics import counter, gauge
+from ..primitives.errors import CoalitiondError, LocalError
+from ..primitives.identity import short
+from ..primitives.logs import get_logger
+from ..primitives.metrics import counter, gauge
 from . import dcap
 from .dcap import AttestationRefused, DcapPolicy, VerifiedQuote
 from .policy import AttestationPolicy, check_measurements, check_ticket

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from ..errors import ConfigError
+from ..primitives.errors import ConfigError
 from .binding import matches
 from .dcap import TCB_STATUSES, AttestationRefused, DcapPolicy, VerifiedQuote
 from .ticket import Ticket

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..encoding import decode, encode
-from ..errors import EncodingError, LocalError
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import EncodingError, LocalError
 from .binding import ID_LEN, report_data
 from .dcap import MAX_QUOTE_SIZE, AttestationRefused
 

@@ -19,7 +19,7 @@ import secrets
 from pathlib import Path
 from typing import Final, Protocol
 
-from ..errors import LocalError, OperatorError
+from ..primitives.errors import LocalError, OperatorError
 from .binding import REPORT_DATA_LEN
 from .dcap import MAX_QUOTE_SIZE
 

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from .. import __version__
-from ..errors import OperatorError
-from ..logs import configure
+from ..primitives.errors import OperatorError
+from ..primitives.logs import configure
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1

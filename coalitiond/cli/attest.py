@@ -26,7 +26,7 @@ from ..attestation.binding import report_data
 from ..attestation.dcap import AttestationRefused, DcapPolicy
 from ..attestation.policy import AttestationPolicy, check_measurements, check_ticket
 from ..attestation.ticket import MAX_TICKET_SIZE, Ticket, decode_ticket
-from ..errors import ConfigError, OperatorError
+from ..primitives.errors import ConfigError, OperatorError
 
 NAME = "attest"
 HELP = "verify a TDX quote/ticket against collateral, or write this node's attestation ticket"
@@ -136,7 +136,7 @@ def verify_command(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
 
 def quote_command(args: argparse.Namespace) -> int:
     from ..config import load_config  # the full member config: key, network, committee
-    from ..keys import load_key_file
+    from ..primitives.keys import load_key_file
 
     config = load_config(args.config)
     spec = config.committee_spec()

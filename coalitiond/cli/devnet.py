@@ -31,9 +31,6 @@ from typing import Final
 
 from ..config import COMPONENT_KINDS, load_config
 from ..config_template import MemberLine, TemplateInput, render_member_config
-from ..crypto import SigningKey
-from ..errors import LocalError, OperatorError
-from ..identity import make_id
 from ..node.devnet_workloads import (
     DEFAULT_RATE,
     DEFAULT_RATES,
@@ -41,6 +38,9 @@ from ..node.devnet_workloads import (
     client_keys,
     provider_key_paths,
 )
+from ..primitives.crypto import SigningKey
+from ..primitives.errors import LocalError, OperatorError
+from ..primitives.identity import make_id
 from .init import load_or_create_key, write_text_atomically
 
 NAME = "devnet"

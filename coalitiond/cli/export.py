@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..archive import MAX_CONFIG_TEXT, export_archive
-from ..errors import OperatorError
+from ..primitives.errors import OperatorError
 from ..store import Store, store_path
 
 NAME = "export"

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ..config import load_coalition, load_config
-from ..errors import ConfigError
+from ..primitives.errors import ConfigError
 
 NAME = "fingerprint"
 HELP = "print the coalition id, root, module ids and ticket issuer root as JSON"

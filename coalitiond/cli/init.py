@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ..config import COMPONENT_KINDS, load_config, parse_config
 from ..config_template import MemberLine, TemplateInput, render_member_config
-from ..crypto import SigningKey
-from ..errors import OperatorError
-from ..keys import load_key_file, write_key_file
+from ..primitives.crypto import SigningKey
+from ..primitives.errors import OperatorError
+from ..primitives.keys import load_key_file, write_key_file
 
 NAME = "init"
 HELP = "write a commented member config (and its identity key, if missing)"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..crypto import SigningKey
-from ..keys import write_key_file
+from ..primitives.crypto import SigningKey
+from ..primitives.keys import write_key_file
 
 NAME = "keygen"
 HELP = "write a new ed25519 identity key file (mode 0600) and print its peer id"

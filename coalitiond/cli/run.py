@@ -8,8 +8,8 @@ from pathlib import Path
 import trio
 
 from ..config import load_config
-from ..keys import load_key_file
-from ..logs import configure
+from ..primitives.keys import load_key_file
+from ..primitives.logs import configure
 
 NAME = "run"
 HELP = "run one committee member (config -> key -> store -> transport -> consensus)"

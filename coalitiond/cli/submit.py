@@ -13,9 +13,9 @@ import trio
 
 from ..client_commands import EnvelopeSigner, publish
 from ..components.executor import CommandOutcome
-from ..errors import OperatorError
-from ..keys import load_key_file
 from ..node.client import CommitteeClient, load_client_config
+from ..primitives.errors import OperatorError
+from ..primitives.keys import load_key_file
 
 NAME = "submit"
 HELP = "sign and submit a command (feed: publish KIND BODY) and wait for its outcome"

@@ -12,7 +12,6 @@ from typing import Any
 import trio
 
 from ..commands import Envelope
-from ..errors import CoalitiondError, RemoteError
 from ..node.client import (
     ChainVerifier,
     ClientConfig,
@@ -20,6 +19,7 @@ from ..node.client import (
     RefusedByMember,
     load_client_config,
 )
+from ..primitives.errors import CoalitiondError, RemoteError
 from ..store.records import FinalizedBlock
 
 NAME = "tail"

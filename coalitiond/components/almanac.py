@@ -37,14 +37,14 @@ from itertools import islice
 from typing import Any, Final
 
 from ..commands import Command, Envelope, InvalidCommand
-from ..committee import CommitteeSpec
 from ..config import MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
-from ..crypto import SIGNATURE_LEN, SigningKey, is_valid
-from ..encoding import decode, encode
-from ..errors import EncodingError, LocalError, OperatorError
-from ..identity import ID_LEN, hash_structure
 from ..member_commands import MemberCommand
-from ..merkle import EMPTY_ROOT, inclusion_path, leaf_hash, node_hash, subtree_hash
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SIGNATURE_LEN, SigningKey, is_valid
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import EncodingError, LocalError, OperatorError
+from ..primitives.identity import ID_LEN, hash_structure
+from ..primitives.merkle import EMPTY_ROOT, inclusion_path, leaf_hash, node_hash, subtree_hash
 from .base import (
     Applied,
     BlockContext,

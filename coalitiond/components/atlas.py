@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..commands import Command, Envelope, InvalidCommand
-from ..crypto import PUBLIC_KEY_LEN, SigningKey
-from ..encoding import decode, encode
-from ..errors import EncodingError, LocalError, OperatorError
-from ..identity import ID_LEN, hash_structure
-from ..merkle import MemoryTree, leaf_hash
+from ..primitives.crypto import PUBLIC_KEY_LEN, SigningKey
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import EncodingError, LocalError, OperatorError
+from ..primitives.identity import ID_LEN, hash_structure
+from ..primitives.merkle import MemoryTree, leaf_hash
 from .base import (
     Applied,
     BlockContext,

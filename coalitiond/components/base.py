@@ -36,14 +36,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
 
-from .. import merkle
 from ..commands import Command, Envelope, InvalidCommand
-from ..committee import CommitteeSpec
-from ..encoding import encode
-from ..errors import LocalError, OperatorError, RemoteError
-from ..identity import ID_LEN, hash_structure
 from ..member_commands import MemberCommand
-from ..merkle import MemoryTree, inclusion_path
+from ..primitives import merkle
+from ..primitives.committee import CommitteeSpec
+from ..primitives.encoding import encode
+from ..primitives.errors import LocalError, OperatorError, RemoteError
+from ..primitives.identity import ID_LEN, hash_structure
+from ..primitives.merkle import MemoryTree, inclusion_path
 from ..verify import merkle_root
 
 

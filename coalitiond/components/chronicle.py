@@ -34,15 +34,15 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..commands import Command, Envelope, InvalidCommand
-from ..committee import CommitteeSpec
 from ..config import ANCHOR_SINK_KINDS, EVM_ADDRESS_LEN, MAX_ANCHOR_EVERY, MAX_COMMITTEE_MEMBERS
 from ..consensus.evidence import Evidence
 from ..consensus.types import MAX_COMMAND_SIZE, MAX_EVIDENCE_SIZE
-from ..crypto import PUBLIC_KEY_LEN
-from ..encoding import decode, encode
-from ..errors import EncodingError, LocalError, OperatorError, RemoteError
-from ..identity import ID_LEN, digest, hash_structure
-from ..merkle import MemoryTree, leaf_hash
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import PUBLIC_KEY_LEN
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import EncodingError, LocalError, OperatorError, RemoteError
+from ..primitives.identity import ID_LEN, digest, hash_structure
+from ..primitives.merkle import MemoryTree, leaf_hash
 from .base import (
     Applied,
     BlockContext,

@@ -38,11 +38,11 @@ from typing import Any, ClassVar, Final
 
 from ..commands import Command, Envelope, InvalidCommand
 from ..config import DEFAULT_TICK_INTERVAL_MS, MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
-from ..crypto import PUBLIC_KEY_LEN, SIGNATURE_LEN, SigningKey, is_valid
-from ..encoding import decode, encode
-from ..errors import EncodingError, OperatorError, RemoteError
-from ..identity import ID_LEN, hash_structure
-from ..merkle import MemoryTree, leaf_hash
+from ..primitives.crypto import PUBLIC_KEY_LEN, SIGNATURE_LEN, SigningKey, is_valid
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import EncodingError, OperatorError, RemoteError
+from ..primitives.identity import ID_LEN, hash_structure
+from ..primitives.merkle import MemoryTree, leaf_hash
 from .base import (
     Applied,
     BlockContext,

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..commands import NonceBelowWindow, ReplayedNonce
-from ..crypto import PUBLIC_KEY_LEN
-from ..encoding import encode
-from ..errors import LocalError, RemoteError
+from ..primitives.crypto import PUBLIC_KEY_LEN
+from ..primitives.encoding import encode
+from ..primitives.errors import LocalError, RemoteError
 from ..verify import merkle_root
 
 #: How far below the highest applied nonce a late envelope is still accepted.

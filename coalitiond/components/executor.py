@@ -37,12 +37,12 @@ from ..commands import (
     admit_envelope,
     check_envelope,
 )
-from ..crypto import PUBLIC_KEY_LEN
-from ..encoding import decode, encode
-from ..errors import EncodingError, LocalError, RemoteError
-from ..identity import ID_LEN, digest, hash_structure
 from ..member_commands import MemberCommand, is_member_command
-from ..metrics import counter
+from ..primitives.crypto import PUBLIC_KEY_LEN
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import EncodingError, LocalError, RemoteError
+from ..primitives.identity import ID_LEN, digest, hash_structure
+from ..primitives.metrics import counter
 from .base import (
     Applied,
     BlockContext,

@@ -25,11 +25,11 @@ from typing import Any, Final
 
 from ..commands import Command, Envelope, InvalidCommand
 from ..consensus.types import MAX_COMMAND_SIZE
-from ..crypto import PUBLIC_KEY_LEN
-from ..encoding import decode, encode
-from ..errors import EncodingError, OperatorError
-from ..identity import ID_LEN, hash_structure
-from ..merkle import MemoryTree, inclusion_path, leaf_hash
+from ..primitives.crypto import PUBLIC_KEY_LEN
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import EncodingError, OperatorError
+from ..primitives.identity import ID_LEN, hash_structure
+from ..primitives.merkle import MemoryTree, inclusion_path, leaf_hash
 from .base import (
     Applied,
     BlockContext,

@@ -30,16 +30,16 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..coalition import Coalition
 from ..commands import Command, CommandRefused, Envelope, InvalidCommand
-from ..committee import CommitteeSpec
 from ..consensus.types import MAX_COMMAND_SIZE, Block, Certificate, InvalidCertificate, VoteKind
-from ..crypto import PUBLIC_KEY_LEN
-from ..encoding import decode, encode
-from ..errors import EncodingError, OperatorError, RemoteError
-from ..identity import ID_LEN, digest, hash_structure
 from ..member_commands import is_member_command
-from ..merkle import MemoryTree, leaf_hash
+from ..primitives.coalition import Coalition
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import PUBLIC_KEY_LEN
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import EncodingError, OperatorError, RemoteError
+from ..primitives.identity import ID_LEN, digest, hash_structure
+from ..primitives.merkle import MemoryTree, leaf_hash
 from ..store.records import FinalizedBlock
 from .base import (
     Applied,

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Final
 
-from ..identity import digest as blake3_digest
+from ..primitives.identity import digest as blake3_digest
 from .types import MAX_COMMAND_SIZE
 
 #: Pending commands and bytes; beyond them new commands are refused (the client retries).

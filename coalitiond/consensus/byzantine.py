@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from ..committee import CommitteeSpec
-from ..crypto import SigningKey
-from ..encoding import encode
-from ..identity import digest as blake3_digest
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SigningKey
+from ..primitives.encoding import encode
+from ..primitives.identity import digest as blake3_digest
 from .core import Action, Broadcast, Core, Event, MessageReceived, Send, TimerFired
 from .messages import MAX_MESSAGE_SIZE, Proposal, encode_message
 from .types import Block, Vote, VoteKind

@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-from ..committee import CommitteeSpec
-from ..crypto import SigningKey
-from ..encoding import encode
-from ..errors import LocalError, RemoteError
-from ..identity import digest as blake3_digest
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SigningKey
+from ..primitives.encoding import encode
+from ..primitives.errors import LocalError, RemoteError
+from ..primitives.identity import digest as blake3_digest
 from .batcher import Batcher
 from .evidence import Evidence, EvidenceKind, Statement
 from .messages import (

@@ -14,11 +14,11 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..committee import CommitteeSpec
-from ..crypto import SIGNATURE_LEN
-from ..encoding import decode, encode
-from ..errors import LocalError, RemoteError
-from ..identity import digest as blake3_digest
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SIGNATURE_LEN
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import LocalError, RemoteError
+from ..primitives.identity import digest as blake3_digest
 from .statements import SignedKind, conflicts, statement_is_valid
 from .types import MAX_EVIDENCE_SIZE, SCHEMA, MalformedMessage
 

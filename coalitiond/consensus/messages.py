@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..committee import CommitteeSpec
-from ..crypto import SIGNATURE_LEN, SigningKey
-from ..encoding import decode, encode
-from ..errors import RemoteError
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SIGNATURE_LEN, SigningKey
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import RemoteError
 from .evidence import Evidence
 from .statements import SignedKind, sign_statement, statement_is_valid
 from .types import (

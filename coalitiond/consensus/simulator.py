@@ -25,10 +25,10 @@ from typing import Any, Final
 
 import blake3
 
-from ..committee import CommitteeSpec
-from ..crypto import SigningKey
-from ..errors import RemoteError
-from ..identity import digest as blake3_digest
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SigningKey
+from ..primitives.errors import RemoteError
+from ..primitives.identity import digest as blake3_digest
 from .byzantine import CATALOGUE, Behaviour, BehaviourFactory, RawSend
 from .core import (
     MAX_VIEWS_AHEAD,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-from ..committee import CommitteeSpec
-from ..crypto import SigningKey, is_valid
-from ..encoding import encode
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SigningKey, is_valid
+from ..primitives.encoding import encode
 from .types import SCHEMA, VoteKind, vote_payload
 
 PROPOSE_TAG: Final = b"coalitiond/propose/v1"

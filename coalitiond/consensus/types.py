@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..committee import CommitteeSpec
-from ..crypto import SIGNATURE_LEN, SigningKey, is_valid
-from ..encoding import decode, encode
-from ..errors import LocalError, RemoteError
-from ..identity import digest as blake3_digest
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SIGNATURE_LEN, SigningKey, is_valid
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import LocalError, RemoteError
+from ..primitives.identity import digest as blake3_digest
 
 SCHEMA: Final = 1
 ZERO_DIGEST: Final = b"\x00" * 32

@@ -28,7 +28,6 @@ from typing import Final
 
 import trio
 
-from ..committee import CommitteeSpec
 from ..components.almanac import (
     MAX_UNIX_MS,
     TICK_OP,
@@ -39,11 +38,12 @@ from ..components.almanac import (
     skews,
 )
 from ..components.executor import BlockResult
-from ..crypto import SigningKey
-from ..errors import LocalError, RemoteError
-from ..logs import get_logger
 from ..member_commands import MemberCommand
-from ..metrics import counter, gauge
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SigningKey
+from ..primitives.errors import LocalError, RemoteError
+from ..primitives.logs import get_logger
+from ..primitives.metrics import counter, gauge
 from .drivers import Driver
 
 log = get_logger(__name__)

@@ -24,12 +24,12 @@ from typing import Any, Final
 
 import trio
 
-from ..committee import CommitteeSpec
 from ..config import MemberConfig, load_config
 from ..consensus.types import Block, Certificate, VoteKind
-from ..crypto import SigningKey
-from ..errors import ConfigError, OperatorError, RemoteError
-from ..keys import load_key_file
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SigningKey
+from ..primitives.errors import ConfigError, OperatorError, RemoteError
+from ..primitives.keys import load_key_file
 from ..store.records import FinalizedBlock
 from ..transport.manager import ConnectionManager
 from ..transport.router import Channel

@@ -14,9 +14,9 @@ from typing import Final
 import trio
 
 from ..config import MemberConfig
-from ..crypto import SigningKey
-from ..logs import get_logger
 from ..ops_http import OpsApp, serve_ops
+from ..primitives.crypto import SigningKey
+from ..primitives.logs import get_logger
 from ..read_api import ReadApi, ReadSource
 from ..systemd import Notifier
 from .member import Member

@@ -33,9 +33,9 @@ from typing import Any, Final, TextIO
 
 import trio
 
-from ..errors import CoalitiondError, OperatorError
-from ..keys import load_key_file
-from ..logs import configure
+from ..primitives.errors import CoalitiondError, OperatorError
+from ..primitives.keys import load_key_file
+from ..primitives.logs import configure
 from .client import ClientConfig, CommitteeClient, load_client_config
 from .devnet_workloads import Workload, summarise
 

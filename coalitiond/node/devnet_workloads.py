@@ -14,9 +14,9 @@ from typing import Any, Final
 
 from ..client_commands import EnvelopeSigner, publish
 from ..commands import Command
-from ..crypto import SigningKey
-from ..identity import make_id
-from ..keys import load_key_file
+from ..primitives.crypto import SigningKey
+from ..primitives.identity import make_id
+from ..primitives.keys import load_key_file
 
 #: Stand-in citizens the devnet's atlas catalogues (names; ids are `make_id(name)`).
 DEVNET_CITIZENS: Final = ("devnet-citizen-0", "devnet-citizen-1")

@@ -30,7 +30,6 @@ import trio
 
 from ..anchors import AnchorPublisher, AnchorSink, anchors_in, query_reader
 from ..commands import Acl, Envelope
-from ..committee import CommitteeSpec
 from ..components import base as component_base
 from ..components.executor import (
     ADMIT_CLIENTS_OP,
@@ -44,11 +43,12 @@ from ..components.executor import (
 from ..components.tickets import Tickets
 from ..config import MemberConfig, load_config
 from ..consensus.types import Block, genesis_block
-from ..crypto import SigningKey
-from ..errors import OperatorError, RemoteError
-from ..logs import get_logger
 from ..member_commands import MemberCommand
-from ..metrics import counter, gauge
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SigningKey
+from ..primitives.errors import OperatorError, RemoteError
+from ..primitives.logs import get_logger
+from ..primitives.metrics import counter, gauge
 from .client import ChainVerifier, CommitteeClient
 
 log = get_logger(__name__)

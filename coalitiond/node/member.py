@@ -32,7 +32,6 @@ from ..attestation.collateral import CollateralCache
 from ..attestation.gate import NoAttestationGate, TdxGate, make_gate, run_expiry_rechecks
 from ..attestation.policy import AttestationPolicy
 from ..commands import Acl, CommandRefused, Envelope
-from ..committee import CommitteeSpec
 from ..components import base as component_base
 from ..components.almanac import Almanac
 from ..components.compute import Compute
@@ -78,14 +77,15 @@ from ..consensus.messages import (
 )
 from ..consensus.statements import SignedKind
 from ..consensus.types import Block, Certificate, Vote, VoteKind
-from ..crypto import SigningKey
-from ..encoding import encode
-from ..errors import LocalError, OperatorError, RemoteError
-from ..identity import digest as blake3_digest
-from ..identity import short
-from ..logs import get_logger
 from ..member_commands import MemberCommand, is_member_command
-from ..metrics import counter, gauge, histogram
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SigningKey
+from ..primitives.encoding import encode
+from ..primitives.errors import LocalError, OperatorError, RemoteError
+from ..primitives.identity import digest as blake3_digest
+from ..primitives.identity import short
+from ..primitives.logs import get_logger
+from ..primitives.metrics import counter, gauge, histogram
 from ..store.aio import AsyncStore
 from ..store.records import FinalizedBlock
 from ..store.sqlite import BlockToAppend, EvidenceRecord, Store, store_path

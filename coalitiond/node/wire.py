@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..consensus.types import MalformedMessage
-from ..encoding import decode, encode
+from ..primitives.encoding import decode, encode
 from ..store.records import FinalizedBlock
 
 SCHEMA: Final = 1

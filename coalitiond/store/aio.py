@@ -17,9 +17,9 @@ from typing import Any, Final, TypeVar
 import trio
 
 from ..checkpoint import Checkpoint
-from ..committee import CommitteeSpec
 from ..consensus.types import Block, Certificate, Vote, VoteKind
-from ..crypto import SigningKey
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SigningKey
 from .sqlite import BlockToAppend, EventResult, EvidenceRecord, GuardRecord, Store
 
 T = TypeVar("T")

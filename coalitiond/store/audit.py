@@ -13,15 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..checkpoint import CheckpointError, verify_checkpoint
-from ..committee import CommitteeSpec
 from ..consensus.types import (
     Certificate,
     InvalidCertificate,
     VoteKind,
     genesis_block,
 )
-from ..errors import CoalitiondError
-from ..merkle import Frontier, leaf_hash
+from ..primitives.committee import CommitteeSpec
+from ..primitives.errors import CoalitiondError
+from ..primitives.merkle import Frontier, leaf_hash
 from .records import FinalizedBlock, entry_leaf
 
 

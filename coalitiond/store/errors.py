@@ -1,8 +1,8 @@
-"""Store errors, each saying whose fault it is (coalitiond.errors)."""
+"""Store errors, each saying whose fault it is (coalitiond.primitives.errors)."""
 
 from __future__ import annotations
 
-from ..errors import LocalError, OperatorError
+from ..primitives.errors import LocalError, OperatorError
 
 
 class StoreOpenError(OperatorError):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from ..committee import CommitteeSpec, default_fault_bound
 from ..consensus.types import Block, Certificate, Vote, VoteKind, genesis_block
-from ..crypto import SigningKey
+from ..primitives.committee import CommitteeSpec, default_fault_bound
+from ..primitives.crypto import SigningKey
 from .sqlite import BlockToAppend
 
 

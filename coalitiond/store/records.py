@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..committee import CommitteeSpec
 from ..consensus.types import Block, Certificate, MalformedMessage, Vote, VoteKind
-from ..encoding import encode
-from ..errors import LocalError
+from ..primitives.committee import CommitteeSpec
+from ..primitives.encoding import encode
+from ..primitives.errors import LocalError
 from .errors import StoreUsageError
 
 ENTRY_SCHEMA: Final = 1

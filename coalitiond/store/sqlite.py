@@ -26,9 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from .. import merkle
 from ..checkpoint import Checkpoint, CheckpointError, verify_checkpoint
-from ..committee import CommitteeSpec
 from ..consensus.types import (
     Block,
     Certificate,
@@ -37,12 +35,14 @@ from ..consensus.types import (
     VoteKind,
     genesis_block,
 )
-from ..crypto import SigningKey
-from ..encoding import decode, encode
-from ..errors import EncodingError
-from ..identity import digest as blake3_digest
-from ..logs import get_logger
-from ..metrics import counter, gauge, histogram
+from ..primitives import merkle
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SigningKey
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import EncodingError
+from ..primitives.identity import digest as blake3_digest
+from ..primitives.logs import get_logger
+from ..primitives.metrics import counter, gauge, histogram
 from .audit import AuditFailure, AuditSummary, LogAuditor
 from .errors import (
     GUARD_KIND_NAMES,

@@ -23,7 +23,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from ..errors import RemoteError
+from ..primitives.errors import RemoteError
 from .peer_record import Departure, PeerRecord, Version, parse_departure, parse_record
 
 DEFAULT_TTL: Final = 300

@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from ..errors import RemoteError
+from ..primitives.errors import RemoteError
 from .noise import MAX_MESSAGE_LEN, TAGLEN
 
 # Outer frame types.

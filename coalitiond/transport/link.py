@@ -21,8 +21,8 @@ from typing import Final
 
 import trio
 
-from .. import metrics
-from ..logs import get_logger
+from ..primitives import metrics
+from ..primitives.logs import get_logger
 from .framing import CloseReason
 from .session import Closed, Event, HandshakeDone, MessageReceived, RemotePeer, Session, State
 

@@ -28,13 +28,13 @@ from typing import Any, Final
 
 import trio
 
-from .. import metrics
-from ..committee import CommitteeSpec
-from ..crypto import SigningKey
-from ..encoding import decode, encode
-from ..errors import EncodingError, LocalError, RemoteError, SignatureError
-from ..identity import short
-from ..logs import get_logger
+from ..primitives import metrics
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SigningKey
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import EncodingError, LocalError, RemoteError, SignatureError
+from ..primitives.identity import short
+from ..primitives.logs import get_logger
 from .catalog import Catalog, CatalogError, Outcome
 from .framing import CloseReason
 from .link import Link, LinkTiming, handshake

@@ -25,7 +25,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.utils
 
-from ..errors import LocalError, RemoteError
+from ..primitives.errors import LocalError, RemoteError
 
 #: §3: every Noise message is at most 65535 bytes.
 MAX_MESSAGE_LEN: Final = 65535

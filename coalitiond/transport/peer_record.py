@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..crypto import PUBLIC_KEY_LEN, SigningKey, verify
-from ..encoding import decode, encode
-from ..errors import RemoteError
+from ..primitives.crypto import PUBLIC_KEY_LEN, SigningKey, verify
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import RemoteError
 
 RECORD_TAG: Final = b"coalitiond/peer-record/v1"
 DEPARTURE_TAG: Final = b"coalitiond/peer-departure/v1"

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from .. import metrics
-from ..errors import LocalError
-from ..logs import get_logger
+from ..primitives import metrics
+from ..primitives.errors import LocalError
+from ..primitives.logs import get_logger
 
 if TYPE_CHECKING:
     from .link import Link

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from ..crypto import PUBLIC_KEY_LEN, SigningKey, verify
-from ..encoding import decode, encode
-from ..errors import EncodingError, LocalError, SignatureError
+from ..primitives.crypto import PUBLIC_KEY_LEN, SigningKey, verify
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import EncodingError, LocalError, SignatureError
 from . import framing as fr
 from .framing import CloseReason, FrameError
 from .noise import CipherState, HandshakeState, KeyPair, NoiseError

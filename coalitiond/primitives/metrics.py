@@ -11,7 +11,7 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from . import __version__
+from .. import __version__
 
 REGISTRY: Final = CollectorRegistry(auto_describe=True)
 PREFIX: Final = "coalitiond_"
