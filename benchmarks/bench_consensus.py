@@ -11,8 +11,8 @@ import time
 import tracemalloc
 
 from coalitiond.consensus.messages import Proposal, decode_message, encode_message, verify_message
-from coalitiond.consensus.simulator import SimConfig, make_committee, run
 from coalitiond.consensus.types import Block, Certificate, Vote, VoteKind, genesis_block
+from coalitiond.testing.simulator import SimConfig, make_committee, run
 
 
 def _rate(fn: object, count: int) -> float:

@@ -26,7 +26,7 @@ from typing import Final
 
 from coalitiond.primitives.logs import configure
 from coalitiond.store import BlockToAppend, Store
-from coalitiond.store.fixtures import ChainBuilder
+from coalitiond.testing.chain import ChainBuilder
 from coalitiond.verify import verify_consistency, verify_inclusion
 
 BATCHES: Final = (1, 64, 1024)

@@ -17,7 +17,7 @@ from coalitiond.cli import main
 from coalitiond.consensus.types import Certificate, Vote, VoteKind
 from coalitiond.primitives.encoding import decode, encode
 from coalitiond.store import EvidenceRecord, Store, StoreCorrupt, entry_leaf
-from coalitiond.store.fixtures import ChainBuilder
+from coalitiond.testing.chain import ChainBuilder
 from coalitiond.verify import inclusion_proof, verify_checkpoint, verify_inclusion
 
 HEIGHTS = 6

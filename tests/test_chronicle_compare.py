@@ -27,7 +27,7 @@ from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.keys import load_key_file
 from coalitiond.store import Store
 from coalitiond.store.audit import AuditFailure
-from coalitiond.store.fixtures import ChainBuilder
+from coalitiond.testing.chain import ChainBuilder
 
 SUBJECT = b"\x44" * 32
 

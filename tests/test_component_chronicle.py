@@ -42,13 +42,13 @@ from coalitiond.components.chronicle import (
 from coalitiond.components.executor import Executor
 from coalitiond.config import AnchorSink, ChronicleConfig
 from coalitiond.consensus.evidence import Evidence, Statement
-from coalitiond.consensus.simulator import make_committee
 from coalitiond.consensus.statements import SignedKind, sign_statement
 from coalitiond.member_commands import MemberCommand
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import decode, encode
 from coalitiond.primitives.errors import OperatorError
 from coalitiond.primitives.identity import digest, hash_structure
+from coalitiond.testing.simulator import make_committee
 
 OPERATOR = SigningKey(b"\x01" * 32)
 OTHER = SigningKey(b"\x02" * 32)

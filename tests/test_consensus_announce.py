@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from coalitiond.consensus.messages import Message, Vote
-from coalitiond.consensus.simulator import Crash, SimConfig, Simulation
 from coalitiond.consensus.types import VoteKind
+from coalitiond.testing.simulator import Crash, SimConfig, Simulation
 
 DROP_VIEW = 10
 RUN_MS = 3000

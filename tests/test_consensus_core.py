@@ -35,7 +35,6 @@ from coalitiond.consensus.messages import (
     Nullification,
     Proposal,
 )
-from coalitiond.consensus.simulator import make_committee
 from coalitiond.consensus.statements import SignedKind
 from coalitiond.consensus.types import (
     ZERO_DIGEST,
@@ -45,6 +44,7 @@ from coalitiond.consensus.types import (
     VoteKind,
     genesis_block,
 )
+from coalitiond.testing.simulator import make_committee
 
 COMMITTEE, KEYS = make_committee(4)  # q = 3; leader of view v is v % 4
 CONFIG = CoreConfig(leader_timeout_ms=200, view_timeout_ms=300, batch_interval_ms=20,
@@ -331,9 +331,9 @@ def test_semantic_rechecks_refused() -> None:
 
 
 def test_foreign_evidence_message_refused() -> None:
-    from coalitiond.consensus.byzantine import foreign_committee
     from coalitiond.consensus.evidence import Evidence, Statement
     from coalitiond.consensus.statements import sign_statement
+    from coalitiond.testing.byzantine import foreign_committee
 
     other = foreign_committee(COMMITTEE)
     a, b = (Statement(SignedKind.NOTARIZE, d, sign_statement(KEYS[3], other, SignedKind.NOTARIZE,

@@ -6,17 +6,17 @@ import dataclasses
 
 import pytest
 
-from coalitiond.consensus.byzantine import foreign_committee
 from coalitiond.consensus.evidence import (
     Evidence,
     EvidenceKind,
     InvalidEvidence,
     Statement,
 )
-from coalitiond.consensus.simulator import make_committee
 from coalitiond.consensus.statements import SignedKind, sign_statement
 from coalitiond.consensus.types import ZERO_DIGEST, MalformedMessage
 from coalitiond.primitives.errors import LocalError
+from coalitiond.testing.byzantine import foreign_committee
+from coalitiond.testing.simulator import make_committee
 
 COMMITTEE, KEYS = make_committee(5)
 D1, D2 = b"\x01" * 32, b"\x02" * 32

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from coalitiond.consensus.byzantine import foreign_committee
 from coalitiond.consensus.evidence import Evidence, Statement
 from coalitiond.consensus.messages import (
     MAX_MESSAGE_SIZE,
@@ -21,7 +20,6 @@ from coalitiond.consensus.messages import (
     verify_fetched,
     verify_message,
 )
-from coalitiond.consensus.simulator import make_committee
 from coalitiond.consensus.statements import (
     PROPOSE_TAG,
     SignedKind,
@@ -40,6 +38,8 @@ from coalitiond.consensus.types import (
 )
 from coalitiond.primitives.committee import CommitteeSpec, default_fault_bound
 from coalitiond.primitives.encoding import OversizeError, TrailingBytesError, encode
+from coalitiond.testing.byzantine import foreign_committee
+from coalitiond.testing.simulator import make_committee
 
 COMMITTEE, KEYS = make_committee(4)
 

@@ -15,7 +15,6 @@ from coalitiond.consensus.messages import (
     VerifiedVotes,
     verify_message,
 )
-from coalitiond.consensus.simulator import make_committee
 from coalitiond.consensus.types import (
     ZERO_DIGEST,
     Block,
@@ -25,6 +24,7 @@ from coalitiond.consensus.types import (
     VoteKind,
     genesis_block,
 )
+from coalitiond.testing.simulator import make_committee
 
 COMMITTEE, KEYS = make_committee(4)
 

@@ -28,7 +28,6 @@ from coalitiond.consensus.core import (
     TimerKind,
 )
 from coalitiond.consensus.messages import Proposal
-from coalitiond.consensus.simulator import make_committee
 from coalitiond.member_commands import (
     MalformedMemberCommand,
     MemberCommand,
@@ -36,6 +35,7 @@ from coalitiond.member_commands import (
 )
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import encode
+from coalitiond.testing.simulator import make_committee
 
 COMMITTEE_ID = b"\x33" * 32
 ALMANAC = b"\x44" * 32

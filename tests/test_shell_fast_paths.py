@@ -13,7 +13,7 @@ import trio.testing
 from coalitiond.consensus.types import VoteKind
 from coalitiond.primitives.errors import LocalError
 from coalitiond.store import AsyncStore, Store
-from coalitiond.store.fixtures import ChainBuilder
+from coalitiond.testing.chain import ChainBuilder
 from coalitiond.transport.router import Channel, Router
 
 

@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
-from coalitiond.consensus.byzantine import CATALOGUE, GarbageSender
 from coalitiond.consensus.core import Core, Finalized
-from coalitiond.consensus.simulator import (
+from coalitiond.consensus.types import ZERO_DIGEST, Block, Certificate, Vote, VoteKind
+from coalitiond.testing.byzantine import CATALOGUE, GarbageSender
+from coalitiond.testing.simulator import (
     Crash,
     NetworkConfig,
     Partition,
@@ -23,7 +24,6 @@ from coalitiond.consensus.simulator import (
     run,
     swarm_config,
 )
-from coalitiond.consensus.types import ZERO_DIGEST, Block, Certificate, Vote, VoteKind
 
 #: Seeds per scenario when neither --sim-seeds nor --sim-seed is given (CI budget).
 DEFAULT_SEEDS = 3

@@ -19,7 +19,7 @@ import pytest
 
 from coalitiond.consensus.types import VoteKind
 from coalitiond.store import Store
-from coalitiond.store.fixtures import ChainBuilder
+from coalitiond.testing.chain import ChainBuilder
 
 pytestmark = pytest.mark.live
 
@@ -29,7 +29,7 @@ WRITER = r"""
 import random, sys
 from coalitiond.consensus.types import VoteKind
 from coalitiond.store import Store
-from coalitiond.store.fixtures import ChainBuilder
+from coalitiond.testing.chain import ChainBuilder
 path, seed = sys.argv[1], int(sys.argv[2])
 rng = random.Random(seed)
 chain = ChainBuilder(4)

@@ -18,7 +18,7 @@ from coalitiond.consensus.types import VoteKind
 from coalitiond.primitives.errors import OperatorError
 from coalitiond.primitives.metrics import sample_value
 from coalitiond.store import Store, StoreCorrupt, StoreIOError, StoreOpenError
-from coalitiond.store.fixtures import ChainBuilder
+from coalitiond.testing.chain import ChainBuilder
 
 pytestmark = pytest.mark.live
 
@@ -163,7 +163,7 @@ def test_random_byte_flips_are_detected_or_harmless(pristine: Any, tmp_path: Pat
 IO_ERROR_WRITER = r"""
 import json, os, resource, signal, sys
 from coalitiond.store import Store, StoreIOError
-from coalitiond.store.fixtures import ChainBuilder
+from coalitiond.testing.chain import ChainBuilder
 path = sys.argv[1]
 chain = ChainBuilder(4)
 s = Store.open(path, chain.committee, signing_key=chain.keys[0])

@@ -16,7 +16,7 @@ from coalitiond.store import (
     StoreUsageError,
     equivocation_evidence,
 )
-from coalitiond.store.fixtures import ChainBuilder
+from coalitiond.testing.chain import ChainBuilder
 
 D1, D2 = b"\x01" * 32, b"\x02" * 32
 N, F, X = VoteKind.NOTARIZE, VoteKind.FINALIZE, VoteKind.NULLIFY
@@ -121,8 +121,8 @@ def test_proposal_guard_kind_and_reload(tmp_path: Path, chain: ChainBuilder) -> 
 
 def test_guard_records_commit_with_an_append_or_not_at_all(tmp_path: Path) -> None:
     # One consensus event = one transaction: a guard conflict refuses the blocks too.
-    from coalitiond.store.fixtures import ChainBuilder, seeded_key
     from coalitiond.store.sqlite import GuardRecord as G
+    from coalitiond.testing.chain import ChainBuilder, seeded_key
 
     chain = ChainBuilder()
     s = Store.open(tmp_path / "log.sqlite3", chain.committee, signing_key=seeded_key(0, 0))

@@ -9,8 +9,8 @@ import pytest
 
 from coalitiond.consensus.types import VoteKind
 from coalitiond.store import Store, StoreUsageError
-from coalitiond.store.fixtures import ChainBuilder
 from coalitiond.store.sqlite import GuardRecord
+from coalitiond.testing.chain import ChainBuilder
 
 
 def _signers(s: Store, height: int, kind: VoteKind) -> list[int]:

@@ -23,8 +23,8 @@ from coalitiond.store import (
     StoreUsageError,
     entry_leaf,
 )
-from coalitiond.store.fixtures import ChainBuilder, seeded_key
 from coalitiond.store.records import entry_leaves
+from coalitiond.testing.chain import ChainBuilder, seeded_key
 from coalitiond.verify import (
     merkle_root,
     verify_checkpoint,

@@ -24,9 +24,9 @@ from twins import (
 
 from coalitiond.consensus.evidence import InvalidEvidence
 from coalitiond.consensus.messages import Nullification
-from coalitiond.consensus.simulator import SimulationFailure, make_committee
 from coalitiond.consensus.statements import SignedKind, sign_statement
 from coalitiond.consensus.types import ZERO_DIGEST, Certificate, VoteKind
+from coalitiond.testing.simulator import SimulationFailure, make_committee
 
 #: Seeds per campaign in the default run (six campaigns; about a second each on one core).
 DEFAULT_SEEDS = 6

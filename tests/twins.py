@@ -47,7 +47,11 @@ from coalitiond.consensus.messages import (
     Proposal,
     ProposalHeader,
 )
-from coalitiond.consensus.simulator import (
+from coalitiond.consensus.statements import SignedKind, conflicts
+from coalitiond.consensus.types import Certificate, Vote
+from coalitiond.primitives.committee import CommitteeSpec
+from coalitiond.primitives.errors import LocalError
+from coalitiond.testing.simulator import (
     Router,
     SimConfig,
     SimNode,
@@ -56,10 +60,6 @@ from coalitiond.consensus.simulator import (
     liveness_bound_ms,
     make_committee,
 )
-from coalitiond.consensus.statements import SignedKind, conflicts
-from coalitiond.consensus.types import Certificate, Vote
-from coalitiond.primitives.committee import CommitteeSpec
-from coalitiond.primitives.errors import LocalError
 
 #: Longest adversarial prefix a sampled scenario uses (Twins finds known flaws within about a
 #: dozen rounds; the campaigns here stay short so thousands of cases fit in a long run).

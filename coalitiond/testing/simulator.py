@@ -25,12 +25,7 @@ from typing import Any, Final
 
 import blake3
 
-from ..primitives.committee import CommitteeSpec
-from ..primitives.crypto import SigningKey
-from ..primitives.errors import RemoteError
-from ..primitives.identity import digest as blake3_digest
-from .byzantine import CATALOGUE, Behaviour, BehaviourFactory, RawSend
-from .core import (
+from ..consensus.core import (
     MAX_VIEWS_AHEAD,
     MAX_VIEWS_BEHIND,
     Action,
@@ -55,8 +50,8 @@ from .core import (
     StateDivergence,
     TimerFired,
 )
-from .evidence import Evidence, EvidenceKind, evidence_kind
-from .messages import (
+from ..consensus.evidence import Evidence, EvidenceKind, evidence_kind
+from ..consensus.messages import (
     Finalization,
     Message,
     Notarization,
@@ -68,8 +63,13 @@ from .messages import (
     verify_fetched,
     verify_message,
 )
-from .statements import SignedKind, conflicts
-from .types import ZERO_DIGEST, Block, Certificate, Vote
+from ..consensus.statements import SignedKind, conflicts
+from ..consensus.types import ZERO_DIGEST, Block, Certificate, Vote
+from ..primitives.committee import CommitteeSpec
+from ..primitives.crypto import SigningKey
+from ..primitives.errors import RemoteError
+from ..primitives.identity import digest as blake3_digest
+from .byzantine import CATALOGUE, Behaviour, BehaviourFactory, RawSend
 
 #: Virtual time a simulated "execution" of one finalised block takes.
 EXECUTE_DELAY_MS: Final = 1

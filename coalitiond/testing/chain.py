@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from ..consensus.types import Block, Certificate, Vote, VoteKind, genesis_block
 from ..primitives.committee import CommitteeSpec, default_fault_bound
 from ..primitives.crypto import SigningKey
-from .sqlite import BlockToAppend
+from ..store.sqlite import BlockToAppend
 
 
 def seeded_key(seed: int, index: int) -> SigningKey:

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from ..consensus.core import Action, Broadcast, Core, Event, MessageReceived, Send, TimerFired
+from ..consensus.messages import MAX_MESSAGE_SIZE, Proposal, encode_message
+from ..consensus.types import Block, Vote, VoteKind
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.encoding import encode
 from ..primitives.identity import digest as blake3_digest
-from .core import Action, Broadcast, Core, Event, MessageReceived, Send, TimerFired
-from .messages import MAX_MESSAGE_SIZE, Proposal, encode_message
-from .types import Block, Vote, VoteKind
 
 #: How many received messages a replayer keeps to replay later.
 REPLAY_BUFFER: Final = 256
