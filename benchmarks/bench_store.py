@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from coalitiond.log import BlockToAppend, Store
 from coalitiond.primitives.logs import configure
-from coalitiond.store import BlockToAppend, Store
 from coalitiond.testing.chain import ChainBuilder
 from coalitiond.verify import verify_consistency, verify_inclusion
 

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from .consensus.types import MalformedMessage, Vote, VoteKind
+from .log.audit import AuditFailure, AuditSummary, LogAuditor
+from .log.records import FinalizedBlock, committee_from_record, committee_record
+from .log.sqlite import Store
 from .primitives.committee import CommitteeSpec
 from .primitives.encoding import decode, encode
 from .primitives.errors import EncodingError, OperatorError
-from .store.audit import AuditFailure, AuditSummary, LogAuditor
-from .store.records import FinalizedBlock, committee_from_record, committee_record
-from .store.sqlite import Store
 
 MAGIC: Final = b"coalitiond-archive/1\n"
 FORMAT_VERSION: Final = 1

@@ -38,11 +38,11 @@ from .commands import Acl
 from .components.chronicle import Chronicle, ChronicleAnchor, ChronicleEntry
 from .components.executor import Executor
 from .config import AclConfig, parse_config
+from .log.audit import AuditFailure
+from .log.records import FinalizedBlock
 from .primitives.committee import CommitteeSpec
 from .primitives.errors import CoalitiondError, ConfigError, LocalError, OperatorError
 from .primitives.identity import digest, hash_structure, short
-from .store.audit import AuditFailure
-from .store.records import FinalizedBlock
 
 EQUAL: Final = "equal"
 DIFFER: Final = "differ"

@@ -40,12 +40,12 @@ from .components.feed import FeedEntry
 from .components.tickets import Ticket, TicketRecord
 from .consensus.evidence import Evidence
 from .consensus.types import Block, Certificate, InvalidCertificate, Vote, VoteKind
+from .log.records import FinalizedBlock, entry_leaf
 from .node.client import ChainVerifier, _check_certificate
 from .primitives.committee import CommitteeSpec
 from .primitives.encoding import decode, encode
 from .primitives.errors import EncodingError, LocalError, RemoteError
 from .primitives.identity import hash_structure
-from .store.records import FinalizedBlock, entry_leaf
 from .verify import verify_consistency, verify_inclusion
 
 #: Bytes of one response body at most (the server's pages stay well below).

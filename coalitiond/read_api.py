@@ -37,14 +37,14 @@ from .checkpoint import Checkpoint, split_note
 from .components.base import QueryError, QueryNotFound
 from .components.executor import Executor
 from .consensus.types import Block
+from .log.aio import AsyncStore
+from .log.errors import StoreUsageError
+from .log.sqlite import Store
 from .ops_http import HttpError, OpsApp, Response, data_response
 from .primitives.committee import CommitteeSpec
 from .primitives.encoding import decode, encode
 from .primitives.errors import EncodingError
 from .primitives.merkle import HASH_LEN
-from .store.aio import AsyncStore
-from .store.errors import StoreUsageError
-from .store.sqlite import Store
 
 if TYPE_CHECKING:
     from .node.member import Member

@@ -15,8 +15,8 @@ from coalitiond.archive import MAGIC, verify_archive
 from coalitiond.checkpoint import Checkpoint, key_name, sign_note, split_note
 from coalitiond.cli import main
 from coalitiond.consensus.types import Certificate, Vote, VoteKind
+from coalitiond.log import EvidenceRecord, Store, StoreCorrupt, entry_leaf
 from coalitiond.primitives.encoding import decode, encode
-from coalitiond.store import EvidenceRecord, Store, StoreCorrupt, entry_leaf
 from coalitiond.testing.chain import ChainBuilder
 from coalitiond.verify import inclusion_proof, verify_checkpoint, verify_inclusion
 
@@ -187,7 +187,7 @@ def test_tampering_is_named(world: dict[str, Any], tmp_path: Path, name: str, mu
 
 
 def test_checkpoint_problems_are_named(world: dict[str, Any], tmp_path: Path) -> None:
-    from coalitiond.store import AuditFailure
+    from coalitiond.log import AuditFailure
 
     cases: list[tuple[Callable[[list[Any]], None], str]] = [
         (lambda f: _resign(world, f, root=b"\x00" * 32),
@@ -213,7 +213,7 @@ def test_checkpoint_problems_are_named(world: dict[str, Any], tmp_path: Path) ->
 
 def test_file_level_damage_is_named(world: dict[str, Any], tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from coalitiond.store import AuditFailure
+    from coalitiond.log import AuditFailure
 
     data = world["a"].read_bytes()
     (tmp_path / "t.arc").write_bytes(data[:-10])
@@ -327,7 +327,7 @@ def test_vote_helpers_agree_with_the_archive(world: dict[str, Any]) -> None:
 
 
 def test_framing_refusals_are_named(world: dict[str, Any], tmp_path: Path) -> None:
-    from coalitiond.store import AuditFailure
+    from coalitiond.log import AuditFailure
 
     frames = _frames(world["a"])
 

@@ -23,10 +23,10 @@ from coalitiond.commands import Envelope
 from coalitiond.components.chronicle import ChronicleEntry, append_command, recompute_anchors
 from coalitiond.config import AclConfig, load_config
 from coalitiond.consensus.types import genesis_block
+from coalitiond.log import Store
+from coalitiond.log.audit import AuditFailure
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.keys import load_key_file
-from coalitiond.store import Store
-from coalitiond.store.audit import AuditFailure
 from coalitiond.testing.chain import ChainBuilder
 
 SUBJECT = b"\x44" * 32

@@ -49,6 +49,7 @@ from coalitiond.components.tickets import (
 )
 from coalitiond.config_template import MemberLine, TemplateInput, render_member_config
 from coalitiond.consensus.types import Block, Certificate, Vote, VoteKind
+from coalitiond.log.records import FinalizedBlock
 from coalitiond.member_commands import MemberCommand
 from coalitiond.primitives.coalition import MODULES, CitizenRef, Coalition, ConfluenceRef
 from coalitiond.primitives.committee import CommitteeSpec
@@ -56,7 +57,6 @@ from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import decode, encode
 from coalitiond.primitives.errors import OperatorError
 from coalitiond.primitives.identity import derive, digest, hash_structure, make_id
-from coalitiond.store.records import FinalizedBlock
 from coalitiond.verify import merkle_root
 
 ISSUER = SigningKey(digest(b"tickets-issuer"))

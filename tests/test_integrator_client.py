@@ -55,12 +55,12 @@ from coalitiond.config import load_config
 from coalitiond.consensus.evidence import Evidence, Statement
 from coalitiond.consensus.statements import SignedKind, sign_statement
 from coalitiond.consensus.types import Block, Certificate
+from coalitiond.log.sqlite import EvidenceRecord
 from coalitiond.primitives.committee import CommitteeSpec
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import decode, encode
 from coalitiond.primitives.identity import hash_structure
 from coalitiond.primitives.merkle import MemoryTree, inclusion_path, leaf_hash
-from coalitiond.store.sqlite import EvidenceRecord
 
 pytestmark = pytest.mark.live
 

@@ -14,8 +14,8 @@ from node_harness import all_reach, client_for, in_process, write_committee
 from coalitiond.client_commands import EnvelopeSigner, publish
 from coalitiond.consensus.messages import Message, Proposal, encode_message
 from coalitiond.consensus.types import Vote, VoteKind
+from coalitiond.log.records import FinalizedBlock
 from coalitiond.node.member import Member
-from coalitiond.store.records import FinalizedBlock
 from coalitiond.transport.router import Channel
 
 pytestmark = pytest.mark.live

@@ -12,10 +12,10 @@ from node_harness import all_reach, client_for, in_process, write_committee
 from coalitiond.client_commands import EnvelopeSigner, publish
 from coalitiond.commands import Envelope
 from coalitiond.components.executor import CommandOutcome
+from coalitiond.log.sqlite import Store, store_path
 from coalitiond.node.client import ChainVerifier, RefusedByMember
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import decode
-from coalitiond.store.sqlite import Store, store_path
 from coalitiond.verify import verify_inclusion
 
 pytestmark = pytest.mark.live

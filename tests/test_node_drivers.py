@@ -18,12 +18,12 @@ from coalitiond.components.feed import Feed
 from coalitiond.config import load_config
 from coalitiond.consensus.core import CommandSubmitted
 from coalitiond.consensus.types import Block, Certificate, Vote, VoteKind, genesis_block
+from coalitiond.log.records import FinalizedBlock
 from coalitiond.member_commands import MemberCommand
 from coalitiond.node import wire
 from coalitiond.node.drivers import AlmanacFollower, Driver
 from coalitiond.node.member import Member
 from coalitiond.primitives.errors import RemoteError
-from coalitiond.store.records import FinalizedBlock
 
 pytestmark = pytest.mark.live
 

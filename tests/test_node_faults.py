@@ -24,8 +24,8 @@ from node_harness import free_ports, write_committee
 
 from coalitiond.client_commands import EnvelopeSigner, publish
 from coalitiond.commands import Envelope
+from coalitiond.log.sqlite import Store, store_path
 from coalitiond.node.client import CommitteeClient
-from coalitiond.store.sqlite import Store, store_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.live]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from coalitiond.consensus.messages import Notarization
 from coalitiond.consensus.types import Certificate, Vote, VoteKind
+from coalitiond.log import Store
+from coalitiond.log.sqlite import GuardRecord
 from coalitiond.node.journal import MAX_LATE_VOTES, BlockJournal
-from coalitiond.store import Store
-from coalitiond.store.sqlite import GuardRecord
 from coalitiond.testing.chain import ChainBuilder
 
 N = 5  # q = 4: each block below is finalised without member 4's vote

@@ -28,10 +28,10 @@ from coalitiond.consensus.messages import (
 )
 from coalitiond.consensus.statements import SignedKind
 from coalitiond.consensus.types import Vote, VoteKind
+from coalitiond.log.aio import AsyncStore
+from coalitiond.log.sqlite import Store
 from coalitiond.node import wire
 from coalitiond.primitives.committee import CommitteeSpec
-from coalitiond.store.aio import AsyncStore
-from coalitiond.store.sqlite import Store
 from coalitiond.transport.router import Channel, Router
 
 pytestmark = pytest.mark.live

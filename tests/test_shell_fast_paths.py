@@ -11,8 +11,8 @@ import trio
 import trio.testing
 
 from coalitiond.consensus.types import VoteKind
+from coalitiond.log import AsyncStore, Store
 from coalitiond.primitives.errors import LocalError
-from coalitiond.store import AsyncStore, Store
 from coalitiond.testing.chain import ChainBuilder
 from coalitiond.transport.router import Channel, Router
 
@@ -101,7 +101,7 @@ def test_nowait_sends_apply_the_same_limits_as_the_async_ones() -> None:
 
 
 class _FakeTime:
-    """Stands in for `time` in coalitiond.store.aio: every inline write 'takes' `step` s."""
+    """Stands in for `time` in coalitiond.log.aio: every inline write 'takes' `step` s."""
 
     def __init__(self, step: float) -> None:
         self.step = step
@@ -114,7 +114,7 @@ class _FakeTime:
 
 async def test_write_soon_leaves_the_event_loop_while_fsyncs_are_slow_and_comes_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import coalitiond.store.aio as aio
+    import coalitiond.log.aio as aio
 
     store = await open_store(tmp_path)
     loop_thread = threading.get_ident()

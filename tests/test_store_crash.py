@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from coalitiond.consensus.types import VoteKind
-from coalitiond.store import Store
+from coalitiond.log import Store
 from coalitiond.testing.chain import ChainBuilder
 
 pytestmark = pytest.mark.live
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.live
 WRITER = r"""
 import random, sys
 from coalitiond.consensus.types import VoteKind
-from coalitiond.store import Store
+from coalitiond.log import Store
 from coalitiond.testing.chain import ChainBuilder
 path, seed = sys.argv[1], int(sys.argv[2])
 rng = random.Random(seed)

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from coalitiond.consensus.types import VoteKind
+from coalitiond.log import Store, StoreCorrupt, StoreIOError, StoreOpenError
 from coalitiond.primitives.errors import OperatorError
 from coalitiond.primitives.metrics import sample_value
-from coalitiond.store import Store, StoreCorrupt, StoreIOError, StoreOpenError
 from coalitiond.testing.chain import ChainBuilder
 
 pytestmark = pytest.mark.live
@@ -84,7 +84,7 @@ def test_flip_in_an_old_block_is_found_by_audit(pristine: Any, tmp_path: Path) -
 
 def test_flip_in_an_entry_or_checkpoint_or_guard_is_refused(pristine: Any, tmp_path: Path) -> None:
     chain, items = pristine[1], pristine[2]
-    from coalitiond.store import entry_leaf
+    from coalitiond.log import entry_leaf
 
     path = _copy(pristine, tmp_path)
     _flip(path, entry_leaf(items[-1].block, 2), 50)
@@ -162,7 +162,7 @@ def test_random_byte_flips_are_detected_or_harmless(pristine: Any, tmp_path: Pat
 
 IO_ERROR_WRITER = r"""
 import json, os, resource, signal, sys
-from coalitiond.store import Store, StoreIOError
+from coalitiond.log import Store, StoreIOError
 from coalitiond.testing.chain import ChainBuilder
 path = sys.argv[1]
 chain = ChainBuilder(4)

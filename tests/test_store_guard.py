@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from coalitiond.consensus.types import ZERO_DIGEST, Vote, VoteKind
-from coalitiond.primitives.encoding import decode
-from coalitiond.store import (
+from coalitiond.log import (
     EvidenceRecord,
     GuardRecord,
     SignerConflict,
@@ -16,6 +15,7 @@ from coalitiond.store import (
     StoreUsageError,
     equivocation_evidence,
 )
+from coalitiond.primitives.encoding import decode
 from coalitiond.testing.chain import ChainBuilder
 
 D1, D2 = b"\x01" * 32, b"\x02" * 32
@@ -121,7 +121,7 @@ def test_proposal_guard_kind_and_reload(tmp_path: Path, chain: ChainBuilder) -> 
 
 def test_guard_records_commit_with_an_append_or_not_at_all(tmp_path: Path) -> None:
     # One consensus event = one transaction: a guard conflict refuses the blocks too.
-    from coalitiond.store.sqlite import GuardRecord as G
+    from coalitiond.log.sqlite import GuardRecord as G
     from coalitiond.testing.chain import ChainBuilder, seeded_key
 
     chain = ChainBuilder()

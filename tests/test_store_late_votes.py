@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from coalitiond.consensus.types import VoteKind
-from coalitiond.store import Store, StoreUsageError
-from coalitiond.store.sqlite import GuardRecord
+from coalitiond.log import Store, StoreUsageError
+from coalitiond.log.sqlite import GuardRecord
 from coalitiond.testing.chain import ChainBuilder
 
 

@@ -11,9 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coalitiond.consensus.types import Block, Certificate, InvalidCertificate, Vote, VoteKind
-from coalitiond.primitives.committee import CommitteeSpec
-from coalitiond.primitives.encoding import decode
-from coalitiond.store import (
+from coalitiond.log import (
     AsyncStore,
     BlockToAppend,
     CommitteeMismatch,
@@ -23,7 +21,9 @@ from coalitiond.store import (
     StoreUsageError,
     entry_leaf,
 )
-from coalitiond.store.records import entry_leaves
+from coalitiond.log.records import entry_leaves
+from coalitiond.primitives.committee import CommitteeSpec
+from coalitiond.primitives.encoding import decode
 from coalitiond.testing.chain import ChainBuilder, seeded_key
 from coalitiond.verify import (
     merkle_root,

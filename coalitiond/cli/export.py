@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..archive import MAX_CONFIG_TEXT, export_archive
+from ..log import Store, store_path
 from ..primitives.errors import OperatorError
-from ..store import Store, store_path
 
 NAME = "export"
 HELP = "export the local signed log (entries, blocks, certificates, signatures, checkpoints) as an archive"

@@ -12,6 +12,7 @@ from typing import Any
 import trio
 
 from ..commands import Envelope
+from ..log.records import FinalizedBlock
 from ..node.client import (
     ChainVerifier,
     ClientConfig,
@@ -20,7 +21,6 @@ from ..node.client import (
     load_client_config,
 )
 from ..primitives.errors import CoalitiondError, RemoteError
-from ..store.records import FinalizedBlock
 
 NAME = "tail"
 HELP = "print finalised blocks and entries, verifying each certificate"

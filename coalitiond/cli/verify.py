@@ -20,8 +20,8 @@ from pathlib import Path
 
 from ..archive import Comparison, compare_archives, read_header, verify_archive
 from ..config import load_config
+from ..log import AuditFailure, Store, StoreCorrupt, store_path
 from ..primitives.errors import OperatorError
-from ..store import AuditFailure, Store, StoreCorrupt, store_path
 from . import EXIT_CHECK_FAILED, EXIT_OK
 
 NAME = "verify"

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from ..commands import Command, CommandRefused, Envelope, InvalidCommand
 from ..consensus.types import MAX_COMMAND_SIZE, Block, Certificate, InvalidCertificate, VoteKind
+from ..log.records import FinalizedBlock
 from ..member_commands import is_member_command
 from ..primitives.coalition import Coalition
 from ..primitives.committee import CommitteeSpec
@@ -40,7 +41,6 @@ from ..primitives.encoding import decode, encode
 from ..primitives.errors import EncodingError, OperatorError, RemoteError
 from ..primitives.identity import ID_LEN, digest, hash_structure
 from ..primitives.merkle import MemoryTree, leaf_hash
-from ..store.records import FinalizedBlock
 from .base import (
     Applied,
     BlockContext,

@@ -26,11 +26,11 @@ import trio
 
 from ..config import MemberConfig, load_config
 from ..consensus.types import Block, Certificate, VoteKind
+from ..log.records import FinalizedBlock
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.errors import ConfigError, OperatorError, RemoteError
 from ..primitives.keys import load_key_file
-from ..store.records import FinalizedBlock
 from ..transport.manager import ConnectionManager
 from ..transport.router import Channel
 from . import wire

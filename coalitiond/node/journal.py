@@ -25,8 +25,8 @@ from typing import Final, TypeVar
 
 from ..consensus.messages import Message, Notarization
 from ..consensus.types import Block, Certificate, Vote, VoteKind
-from ..store.records import FinalizedBlock
-from ..store.sqlite import BlockToAppend
+from ..log.records import FinalizedBlock
+from ..log.sqlite import BlockToAppend
 
 #: Blocks whose votes and notarization are kept until they finalise, fetched blocks kept
 #: until the core finalises them, and blocks handed to the store whose late votes are still

@@ -77,6 +77,10 @@ from ..consensus.messages import (
 )
 from ..consensus.statements import SignedKind
 from ..consensus.types import Block, Certificate, Vote, VoteKind
+from ..log.aio import AsyncStore
+from ..log.records import FinalizedBlock
+from ..log.sqlite import BlockToAppend, EvidenceRecord, Store, store_path
+from ..log.sqlite import GuardRecord as StoreGuardRecord
 from ..member_commands import MemberCommand, is_member_command
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
@@ -86,10 +90,6 @@ from ..primitives.identity import digest as blake3_digest
 from ..primitives.identity import short
 from ..primitives.logs import get_logger
 from ..primitives.metrics import counter, gauge, histogram
-from ..store.aio import AsyncStore
-from ..store.records import FinalizedBlock
-from ..store.sqlite import BlockToAppend, EvidenceRecord, Store, store_path
-from ..store.sqlite import GuardRecord as StoreGuardRecord
 from ..transport.manager import ConnectionManager, TransportConfig
 from ..transport.router import Channel
 from . import wire

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..consensus.types import MalformedMessage
+from ..log.records import FinalizedBlock
 from ..primitives.encoding import decode, encode
-from ..store.records import FinalizedBlock
 
 SCHEMA: Final = 1
 #: Blocks per "blocks" reply; the reply must also fit the transport's message limit, which

@@ -10,9 +10,9 @@ import hashlib
 from collections.abc import Sequence
 
 from ..consensus.types import Block, Certificate, Vote, VoteKind, genesis_block
+from ..log.sqlite import BlockToAppend
 from ..primitives.committee import CommitteeSpec, default_fault_bound
 from ..primitives.crypto import SigningKey
-from ..store.sqlite import BlockToAppend
 
 
 def seeded_key(seed: int, index: int) -> SigningKey:
