@@ -31,7 +31,6 @@ from typing import Any, Final, TypeVar
 
 import httpx
 
-from .checkpoint import Checkpoint, CheckpointError, key_name, split_note, verify_checkpoint
 from .components.almanac import AlmanacTick
 from .components.atlas import CardRecord, CitizenCard
 from .components.base import BadStateProof, check_state_proof
@@ -40,6 +39,7 @@ from .components.feed import FeedEntry
 from .components.tickets import Ticket, TicketRecord
 from .consensus.evidence import Evidence
 from .consensus.types import Block, Certificate, InvalidCertificate, Vote, VoteKind
+from .log.checkpoint import Checkpoint, CheckpointError, key_name, split_note, verify_checkpoint
 from .log.records import FinalizedBlock, entry_leaf
 from .node.client import ChainVerifier, _check_certificate
 from .primitives.committee import CommitteeSpec

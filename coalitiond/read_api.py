@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
-from .checkpoint import Checkpoint, split_note
 from .components.base import QueryError, QueryNotFound
 from .components.executor import Executor
 from .consensus.types import Block
 from .log.aio import AsyncStore
+from .log.checkpoint import Checkpoint, split_note
 from .log.errors import StoreUsageError
 from .log.sqlite import Store
 from .ops_http import HttpError, OpsApp, Response, data_response

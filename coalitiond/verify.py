@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .checkpoint import Checkpoint, CheckpointError, verify_checkpoint
+from .log.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from .primitives import merkle
 from .primitives.errors import LocalError
 

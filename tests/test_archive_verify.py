@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from coalitiond.archive import MAGIC, verify_archive
-from coalitiond.checkpoint import Checkpoint, key_name, sign_note, split_note
 from coalitiond.cli import main
 from coalitiond.consensus.types import Certificate, Vote, VoteKind
 from coalitiond.log import EvidenceRecord, Store, StoreCorrupt, entry_leaf
+from coalitiond.log.archive import MAGIC, verify_archive
+from coalitiond.log.checkpoint import Checkpoint, key_name, sign_note, split_note
 from coalitiond.primitives.encoding import decode, encode
 from coalitiond.testing.chain import ChainBuilder
 from coalitiond.verify import inclusion_proof, verify_checkpoint, verify_inclusion

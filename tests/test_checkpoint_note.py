@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from coalitiond.checkpoint import (
+from coalitiond.log.checkpoint import (
     Checkpoint,
     CheckpointError,
     add_signature,

@@ -8,8 +8,15 @@ from typing import Any
 
 import pytest
 
-from coalitiond.archive import export_archive, verify_archive
-from coalitiond.chronicle_compare import (
+from coalitiond.cli.devnet import generate_devnet
+from coalitiond.commands import Envelope
+from coalitiond.components.chronicle import ChronicleEntry, append_command, recompute_anchors
+from coalitiond.config import AclConfig, load_config
+from coalitiond.consensus.types import genesis_block
+from coalitiond.log import Store
+from coalitiond.log.archive import export_archive, verify_archive
+from coalitiond.log.audit import AuditFailure
+from coalitiond.log.compare import (
     DIFFER,
     EQUAL,
     ONLY_A,
@@ -18,13 +25,6 @@ from coalitiond.chronicle_compare import (
     compare_chronicle_archives,
     render,
 )
-from coalitiond.cli.devnet import generate_devnet
-from coalitiond.commands import Envelope
-from coalitiond.components.chronicle import ChronicleEntry, append_command, recompute_anchors
-from coalitiond.config import AclConfig, load_config
-from coalitiond.consensus.types import genesis_block
-from coalitiond.log import Store
-from coalitiond.log.audit import AuditFailure
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.keys import load_key_file
 from coalitiond.testing.chain import ChainBuilder

@@ -26,7 +26,6 @@ from test_component_tickets import ISSUER as TICKET_ISSUER
 from test_component_tickets import make_tickets, ticket
 from test_read_api import SUBMISSIONS, Served, served_committee
 
-from coalitiond.checkpoint import Checkpoint
 from coalitiond.client import (
     PROVEN_READS,
     ApiError,
@@ -55,6 +54,7 @@ from coalitiond.config import load_config
 from coalitiond.consensus.evidence import Evidence, Statement
 from coalitiond.consensus.statements import SignedKind, sign_statement
 from coalitiond.consensus.types import Block, Certificate
+from coalitiond.log.checkpoint import Checkpoint
 from coalitiond.log.sqlite import EvidenceRecord
 from coalitiond.primitives.committee import CommitteeSpec
 from coalitiond.primitives.crypto import SigningKey
@@ -174,7 +174,7 @@ async def test_the_client_returns_only_what_verifies_against_the_committee(
 
 def _note_signed_by_outsider(obj: Any) -> None:
     text = obj["note"].split("\n\n")[0] + "\n"
-    from coalitiond.checkpoint import Checkpoint
+    from coalitiond.log.checkpoint import Checkpoint
     outsider = SigningKey.generate()
     obj["note"] = Checkpoint.parse_text(text).sign(outsider)
 

@@ -15,11 +15,11 @@ import pytest
 import trio
 from node_harness import Committee, client_for, in_process, write_committee
 
-from coalitiond.checkpoint import verify_checkpoint
 from coalitiond.client_commands import EnvelopeSigner, publish
 from coalitiond.components.base import check_state_proof
 from coalitiond.components.executor import CommandOutcome
 from coalitiond.consensus.types import Block, Certificate, VoteKind
+from coalitiond.log.checkpoint import verify_checkpoint
 from coalitiond.node.member import Member
 from coalitiond.ops_http import OpsApp, serve_ops
 from coalitiond.primitives.committee import CommitteeSpec

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..archive import MAX_CONFIG_TEXT, export_archive
 from ..log import Store, store_path
+from ..log.archive import MAX_CONFIG_TEXT, export_archive
 from ..primitives.errors import OperatorError
 
 NAME = "export"

@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..archive import Comparison, compare_archives, read_header, verify_archive
 from ..config import load_config
 from ..log import AuditFailure, Store, StoreCorrupt, store_path
+from ..log.archive import Comparison, compare_archives, read_header, verify_archive
 from ..primitives.errors import OperatorError
 from . import EXIT_CHECK_FAILED, EXIT_OK
 
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _compare_chronicles(a: Path, b: Path, config: Path | None) -> bool:
-    from ..chronicle_compare import compare_chronicle_archives, render
+    from ..log.compare import compare_chronicle_archives, render
 
     params, acl = None, None
     if config is not None:

@@ -2,7 +2,7 @@
 
 `Store` is synchronous (tests, export, verify); `AsyncStore` runs it on one worker thread
 for the trio daemon. The archive format and offline verification are in
-`coalitiond.archive`; the integrator API is `coalitiond.verify`.
+`coalitiond.log.archive`; the integrator API is `coalitiond.verify`.
 """
 
 from .aio import AsyncStore

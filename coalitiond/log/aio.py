@@ -16,10 +16,10 @@ from typing import Any, Final, TypeVar
 
 import trio
 
-from ..checkpoint import Checkpoint
 from ..consensus.types import Block, Certificate, Vote, VoteKind
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
+from .checkpoint import Checkpoint
 from .sqlite import BlockToAppend, EventResult, EvidenceRecord, GuardRecord, Store
 
 T = TypeVar("T")

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..checkpoint import CheckpointError, verify_checkpoint
 from ..consensus.types import (
     Certificate,
     InvalidCertificate,
@@ -22,6 +21,7 @@ from ..consensus.types import (
 from ..primitives.committee import CommitteeSpec
 from ..primitives.errors import CoalitiondError
 from ..primitives.merkle import Frontier, leaf_hash
+from .checkpoint import CheckpointError, verify_checkpoint
 from .records import FinalizedBlock, entry_leaf
 
 

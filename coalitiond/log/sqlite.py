@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from ..checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from ..consensus.types import (
     Block,
     Certificate,
@@ -44,6 +43,7 @@ from ..primitives.identity import digest as blake3_digest
 from ..primitives.logs import get_logger
 from ..primitives.metrics import counter, gauge, histogram
 from .audit import AuditFailure, AuditSummary, LogAuditor
+from .checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from .errors import (
     GUARD_KIND_NAMES,
     CommitteeMismatch,

@@ -38,9 +38,9 @@ from typing import Final
 import nacl.exceptions
 import nacl.signing
 
-from .primitives.crypto import PUBLIC_KEY_LEN, SIGNATURE_LEN, SigningKey
-from .primitives.errors import LocalError, RemoteError
-from .primitives.merkle import HASH_LEN
+from ..primitives.crypto import PUBLIC_KEY_LEN, SIGNATURE_LEN, SigningKey
+from ..primitives.errors import LocalError, RemoteError
+from ..primitives.merkle import HASH_LEN
 
 ORIGIN_PREFIX: Final = "coalitiond/"
 #: Signature type byte for Ed25519 in the signed-note key id rule.

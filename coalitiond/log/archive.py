@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
-from .consensus.types import MalformedMessage, Vote, VoteKind
-from .log.audit import AuditFailure, AuditSummary, LogAuditor
-from .log.records import FinalizedBlock, committee_from_record, committee_record
-from .log.sqlite import Store
-from .primitives.committee import CommitteeSpec
-from .primitives.encoding import decode, encode
-from .primitives.errors import EncodingError, OperatorError
+from ..consensus.types import MalformedMessage, Vote, VoteKind
+from ..primitives.committee import CommitteeSpec
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import EncodingError, OperatorError
+from .audit import AuditFailure, AuditSummary, LogAuditor
+from .records import FinalizedBlock, committee_from_record, committee_record
+from .sqlite import Store
 
 MAGIC: Final = b"coalitiond-archive/1\n"
 FORMAT_VERSION: Final = 1
