@@ -28,8 +28,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
-from coalitiond.client_commands import EnvelopeSigner, publish
-from coalitiond.commands import Acl, check_envelope
+from coalitiond.commands.client import EnvelopeSigner, publish
+from coalitiond.commands.envelope import Acl, check_envelope
 from coalitiond.components.executor import Executor
 from coalitiond.components.feed import Feed
 from coalitiond.primitives.crypto import SigningKey

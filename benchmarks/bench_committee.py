@@ -29,7 +29,7 @@ from typing import Any
 import trio
 
 from coalitiond.cli.devnet import generate_devnet
-from coalitiond.client_commands import EnvelopeSigner, publish
+from coalitiond.commands.client import EnvelopeSigner, publish
 from coalitiond.node.client import CommitteeClient, load_client_config
 from coalitiond.node.devnet import coalitiond_command, write_client_config
 from coalitiond.primitives.errors import CoalitiondError

@@ -27,7 +27,7 @@ from typing import Final
 from .attestation import dcap
 from .attestation.dcap import AttestationRefused, DcapPolicy
 from .attestation.gate import CollateralSource, Verifier
-from .commands import Command, Envelope, InvalidCommand
+from .commands.envelope import Command, Envelope, InvalidCommand
 from .components.compute import (
     MRTD_LEN,
     MalformedQuote,

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import trio
 
-from coalitiond.commands import Acl
+from coalitiond.commands.envelope import Acl
+from coalitiond.commands.member import MemberCommand
 from coalitiond.components.almanac import Almanac, Observation
 from coalitiond.components.executor import Executor
-from coalitiond.member_commands import MemberCommand
 from coalitiond.node.almanac_ticker import MAX_SEQS_AHEAD, AlmanacTicker
 from coalitiond.primitives.committee import CommitteeSpec
 from coalitiond.primitives.crypto import SigningKey

@@ -26,7 +26,7 @@ from coalitiond.anchors import (
     parse_anchor_json,
     query_reader,
 )
-from coalitiond.commands import Acl, Envelope
+from coalitiond.commands.envelope import Acl, Envelope
 from coalitiond.components.chronicle import Chronicle, ChronicleAnchor, append_command
 from coalitiond.components.executor import Executor
 from coalitiond.primitives.crypto import SigningKey

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from coalitiond.cli.devnet import generate_devnet
-from coalitiond.commands import Envelope
+from coalitiond.commands.envelope import Envelope
 from coalitiond.components.chronicle import ChronicleEntry, append_command, recompute_anchors
 from coalitiond.config import AclConfig, load_config
 from coalitiond.consensus.types import genesis_block

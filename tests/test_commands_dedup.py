@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalitiond.commands import CommandRefused, NonceBelowWindow, ReplayedNonce
-from coalitiond.components.dedup import NONCE_WINDOW, DedupState, MalformedDedupState
+from coalitiond.commands.dedup import NONCE_WINDOW, DedupState, MalformedDedupState
+from coalitiond.commands.envelope import CommandRefused, NonceBelowWindow, ReplayedNonce
 from coalitiond.primitives.encoding import decode, encode
 
 A = b"\xaa" * 32

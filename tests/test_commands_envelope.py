@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalitiond.client_commands import EnvelopeSigner, publish
-from coalitiond.commands import (
+from coalitiond.commands.client import EnvelopeSigner, publish
+from coalitiond.commands.envelope import (
     ENVELOPE_TAG,
     MAX_ACL_CLIENTS,
     MAX_ARG_KEY_LEN,

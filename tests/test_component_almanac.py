@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalitiond.client_commands import publish
-from coalitiond.commands import Acl, Envelope, InvalidCommand
+from coalitiond.commands.client import publish
+from coalitiond.commands.envelope import Acl, Envelope, InvalidCommand
+from coalitiond.commands.member import MemberCommand
 from coalitiond.components import almanac as almanac_module
 from coalitiond.components.almanac import (
     MAX_MEMBERS,
@@ -41,7 +42,6 @@ from coalitiond.components.base import (
 )
 from coalitiond.components.executor import APPLIED, REFUSED, Executor
 from coalitiond.config import MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
-from coalitiond.member_commands import MemberCommand
 from coalitiond.primitives.committee import CommitteeSpec
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import decode, encode

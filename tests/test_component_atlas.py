@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coalitiond import config
-from coalitiond.commands import Acl, Command, Envelope, InvalidCommand
+from coalitiond.commands.envelope import Acl, Command, Envelope, InvalidCommand
 from coalitiond.components import build, known_kinds
 from coalitiond.components.atlas import (
     MAX_CARD_BYTES,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalitiond.commands import Command, Envelope
+from coalitiond.commands.envelope import Command, Envelope
 from coalitiond.components import build, component_class, known_kinds, register
 from coalitiond.components.base import BlockContext, CommandResult, Component, kv_root
 from coalitiond.components.feed import Feed

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalitiond.commands import Acl, Command, Envelope, InvalidCommand
+from coalitiond.commands.envelope import Acl, Command, Envelope, InvalidCommand
+from coalitiond.commands.member import MemberCommand
 from coalitiond.components import chronicle as chronicle_module
 from coalitiond.components.base import (
     Applied,
@@ -43,7 +44,6 @@ from coalitiond.components.executor import Executor
 from coalitiond.config import AnchorSink, ChronicleConfig
 from coalitiond.consensus.evidence import Evidence, Statement
 from coalitiond.consensus.statements import SignedKind, sign_statement
-from coalitiond.member_commands import MemberCommand
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import decode, encode
 from coalitiond.primitives.errors import OperatorError

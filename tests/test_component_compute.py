@@ -12,7 +12,7 @@ from conftest import SHARED_TESTDATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalitiond.commands import Command, Envelope, InvalidCommand
+from coalitiond.commands.envelope import Command, Envelope, InvalidCommand
 from coalitiond.components import compute as compute_module
 from coalitiond.components.base import (
     Applied,
@@ -623,9 +623,9 @@ def test_nothing_clears_before_the_first_stamp() -> None:
 
 
 def test_executor_clears_only_after_the_first_stamp() -> None:
-    from coalitiond.commands import Acl
+    from coalitiond.commands.envelope import Acl
+    from coalitiond.commands.member import MemberCommand
     from coalitiond.components.executor import Executor, Stamp
-    from coalitiond.member_commands import MemberCommand
 
     component = Compute.from_params({"follow_almanac": ALMANAC})
     executor = Executor(COMMITTEE, Acl.allow([P1.public, R1.public]), component,
@@ -947,9 +947,9 @@ def test_max_tick_is_the_largest_deadline() -> None:
 
 
 def test_executor_stamps_drive_clearing_and_log_entries() -> None:
-    from coalitiond.commands import Acl
+    from coalitiond.commands.envelope import Acl
+    from coalitiond.commands.member import MemberCommand
     from coalitiond.components.executor import Executor, Stamp
-    from coalitiond.member_commands import MemberCommand
 
     executor = Executor(COMMITTEE, Acl.allow([P1.public, R1.public]), Compute(ALMANAC),
                         follow_almanac=ALMANAC)

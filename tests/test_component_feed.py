@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from coalitiond.client_commands import publish
-from coalitiond.commands import Command, Envelope, InvalidCommand
+from coalitiond.commands.client import publish
+from coalitiond.commands.envelope import Command, Envelope, InvalidCommand
 from coalitiond.components import feed as feed_module
 from coalitiond.components.base import Applied, BlockContext, MalformedSnapshot, QueryError, Refused
 from coalitiond.components.feed import (

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coalitiond import config
-from coalitiond.commands import Acl, Command, Envelope, InvalidCommand
+from coalitiond.commands.envelope import Acl, Command, Envelope, InvalidCommand
+from coalitiond.commands.member import MemberCommand
 from coalitiond.components import build, known_kinds
 from coalitiond.components import tickets as tickets_module
 from coalitiond.components.base import (
@@ -50,7 +51,6 @@ from coalitiond.components.tickets import (
 from coalitiond.config_template import MemberLine, TemplateInput, render_member_config
 from coalitiond.consensus.types import Block, Certificate, Vote, VoteKind
 from coalitiond.log.records import FinalizedBlock
-from coalitiond.member_commands import MemberCommand
 from coalitiond.primitives.coalition import MODULES, CitizenRef, Coalition, ConfluenceRef
 from coalitiond.primitives.committee import CommitteeSpec
 from coalitiond.primitives.crypto import SigningKey

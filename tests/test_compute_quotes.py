@@ -19,7 +19,7 @@ from coalitiond.attestation import dcap
 from coalitiond.attestation.collateral import CollateralCache
 from coalitiond.attestation.dcap import DcapPolicy
 from coalitiond.attestation.gate import Verifier
-from coalitiond.commands import Command, Envelope, InvalidCommand
+from coalitiond.commands.envelope import Command, Envelope, InvalidCommand
 from coalitiond.components.compute import (
     Capabilities,
     Compute,
@@ -302,8 +302,8 @@ def test_vote_check_envelopes_checks_every_command(
 
 def test_driver_refuses_to_vote_for_a_bad_quote(
         pki: ResignPki, test_root: Verifier, resigned_cache: CollateralCache) -> None:
+    from coalitiond.commands.member import MemberCommand
     from coalitiond.compute_quotes import ProviderQuoteDriver
-    from coalitiond.member_commands import MemberCommand
 
     clock = [float(RESIGN_NOW)]
     driver = ProviderQuoteDriver(resigned_cache, wall=lambda: clock[0], verifier=test_root)

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from coalitiond.client_commands import EnvelopeSigner, publish
-from coalitiond.commands import (
+from coalitiond.commands.client import EnvelopeSigner, publish
+from coalitiond.commands.dedup import NONCE_WINDOW
+from coalitiond.commands.envelope import (
     MAX_ENVELOPE_SIZE,
     Acl,
     Command,
@@ -15,7 +16,6 @@ from coalitiond.commands import (
     InvalidCommand,
 )
 from coalitiond.components.base import MalformedSnapshot, QueryError
-from coalitiond.components.dedup import NONCE_WINDOW
 from coalitiond.components.executor import (
     APPLIED,
     REFUSED,

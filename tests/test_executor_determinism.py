@@ -14,9 +14,9 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalitiond.client_commands import publish
-from coalitiond.commands import Acl, Command, Envelope
-from coalitiond.components.dedup import NONCE_WINDOW
+from coalitiond.commands.client import publish
+from coalitiond.commands.dedup import NONCE_WINDOW
+from coalitiond.commands.envelope import Acl, Command, Envelope
 from coalitiond.components.executor import APPLIED, BlockResult, Executor
 from coalitiond.components.feed import Feed
 from coalitiond.primitives.crypto import SigningKey

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from test_commands_envelope import ACL, COMMITTEE, GOLDEN_ID, KEY, golden
 
-from coalitiond.components.dedup import NONCE_WINDOW
+from coalitiond.commands.dedup import NONCE_WINDOW
 from coalitiond.components.executor import Executor
 from coalitiond.components.feed import Feed
 from coalitiond.primitives.encoding import encode

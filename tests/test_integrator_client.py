@@ -44,7 +44,7 @@ from coalitiond.client import (
     UnprovenRead,
     VerificationFailed,
 )
-from coalitiond.commands import Envelope
+from coalitiond.commands.envelope import Envelope
 from coalitiond.components.atlas import publish_card
 from coalitiond.components.base import BlockContext, Component
 from coalitiond.components.compute import register_provider, submit_request

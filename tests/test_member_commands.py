@@ -7,8 +7,19 @@ from typing import Any
 
 import pytest
 
-from coalitiond.client_commands import publish
-from coalitiond.commands import Acl, CommandRefused, Envelope, InvalidCommand, WrongCommittee
+from coalitiond.commands.client import publish
+from coalitiond.commands.envelope import (
+    Acl,
+    CommandRefused,
+    Envelope,
+    InvalidCommand,
+    WrongCommittee,
+)
+from coalitiond.commands.member import (
+    MalformedMemberCommand,
+    MemberCommand,
+    is_member_command,
+)
 from coalitiond.components.base import (
     Applied,
     BadStateProof,
@@ -28,11 +39,6 @@ from coalitiond.consensus.core import (
     TimerKind,
 )
 from coalitiond.consensus.messages import Proposal
-from coalitiond.member_commands import (
-    MalformedMemberCommand,
-    MemberCommand,
-    is_member_command,
-)
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import encode
 from coalitiond.testing.simulator import make_committee

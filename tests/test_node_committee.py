@@ -9,8 +9,8 @@ import pytest
 import trio
 from node_harness import all_reach, client_for, in_process, write_committee
 
-from coalitiond.client_commands import EnvelopeSigner, publish
-from coalitiond.commands import Envelope
+from coalitiond.commands.client import EnvelopeSigner, publish
+from coalitiond.commands.envelope import Envelope
 from coalitiond.components.executor import CommandOutcome
 from coalitiond.log.sqlite import Store, store_path
 from coalitiond.node.client import ChainVerifier, RefusedByMember

@@ -11,15 +11,15 @@ import trio
 import trio.testing
 from node_harness import all_reach, client_for, in_process, write_committee
 
-from coalitiond.client_commands import EnvelopeSigner, publish
-from coalitiond.commands import Acl, Envelope
+from coalitiond.commands.client import EnvelopeSigner, publish
+from coalitiond.commands.envelope import Acl, Envelope
+from coalitiond.commands.member import MemberCommand
 from coalitiond.components.executor import STAMP_OP, Executor, Stamp
 from coalitiond.components.feed import Feed
 from coalitiond.config import load_config
 from coalitiond.consensus.core import CommandSubmitted
 from coalitiond.consensus.types import Block, Certificate, Vote, VoteKind, genesis_block
 from coalitiond.log.records import FinalizedBlock
-from coalitiond.member_commands import MemberCommand
 from coalitiond.node import wire
 from coalitiond.node.drivers import AlmanacFollower, Driver
 from coalitiond.node.member import Member

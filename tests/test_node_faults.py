@@ -22,8 +22,8 @@ import pytest
 import trio
 from node_harness import free_ports, write_committee
 
-from coalitiond.client_commands import EnvelopeSigner, publish
-from coalitiond.commands import Envelope
+from coalitiond.commands.client import EnvelopeSigner, publish
+from coalitiond.commands.envelope import Envelope
 from coalitiond.log.sqlite import Store, store_path
 from coalitiond.node.client import CommitteeClient
 

@@ -17,7 +17,7 @@ import pytest
 import trio
 from node_harness import all_reach, client_for, in_process, write_committee
 
-from coalitiond.client_commands import EnvelopeSigner, publish
+from coalitiond.commands.client import EnvelopeSigner, publish
 from coalitiond.consensus.messages import (
     Finalization,
     Message,

@@ -15,7 +15,7 @@ import pytest
 import trio
 from node_harness import Committee, client_for, in_process, write_committee
 
-from coalitiond.client_commands import EnvelopeSigner, publish
+from coalitiond.commands.client import EnvelopeSigner, publish
 from coalitiond.components.base import check_state_proof
 from coalitiond.components.executor import CommandOutcome
 from coalitiond.consensus.types import Block, Certificate, VoteKind

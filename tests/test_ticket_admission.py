@@ -11,8 +11,9 @@ import pytest
 import trio
 from node_harness import all_reach, client_for, in_process, write_committee
 
-from coalitiond.client_commands import EnvelopeSigner, publish
-from coalitiond.commands import Acl, Envelope, InvalidCommand, NotAdmitted
+from coalitiond.commands.client import EnvelopeSigner, publish
+from coalitiond.commands.envelope import Acl, Envelope, InvalidCommand, NotAdmitted
+from coalitiond.commands.member import MemberCommand
 from coalitiond.components.base import MalformedSnapshot
 from coalitiond.components.executor import (
     ADMIT_CLIENTS_OP,
@@ -24,7 +25,6 @@ from coalitiond.components.executor import (
 from coalitiond.components.feed import Feed
 from coalitiond.components.tickets import Ticket, issue, revoke
 from coalitiond.config import load_config
-from coalitiond.member_commands import MemberCommand
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import encode
 

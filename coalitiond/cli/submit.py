@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from ..client_commands import EnvelopeSigner, publish
+from ..commands.client import EnvelopeSigner, publish
 from ..components.executor import CommandOutcome
 from ..node.client import CommitteeClient, load_client_config
 from ..primitives.errors import OperatorError

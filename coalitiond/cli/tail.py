@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from ..commands import Envelope
+from ..commands.envelope import Envelope
 from ..log.records import FinalizedBlock
 from ..node.client import (
     ChainVerifier,

@@ -1,6 +1,6 @@
 """The `almanac` component (SPEC §3.2): shared ticks, each with the members' signed clocks.
 
-A tick is a *member* command (`coalitiond.member_commands`) the leader proposes once at least
+A tick is a *member* command (`coalitiond.commands.member`) the leader proposes once at least
 `q` members have signed an observation for the next `seq`:
 
     observation (signed)   ["almanac-observation", 1, committee_id, seq, unix_ms]
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Final
 
-from ..commands import Command, Envelope, InvalidCommand
+from ..commands.envelope import Command, Envelope, InvalidCommand
+from ..commands.member import MemberCommand
 from ..config import MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
-from ..member_commands import MemberCommand
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SIGNATURE_LEN, SigningKey, is_valid
 from ..primitives.encoding import decode, encode

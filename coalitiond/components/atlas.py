@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..commands import Command, Envelope, InvalidCommand
+from ..commands.envelope import Command, Envelope, InvalidCommand
 from ..primitives.crypto import PUBLIC_KEY_LEN, SigningKey
 from ..primitives.encoding import decode, encode
 from ..primitives.errors import EncodingError, LocalError, OperatorError

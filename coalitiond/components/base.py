@@ -36,8 +36,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
 
-from ..commands import Command, Envelope, InvalidCommand
-from ..member_commands import MemberCommand
+from ..commands.envelope import Command, Envelope, InvalidCommand
+from ..commands.member import MemberCommand
 from ..primitives import merkle
 from ..primitives.committee import CommitteeSpec
 from ..primitives.encoding import encode

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..commands import Command, Envelope, InvalidCommand
+from ..commands.envelope import Command, Envelope, InvalidCommand
 from ..config import ANCHOR_SINK_KINDS, EVM_ADDRESS_LEN, MAX_ANCHOR_EVERY, MAX_COMMITTEE_MEMBERS
 from ..consensus.evidence import Evidence
 from ..consensus.types import MAX_COMMAND_SIZE, MAX_EVIDENCE_SIZE

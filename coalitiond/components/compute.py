@@ -36,7 +36,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Final
 
-from ..commands import Command, Envelope, InvalidCommand
+from ..commands.envelope import Command, Envelope, InvalidCommand
 from ..config import DEFAULT_TICK_INTERVAL_MS, MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
 from ..primitives.crypto import PUBLIC_KEY_LEN, SIGNATURE_LEN, SigningKey, is_valid
 from ..primitives.encoding import decode, encode

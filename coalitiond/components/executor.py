@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..commands import (
+from ..commands.dedup import DedupState
+from ..commands.envelope import (
     MAX_ACL_CLIENTS,
     Acl,
     CommandRefused,
@@ -37,7 +38,7 @@ from ..commands import (
     admit_envelope,
     check_envelope,
 )
-from ..member_commands import MemberCommand, is_member_command
+from ..commands.member import MemberCommand, is_member_command
 from ..primitives.crypto import PUBLIC_KEY_LEN
 from ..primitives.encoding import decode, encode
 from ..primitives.errors import EncodingError, LocalError, RemoteError
@@ -53,7 +54,6 @@ from .base import (
     is_uint,
 )
 from .base import Refused as ComponentRefused
-from .dedup import DedupState
 
 APPLIED: Final = "applied"
 REFUSED: Final = "refused"

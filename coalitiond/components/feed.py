@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..commands import Command, Envelope, InvalidCommand
+from ..commands.envelope import Command, Envelope, InvalidCommand
 from ..consensus.types import MAX_COMMAND_SIZE
 from ..primitives.crypto import PUBLIC_KEY_LEN
 from ..primitives.encoding import decode, encode

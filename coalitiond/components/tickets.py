@@ -30,10 +30,10 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..commands import Command, CommandRefused, Envelope, InvalidCommand
+from ..commands.envelope import Command, CommandRefused, Envelope, InvalidCommand
+from ..commands.member import is_member_command
 from ..consensus.types import MAX_COMMAND_SIZE, Block, Certificate, InvalidCertificate, VoteKind
 from ..log.records import FinalizedBlock
-from ..member_commands import is_member_command
 from ..primitives.coalition import Coalition
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import PUBLIC_KEY_LEN

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from ..commands import Acl
+from ..commands.envelope import Acl
 from ..components.chronicle import Chronicle, ChronicleAnchor, ChronicleEntry
 from ..components.executor import Executor
 from ..config import AclConfig, parse_config

@@ -28,6 +28,7 @@ from typing import Final
 
 import trio
 
+from ..commands.member import MemberCommand
 from ..components.almanac import (
     MAX_UNIX_MS,
     TICK_OP,
@@ -38,7 +39,6 @@ from ..components.almanac import (
     skews,
 )
 from ..components.executor import BlockResult
-from ..member_commands import MemberCommand
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.errors import LocalError, RemoteError

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from ..client_commands import EnvelopeSigner, publish
-from ..commands import Command
+from ..commands.client import EnvelopeSigner, publish
+from ..commands.envelope import Command
 from ..primitives.crypto import SigningKey
 from ..primitives.identity import make_id
 from ..primitives.keys import load_key_file

@@ -29,7 +29,8 @@ from typing import Final
 import trio
 
 from ..anchors import AnchorPublisher, AnchorSink, anchors_in, query_reader
-from ..commands import Acl, Envelope
+from ..commands.envelope import Acl, Envelope
+from ..commands.member import MemberCommand
 from ..components import base as component_base
 from ..components.executor import (
     ADMIT_CLIENTS_OP,
@@ -43,7 +44,6 @@ from ..components.executor import (
 from ..components.tickets import Tickets
 from ..config import MemberConfig, load_config
 from ..consensus.types import Block, genesis_block
-from ..member_commands import MemberCommand
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.errors import OperatorError, RemoteError

@@ -31,7 +31,8 @@ from ..anchors import make_sink
 from ..attestation.collateral import CollateralCache
 from ..attestation.gate import NoAttestationGate, TdxGate, make_gate, run_expiry_rechecks
 from ..attestation.policy import AttestationPolicy
-from ..commands import Acl, CommandRefused, Envelope
+from ..commands.envelope import Acl, CommandRefused, Envelope
+from ..commands.member import MemberCommand, is_member_command
 from ..components import base as component_base
 from ..components.almanac import Almanac
 from ..components.compute import Compute
@@ -81,7 +82,6 @@ from ..log.aio import AsyncStore
 from ..log.records import FinalizedBlock
 from ..log.sqlite import BlockToAppend, EvidenceRecord, Store, store_path
 from ..log.sqlite import GuardRecord as StoreGuardRecord
-from ..member_commands import MemberCommand, is_member_command
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.encoding import encode

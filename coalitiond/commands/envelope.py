@@ -12,7 +12,7 @@ Wire format (deterministic CBOR, see docs/components.md for the byte layout):
 
 Naming the committee id inside the signed bytes is what stops an envelope meant for one
 committee from being replayed into another. The nonce is what deduplication works on
-(`coalitiond.components.dedup`); this module is stateless.
+(`coalitiond.commands.dedup`); this module is stateless.
 
 `check_envelope` is the stateless admission check every member runs before voting and the
 executor runs again before applying: size, structure, committee, ACL, signature, in that order
@@ -28,11 +28,11 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .consensus.types import MAX_COMMAND_SIZE
-from .primitives.crypto import PUBLIC_KEY_LEN, SIGNATURE_LEN, SigningKey, is_valid
-from .primitives.encoding import decode, encode
-from .primitives.errors import EncodingError, LocalError, OperatorError, RemoteError
-from .primitives.identity import ID_LEN, digest, hash_structure
+from ..consensus.types import MAX_COMMAND_SIZE
+from ..primitives.crypto import PUBLIC_KEY_LEN, SIGNATURE_LEN, SigningKey, is_valid
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import EncodingError, LocalError, OperatorError, RemoteError
+from ..primitives.identity import ID_LEN, digest, hash_structure
 
 ENVELOPE_TAG: Final = b"coalitiond/client-envelope/v1"
 ENVELOPE_TYPE: Final = "envelope"

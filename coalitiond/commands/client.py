@@ -15,7 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .commands import (
+from ..primitives.crypto import SigningKey
+from ..primitives.encoding import encode
+from ..primitives.errors import LocalError
+from .envelope import (
     MAX_COMMANDS_PER_ENVELOPE,
     MAX_ENVELOPE_SIZE,
     MAX_NONCE,
@@ -23,9 +26,6 @@ from .commands import (
     Command,
     Envelope,
 )
-from .primitives.crypto import SigningKey
-from .primitives.encoding import encode
-from .primitives.errors import LocalError
 
 # Envelope overhead without commands: array head, tag, schema, two 32-byte ids, a 9-byte
 # nonce, the commands array head (≤ 3 bytes), a 66-byte signature item.

@@ -1,6 +1,6 @@
 """Member commands: block commands the committee proposes itself (SPEC §3, *member*).
 
-Client commands travel in signed envelopes (`coalitiond.commands`). A few things are not any
+Client commands travel in signed envelopes (`coalitiond.commands.envelope`). A few things are not any
 client's to say: an Almanac tick with the members' signed clock readings, the stamp of the
 latest tick of a followed Almanac. The leader puts those into its proposal as *member
 commands*; what authenticates one is the block's finalisation certificate (a quorum voted for
@@ -23,11 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .commands import MAX_ARG_KEY_LEN, MAX_ARGS_KEYS, MAX_OP_LEN, MalformedEnvelope
-from .consensus.types import MAX_COMMAND_SIZE
-from .primitives.encoding import decode, encode
-from .primitives.errors import EncodingError
-from .primitives.identity import ID_LEN, digest
+from ..consensus.types import MAX_COMMAND_SIZE
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import EncodingError
+from ..primitives.identity import ID_LEN, digest
+from .envelope import MAX_ARG_KEY_LEN, MAX_ARGS_KEYS, MAX_OP_LEN, MalformedEnvelope
 
 MEMBER_COMMAND_TYPE: Final = "member"
 MEMBER_COMMAND_SCHEMA: Final = 1

@@ -21,11 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..commands import NonceBelowWindow, ReplayedNonce
 from ..primitives.crypto import PUBLIC_KEY_LEN
 from ..primitives.encoding import encode
 from ..primitives.errors import LocalError, RemoteError
 from ..verify import merkle_root
+from .envelope import NonceBelowWindow, ReplayedNonce
 
 #: How far below the highest applied nonce a late envelope is still accepted.
 NONCE_WINDOW: Final = 1024
