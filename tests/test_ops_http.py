@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from coalitiond.ops_http import (
+from coalitiond.ops.http import (
     CBOR,
     JSON,
     MAX_QUERY_PARAMS,

@@ -21,17 +21,17 @@ from coalitiond.components.executor import CommandOutcome
 from coalitiond.consensus.types import Block, Certificate, VoteKind
 from coalitiond.log.checkpoint import verify_checkpoint
 from coalitiond.node.member import Member
-from coalitiond.ops_http import OpsApp, serve_ops
-from coalitiond.primitives.committee import CommitteeSpec
-from coalitiond.primitives.encoding import decode, encode
-from coalitiond.primitives.identity import hash_structure
-from coalitiond.read_api import (
+from coalitiond.ops.http import OpsApp, serve_ops
+from coalitiond.ops.read_api import (
     MAX_BLOCKS_PER_PAGE,
     MAX_ENTRIES_PER_PAGE,
     ReadApi,
     ReadSource,
     parse_state_args,
 )
+from coalitiond.primitives.committee import CommitteeSpec
+from coalitiond.primitives.encoding import decode, encode
+from coalitiond.primitives.identity import hash_structure
 from coalitiond.verify import verify_consistency, verify_inclusion
 
 pytestmark = pytest.mark.live

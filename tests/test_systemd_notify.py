@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coalitiond.systemd import Notifier
+from coalitiond.ops.systemd import Notifier
 
 pytestmark = pytest.mark.live
 

@@ -14,11 +14,11 @@ from typing import Final
 import trio
 
 from ..config import MemberConfig
-from ..ops_http import OpsApp, serve_ops
+from ..ops.http import OpsApp, serve_ops
+from ..ops.read_api import ReadApi, ReadSource
+from ..ops.systemd import Notifier
 from ..primitives.crypto import SigningKey
 from ..primitives.logs import get_logger
-from ..read_api import ReadApi, ReadSource
-from ..systemd import Notifier
 from .member import Member
 
 log = get_logger(__name__)

@@ -33,21 +33,21 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
-from .components.base import QueryError, QueryNotFound
-from .components.executor import Executor
-from .consensus.types import Block
-from .log.aio import AsyncStore
-from .log.checkpoint import Checkpoint, split_note
-from .log.errors import StoreUsageError
-from .log.sqlite import Store
-from .ops_http import HttpError, OpsApp, Response, data_response
-from .primitives.committee import CommitteeSpec
-from .primitives.encoding import decode, encode
-from .primitives.errors import EncodingError
-from .primitives.merkle import HASH_LEN
+from ..components.base import QueryError, QueryNotFound
+from ..components.executor import Executor
+from ..consensus.types import Block
+from ..log.aio import AsyncStore
+from ..log.checkpoint import Checkpoint, split_note
+from ..log.errors import StoreUsageError
+from ..log.sqlite import Store
+from ..primitives.committee import CommitteeSpec
+from ..primitives.encoding import decode, encode
+from ..primitives.errors import EncodingError
+from ..primitives.merkle import HASH_LEN
+from .http import HttpError, OpsApp, Response, data_response
 
 if TYPE_CHECKING:
-    from .node.member import Member
+    from ..node.member import Member
 
 T = TypeVar("T")
 

@@ -26,9 +26,9 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .primitives.encoding import encode
-from .primitives.logs import get_logger
-from .primitives.metrics import REGISTRY
+from ..primitives.encoding import encode
+from ..primitives.logs import get_logger
+from ..primitives.metrics import REGISTRY
 
 log = get_logger(__name__)
 
