@@ -12,8 +12,9 @@ from node_harness import all_reach, client_for, in_process, write_committee
 from coalitiond.commands.client import EnvelopeSigner, publish
 from coalitiond.commands.envelope import Envelope
 from coalitiond.components.executor import CommandOutcome
+from coalitiond.log.chain import ChainVerifier
 from coalitiond.log.sqlite import Store, store_path
-from coalitiond.node.client import ChainVerifier, RefusedByMember
+from coalitiond.node.client import RefusedByMember
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import decode
 from coalitiond.verify import verify_inclusion

@@ -12,9 +12,9 @@ from typing import Any
 import trio
 
 from ..commands.envelope import Envelope
+from ..log.chain import ChainVerifier
 from ..log.records import FinalizedBlock
 from ..node.client import (
-    ChainVerifier,
     ClientConfig,
     CommitteeClient,
     RefusedByMember,

@@ -25,8 +25,6 @@ from typing import Any, Final
 import trio
 
 from ..config import MemberConfig, load_config
-from ..consensus.types import Block, Certificate, VoteKind
-from ..log.records import FinalizedBlock
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.errors import ConfigError, OperatorError, RemoteError
@@ -41,8 +39,6 @@ CONNECT_TIMEOUT_S: Final = 10.0
 REPLY_TIMEOUT_S: Final = 30.0
 #: Replies buffered per outstanding request (submit: ack + outcome).
 REPLIES_PER_REQUEST: Final = 4
-#: Blocks a reader holds while waiting for the finalization that covers them.
-MAX_PENDING_BLOCKS: Final = 4096
 
 
 class RefusedByMember(RemoteError):
@@ -215,47 +211,3 @@ class CommitteeClient:
             if not isinstance(reply, wire.Status):
                 raise RemoteError(f"unexpected reply {type(reply).__name__} to status?")
             return reply.status
-
-
-class ChainVerifier:
-    """Checks blocks a member hands out, in height order, trusting only the committee.
-
-    Each block must link to the previous one by parent digest. A block with its own finalize
-    certificate is final; a block with only a notarization is *pending* until a later block
-    with a finalize certificate arrives that descends from it (Simplex finalises ancestors).
-    `feed` returns the blocks that became final, in order.
-    """
-
-    def __init__(self, committee: CommitteeSpec, previous: Block | None = None) -> None:
-        self.committee = committee
-        self.previous = previous
-        self.pending: list[FinalizedBlock] = []
-
-    def feed(self, fb: FinalizedBlock) -> list[FinalizedBlock]:
-        block = fb.block
-        if self.previous is not None and (block.parent != self.previous.digest
-                                          or block.height != self.previous.height + 1):
-            raise RemoteError(f"height {block.height}: does not link to the block before it")
-        self.previous = block
-        if fb.finalization is not None:
-            _check_certificate(self.committee, fb.finalization, VoteKind.FINALIZE, block)
-            final = [*self.pending, fb]
-            self.pending = []
-            return final
-        # Final only through a descendant (it may carry a notarization, or nothing when the
-        # member missed its votes): pending until a finalised block chains back to it.
-        if fb.notarization is not None:
-            _check_certificate(self.committee, fb.notarization, VoteKind.NOTARIZE, block)
-        if len(self.pending) >= MAX_PENDING_BLOCKS:
-            raise RemoteError(f"height {block.height}: more than {MAX_PENDING_BLOCKS} blocks "
-                              "without a finalization")
-        self.pending.append(fb)
-        return []
-
-
-def _check_certificate(committee: CommitteeSpec, cert: Certificate, kind: VoteKind,
-                       block: Block) -> None:
-    if cert.kind is not kind or cert.digest != block.digest or cert.view != block.view:
-        raise RemoteError(f"height {block.height}: the {kind.name.lower()} certificate is "
-                          "not for this block")
-    cert.verify(committee)

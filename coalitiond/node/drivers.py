@@ -44,12 +44,13 @@ from ..components.executor import (
 from ..components.tickets import Tickets
 from ..config import MemberConfig, load_config
 from ..consensus.types import Block, genesis_block
+from ..log.chain import ChainVerifier
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.errors import OperatorError, RemoteError
 from ..primitives.logs import get_logger
 from ..primitives.metrics import counter, gauge
-from .client import ChainVerifier, CommitteeClient
+from .client import CommitteeClient
 
 log = get_logger(__name__)
 
