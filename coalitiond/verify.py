@@ -41,9 +41,7 @@ def _tree(leaves: Sequence[bytes]) -> merkle.MemoryTree:
     return merkle.MemoryTree([merkle.leaf_hash(leaf) for leaf in leaves])
 
 
-def merkle_root(leaves: Sequence[bytes]) -> bytes:
-    """MTH(leaves) of RFC 6962; SHA-256("") for no leaves."""
-    return _tree(leaves).root()
+merkle_root = merkle.merkle_root
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:

@@ -13,10 +13,7 @@ from coalitiond.commands.envelope import Envelope
 from coalitiond.components.chronicle import ChronicleEntry, append_command, recompute_anchors
 from coalitiond.config import AclConfig, load_config
 from coalitiond.consensus.types import genesis_block
-from coalitiond.log import Store
-from coalitiond.log.archive import export_archive, verify_archive
-from coalitiond.log.audit import AuditFailure
-from coalitiond.log.compare import (
+from coalitiond.integrator.archive_compare import (
     DIFFER,
     EQUAL,
     ONLY_A,
@@ -25,6 +22,9 @@ from coalitiond.log.compare import (
     compare_chronicle_archives,
     render,
 )
+from coalitiond.log import Store
+from coalitiond.log.archive import export_archive, verify_archive
+from coalitiond.log.audit import AuditFailure
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.keys import load_key_file
 from coalitiond.testing.chain import ChainBuilder

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..node.daemon import run_member
+    from ..ops.daemon import run_member
 
     config = load_config(args.config)
     configure(config.node.log_format, config.node.log_level)  # type: ignore[arg-type]

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _compare_chronicles(a: Path, b: Path, config: Path | None) -> bool:
-    from ..log.compare import compare_chronicle_archives, render
+    from ..integrator.archive_compare import compare_chronicle_archives, render
 
     params, acl = None, None
     if config is not None:

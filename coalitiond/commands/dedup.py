@@ -24,7 +24,7 @@ from typing import Any, Final
 from ..primitives.crypto import PUBLIC_KEY_LEN
 from ..primitives.encoding import encode
 from ..primitives.errors import LocalError, RemoteError
-from ..verify import merkle_root
+from ..primitives.merkle import merkle_root
 from .envelope import NonceBelowWindow, ReplayedNonce
 
 #: How far below the highest applied nonce a late envelope is still accepted.

@@ -261,3 +261,8 @@ class Frontier:
         for _, h in reversed(self.stack[:-1]):
             acc = node_hash(h, acc)
         return acc
+
+
+def merkle_root(leaves: Sequence[bytes]) -> bytes:
+    """MTH(leaves) of RFC 6962 over the leaves' canonical bytes; SHA-256("") for none."""
+    return MemoryTree([leaf_hash(leaf) for leaf in leaves]).root()

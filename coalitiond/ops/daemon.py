@@ -14,12 +14,12 @@ from typing import Final
 import trio
 
 from ..config import MemberConfig
-from ..ops.http import OpsApp, serve_ops
-from ..ops.read_api import ReadApi, ReadSource
-from ..ops.systemd import Notifier
+from ..node.member import Member
 from ..primitives.crypto import SigningKey
 from ..primitives.logs import get_logger
-from .member import Member
+from .http import OpsApp, serve_ops
+from .read_api import ReadApi, ReadSource
+from .systemd import Notifier
 
 log = get_logger(__name__)
 

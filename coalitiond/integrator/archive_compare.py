@@ -37,12 +37,12 @@ from ..commands.envelope import Acl
 from ..components.chronicle import Chronicle, ChronicleAnchor, ChronicleEntry
 from ..components.executor import Executor
 from ..config import AclConfig, parse_config
+from ..log.archive import ArchiveHeader, Side, block_signers, read_blocks, read_header
+from ..log.audit import AuditFailure
+from ..log.records import FinalizedBlock
 from ..primitives.committee import CommitteeSpec
 from ..primitives.errors import CoalitiondError, ConfigError, LocalError, OperatorError
 from ..primitives.identity import digest, hash_structure, short
-from .archive import ArchiveHeader, Side, block_signers, read_blocks, read_header
-from .audit import AuditFailure
-from .records import FinalizedBlock
 
 EQUAL: Final = "equal"
 DIFFER: Final = "differ"
