@@ -19,6 +19,7 @@ import argparse
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"flake hunt: {args.runs} runs of the `{args.marker}` tests, random order "
           f"--seed {seed}, {args.jobs} workers, {busy} competing busy loops", flush=True)
 
+    # SIGTERM (a CI limit, `kill`) unwinds like Ctrl-C, so the busy loops and pytest are
+    # stopped too, never left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="flake-hunt-") as tmp:
         report = Path(tmp) / "report.xml"
         command = [sys.executable, "-m", "pytest", "-m", args.marker, "-p", "randomly",

@@ -1,3 +1,4 @@
-"""What an integrator runs to read a committee without trusting it: fetch over the HTTP
-read API, then verify every answer against the committee's keys and quorum alone.
-Public import paths: `coalitiond.client` and `coalitiond.verify`."""
+"""What an integrator or auditor runs to read a committee without trusting it: `client`
+(fetch over the HTTP read API, then verify every answer against the committee's keys and
+quorum alone) and `archive_compare` (where two members' Chronicle archives differ, entry by
+entry). Public import paths: `coalitiond.client` and `coalitiond.verify`."""

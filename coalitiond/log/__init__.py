@@ -1,8 +1,12 @@
-"""The per-member signed log (DESIGN §2.6): SQLite store, signer guard, audit.
+"""The per-member signed log (DESIGN §2.6): everything about storing finalised blocks and
+proving what was stored. `sqlite` (the store: blocks, certificates, votes, entries, Merkle
+nodes, signer guard), `aio` (the store on one worker thread, for the trio daemon), `records`
+and `schema` (what a row and a served block are), `checkpoint` (C2SP signed notes), `chain`
+(checking a run of finalised blocks someone handed out), `archive` (export and offline
+verification) and `audit` (re-checking a whole log).
 
 `Store` is synchronous (tests, export, verify); `AsyncStore` runs it on one worker thread
-for the trio daemon. The archive format and offline verification are in
-`coalitiond.log.archive`; the integrator API is `coalitiond.verify`.
+for the trio daemon. The integrator API is `coalitiond.verify`.
 """
 
 from .aio import AsyncStore
