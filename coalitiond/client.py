@@ -4,12 +4,8 @@ The implementation lives in `coalitiond.integrator`; this module is the document
 and stays where integrators import it from.
 """
 
-from .integrator.client import (
-    DEFAULT_TIMEOUT_S,
-    MAX_RESPONSE_BYTES,
-    PROVEN_READS,
+from .integrator.answers import (
     ApiError,
-    AsyncCoalitionClient,
     BadBlocks,
     BadCertificate,
     BadCheckpoint,
@@ -18,16 +14,21 @@ from .integrator.client import (
     BadInclusionProof,
     BadStateRead,
     BlockPage,
-    CoalitionClient,
     LogEntry,
     MalformedResponse,
-    ProvenRead,
     StateRead,
     UncertifiedState,
     UnprovenRead,
     VerificationFailed,
     VerifiedCheckpoint,
 )
+from .integrator.client import (
+    DEFAULT_TIMEOUT_S,
+    MAX_RESPONSE_BYTES,
+    AsyncCoalitionClient,
+    CoalitionClient,
+)
+from .integrator.proven_reads import PROVEN_READS, ProvenRead
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
