@@ -13,6 +13,11 @@ Failure policy:
   dropped the dirty pages, so retrying could "succeed" on lost data (fsyncgate); the member
   restarts and recovers from what is durable.
 * damage found in committed data raises StoreCorrupt and is never truncated away.
+
+Why this module is long: `Store` owns the one SQLite connection and every transaction on
+it; the single-writer rules above (state changes only after COMMIT, one failure stops the
+writer) hold because every write path is in this one class. Splitting it by table would
+spread those rules over several modules.
 """
 
 from __future__ import annotations

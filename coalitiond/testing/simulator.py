@@ -13,6 +13,10 @@ node hears which message (per view, per link) for Twins campaigns.
 
 After every step the invariants are checked; a violation raises `SimulationFailure` whose
 message starts with the seed.
+
+Why this module is long: it is one deterministic world — the event queue, the network, the
+crash/restart schedule and the invariants read and write the same state on every step, and
+keeping them together keeps the order of every random draw visible in one place.
 """
 
 from __future__ import annotations
