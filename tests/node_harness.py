@@ -205,10 +205,15 @@ async def in_process(committee: Committee, start: Sequence[int] | None = None
 
 
 async def all_reach(members: Sequence[Member], height: int, *, timeout: float = 60.0) -> None:
-    """Wait (event-driven, no polling) until every member has finalised `height`."""
-    with trio.fail_after(timeout):
+    """Wait (event-driven, no polling) until every member has finalised `height`; past the
+    deadline, fail naming where each member stands."""
+    with trio.move_on_after(timeout):
         for m in members:
             await m.wait_until(lambda m: m.height >= height)
+        return
+    raise AssertionError(f"members did not all reach height {height} within {timeout} s: "
+                         f"heights {[m.height for m in members]}, views "
+                         f"{[m.core.view if m.core else None for m in members]}")
 
 
 @asynccontextmanager
