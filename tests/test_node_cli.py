@@ -43,7 +43,9 @@ async def test_submit_tail_and_status(tmp_path: Path) -> None:
             assert ours[0]["certificate"]["kind"] in ("finalize", "notarize")
             assert len(ours[0]["certificate"]["signers"]) >= 3
 
-            r = await _cli("status", "--config", client)
+            # A generous --timeout: a fresh process on a busy machine; only a member that
+            # never answers may be listed as unreachable.
+            r = await _cli("status", "--config", client, "--timeout", "120")
             assert r.returncode == 0, r.stderr.decode()
             statuses = json.loads(r.stdout)
             assert [s["member"] for s in statuses] == [0, 1, 2, 3]
@@ -60,3 +62,7 @@ async def test_submit_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
                    "--body", "1")
     assert r.returncode == 2
     assert "missing.toml: file not found" in r.stderr.decode()
+    r = await _cli("status", "--config", str(committee.client_config_path), "--timeout", "0")
+    assert r.returncode == 2
+    assert r.stderr.decode().strip() == \
+        "coalitiond: error: --timeout must be a positive number of seconds, got 0.0"

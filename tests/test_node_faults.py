@@ -122,7 +122,11 @@ async def test_committee_survives_kill_stop_and_cut_links(tmp_path: Path) -> Non
         with trio.fail_after(300):
             async with trio.open_nursery() as nursery:
                 await nursery.start(board.serve)
-                async with CommitteeClient.open(committee.client_config()) as client:
+                # The test's deadline bounds the whole run; the client keeps none of its own
+                # (five processes start on a busy machine before any link is up).
+                async with CommitteeClient.open(committee.client_config(),
+                                                connect_timeout=None,
+                                                reply_timeout=None) as client:
                     await client.manager.wait_until(lambda: len(client.members()) == N)
                     peers = list(spec.members)
 

@@ -15,6 +15,7 @@ Client configuration (TOML):
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -95,10 +96,19 @@ def load_client_config(path: Path) -> ClientConfig:
 
 
 class CommitteeClient:
+    """A client of the committee over the transport (submit, blocks, status).
+
+    `connect_timeout` bounds the wait for a first member link when connecting, and
+    `reply_timeout` the wait for each reply (an outcome: from the submission's
+    acknowledgement); `None` waits without a limit of its own, for a caller that bounds the
+    whole exchange itself (a test's deadline, an operator's Ctrl-C)."""
+
     def __init__(self, key: SigningKey, committee: CommitteeSpec,
-                 connect: Sequence[tuple[str, int]]) -> None:
+                 connect: Sequence[tuple[str, int]], *,
+                 reply_timeout: float | None = REPLY_TIMEOUT_S) -> None:
         self.key = key
         self.committee = committee
+        self.reply_timeout = reply_timeout
         self.manager = ConnectionManager(key, committee, {}, listen=("127.0.0.1", 0),
                                          bootstrap=list(connect), roles=("client",))
         self._ids = itertools.count(1)
@@ -107,21 +117,30 @@ class CommitteeClient:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, config: ClientConfig) -> AsyncIterator[CommitteeClient]:
+    async def open(cls, config: ClientConfig, *,
+                   connect_timeout: float | None = CONNECT_TIMEOUT_S,
+                   reply_timeout: float | None = REPLY_TIMEOUT_S
+                   ) -> AsyncIterator[CommitteeClient]:
         async with cls.connect(load_key_file(config.key_file), config.committee,
-                               config.connect) as client:
+                               config.connect, connect_timeout=connect_timeout,
+                               reply_timeout=reply_timeout) as client:
             yield client
 
     @classmethod
     @asynccontextmanager
     async def connect(cls, key: SigningKey, committee: CommitteeSpec,
-                      connect: Sequence[tuple[str, int]]) -> AsyncIterator[CommitteeClient]:
-        """A connected client; OperatorError if no member answers within CONNECT_TIMEOUT_S."""
-        client = cls(key, committee, connect)
+                      connect: Sequence[tuple[str, int]], *,
+                      connect_timeout: float | None = CONNECT_TIMEOUT_S,
+                      reply_timeout: float | None = REPLY_TIMEOUT_S
+                      ) -> AsyncIterator[CommitteeClient]:
+        """A connected client; OperatorError if no member answers within
+        `connect_timeout` seconds."""
+        client = cls(key, committee, connect, reply_timeout=reply_timeout)
         async with trio.open_nursery() as nursery:
             await nursery.start(client.manager.run)
             nursery.start_soon(client._dispatch)
-            with trio.move_on_after(CONNECT_TIMEOUT_S) as scope:
+            with trio.move_on_after(math.inf if connect_timeout is None
+                                    else connect_timeout) as scope:
                 await client.manager.wait_until(lambda: bool(client.members()))
             if scope.cancelled_caught:
                 raise OperatorError(
@@ -170,9 +189,10 @@ class CommitteeClient:
             del self._pending[rid]
 
     async def _reply(self, recv: trio.MemoryReceiveChannel[wire.Message], what: str,
-                     timeout: float = REPLY_TIMEOUT_S) -> wire.Message:
+                     extra_s: float = 0.0) -> wire.Message:
+        timeout = None if self.reply_timeout is None else self.reply_timeout + extra_s
         reply: wire.Message | None = None
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(math.inf if timeout is None else timeout):
             reply = await recv.receive()
         if reply is None:
             raise OperatorError(f"no {what} reply within {timeout:.0f}s")
@@ -200,7 +220,7 @@ class CommitteeClient:
         target = member or self.any_member()
         async with self._request(target, lambda rid: wire.BlocksRequest(
                 rid, from_height, max_blocks, wait)) as recv:
-            reply = await self._reply(recv, "blocks", wire.BLOCKS_WAIT_S + REPLY_TIMEOUT_S)
+            reply = await self._reply(recv, "blocks", wire.BLOCKS_WAIT_S)
             if not isinstance(reply, wire.Blocks):
                 raise RemoteError(f"unexpected reply {type(reply).__name__} to blocks?")
             return reply

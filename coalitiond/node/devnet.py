@@ -214,7 +214,10 @@ class Devnet:
                 for i in range(len(self.configs)):
                     await members.start(self._run_member, i)
                 try:
-                    async with CommitteeClient.open(self.client_config) as client:
+                    # Members are still starting (imports, key files, listeners): give them
+                    # the whole start-up budget, not a client's usual connect timeout.
+                    async with CommitteeClient.open(self.client_config,
+                                                    connect_timeout=STARTUP_TIMEOUT_S) as client:
                         with trio.move_on_after(STARTUP_TIMEOUT_S):
                             await client.manager.wait_until(
                                 lambda: len(client.members()) == len(self.configs))
