@@ -71,6 +71,7 @@ async def served_committee(tmp_path: Path) -> AsyncIterator[Served]:
                 outcomes.append(outcome)
             top = max(o.height for o in outcomes)
             await member.wait_until(lambda m: m.height >= top)
+            await _state_certified(member)
             source = ReadSource.for_member(member)
             app = ReadApi(source).install(OpsApp(status=member.status,
                                                  ready=lambda: member.ready))
@@ -80,6 +81,20 @@ async def served_committee(tmp_path: Path) -> AsyncIterator[Served]:
                              sum(SUBMISSIONS), source, committee)
             finally:
                 nursery.cancel_scope.cancel()
+
+
+async def _state_certified(member: Member) -> None:
+    """Wait until a stored block commits to the member's current state root. Blocks carry
+    the root of a height already executed, so a state read is certified only once a later
+    block is final; waiting here keeps every read in the tests from depending on the read
+    API's own bounded wait for that block (MAX_CERTIFY_WAIT_S)."""
+    assert member.store is not None
+    while True:
+        root, height = member.state_root, member.height
+        if await member.store.run(lambda s, root=root: any(
+                s.block(h).state_root == root for h in range(1, s.height + 1))):
+            return
+        await member.wait_until(lambda m, height=height: m.height > height)
 
 
 async def _get(http: httpx.AsyncClient, path: str, **params: Any) -> tuple[int, Any]:
