@@ -230,10 +230,11 @@ async def test_the_log_keeps_finalise_votes_that_arrive_after_the_block(
             before = await _finalise_signers(store, top)
             leaked = [b for b, signers in before.items() if 3 in signers]
             assert not leaked, f"the hold leaked member 3's finalise votes: {leaked}"
+            # The blocks member 3 voted to finalise: each is owed its late vote. (Which ones
+            # depends on scheduling — a view it timed out on, or missed while starting, it
+            # never voted for — so the test takes them from what was held, not a count.)
             voted = {block for block in before if block in hold.votes}
-            # Member 3 voted for the blocks of every submission at least (it was connected
-            # before the first); blocks it missed while starting it never voted for.
-            assert len(voted) >= 8, (len(voted), top)
+            assert voted, f"member 3 voted for none of the {top} blocks: nothing to test"
             expected = {block: sorted([*signers, 3]) if block in voted else signers
                         for block, signers in before.items()}
             hold.release()
