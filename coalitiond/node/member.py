@@ -87,6 +87,11 @@ def build_component(config: MemberConfig) -> component_base.Component:
 
 
 class Member:
+    """One committee member: its configuration, component, executor and drivers, and the
+    parts `run` builds and runs (`voter`, `verifier`, `mempool`, `resolver`). What tests,
+    the daemon and the read API read (height, core, store, diverged, ...) stays here, as
+    properties over the parts."""
+
     def __init__(self, config: MemberConfig, key: SigningKey, *, guard_lost: bool = False,
                  transport_config: TransportConfig | None = None) -> None:
         self.config = config
@@ -118,7 +123,7 @@ class Member:
         self.journal = BlockJournal(self.committee.quorum, 0)
         #: Shared by the parts: envelopes already checked, and where every verified
         #: consensus message is shown (journal, finality latency).
-        self.checked = CheckedEnvelopes()
+        self.checked_envelopes = CheckedEnvelopes()
         self.seen = SeenMessages(self.journal)
         #: Written by the voter (and recovery); read by the resolver, status and waiters.
         self.voter_status = VoterStatus()
@@ -201,18 +206,18 @@ class Member:
             inbox, inbox_recv = open_inbox()
             timers = TimerService(inbox.send)
             self.verifier = verifier = Verifier(self.committee, self.executor, router,
-                                                self.checked, self.seen, inbox)
+                                                self.checked_envelopes, self.seen, inbox)
             self.resolver = resolver = Resolver(
                 self.committee, self.key.public, self.executor, store, router,
-                manager.member_links, self.journal, self.checked, inbox,
+                manager.member_links, self.journal, self.checked_envelopes, inbox,
                 height=lambda: status.height, diverged=lambda: status.diverged)
             self.mempool = mempool = Mempool(self.committee, self.executor, self.drivers,
-                                             router, self.checked, inbox,
+                                             router, self.checked_envelopes, inbox,
                                              resolver.queue_block_request, self.status)
             self.voter = voter = Voter(
                 self.committee, self.me, self.key, self.core_config, durable,
                 executor=self.executor, drivers=self.drivers, store=store, router=router,
-                journal=self.journal, checked=self.checked, seen=self.seen,
+                journal=self.journal, checked=self.checked_envelopes, seen=self.seen,
                 remember_verified=verifier.remember_verified, inbox=inbox_recv, timers=timers,
                 relay_outbox=mempool.relay_outbox, fetch_requests=resolver.fetch_requests,
                 wake_readers=resolver.wake_parked, status=status)

@@ -30,10 +30,13 @@ from ..transport.router import Channel, Router
 from . import wire
 from .drivers import Drivers
 from .inbox import SUBMISSIONS, Submission, VoterInput, enqueue
-from .verifier import CONSENSUS_REJECTED, VERIFY_BATCH, CheckedEnvelopes, decoded_messages
+from .verifier import CONSENSUS_REJECTED, CheckedEnvelopes, decoded_messages
 
 log = get_logger(__name__)
 
+#: Client requests taken from the client channel per batch (the verifier takes consensus
+#: messages in batches of the same size, verifier.VERIFY_BATCH).
+MAX_CLIENT_BATCH: Final = 256
 #: Submitted or relayed envelopes are checked on the event loop when a batch has at most
 #: INLINE_CHECK_ENVELOPES of them and INLINE_CHECK_BYTES in all; else in one worker call.
 INLINE_CHECK_ENVELOPES: Final = 16
@@ -87,7 +90,7 @@ class Mempool:
         rx = router.receive(Channel.CLIENT)
         while True:
             batch = [await rx.receive()]
-            while len(batch) < VERIFY_BATCH:
+            while len(batch) < MAX_CLIENT_BATCH:
                 try:
                     batch.append(rx.receive_nowait())
                 except trio.WouldBlock:

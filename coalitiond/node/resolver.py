@@ -20,8 +20,7 @@ from typing import Final
 
 import trio
 
-from ..commands.envelope import CommandRefused, Envelope
-from ..commands.member import MemberCommand
+from ..commands.envelope import CommandRefused
 from ..components.executor import Executor
 from ..consensus.core import BlocksFetched, FetchBlocks
 from ..consensus.messages import verify_fetched
@@ -219,7 +218,7 @@ class Resolver:
             raise RemoteError("the reply holds no finalised run of blocks")
         verify_fetched(self.committee, chain)
         kept: list[FinalizedBlock] = []
-        checked: list[tuple[bytes, Envelope | MemberCommand]] = []
+        checked: Prechecked = []
         for fb, _ in zip(blocks, chain, strict=False):
             b = fb.block
 
