@@ -121,7 +121,8 @@ class Resolver:
                 # Only the member we asked can answer (request ids are guessable).
                 reply = self._fetch_replies.get((sender, msg.request_id))
                 if reply is not None:
-                    with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                    with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError,
+                                             trio.ClosedResourceError):
                         reply.send_nowait(msg)
 
     # -- serving blocks (tail and catch-up) ---------------------------------------------
@@ -182,7 +183,8 @@ class Resolver:
                 await self._serve(item)
             still: list[_BlockRequest] = []
             for p in parked:
-                if p.request.from_height <= self.height() or now - p.received_at > wire.BLOCKS_WAIT_S:
+                if p.request.from_height <= self.height() \
+                        or now - p.received_at > wire.BLOCKS_WAIT_S:
                     await self._serve(p)
                 else:
                     still.append(p)
