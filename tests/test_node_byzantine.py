@@ -39,7 +39,7 @@ async def test_a_vote_naming_a_known_digest_under_another_view_is_harmless(
             members = running.members()
             await all_reach(members, 3)
             byzantine = members[0]
-            honest_observe = byzantine._observe
+            honest_observe = byzantine.seen.observe
 
             def observe(msg: Message) -> None:
                 # For every proposal, a validly signed vote for the same digest, wrong view.
@@ -50,7 +50,7 @@ async def test_a_vote_naming_a_known_digest_under_another_view_is_harmless(
                                                        byzantine.me, kind, b.view + 1, b.digest))
                 honest_observe(msg)
 
-            byzantine._observe = observe  # type: ignore[method-assign]
+            byzantine.seen.observe = observe  # type: ignore[method-assign]
             target = max(m.height for m in members) + 5
             await all_reach(members[1:], target)
             for m in members[1:]:
@@ -88,13 +88,14 @@ async def test_catch_up_keeps_only_what_verifies(tmp_path: Path, mode: str) -> N
             await all_reach(serving, 5)
             tamper = _poison(mode)
             for m in serving:  # every peer serves poisoned catch-up replies
-                honest_read = m._read_blocks
+                assert m.resolver is not None
+                honest_read = m.resolver.read_blocks
 
                 def read(s: Any, start: int, count: int, limit: int,
                          honest_read: Any = honest_read) -> list[FinalizedBlock]:
                     return tamper(honest_read(s, start, count, limit))
 
-                m._read_blocks = read  # type: ignore[method-assign]
+                m.resolver.read_blocks = read  # type: ignore[method-assign]
             late = await running.start(3)
             await all_reach([late], 8)
             assert late.store is not None

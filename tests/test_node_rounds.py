@@ -1,5 +1,6 @@
-"""The consensus loop's rounds (Member._round) step every queued input and commit once
-before sending: no signature may leave a member before its guard record is durable.
+"""The consensus loop's rounds (node/voter.py, Voter._round) step every queued input and
+commit once before sending: no signature may leave a member before its guard record is
+durable.
 
 Real members in one process over loopback Noise links, real SQLite files. The store and the
 router are wrapped to log, in one global order, every commit (with the guard records it made
