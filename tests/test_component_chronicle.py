@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from coalitiond.commands.envelope import Acl, Command, Envelope, InvalidCommand
 from coalitiond.commands.member import MemberCommand
-from coalitiond.components import chronicle as chronicle_module
 from coalitiond.components.base import (
     Applied,
     BlockContext,
@@ -23,7 +22,8 @@ from coalitiond.components.base import (
     check_state_proof,
     component_class,
 )
-from coalitiond.components.chronicle import (
+from coalitiond.components.chronicle import component as chronicle_module
+from coalitiond.components.chronicle.component import (
     GENESIS_ANCHOR_DIGEST,
     KINDS,
     MAX_BODY_BYTES,

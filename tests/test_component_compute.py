@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coalitiond.commands.envelope import Command, Envelope, InvalidCommand
-from coalitiond.components import compute as compute_module
 from coalitiond.components.base import (
     Applied,
     BlockContext,
@@ -24,7 +23,8 @@ from coalitiond.components.base import (
     Refused,
     check_state_proof,
 )
-from coalitiond.components.compute import (
+from coalitiond.components.compute import component as compute_module
+from coalitiond.components.compute.component import (
     MAX_QUOTE_SIZE,
     MAX_TICK,
     Capabilities,

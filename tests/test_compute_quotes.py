@@ -20,7 +20,7 @@ from coalitiond.attestation.collateral import CollateralCache
 from coalitiond.attestation.dcap import DcapPolicy
 from coalitiond.attestation.gate import Verifier
 from coalitiond.commands.envelope import Command, Envelope, InvalidCommand
-from coalitiond.components.compute import (
+from coalitiond.components.compute.component import (
     Capabilities,
     Compute,
     ComputeRequest,
@@ -33,7 +33,7 @@ from coalitiond.components.compute import (
     register_provider,
     submit_request,
 )
-from coalitiond.compute_quotes import (
+from coalitiond.components.compute.quotes import (
     ProviderQuotePolicy,
     ProviderQuoteRefused,
     verify_provider_quote,
@@ -303,7 +303,7 @@ def test_vote_check_envelopes_checks_every_command(
 def test_driver_refuses_to_vote_for_a_bad_quote(
         pki: ResignPki, test_root: Verifier, resigned_cache: CollateralCache) -> None:
     from coalitiond.commands.member import MemberCommand
-    from coalitiond.compute_quotes import ProviderQuoteDriver
+    from coalitiond.components.compute.quotes import ProviderQuoteDriver
 
     clock = [float(RESIGN_NOW)]
     driver = ProviderQuoteDriver(resigned_cache, wall=lambda: clock[0], verifier=test_root)
@@ -323,7 +323,7 @@ def test_driver_refuses_to_vote_for_a_bad_quote(
 
 def test_driver_reuses_a_verdict_for_a_minute(
         pki: ResignPki, test_root: Verifier, resigned_cache: CollateralCache) -> None:
-    from coalitiond.compute_quotes import VERDICT_TTL_S, ProviderQuoteDriver
+    from coalitiond.components.compute.quotes import VERDICT_TTL_S, ProviderQuoteDriver
 
     calls = []
 

@@ -31,12 +31,12 @@ from typing import Any, Final, TypeVar
 
 import httpx
 
-from ..components.almanac import AlmanacTick
-from ..components.atlas import CardRecord, CitizenCard
+from ..components.almanac.component import AlmanacTick
+from ..components.atlas.component import CardRecord, CitizenCard
 from ..components.base import BadStateProof, check_state_proof
-from ..components.chronicle import ChronicleAnchor, ChronicleEntry
-from ..components.feed import FeedEntry
-from ..components.tickets import Ticket, TicketRecord
+from ..components.chronicle.component import ChronicleAnchor, ChronicleEntry
+from ..components.feed.component import FeedEntry
+from ..components.tickets.component import Ticket, TicketRecord
 from ..consensus.evidence import Evidence
 from ..consensus.types import Block, Certificate, InvalidCertificate, Vote, VoteKind
 from ..log.chain import ChainVerifier, check_certificate

@@ -27,17 +27,17 @@ from typing import Any, Final
 
 import trio
 
-from ..anchors import make_sink
 from ..attestation.collateral import CollateralCache
 from ..attestation.gate import NoAttestationGate, TdxGate, make_gate, run_expiry_rechecks
 from ..attestation.policy import AttestationPolicy
 from ..commands.envelope import Acl, CommandRefused, Envelope
 from ..commands.member import MemberCommand, is_member_command
 from ..components import base as component_base
-from ..components.almanac import Almanac
-from ..components.compute import Compute
+from ..components.almanac.component import Almanac
+from ..components.chronicle.anchors import make_sink
+from ..components.compute.component import Compute
+from ..components.compute.quotes import ProviderQuoteDriver
 from ..components.executor import BlockResult, Executor
-from ..compute_quotes import ProviderQuoteDriver
 from ..config import ChronicleConfig, MemberConfig
 from ..consensus.core import (
     Action,

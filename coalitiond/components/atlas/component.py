@@ -33,13 +33,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..commands.envelope import Command, Envelope, InvalidCommand
-from ..primitives.crypto import PUBLIC_KEY_LEN, SigningKey
-from ..primitives.encoding import decode, encode
-from ..primitives.errors import EncodingError, LocalError, OperatorError
-from ..primitives.identity import ID_LEN, hash_structure
-from ..primitives.merkle import MemoryTree, leaf_hash
-from .base import (
+from ...commands.envelope import Command, Envelope, InvalidCommand
+from ...primitives.crypto import PUBLIC_KEY_LEN, SigningKey
+from ...primitives.encoding import decode, encode
+from ...primitives.errors import EncodingError, LocalError, OperatorError
+from ...primitives.identity import ID_LEN, hash_structure
+from ...primitives.merkle import MemoryTree, leaf_hash
+from ..base import (
     Applied,
     BlockContext,
     CommandResult,

@@ -33,17 +33,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..commands.envelope import Command, Envelope, InvalidCommand
-from ..config import ANCHOR_SINK_KINDS, EVM_ADDRESS_LEN, MAX_ANCHOR_EVERY, MAX_COMMITTEE_MEMBERS
-from ..consensus.evidence import Evidence
-from ..consensus.types import MAX_COMMAND_SIZE, MAX_EVIDENCE_SIZE
-from ..primitives.committee import CommitteeSpec
-from ..primitives.crypto import PUBLIC_KEY_LEN
-from ..primitives.encoding import decode, encode
-from ..primitives.errors import EncodingError, LocalError, OperatorError, RemoteError
-from ..primitives.identity import ID_LEN, digest, hash_structure
-from ..primitives.merkle import MemoryTree, leaf_hash
-from .base import (
+from ...commands.envelope import Command, Envelope, InvalidCommand
+from ...config import ANCHOR_SINK_KINDS, EVM_ADDRESS_LEN, MAX_ANCHOR_EVERY, MAX_COMMITTEE_MEMBERS
+from ...consensus.evidence import Evidence
+from ...consensus.types import MAX_COMMAND_SIZE, MAX_EVIDENCE_SIZE
+from ...primitives.committee import CommitteeSpec
+from ...primitives.crypto import PUBLIC_KEY_LEN
+from ...primitives.encoding import decode, encode
+from ...primitives.errors import EncodingError, LocalError, OperatorError, RemoteError
+from ...primitives.identity import ID_LEN, digest, hash_structure
+from ...primitives.merkle import MemoryTree, leaf_hash
+from ..base import (
     Applied,
     BlockContext,
     CommandResult,

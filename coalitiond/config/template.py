@@ -13,7 +13,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .config import (
+from ..primitives.errors import LocalError
+from ..primitives.identity import make_id
+from . import (
     COMPONENT_KINDS,
     DEFAULT_ANCHOR_EVERY,
     DEFAULT_BATCH_INTERVAL_MS,
@@ -25,8 +27,6 @@ from .config import (
     DEFAULT_TICKETS_MAX_LIFETIME_S,
     DEFAULT_VIEW_TIMEOUT_MS,
 )
-from .primitives.errors import LocalError
-from .primitives.identity import make_id
 
 #: Stand-in spanned citizens for a fresh confluence config: the lattices of SPEC §6's
 #: example coalition, so the file loads as written and the operator sees the expected shape.

@@ -30,18 +30,18 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..commands.envelope import Command, CommandRefused, Envelope, InvalidCommand
-from ..commands.member import is_member_command
-from ..consensus.types import MAX_COMMAND_SIZE, Block, Certificate, InvalidCertificate, VoteKind
-from ..log.records import FinalizedBlock
-from ..primitives.coalition import Coalition
-from ..primitives.committee import CommitteeSpec
-from ..primitives.crypto import PUBLIC_KEY_LEN
-from ..primitives.encoding import decode, encode
-from ..primitives.errors import EncodingError, OperatorError, RemoteError
-from ..primitives.identity import ID_LEN, digest, hash_structure
-from ..primitives.merkle import MemoryTree, leaf_hash
-from .base import (
+from ...commands.envelope import Command, CommandRefused, Envelope, InvalidCommand
+from ...commands.member import is_member_command
+from ...consensus.types import MAX_COMMAND_SIZE, Block, Certificate, InvalidCertificate, VoteKind
+from ...log.records import FinalizedBlock
+from ...primitives.coalition import Coalition
+from ...primitives.committee import CommitteeSpec
+from ...primitives.crypto import PUBLIC_KEY_LEN
+from ...primitives.encoding import decode, encode
+from ...primitives.errors import EncodingError, OperatorError, RemoteError
+from ...primitives.identity import ID_LEN, digest, hash_structure
+from ...primitives.merkle import MemoryTree, leaf_hash
+from ..base import (
     Applied,
     BlockContext,
     CommandResult,

@@ -36,16 +36,16 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Final
 
-from ..commands.envelope import Command, Envelope, InvalidCommand
-from ..commands.member import MemberCommand
-from ..config import MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
-from ..primitives.committee import CommitteeSpec
-from ..primitives.crypto import SIGNATURE_LEN, SigningKey, is_valid
-from ..primitives.encoding import decode, encode
-from ..primitives.errors import EncodingError, LocalError, OperatorError
-from ..primitives.identity import ID_LEN, hash_structure
-from ..primitives.merkle import EMPTY_ROOT, inclusion_path, leaf_hash, node_hash, subtree_hash
-from .base import (
+from ...commands.envelope import Command, Envelope, InvalidCommand
+from ...commands.member import MemberCommand
+from ...config import MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
+from ...primitives.committee import CommitteeSpec
+from ...primitives.crypto import SIGNATURE_LEN, SigningKey, is_valid
+from ...primitives.encoding import decode, encode
+from ...primitives.errors import EncodingError, LocalError, OperatorError
+from ...primitives.identity import ID_LEN, hash_structure
+from ...primitives.merkle import EMPTY_ROOT, inclusion_path, leaf_hash, node_hash, subtree_hash
+from ..base import (
     Applied,
     BlockContext,
     CommandResult,

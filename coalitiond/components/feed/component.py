@@ -23,14 +23,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..commands.envelope import Command, Envelope, InvalidCommand
-from ..consensus.types import MAX_COMMAND_SIZE
-from ..primitives.crypto import PUBLIC_KEY_LEN
-from ..primitives.encoding import decode, encode
-from ..primitives.errors import EncodingError, OperatorError
-from ..primitives.identity import ID_LEN, hash_structure
-from ..primitives.merkle import MemoryTree, inclusion_path, leaf_hash
-from .base import (
+from ...commands.envelope import Command, Envelope, InvalidCommand
+from ...consensus.types import MAX_COMMAND_SIZE
+from ...primitives.crypto import PUBLIC_KEY_LEN
+from ...primitives.encoding import decode, encode
+from ...primitives.errors import EncodingError, OperatorError
+from ...primitives.identity import ID_LEN, hash_structure
+from ...primitives.merkle import MemoryTree, inclusion_path, leaf_hash
+from ..base import (
     Applied,
     BlockContext,
     CommandResult,

@@ -23,19 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Final, TypeVar, cast
 
-from .consensus.types import MAX_COMMAND_SIZE, MAX_COMMANDS_PER_BLOCK
-from .primitives.coalition import (
+from ..consensus.types import MAX_COMMAND_SIZE, MAX_COMMANDS_PER_BLOCK
+from ..primitives.coalition import (
     MODULES,
     CitizenRef,
     Coalition,
     ConfluenceRef,
     confluence_fingerprint,
 )
-from .primitives.committee import CommitteeSpec, default_fault_bound, network_id, quorum_size
-from .primitives.crypto import PUBLIC_KEY_LEN
-from .primitives.errors import ConfigError
-from .primitives.identity import ID_LEN, hash_structure
-from .primitives.keys import load_key_file
+from ..primitives.committee import CommitteeSpec, default_fault_bound, network_id, quorum_size
+from ..primitives.crypto import PUBLIC_KEY_LEN
+from ..primitives.errors import ConfigError
+from ..primitives.identity import ID_LEN, hash_structure
+from ..primitives.keys import load_key_file
 
 COMPONENT_KINDS: Final = (
     "atlas", "almanac", "chronicle", "compute", "intents", "ledger", "feed", "tickets"
@@ -643,7 +643,7 @@ def _parse_attestation(t: _Table, base: Path) -> AttestationConfig:
     t.finish()
     if att.mode == "tdx" or any(k in t.data for k in ATTESTATION_POLICY_EXTENSIONS):
         # Imported here: the verifier binding is only needed for a TDX policy.
-        from .attestation.policy import AttestationPolicy
+        from ..attestation.policy import AttestationPolicy
 
         AttestationPolicy.from_mapping(t.data, t.path)
     return att

@@ -36,14 +36,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Final
 
-from ..commands.envelope import Command, Envelope, InvalidCommand
-from ..config import DEFAULT_TICK_INTERVAL_MS, MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
-from ..primitives.crypto import PUBLIC_KEY_LEN, SIGNATURE_LEN, SigningKey, is_valid
-from ..primitives.encoding import decode, encode
-from ..primitives.errors import EncodingError, OperatorError, RemoteError
-from ..primitives.identity import ID_LEN, hash_structure
-from ..primitives.merkle import MemoryTree, leaf_hash
-from .base import (
+from ...commands.envelope import Command, Envelope, InvalidCommand
+from ...config import DEFAULT_TICK_INTERVAL_MS, MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
+from ...primitives.crypto import PUBLIC_KEY_LEN, SIGNATURE_LEN, SigningKey, is_valid
+from ...primitives.encoding import decode, encode
+from ...primitives.errors import EncodingError, OperatorError, RemoteError
+from ...primitives.identity import ID_LEN, hash_structure
+from ...primitives.merkle import MemoryTree, leaf_hash
+from ..base import (
     Applied,
     BlockContext,
     CommandResult,

@@ -24,11 +24,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from .attestation import dcap
-from .attestation.dcap import AttestationRefused, DcapPolicy
-from .attestation.gate import CollateralSource, Verifier
-from .commands.envelope import Command, Envelope, InvalidCommand
-from .components.compute import (
+from ...attestation import dcap
+from ...attestation.dcap import AttestationRefused, DcapPolicy
+from ...attestation.gate import CollateralSource, Verifier
+from ...commands.envelope import Command, Envelope, InvalidCommand
+from ...node.drivers import Checked, Driver
+from ...primitives.errors import CoalitiondError, LocalError
+from .component import (
     MRTD_LEN,
     MalformedQuote,
     card_from_command,
@@ -36,8 +38,6 @@ from .components.compute import (
     quote_mr_td,
     quote_report_data,
 )
-from .node.drivers import Checked, Driver
-from .primitives.errors import CoalitiondError, LocalError
 
 #: The commands whose card may carry a quote.
 QUOTED_OPS: Final = frozenset({"register_provider", "refresh_provider"})
