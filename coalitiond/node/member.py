@@ -35,10 +35,11 @@ from ..commands.member import MemberCommand, is_member_command
 from ..components import base as component_base
 from ..components.almanac.component import Almanac
 from ..components.chronicle.anchors import make_sink
+from ..components.chronicle.config import ChronicleConfig
 from ..components.compute.component import Compute
 from ..components.compute.quotes import ProviderQuoteDriver
 from ..components.executor import BlockResult, Executor
-from ..config import ChronicleConfig, MemberConfig
+from ..config import MemberConfig
 from ..consensus.core import (
     Action,
     BlockExecuted,

@@ -38,7 +38,6 @@ from typing import Any, Final
 
 from ...commands.envelope import Command, Envelope, InvalidCommand
 from ...commands.member import MemberCommand
-from ...config import MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
 from ...primitives.committee import CommitteeSpec
 from ...primitives.crypto import SIGNATURE_LEN, SigningKey, is_valid
 from ...primitives.encoding import decode, encode
@@ -58,6 +57,7 @@ from ..base import (
     is_uint,
     register,
 )
+from .config import MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
 
 OBSERVATION_TAG: Final = b"coalitiond/almanac-observation/v1"
 OBSERVATION_TYPE: Final = "almanac-observation"

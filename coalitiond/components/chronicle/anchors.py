@@ -35,7 +35,6 @@ from typing import Any, Final
 import httpx
 import trio
 
-from ... import config
 from ...consensus.types import MAX_COMMAND_SIZE
 from ...primitives.encoding import decode
 from ...primitives.errors import EncodingError, LocalError, OperatorError, RemoteError
@@ -43,6 +42,7 @@ from ...primitives.identity import ID_LEN
 from ...primitives.logs import get_logger
 from ...primitives.metrics import counter, gauge
 from ..executor import BlockResult
+from . import config
 from .component import ANCHOR_TYPE, ChronicleAnchor, MalformedAnchor
 
 log = get_logger(__name__)

@@ -34,10 +34,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ...commands.envelope import Command, Envelope, InvalidCommand
-from ...config import ANCHOR_SINK_KINDS, EVM_ADDRESS_LEN, MAX_ANCHOR_EVERY, MAX_COMMITTEE_MEMBERS
 from ...consensus.evidence import Evidence
 from ...consensus.types import MAX_COMMAND_SIZE, MAX_EVIDENCE_SIZE
-from ...primitives.committee import CommitteeSpec
+from ...primitives.committee import MAX_COMMITTEE_MEMBERS, CommitteeSpec
 from ...primitives.crypto import PUBLIC_KEY_LEN
 from ...primitives.encoding import decode, encode
 from ...primitives.errors import EncodingError, LocalError, OperatorError, RemoteError
@@ -57,6 +56,7 @@ from ..base import (
     register,
     state_proof,
 )
+from .config import ANCHOR_SINK_KINDS, EVM_ADDRESS_LEN, MAX_ANCHOR_EVERY
 
 ENTRY_TYPE: Final = "chronicle-entry"
 ENTRY_SCHEMA: Final = 1

@@ -37,12 +37,12 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Final
 
 from ...commands.envelope import Command, Envelope, InvalidCommand
-from ...config import DEFAULT_TICK_INTERVAL_MS, MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
 from ...primitives.crypto import PUBLIC_KEY_LEN, SIGNATURE_LEN, SigningKey, is_valid
 from ...primitives.encoding import decode, encode
 from ...primitives.errors import EncodingError, OperatorError, RemoteError
 from ...primitives.identity import ID_LEN, hash_structure
 from ...primitives.merkle import MemoryTree, leaf_hash
+from ..almanac.config import DEFAULT_TICK_INTERVAL_MS, MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
 from ..base import (
     Applied,
     BlockContext,
