@@ -47,7 +47,7 @@ from coalitiond.client import (
 from coalitiond.commands.envelope import Envelope
 from coalitiond.components.atlas.component import publish_card
 from coalitiond.components.base import BlockContext, Component
-from coalitiond.components.compute.component import register_provider, submit_request
+from coalitiond.components.compute.records import register_provider, submit_request
 from coalitiond.components.executor import CommandOutcome
 from coalitiond.components.tickets.component import issue
 from coalitiond.config import load_config

@@ -37,7 +37,6 @@ from ..components.almanac.component import Almanac
 from ..components.chronicle.anchors import make_sink
 from ..components.chronicle.config import ChronicleConfig
 from ..components.compute.component import Compute
-from ..components.compute.quotes import ProviderQuoteDriver
 from ..components.executor import BlockResult, Executor
 from ..config import MemberConfig
 from ..consensus.core import (
@@ -105,6 +104,7 @@ from .drivers import (
     load_ticket_issuers,
 )
 from .journal import BlockJournal
+from .quote_driver import ProviderQuoteDriver
 from .timers import TimerService
 
 log = get_logger(__name__)
