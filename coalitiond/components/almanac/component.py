@@ -57,6 +57,8 @@ from ..base import (
     is_uint,
     register,
 )
+from ..paging import limit_arg, uint_arg
+from ..snapshot import SnapshotFormat, any_value, is_list
 from .config import MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
 
 OBSERVATION_TAG: Final = b"coalitiond/almanac-observation/v1"
@@ -86,6 +88,9 @@ MAX_TICK_SIZE: Final = 128 + MAX_MEMBERS * 96
 
 _PARAM_KEYS: Final = frozenset({"tick_interval_ms"})
 _TICK_ARGS: Final = frozenset({"seq", "observed_at"})
+_SNAPSHOT: Final = SnapshotFormat(
+    "almanac", SNAPSHOT_TYPE, SCHEMA, (any_value, is_list, is_list),
+    '["almanac-snapshot", 1, base, [frontier hashes], [tick bytes]]', max_size=MAX_SNAPSHOT_SIZE)
 
 
 # ---------------------------------------------------------------------------------------
@@ -530,12 +535,8 @@ class Almanac(Component):
                     "state_proof": self._state_proof(encoded, seq - 1)}
         if name == "since":
             expect_args(name, args, {"seq"}, {"limit"})
-            after = args["seq"]
-            if not is_uint(after):
-                raise QueryError("since: seq must be an unsigned integer")
-            limit = args.get("limit", MAX_QUERY_TICKS)
-            if not (is_uint(limit) and 0 < limit <= MAX_QUERY_TICKS):
-                raise QueryError(f"since: limit must be 1..{MAX_QUERY_TICKS}")
+            after = uint_arg(name, args, "seq")
+            limit = limit_arg(name, args, MAX_QUERY_TICKS)
             first = max(after + 1, self.oldest_seq)
             start = first - self.oldest_seq
             rows = list(islice(self._ticks, start, start + limit)) if first <= self._latest \
@@ -571,48 +572,40 @@ class Almanac(Component):
 
     def snapshot(self) -> bytes:
         base = self.oldest_seq - 1
-        return encode([SNAPSHOT_TYPE, SCHEMA, base, self._tree.frontier(base),
-                       list(self._ticks)])
+        return _SNAPSHOT.encode(base, self._tree.frontier(base), list(self._ticks))
 
     def restore(self, data: bytes) -> None:
         committee = self._bound()
-        try:
-            obj = decode(data, max_size=MAX_SNAPSHOT_SIZE)
-        except EncodingError as exc:
-            raise MalformedSnapshot(f"almanac snapshot: {exc}") from None
-        if not (isinstance(obj, list) and len(obj) == 5 and obj[0] == SNAPSHOT_TYPE
-                and obj[1] == SCHEMA and not isinstance(obj[1], bool)
-                and isinstance(obj[3], list) and isinstance(obj[4], list)):
-            raise MalformedSnapshot("almanac snapshot: expected [\"almanac-snapshot\", 1, base, "
-                                    "[frontier hashes], [tick bytes]]")
-        _, _, base, frontier, rows = obj
-        if not (is_uint(base) and base <= MAX_SEQ):
-            raise MalformedSnapshot("almanac snapshot: base must be an unsigned integer")
-        if len(rows) > TICK_WINDOW or (base > 0 and len(rows) != TICK_WINDOW):
-            raise MalformedSnapshot(f"almanac snapshot: holds {len(rows)} ticks after {base}; "
-                                    f"expected the last min(latest, {TICK_WINDOW})")
-        if not (len(frontier) == base.bit_count()
-                and all(isinstance(h, bytes) and len(h) == 32 for h in frontier)):
-            raise MalformedSnapshot(f"almanac snapshot: the frontier of {base} is "
-                                    f"{base.bit_count()} hashes of 32 bytes")
-        tree = WindowTree.from_frontier(base, frontier)
-        ticks: deque[bytes] = deque()
-        previous_height = 0
-        for k, row in enumerate(rows):
-            tick = _tick_from_snapshot(committee, base + 1 + k, row)
-            if tick.height < previous_height:
-                raise MalformedSnapshot(f"almanac snapshot: tick {tick.seq}: height goes "
-                                        "backwards")
-            previous_height = tick.height
-            ticks.append(row)
-            tree.append_hash(leaf_hash(row))
-        # Swap only once everything validated: a bad snapshot leaves the state as it was.
-        self._ticks, self._tree, self._latest = ticks, tree, base + len(rows)
+        _SNAPSHOT.restore(self, data, lambda fields: _state_from_snapshot(committee, fields))
+
+
+def _state_from_snapshot(committee: CommitteeSpec, fields: list[Any]) -> dict[str, Any]:
+    base, frontier, rows = fields
+    if not (is_uint(base) and base <= MAX_SEQ):
+        raise _SNAPSHOT.error("base must be an unsigned integer")
+    if len(rows) > TICK_WINDOW or (base > 0 and len(rows) != TICK_WINDOW):
+        raise _SNAPSHOT.error(f"holds {len(rows)} ticks after {base}; expected the last "
+                              f"min(latest, {TICK_WINDOW})")
+    if not (len(frontier) == base.bit_count()
+            and all(isinstance(h, bytes) and len(h) == 32 for h in frontier)):
+        raise _SNAPSHOT.error(f"the frontier of {base} is {base.bit_count()} hashes of 32 "
+                              "bytes")
+    tree = WindowTree.from_frontier(base, frontier)
+    ticks: deque[bytes] = deque()
+    previous_height = 0
+    for k, row in enumerate(rows):
+        tick = _tick_from_snapshot(committee, base + 1 + k, row)
+        if tick.height < previous_height:
+            raise _SNAPSHOT.error(f"tick {tick.seq}: height goes backwards")
+        previous_height = tick.height
+        ticks.append(row)
+        tree.append_hash(leaf_hash(row))
+    return {"_ticks": ticks, "_tree": tree, "_latest": base + len(rows)}
 
 
 def _tick_from_snapshot(committee: CommitteeSpec, seq: int, row: Any) -> AlmanacTick:
     def bad(what: str) -> MalformedSnapshot:
-        return MalformedSnapshot(f"almanac snapshot: tick {seq}: {what}")
+        return _SNAPSHOT.error(f"tick {seq}: {what}")
 
     if not isinstance(row, bytes):
         raise bad("expected a byte string")

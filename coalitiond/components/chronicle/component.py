@@ -56,6 +56,8 @@ from ..base import (
     register,
     state_proof,
 )
+from ..paging import limit_arg, since_page, uint_arg
+from ..snapshot import SnapshotFormat, is_list
 from .config import ANCHOR_SINK_KINDS, EVM_ADDRESS_LEN, MAX_ANCHOR_EVERY
 
 ENTRY_TYPE: Final = "chronicle-entry"
@@ -93,6 +95,9 @@ _PARAM_KEYS: Final = frozenset({"anchor_every", "anchor_sink", "follow_almanac"}
 _SINK_KEYS: Final = frozenset({"kind", "chain_id", "contract"})
 _APPEND_KEYS: Final = frozenset({"kind", "subject", "body", "evidence_pointers"})
 _EVIDENCE_BODY_KEYS: Final = frozenset({"committee", "evidence"})
+_SNAPSHOT: Final = SnapshotFormat("chronicle", SNAPSHOT_TYPE, 1, (is_list, is_list),
+                                  '["chronicle-snapshot", 1, [entry bytes], [anchor bytes]]',
+                                  max_size=MAX_SNAPSHOT_SIZE)
 
 
 def _id(x: Any) -> bool:
@@ -533,15 +538,8 @@ class Chronicle(Component):
                     "state_proof": state_proof(encoded, seq, self._tree,
                                                self._root_preimage())}
         if name == "since":
-            expect_args(name, args, {"seq"}, {"limit"})
-            start = args["seq"]
-            if not is_uint(start):
-                raise QueryError("since: seq must be an unsigned integer")
-            limit = _limit(name, args, MAX_QUERY_ENTRIES)
-            seqs = range(start, min(start + limit, len(self._entries)))
-            return {"entries": [ChronicleEntry.decode(self._entries[s]).as_read()
-                                for s in seqs],
-                    "next": start + len(seqs), "count": len(self._entries)}
+            return since_page(name, args, "seq", self._entries, MAX_QUERY_ENTRIES,
+                              lambda row: ChronicleEntry.decode(row).as_read())
         if name == "anchor":
             expect_args(name, args, {"upto_seq"})
             upto = args["upto_seq"]
@@ -557,10 +555,8 @@ class Chronicle(Component):
                                                self._root_preimage())}
         if name == "anchors":
             expect_args(name, args, {"since"}, {"limit"})
-            since = args["since"]
-            if not is_uint(since):
-                raise QueryError("anchors: since must be an unsigned integer (an entry seq)")
-            limit = _limit(name, args, MAX_QUERY_ANCHORS)
+            since = uint_arg(name, args, "since", what="an unsigned integer (an entry seq)")
+            limit = limit_arg(name, args, MAX_QUERY_ANCHORS)
             # The first anchor whose upto_seq >= since.
             first = min(since // self.anchor_every, len(self._anchors))
             chosen = [ChronicleAnchor.decode(a)
@@ -574,26 +570,18 @@ class Chronicle(Component):
     # -- snapshot ---------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        return encode([SNAPSHOT_TYPE, 1, self._entries, self._anchors])
+        return _SNAPSHOT.encode(self._entries, self._anchors)
 
     def restore(self, data: bytes) -> None:
-        try:
-            obj = decode(data, max_size=MAX_SNAPSHOT_SIZE)
-        except EncodingError as exc:
-            raise MalformedSnapshot(f"chronicle snapshot: {exc}") from None
-        if not (isinstance(obj, list) and len(obj) == 4 and obj[0] == SNAPSHOT_TYPE
-                and obj[1] == 1 and not isinstance(obj[1], bool)
-                and isinstance(obj[2], list) and isinstance(obj[3], list)):
-            raise MalformedSnapshot("chronicle snapshot: expected [\"chronicle-snapshot\", 1, "
-                                    "[entry bytes], [anchor bytes]]")
-        rows, anchor_rows = obj[2], obj[3]
+        _SNAPSHOT.restore(self, data, self._state_from_snapshot)
+
+    def _state_from_snapshot(self, fields: list[Any]) -> dict[str, Any]:
+        rows, anchor_rows = fields
         if len(rows) > MAX_CHRONICLE_ENTRIES:
-            raise MalformedSnapshot(f"chronicle snapshot: more than {MAX_CHRONICLE_ENTRIES} "
-                                    "entries")
+            raise _SNAPSHOT.error(f"more than {MAX_CHRONICLE_ENTRIES} entries")
         total = sum(len(row) for row in rows if isinstance(row, bytes))
         if total > MAX_CHRONICLE_BYTES:
-            raise MalformedSnapshot(f"chronicle snapshot: {total} bytes of entries exceed "
-                                    f"{MAX_CHRONICLE_BYTES}")
+            raise _SNAPSHOT.error(f"{total} bytes of entries exceed {MAX_CHRONICLE_BYTES}")
         tree = MemoryTree()
         previous: ChronicleEntry | None = None
         for seq, row in enumerate(rows):
@@ -602,23 +590,21 @@ class Chronicle(Component):
             previous = entry
         expected = [a.encode() for a in recompute_anchors(rows, self.anchor_every)]
         if anchor_rows != expected:
-            raise MalformedSnapshot("chronicle snapshot: the anchors are not those the entries "
-                                    f"give with anchor_every={self.anchor_every}")
+            raise _SNAPSHOT.error("the anchors are not those the entries give with "
+                                  f"anchor_every={self.anchor_every}")
         anchor_tree = MemoryTree()
         for row in expected:
             anchor_tree.append_hash(leaf_hash(row))
-        # Swap only once everything validated: a bad snapshot leaves the state as it was.
-        self._entries, self._tree = list(rows), tree
-        self._entry_bytes = total
-        self._anchors, self._anchor_tree = expected, anchor_tree
-        self._last_anchor_digest = (ChronicleAnchor.decode(expected[-1]).digest if expected
-                                    else GENESIS_ANCHOR_DIGEST)
+        return {"_entries": list(rows), "_tree": tree, "_entry_bytes": total,
+                "_anchors": expected, "_anchor_tree": anchor_tree,
+                "_last_anchor_digest": (ChronicleAnchor.decode(expected[-1]).digest
+                                        if expected else GENESIS_ANCHOR_DIGEST)}
 
 
 def _entry_from_snapshot(seq: int, row: Any, previous: ChronicleEntry | None
                          ) -> ChronicleEntry:
     def bad(what: str) -> MalformedSnapshot:
-        return MalformedSnapshot(f"chronicle snapshot: entry {seq}: {what}")
+        return _SNAPSHOT.error(f"entry {seq}: {what}")
 
     if not isinstance(row, bytes):
         raise bad("expected a byte string")
@@ -640,13 +626,6 @@ def _entry_from_snapshot(seq: int, row: Any, previous: ChronicleEntry | None
     except InvalidCommand as exc:
         raise bad(str(exc)) from None
     return entry
-
-
-def _limit(name: str, args: Mapping[str, Any], bound: int) -> int:
-    limit = args.get("limit", bound)
-    if not (is_uint(limit) and 0 < limit <= bound):
-        raise QueryError(f"{name}: limit must be 1..{bound}")
-    return int(limit)
 
 
 # ---------------------------------------------------------------------------------------

@@ -47,7 +47,6 @@ from ..base import (
     BlockContext,
     CommandResult,
     Component,
-    MalformedSnapshot,
     QueryError,
     QueryNotFound,
     Refused,
@@ -56,6 +55,8 @@ from ..base import (
     register,
     state_proof,
 )
+from ..paging import limit_arg, uint_arg
+from ..snapshot import SnapshotFormat, is_list
 from .records import (
     CANCELLED,
     EXPIRED,
@@ -102,6 +103,16 @@ STATE_TYPE: Final = "compute-state"
 OPS: Final = ("register_provider", "refresh_provider", "deregister_provider", "submit_request",
               "cancel_request", "submit_log")
 _PARAM_KEYS: Final = frozenset({"follow_almanac", "tick_interval_ms"})
+
+
+def _counter(value: Any) -> bool:
+    return is_uint(value) and value <= MAX_TICK
+
+
+_SNAPSHOT: Final = SnapshotFormat(
+    "compute", SNAPSHOT_TYPE, SCHEMA, (_counter, _counter, _counter, is_list),
+    '["compute-snapshot", 1, next_request_seq, next_grant_seq, entry_count, [leaf]]',
+    max_size=MAX_SNAPSHOT_SIZE)
 
 
 _ARG_KEYS: Final = {"register_provider": {"card"}, "refresh_provider": {"card"},
@@ -632,7 +643,8 @@ class Compute(Component):
                     "state_root": self.state_root()}
         if name == "open_requests":
             expect_args(name, args, set(), {"from_seq", "limit"})
-            start, limit = _paging(name, args, "from_seq")
+            start = uint_arg(name, args, "from_seq", default=0)
+            limit = limit_arg(name, args, MAX_QUERY_ITEMS)
             seqs = [s for s in self._open if s >= start][:limit]
             more = len([s for s in self._open if s >= start]) > limit
             return {"requests": [self._item_read("request", self._open[s],
@@ -641,10 +653,9 @@ class Compute(Component):
                     "next": seqs[-1] + 1 if more else None, "state_root": self.state_root()}
         if name == "grants":
             expect_args(name, args, set(), {"since_height", "from_seq", "limit"})
-            start, limit = _paging(name, args, "from_seq")
-            since = args.get("since_height", 0)
-            if not is_uint(since):
-                raise QueryError("grants: since_height must be an unsigned integer")
+            start = uint_arg(name, args, "from_seq", default=0)
+            limit = limit_arg(name, args, MAX_QUERY_ITEMS)
+            since = uint_arg(name, args, "since_height", default=0)
             matching = sorted((r for r in self._grants.values()
                                if r.seq >= start and r.granted_height >= since),
                               key=lambda r: r.seq)
@@ -673,28 +684,19 @@ class Compute(Component):
 
     def snapshot(self) -> bytes:
         keys, _ = self._tree_now()
-        return encode([SNAPSHOT_TYPE, SCHEMA, self.next_request_seq, self.next_grant_seq,
-                       self.entry_count, [self._leaves[k] for k in keys]])
+        return _SNAPSHOT.encode(self.next_request_seq, self.next_grant_seq, self.entry_count,
+                                [self._leaves[k] for k in keys])
 
     def restore(self, data: bytes) -> None:
-        try:
-            obj = decode(data, max_size=MAX_SNAPSHOT_SIZE)
-        except EncodingError as exc:
-            raise MalformedSnapshot(f"compute snapshot: {exc}") from None
-        if not (isinstance(obj, list) and len(obj) == 6 and obj[0] == SNAPSHOT_TYPE
-                and obj[1] == SCHEMA and not isinstance(obj[1], bool)
-                and all(is_uint(x) and x <= MAX_TICK for x in obj[2:5])
-                and isinstance(obj[5], list)):
-            raise MalformedSnapshot("compute snapshot: expected [\"compute-snapshot\", 1, "
-                                    "next_request_seq, next_grant_seq, entry_count, [leaf]]")
+        _SNAPSHOT.restore(self, data, self._state_from_snapshot)
+
+    def _state_from_snapshot(self, fields: list[Any]) -> dict[str, Any]:
         fresh = Compute(self.follow_almanac, self.tick_interval_ms)
         try:
-            fresh._load(obj[2], obj[3], obj[4], obj[5])
+            fresh._load(*fields)
         except BadField as exc:
-            raise MalformedSnapshot(f"compute snapshot: {exc}") from None
-        # Swap only once everything validated: a bad snapshot leaves the state as it was.
-        for slot in _STATE_SLOTS:
-            setattr(self, slot, getattr(fresh, slot))
+            raise _SNAPSHOT.error(str(exc)) from None
+        return {slot: getattr(fresh, slot) for slot in _STATE_SLOTS}
 
     def _load(self, next_request_seq: int, next_grant_seq: int, entry_count: int,
               leaves: list[Any]) -> None:
@@ -830,16 +832,6 @@ def _arg_id(name: str, args: Mapping[str, Any], key: str) -> bytes:
     if not (isinstance(value, bytes) and len(value) == ID_LEN):
         raise QueryError(f"{name}: {key} must be {ID_LEN} bytes")
     return value
-
-
-def _paging(name: str, args: Mapping[str, Any], cursor: str) -> tuple[int, int]:
-    start = args.get(cursor, 0)
-    limit = args.get("limit", MAX_QUERY_ITEMS)
-    if not is_uint(start):
-        raise QueryError(f"{name}: {cursor} must be an unsigned integer")
-    if not (is_uint(limit) and 0 < limit <= MAX_QUERY_ITEMS):
-        raise QueryError(f"{name}: limit must be 1..{MAX_QUERY_ITEMS}")
-    return start, limit
 
 
 def _index_of(keys: list[bytes], key: bytes) -> int:

@@ -56,6 +56,8 @@ from ..base import (
     register,
     state_proof,
 )
+from ..paging import after_page, limit_arg
+from ..snapshot import SnapshotFormat, any_value, is_list
 
 KIND: Final = "tickets"
 TICKET_TYPE: Final = "ticket"
@@ -91,6 +93,9 @@ MAX_LEAF_BYTES: Final = MAX_COMMAND_SIZE + 512
 MAX_SNAPSHOT_SIZE: Final = 1 << 31
 
 _PARAM_KEYS: Final = frozenset({"issuers", "max_claims_bytes", "max_lifetime_s"})
+_SNAPSHOT: Final = SnapshotFormat("tickets", SNAPSHOT_TYPE, SCHEMA, (any_value, is_list),
+                                  f'["{SNAPSHOT_TYPE}", {SCHEMA}, events, [leaf…]]',
+                                  max_size=MAX_SNAPSHOT_SIZE)
 
 
 def _bad_args(op: str, detail: str) -> InvalidCommand:
@@ -378,38 +383,25 @@ class Tickets(Component):
             after = args.get("after")
             if after is not None and not is_id(after):
                 raise QueryError(f"tickets: after must be {ID_LEN} bytes or null")
-            limit = args.get("limit", MAX_QUERY_TICKETS)
-            if not (is_uint(limit) and 0 < limit <= MAX_QUERY_TICKETS):
-                raise QueryError(f"tickets: limit must be 1..{MAX_QUERY_TICKETS}")
-            ids = self._sorted_ids()
-            start = 0
-            if after is not None:
-                start = _bisect_right(ids, after)
-            page = ids[start:start + limit]
-            more = start + limit < len(ids)
+            page, following = after_page(self._sorted_ids(), after,
+                                         limit_arg(name, args, MAX_QUERY_TICKETS))
             return {"tickets": [self._records[k].as_read() for k in page],
-                    "next": page[-1] if more else None, "count": len(self._records)}
+                    "next": following, "count": len(self._records)}
         raise QueryError(f"unknown tickets query {name!r} (known: head, ticket, tickets)")
 
     # -- snapshot ---------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        return encode([SNAPSHOT_TYPE, SCHEMA, self._events,
-                       [self._records[k].leaf() for k in self._sorted_ids()]])
+        return _SNAPSHOT.encode(self._events,
+                                [self._records[k].leaf() for k in self._sorted_ids()])
 
     def restore(self, data: bytes) -> None:
-        try:
-            obj = decode(data, max_size=MAX_SNAPSHOT_SIZE)
-        except EncodingError as exc:
-            raise MalformedSnapshot(f"tickets snapshot: {exc}") from None
-        if not (isinstance(obj, list) and len(obj) == 4 and obj[0] == SNAPSHOT_TYPE
-                and obj[1] == SCHEMA and not isinstance(obj[1], bool)
-                and isinstance(obj[3], list)):
-            raise MalformedSnapshot(
-                f"tickets snapshot: expected [\"{SNAPSHOT_TYPE}\", {SCHEMA}, events, [leaf…]]")
-        events, rows = obj[2], obj[3]
+        _SNAPSHOT.restore(self, data, self._state_from_snapshot)
+
+    def _state_from_snapshot(self, fields: list[Any]) -> dict[str, Any]:
+        events, rows = fields
         if len(rows) > MAX_TICKETS:
-            raise MalformedSnapshot(f"tickets snapshot: more than {MAX_TICKETS} tickets")
+            raise _SNAPSHOT.error(f"more than {MAX_TICKETS} tickets")
         records: dict[bytes, TicketRecord] = {}
         hashes: dict[bytes, bytes] = {}
         previous = b""
@@ -417,24 +409,21 @@ class Tickets(Component):
         for i, row in enumerate(rows):
             ticket_id, record = self._record_from_snapshot(i, row)
             if ticket_id <= previous:
-                raise MalformedSnapshot(f"tickets snapshot: ticket {i}: ticket ids are not "
-                                        "strictly ascending")
+                raise _SNAPSHOT.error(f"ticket {i}: ticket ids are not strictly ascending")
             previous = ticket_id
             records[ticket_id] = record
             hashes[ticket_id] = leaf_hash(row)
             revoked += record.revoked_height is not None
         # Every ticket took one event to issue and one more to revoke.
         if not (is_uint(events) and events >= len(records) + revoked):
-            raise MalformedSnapshot("tickets snapshot: event count must be an unsigned integer "
-                                    "at least tickets + revocations")
-        # Swap only once everything validated: a bad snapshot leaves the state as it was.
-        self._records, self._leaf_hashes = records, hashes
-        self._revoked, self._events = revoked, events
-        self._order, self._tree = [], None
+            raise _SNAPSHOT.error("event count must be an unsigned integer at least tickets + "
+                                  "revocations")
+        return {"_records": records, "_leaf_hashes": hashes, "_revoked": revoked,
+                "_events": events, "_order": [], "_tree": None}
 
     def _record_from_snapshot(self, i: int, data: Any) -> tuple[bytes, TicketRecord]:
         def bad(what: str) -> MalformedSnapshot:
-            return MalformedSnapshot(f"tickets snapshot: ticket {i}: {what}")
+            return _SNAPSHOT.error(f"ticket {i}: {what}")
 
         if not isinstance(data, bytes):
             raise bad("expected a byte string")
@@ -467,17 +456,6 @@ class Tickets(Component):
         if ticket_id != ticket.ticket_id or record.leaf() != data:
             raise bad("not the canonical encoding of its record (or a wrong ticket id)")
         return ticket_id, record
-
-
-def _bisect_right(ids: list[bytes], key: bytes) -> int:
-    lo, hi = 0, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ids[mid] <= key:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 # ---------------------------------------------------------------------------------------
