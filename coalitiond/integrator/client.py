@@ -319,7 +319,7 @@ def _map_value(leaf: bytes) -> tuple[Any, Any]:
 
 
 def _compute_key(kind: str, arg: str) -> Callable[[Mapping[str, Any]], Any]:
-    # Compute's state keys are `encode([kind, id])` (components/compute.py `_key`).
+    # Compute's state keys are `encode([kind, id])` (components/compute/component.py `_key`).
     return lambda args: encode([kind, args.get(arg)])
 
 
