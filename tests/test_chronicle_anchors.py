@@ -27,7 +27,8 @@ from coalitiond.components.chronicle.anchors import (
     parse_anchor_json,
     query_reader,
 )
-from coalitiond.components.chronicle.component import Chronicle, ChronicleAnchor, append_command
+from coalitiond.components.chronicle.component import Chronicle
+from coalitiond.components.chronicle.records import ChronicleAnchor, append_command
 from coalitiond.components.executor import Executor
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.errors import OperatorError

@@ -10,7 +10,7 @@ import pytest
 
 from coalitiond.cli.devnet import generate_devnet
 from coalitiond.commands.envelope import Envelope
-from coalitiond.components.chronicle.component import (
+from coalitiond.components.chronicle.records import (
     ChronicleEntry,
     append_command,
     recompute_anchors,

@@ -26,11 +26,11 @@ from coalitiond.components.almanac.component import (
     AlmanacTick,
     Observation,
     ObservedAt,
-    WindowTree,
     median_ms,
     outliers,
     skews,
 )
+from coalitiond.components.almanac.tree import WindowTree
 from coalitiond.components.base import (
     Applied,
     BlockContext,

@@ -24,19 +24,21 @@ from coalitiond.components.base import (
 )
 from coalitiond.components.chronicle import component as chronicle_module
 from coalitiond.components.chronicle.component import (
+    MAX_QUERY_ANCHORS,
+    MAX_QUERY_ENTRIES,
+    Chronicle,
+    demo_commands,
+)
+from coalitiond.components.chronicle.records import (
     GENESIS_ANCHOR_DIGEST,
     KINDS,
     MAX_BODY_BYTES,
     MAX_EVIDENCE_POINTERS,
-    MAX_QUERY_ANCHORS,
-    MAX_QUERY_ENTRIES,
-    Chronicle,
     ChronicleAnchor,
     ChronicleEntry,
     EvidenceBody,
     EvidencePointer,
     append_command,
-    demo_commands,
     evidence_command,
     recompute_anchors,
 )

@@ -35,17 +35,19 @@ from coalitiond.components.tickets.component import (
     MAX_LIFETIME_S,
     MAX_QUERY_TICKETS,
     MAX_TIME,
+    Ticket,
+    Tickets,
+    issue,
+    revoke,
+)
+from coalitiond.components.tickets.verify import (
     NotAnIssuer,
     NotCertified,
-    Ticket,
     TicketNotInBlock,
-    Tickets,
     TicketVerificationError,
     WrongIssuerCommittee,
     component_config_digest,
-    issue,
     issuer_root,
-    revoke,
     verify_issued_ticket,
 )
 from coalitiond.config.template import MemberLine, TemplateInput, render_member_config

@@ -34,7 +34,7 @@ import httpx
 from ..components.almanac.component import AlmanacTick
 from ..components.atlas.component import CardRecord, CitizenCard
 from ..components.base import BadStateProof, check_state_proof
-from ..components.chronicle.component import ChronicleAnchor, ChronicleEntry
+from ..components.chronicle.records import ChronicleAnchor, ChronicleEntry
 from ..components.feed.component import FeedEntry
 from ..components.tickets.component import Ticket, TicketRecord
 from ..consensus.evidence import Evidence

@@ -43,7 +43,7 @@ from ...primitives.logs import get_logger
 from ...primitives.metrics import counter, gauge
 from ..executor import BlockResult
 from . import config
-from .component import ANCHOR_TYPE, ChronicleAnchor, MalformedAnchor
+from .records import ANCHOR_TYPE, ChronicleAnchor, MalformedAnchor
 
 log = get_logger(__name__)
 

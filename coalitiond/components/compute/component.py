@@ -20,10 +20,19 @@ Clearing rule (part of the signature "compute/1"), in `end_block`, at tick `t`:
 
 Following an Almanac, nothing clears (no grants, lapses or expiries) before the first stamp.
 
-A TDX quote is parsed (`attestation.quote`; never verified: full DCAP verification depends on the wall clock
-and collateral files, so it runs before voting, in `components.compute.quotes`), and its
-REPORTDATA must start with `provider_quote_binding(provider_id)`, so a provider cannot
-present another TD's quote. Everything in this module is deterministic.
+A TDX quote is parsed (`attestation.quote`), never verified: full DCAP verification depends
+on the wall clock and collateral files, so it runs before voting, in
+`components.compute.quotes`. Its REPORTDATA must start with
+`provider_quote_binding(provider_id)` (`records`), so a provider cannot present another TD's
+quote. Everything in this module is deterministic.
+
+Why this module is longer than ~600 lines: it is the one `Compute` class, and its commands,
+clearing pass, commitment, reads and snapshot validation all maintain the same private
+indexes (open requests per requester, live grants, capacity in use, the expiry, deadline and
+pruning heaps, the committed leaves). Splitting the class would spread those invariants over
+several modules; what does not touch them already lives elsewhere (records, wire shapes and
+command builders in `records`, the quote layout in `attestation.quote`, the section in
+`config`).
 """
 
 from __future__ import annotations
