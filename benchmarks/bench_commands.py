@@ -31,7 +31,7 @@ from typing import Final
 from coalitiond.commands.client import EnvelopeSigner, publish
 from coalitiond.commands.envelope import Acl, check_envelope
 from coalitiond.components.executor import Executor
-from coalitiond.components.feed import Feed
+from coalitiond.components.feed.component import Feed
 from coalitiond.primitives.crypto import SigningKey
 
 SIZES: Final = (1, 16, 256)

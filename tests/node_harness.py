@@ -14,7 +14,7 @@ import trio
 
 from coalitiond.cli.init import load_or_create_key
 from coalitiond.config import MemberConfig, load_config
-from coalitiond.config_template import MemberLine, TemplateInput, render_member_config
+from coalitiond.config.template import MemberLine, TemplateInput, render_member_config
 from coalitiond.node.client import ClientConfig, CommitteeClient, load_client_config
 from coalitiond.node.member import Member
 from coalitiond.primitives.crypto import SigningKey

@@ -13,7 +13,7 @@ import trio
 
 from coalitiond.commands.envelope import Acl
 from coalitiond.commands.member import MemberCommand
-from coalitiond.components.almanac import Almanac, Observation
+from coalitiond.components.almanac.component import Almanac, Observation
 from coalitiond.components.executor import Executor
 from coalitiond.node.almanac_ticker import MAX_SEQS_AHEAD, AlmanacTicker
 from coalitiond.primitives.committee import CommitteeSpec

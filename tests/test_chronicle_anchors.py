@@ -14,7 +14,8 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from coalitiond import config
-from coalitiond.anchors import (
+from coalitiond.commands.envelope import Acl, Envelope
+from coalitiond.components.chronicle.anchors import (
     AnchorPublisher,
     AnchorPublishError,
     AnchorSink,
@@ -26,8 +27,8 @@ from coalitiond.anchors import (
     parse_anchor_json,
     query_reader,
 )
-from coalitiond.commands.envelope import Acl, Envelope
-from coalitiond.components.chronicle import Chronicle, ChronicleAnchor, append_command
+from coalitiond.components.chronicle.component import Chronicle
+from coalitiond.components.chronicle.records import ChronicleAnchor, append_command
 from coalitiond.components.executor import Executor
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.errors import OperatorError

@@ -10,7 +10,11 @@ import pytest
 
 from coalitiond.cli.devnet import generate_devnet
 from coalitiond.commands.envelope import Envelope
-from coalitiond.components.chronicle import ChronicleEntry, append_command, recompute_anchors
+from coalitiond.components.chronicle.records import (
+    ChronicleEntry,
+    append_command,
+    recompute_anchors,
+)
 from coalitiond.config import AclConfig, load_config
 from coalitiond.consensus.types import genesis_block
 from coalitiond.integrator.archive_compare import (

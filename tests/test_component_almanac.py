@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from coalitiond.commands.client import publish
 from coalitiond.commands.envelope import Acl, Envelope, InvalidCommand
 from coalitiond.commands.member import MemberCommand
-from coalitiond.components import almanac as almanac_module
-from coalitiond.components.almanac import (
+from coalitiond.components.almanac import component as almanac_module
+from coalitiond.components.almanac.component import (
     MAX_MEMBERS,
     MAX_QUERY_TICKS,
     MAX_SEQ,
@@ -26,11 +26,11 @@ from coalitiond.components.almanac import (
     AlmanacTick,
     Observation,
     ObservedAt,
-    WindowTree,
     median_ms,
     outliers,
     skews,
 )
+from coalitiond.components.almanac.tree import WindowTree
 from coalitiond.components.base import (
     Applied,
     BlockContext,

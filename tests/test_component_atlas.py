@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from coalitiond import config
 from coalitiond.commands.envelope import Acl, Command, Envelope, InvalidCommand
 from coalitiond.components import build, known_kinds
-from coalitiond.components.atlas import (
+from coalitiond.components.atlas.component import (
     MAX_CARD_BYTES,
     MAX_CATALOGUE,
     MAX_ENDPOINT_HINTS,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from coalitiond.commands.envelope import Command, Envelope
 from coalitiond.components import build, component_class, known_kinds, register
 from coalitiond.components.base import BlockContext, CommandResult, Component, kv_root
-from coalitiond.components.feed import Feed
+from coalitiond.components.feed.component import Feed
 from coalitiond.primitives.encoding import encode
 from coalitiond.primitives.errors import LocalError, OperatorError
 from coalitiond.verify import merkle_root

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from coalitiond.commands.envelope import Acl, Command, Envelope, InvalidCommand
 from coalitiond.commands.member import MemberCommand
-from coalitiond.components import chronicle as chronicle_module
 from coalitiond.components.base import (
     Applied,
     BlockContext,
@@ -23,20 +22,23 @@ from coalitiond.components.base import (
     check_state_proof,
     component_class,
 )
-from coalitiond.components.chronicle import (
+from coalitiond.components.chronicle import component as chronicle_module
+from coalitiond.components.chronicle.component import (
+    MAX_QUERY_ANCHORS,
+    MAX_QUERY_ENTRIES,
+    Chronicle,
+    demo_commands,
+)
+from coalitiond.components.chronicle.records import (
     GENESIS_ANCHOR_DIGEST,
     KINDS,
     MAX_BODY_BYTES,
     MAX_EVIDENCE_POINTERS,
-    MAX_QUERY_ANCHORS,
-    MAX_QUERY_ENTRIES,
-    Chronicle,
     ChronicleAnchor,
     ChronicleEntry,
     EvidenceBody,
     EvidencePointer,
     append_command,
-    demo_commands,
     evidence_command,
     recompute_anchors,
 )

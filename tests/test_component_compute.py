@@ -12,8 +12,13 @@ from conftest import SHARED_TESTDATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coalitiond.attestation.quote import (
+    MAX_QUOTE_SIZE,
+    MalformedQuote,
+    quote_mr_td,
+    quote_report_data,
+)
 from coalitiond.commands.envelope import Command, Envelope, InvalidCommand
-from coalitiond.components import compute as compute_module
 from coalitiond.components.base import (
     Applied,
     BlockContext,
@@ -24,23 +29,19 @@ from coalitiond.components.base import (
     Refused,
     check_state_proof,
 )
-from coalitiond.components.compute import (
-    MAX_QUOTE_SIZE,
+from coalitiond.components.compute import component as compute_module
+from coalitiond.components.compute.component import Compute, demo_commands
+from coalitiond.components.compute.records import (
     MAX_TICK,
     Capabilities,
-    Compute,
     ComputeLog,
     ComputeRequest,
-    MalformedQuote,
     ProviderCard,
     Usage,
     cancel_request,
-    demo_commands,
     deregister_provider,
     provider_quote_binding,
     quote_is_bound,
-    quote_mr_td,
-    quote_report_data,
     refresh_provider,
     register_provider,
     submit_log,

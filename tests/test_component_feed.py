@@ -8,9 +8,9 @@ import pytest
 
 from coalitiond.commands.client import publish
 from coalitiond.commands.envelope import Command, Envelope, InvalidCommand
-from coalitiond.components import feed as feed_module
 from coalitiond.components.base import Applied, BlockContext, MalformedSnapshot, QueryError, Refused
-from coalitiond.components.feed import (
+from coalitiond.components.feed import component as feed_module
+from coalitiond.components.feed.component import (
     DEFAULT_MAX_BODY_BYTES,
     MAX_BODY_BYTES,
     MAX_KIND_LEN,

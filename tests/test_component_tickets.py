@@ -15,7 +15,6 @@ from coalitiond import config
 from coalitiond.commands.envelope import Acl, Command, Envelope, InvalidCommand
 from coalitiond.commands.member import MemberCommand
 from coalitiond.components import build, known_kinds
-from coalitiond.components import tickets as tickets_module
 from coalitiond.components.base import (
     Applied,
     BlockContext,
@@ -26,7 +25,8 @@ from coalitiond.components.base import (
     check_state_proof,
 )
 from coalitiond.components.executor import APPLIED, Executor
-from coalitiond.components.tickets import (
+from coalitiond.components.tickets import component as tickets_module
+from coalitiond.components.tickets.component import (
     DEFAULT_MAX_CLAIMS_BYTES,
     DEFAULT_MAX_LIFETIME_S,
     MAX_CLAIMS_BYTES,
@@ -35,20 +35,22 @@ from coalitiond.components.tickets import (
     MAX_LIFETIME_S,
     MAX_QUERY_TICKETS,
     MAX_TIME,
+    Ticket,
+    Tickets,
+    issue,
+    revoke,
+)
+from coalitiond.components.tickets.verify import (
     NotAnIssuer,
     NotCertified,
-    Ticket,
     TicketNotInBlock,
-    Tickets,
     TicketVerificationError,
     WrongIssuerCommittee,
     component_config_digest,
-    issue,
     issuer_root,
-    revoke,
     verify_issued_ticket,
 )
-from coalitiond.config_template import MemberLine, TemplateInput, render_member_config
+from coalitiond.config.template import MemberLine, TemplateInput, render_member_config
 from coalitiond.consensus.types import Block, Certificate, Vote, VoteKind
 from coalitiond.log.records import FinalizedBlock
 from coalitiond.primitives.coalition import MODULES, CitizenRef, Coalition, ConfluenceRef

@@ -1,4 +1,4 @@
-"""Full DCAP verification of provider quotes before voting (`coalitiond.compute_quotes`):
+"""Full DCAP verification of provider quotes before voting (`coalitiond.components.compute.quotes`, run by `coalitiond.node.quote_driver`):
 the real Intel-signed quotes and collateral at their fixed verification times, and re-signed
 quotes (tests/tdx_resign.py, a test root CA) carrying the provider binding in REPORTDATA."""
 
@@ -19,26 +19,25 @@ from coalitiond.attestation import dcap
 from coalitiond.attestation.collateral import CollateralCache
 from coalitiond.attestation.dcap import DcapPolicy
 from coalitiond.attestation.gate import Verifier
+from coalitiond.attestation.quote import quote_mr_td, quote_report_data
 from coalitiond.commands.envelope import Command, Envelope, InvalidCommand
-from coalitiond.components.compute import (
-    Capabilities,
-    Compute,
-    ComputeRequest,
-    ProviderCard,
-    deregister_provider,
-    provider_quote_binding,
-    quote_mr_td,
-    quote_report_data,
-    refresh_provider,
-    register_provider,
-    submit_request,
-)
-from coalitiond.compute_quotes import (
+from coalitiond.components.compute.component import Compute
+from coalitiond.components.compute.quotes import (
     ProviderQuotePolicy,
     ProviderQuoteRefused,
     verify_provider_quote,
     vote_check,
     vote_check_envelopes,
+)
+from coalitiond.components.compute.records import (
+    Capabilities,
+    ComputeRequest,
+    ProviderCard,
+    deregister_provider,
+    provider_quote_binding,
+    refresh_provider,
+    register_provider,
+    submit_request,
 )
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.errors import LocalError
@@ -303,7 +302,7 @@ def test_vote_check_envelopes_checks_every_command(
 def test_driver_refuses_to_vote_for_a_bad_quote(
         pki: ResignPki, test_root: Verifier, resigned_cache: CollateralCache) -> None:
     from coalitiond.commands.member import MemberCommand
-    from coalitiond.compute_quotes import ProviderQuoteDriver
+    from coalitiond.node.quote_driver import ProviderQuoteDriver
 
     clock = [float(RESIGN_NOW)]
     driver = ProviderQuoteDriver(resigned_cache, wall=lambda: clock[0], verifier=test_root)
@@ -323,7 +322,7 @@ def test_driver_refuses_to_vote_for_a_bad_quote(
 
 def test_driver_reuses_a_verdict_for_a_minute(
         pki: ResignPki, test_root: Verifier, resigned_cache: CollateralCache) -> None:
-    from coalitiond.compute_quotes import VERDICT_TTL_S, ProviderQuoteDriver
+    from coalitiond.node.quote_driver import VERDICT_TTL_S, ProviderQuoteDriver
 
     calls = []
 

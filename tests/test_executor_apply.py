@@ -24,7 +24,7 @@ from coalitiond.components.executor import (
     InvalidBlock,
     MalformedOutcome,
 )
-from coalitiond.components.feed import Feed
+from coalitiond.components.feed.component import Feed
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import encode
 from coalitiond.primitives.errors import LocalError

@@ -18,7 +18,7 @@ from coalitiond.commands.client import publish
 from coalitiond.commands.dedup import NONCE_WINDOW
 from coalitiond.commands.envelope import Acl, Command, Envelope
 from coalitiond.components.executor import APPLIED, BlockResult, Executor
-from coalitiond.components.feed import Feed
+from coalitiond.components.feed.component import Feed
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import encode
 from coalitiond.primitives.identity import digest

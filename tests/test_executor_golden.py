@@ -10,7 +10,7 @@ from test_commands_envelope import ACL, COMMITTEE, GOLDEN_ID, KEY, golden
 
 from coalitiond.commands.dedup import NONCE_WINDOW
 from coalitiond.components.executor import Executor
-from coalitiond.components.feed import Feed
+from coalitiond.components.feed.component import Feed
 from coalitiond.primitives.encoding import encode
 from coalitiond.primitives.identity import hash_structure
 from coalitiond.verify import merkle_root

@@ -45,11 +45,11 @@ from coalitiond.client import (
     VerificationFailed,
 )
 from coalitiond.commands.envelope import Envelope
-from coalitiond.components.atlas import publish_card
+from coalitiond.components.atlas.component import publish_card
 from coalitiond.components.base import BlockContext, Component
-from coalitiond.components.compute import register_provider, submit_request
+from coalitiond.components.compute.records import register_provider, submit_request
 from coalitiond.components.executor import CommandOutcome
-from coalitiond.components.tickets import issue
+from coalitiond.components.tickets.component import issue
 from coalitiond.config import load_config
 from coalitiond.consensus.evidence import Evidence, Statement
 from coalitiond.consensus.statements import SignedKind, sign_statement

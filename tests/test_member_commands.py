@@ -28,7 +28,7 @@ from coalitiond.components.base import (
     check_state_proof,
 )
 from coalitiond.components.executor import APPLIED, REFUSED, Executor, Stamp
-from coalitiond.components.feed import Feed
+from coalitiond.components.feed.component import Feed
 from coalitiond.consensus.core import (
     Broadcast,
     CommandSubmitted,

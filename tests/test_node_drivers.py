@@ -15,7 +15,7 @@ from coalitiond.commands.client import EnvelopeSigner, publish
 from coalitiond.commands.envelope import Acl, Envelope
 from coalitiond.commands.member import MemberCommand
 from coalitiond.components.executor import STAMP_OP, Executor, Stamp
-from coalitiond.components.feed import Feed
+from coalitiond.components.feed.component import Feed
 from coalitiond.config import load_config
 from coalitiond.consensus.core import CommandSubmitted
 from coalitiond.consensus.types import Block, Certificate, Vote, VoteKind, genesis_block

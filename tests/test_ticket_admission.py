@@ -22,8 +22,8 @@ from coalitiond.components.executor import (
     REMOVE_CLIENTS_OP,
     Executor,
 )
-from coalitiond.components.feed import Feed
-from coalitiond.components.tickets import Ticket, issue, revoke
+from coalitiond.components.feed.component import Feed
+from coalitiond.components.tickets.component import Ticket, issue, revoke
 from coalitiond.config import load_config
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import encode

@@ -1,2 +1,3 @@
 """Intel TDX admission (DESIGN §2.7): dcap-qvl verification, policy, tickets, the transport
-gate, configfs-tsm quotes and PCCS collateral. See docs/attestation.md."""
+gate, configfs-tsm quotes and PCCS collateral; and `quote`, the deterministic reading of a
+quote's layout that state machines may use. See docs/attestation.md."""

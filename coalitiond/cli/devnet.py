@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Final
 
 from ..config import COMPONENT_KINDS, load_config
-from ..config_template import MemberLine, TemplateInput, render_member_config
+from ..config.template import MemberLine, TemplateInput, render_member_config
 from ..node.devnet_workloads import (
     DEFAULT_RATE,
     DEFAULT_RATES,

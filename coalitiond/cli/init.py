@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 
 from ..config import COMPONENT_KINDS, load_config, parse_config
-from ..config_template import MemberLine, TemplateInput, render_member_config
+from ..config.template import MemberLine, TemplateInput, render_member_config
 from ..primitives.crypto import SigningKey
 from ..primitives.errors import OperatorError
 from ..primitives.keys import load_key_file, write_key_file

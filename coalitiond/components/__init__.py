@@ -1,6 +1,9 @@
 """Components: the deterministic state machines a committee commits (DESIGN §2.8).
 
-Importing this package registers every built-in component kind.
+Importing this package registers every built-in component kind. One package per kind
+(`<kind>/component.py`, its `[component]` section in `<kind>/config.py`); shared by all:
+`base` (the interface, state proofs, the registry), `snapshot` (the snapshot frame),
+`paging` (read arguments and pages) and `executor` (runs a component over blocks).
 """
 
 from __future__ import annotations

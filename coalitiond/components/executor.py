@@ -40,8 +40,8 @@ from ..commands.envelope import (
 )
 from ..commands.member import MemberCommand, is_member_command
 from ..primitives.crypto import PUBLIC_KEY_LEN
-from ..primitives.encoding import decode, encode
-from ..primitives.errors import EncodingError, LocalError, RemoteError
+from ..primitives.encoding import encode
+from ..primitives.errors import LocalError, RemoteError
 from ..primitives.identity import ID_LEN, digest, hash_structure
 from ..primitives.metrics import counter
 from .base import (
@@ -54,6 +54,7 @@ from .base import (
     is_uint,
 )
 from .base import Refused as ComponentRefused
+from .snapshot import SnapshotFormat, any_value
 
 APPLIED: Final = "applied"
 REFUSED: Final = "refused"
@@ -62,6 +63,8 @@ SNAPSHOT_TYPE: Final = "executor-snapshot"
 #: Executor snapshots hold the component's snapshot; the bound is the component's problem
 #: first, this one only stops a peer from handing us something absurd.
 MAX_SNAPSHOT_SIZE: Final = 1 << 31
+_SNAPSHOT: Final = SnapshotFormat("executor", SNAPSHOT_TYPE, 1, (any_value,) * 7,
+                                  "a 9-item executor-snapshot", max_size=MAX_SNAPSHOT_SIZE)
 
 COMMANDS: Final = counter("component_commands_total",
                           "Client commands executed, by status and reason", ("status", "reason"))
@@ -513,23 +516,17 @@ class Executor:
         return self.component.query(name, args)
 
     def snapshot(self) -> bytes:
-        return encode([SNAPSHOT_TYPE, 1, self.component.signature, self.executed_height,
-                       self.last_digest, self.dedup.to_wire(), self.component.snapshot(),
-                       None if self.stamp is None else self.stamp.to_args(),
-                       self._ticket_clients_wire()])
+        return _SNAPSHOT.encode(self.component.signature, self.executed_height,
+                                self.last_digest, self.dedup.to_wire(),
+                                self.component.snapshot(),
+                                None if self.stamp is None else self.stamp.to_args(),
+                                self._ticket_clients_wire())
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state; on MalformedSnapshot nothing changes. The caller compares
         `state_root()` afterwards with the root a certified block committed to."""
-        try:
-            obj = decode(data, max_size=MAX_SNAPSHOT_SIZE)
-        except EncodingError as exc:
-            raise MalformedSnapshot(f"executor snapshot: {exc}") from None
-        if not (isinstance(obj, list) and len(obj) == 9 and obj[0] == SNAPSHOT_TYPE
-                and obj[1] == 1 and not isinstance(obj[1], bool)):
-            raise MalformedSnapshot("executor snapshot: expected a 9-item executor-snapshot")
-        (_, _, signature, height, last_digest, dedup_wire, component_bytes, stamp_args,
-         ticket_rows) = obj
+        (signature, height, last_digest, dedup_wire, component_bytes, stamp_args,
+         ticket_rows) = _SNAPSHOT.decode(data)
         ticket_clients = _ticket_clients_from_wire(ticket_rows, self.acl)
         stamp: Stamp | None = None
         if stamp_args is not None:

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..commands.envelope import Acl
-from ..components.chronicle import Chronicle, ChronicleAnchor, ChronicleEntry
+from ..components.chronicle.component import Chronicle
+from ..components.chronicle.records import ChronicleAnchor, ChronicleEntry
 from ..components.executor import Executor
 from ..config import AclConfig, parse_config
 from ..log.archive import ArchiveHeader, Side, block_signers, read_blocks, read_header

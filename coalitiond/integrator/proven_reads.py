@@ -7,11 +7,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..components.almanac import AlmanacTick
-from ..components.atlas import CardRecord, CitizenCard
-from ..components.chronicle import ChronicleAnchor, ChronicleEntry
-from ..components.feed import FeedEntry
-from ..components.tickets import Ticket, TicketRecord
+from ..components.almanac.component import AlmanacTick
+from ..components.atlas.component import CardRecord, CitizenCard
+from ..components.chronicle.records import ChronicleAnchor, ChronicleEntry
+from ..components.feed.component import FeedEntry
+from ..components.tickets.component import Ticket, TicketRecord
 from ..primitives.encoding import decode, encode
 from ..primitives.errors import EncodingError
 

@@ -29,7 +29,7 @@ from typing import Final
 import trio
 
 from ..commands.member import MemberCommand
-from ..components.almanac import (
+from ..components.almanac.component import (
     MAX_UNIX_MS,
     TICK_OP,
     Almanac,

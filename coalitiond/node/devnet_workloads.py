@@ -78,16 +78,16 @@ class Workload:
         if self.kind == "feed":
             return [(self.operator, [publish("devnet", {"n": n, "i": j}) for j in range(k)])]
         if self.kind == "atlas":
-            from ..components.atlas import demo_commands as atlas_demo
+            from ..components.atlas.component import demo_commands as atlas_demo
 
             ids = [make_id(name) for name in DEVNET_CITIZENS]
             return list(atlas_demo([self.operator] * len(ids), ids, n))
         if self.kind == "chronicle":
-            from ..components.chronicle import demo_commands as chronicle_demo
+            from ..components.chronicle.component import demo_commands as chronicle_demo
 
             return [(self.operator, list(chronicle_demo(n)))]
         if self.kind == "compute":
-            from ..components.compute import demo_commands as compute_demo
+            from ..components.compute.component import demo_commands as compute_demo
 
             return list(compute_demo(self.providers, self.operator, n))
         return []

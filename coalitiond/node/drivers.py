@@ -28,10 +28,10 @@ from typing import Final
 
 import trio
 
-from ..anchors import AnchorPublisher, AnchorSink, anchors_in, query_reader
 from ..commands.envelope import Acl, Envelope
 from ..commands.member import MemberCommand
 from ..components import base as component_base
+from ..components.chronicle.anchors import AnchorPublisher, AnchorSink, anchors_in, query_reader
 from ..components.executor import (
     ADMIT_CLIENTS_OP,
     MAX_CLIENTS_PER_COMMAND,
@@ -41,7 +41,7 @@ from ..components.executor import (
     Executor,
     Stamp,
 )
-from ..components.tickets import Tickets
+from ..components.tickets.component import Tickets
 from ..config import MemberConfig, load_config
 from ..consensus.types import Block, genesis_block
 from ..log.chain import ChainVerifier
@@ -394,7 +394,7 @@ def _acl_of(config: MemberConfig) -> Acl:
 
 
 class AnchorPublishing(Driver):
-    """Hands every anchor the Chronicle commits to the anchor sink (coalitiond/anchors.py).
+    """Hands every anchor the Chronicle commits to the anchor sink (coalitiond/components/chronicle/anchors.py).
 
     The sink's own record (the file's last line) says where a restart resumes; anchors
     committed while the member was down are caught up from the component's state."""

@@ -31,17 +31,17 @@ from typing import Any
 
 import trio
 
-from ..anchors import make_sink
 from ..attestation.collateral import CollateralCache
 from ..attestation.gate import NoAttestationGate, TdxGate, make_gate, run_expiry_rechecks
 from ..attestation.policy import AttestationPolicy
 from ..commands.envelope import Acl
 from ..components import base as component_base
-from ..components.almanac import Almanac
-from ..components.compute import Compute
+from ..components.almanac.component import Almanac
+from ..components.chronicle.anchors import make_sink
+from ..components.chronicle.config import ChronicleConfig
+from ..components.compute.component import Compute
 from ..components.executor import Executor
-from ..compute_quotes import ProviderQuoteDriver
-from ..config import ChronicleConfig, MemberConfig
+from ..config import MemberConfig
 from ..consensus.core import (
     Core,
     CoreConfig,
@@ -68,6 +68,7 @@ from .drivers import (
 from .inbox import open_inbox
 from .journal import BlockJournal
 from .mempool import Mempool
+from .quote_driver import ProviderQuoteDriver
 from .resolver import Resolver
 from .timers import TimerService
 from .verifier import CheckedEnvelopes, SeenMessages, Verifier

@@ -18,6 +18,9 @@ from .errors import LocalError
 from .identity import hash_structure, make_id
 
 COMMITTEE_SCHEMA: Final = 1
+#: Largest committee a member config may describe (`config.committee`); also the bound on
+#: a committee described inside Chronicle evidence.
+MAX_COMMITTEE_MEMBERS: Final = 64
 
 
 def default_fault_bound(n: int) -> int:

@@ -26,22 +26,18 @@ limit?}`. Snapshot: `["tickets-snapshot", 1, events, [leaf…]]`. docs/tickets.m
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..commands.envelope import Command, CommandRefused, Envelope, InvalidCommand
-from ..commands.member import is_member_command
-from ..consensus.types import MAX_COMMAND_SIZE, Block, Certificate, InvalidCertificate, VoteKind
-from ..log.records import FinalizedBlock
-from ..primitives.coalition import Coalition
-from ..primitives.committee import CommitteeSpec
-from ..primitives.crypto import PUBLIC_KEY_LEN
-from ..primitives.encoding import decode, encode
-from ..primitives.errors import EncodingError, OperatorError, RemoteError
-from ..primitives.identity import ID_LEN, digest, hash_structure
-from ..primitives.merkle import MemoryTree, leaf_hash
-from .base import (
+from ...commands.envelope import Command, Envelope, InvalidCommand
+from ...consensus.types import MAX_COMMAND_SIZE
+from ...primitives.crypto import PUBLIC_KEY_LEN
+from ...primitives.encoding import decode, encode
+from ...primitives.errors import EncodingError, OperatorError
+from ...primitives.identity import ID_LEN, digest, hash_structure
+from ...primitives.merkle import MemoryTree, leaf_hash
+from ..base import (
     Applied,
     BlockContext,
     CommandResult,
@@ -56,6 +52,8 @@ from .base import (
     register,
     state_proof,
 )
+from ..paging import after_page, limit_arg
+from ..snapshot import SnapshotFormat, any_value, is_list
 
 KIND: Final = "tickets"
 TICKET_TYPE: Final = "ticket"
@@ -91,6 +89,9 @@ MAX_LEAF_BYTES: Final = MAX_COMMAND_SIZE + 512
 MAX_SNAPSHOT_SIZE: Final = 1 << 31
 
 _PARAM_KEYS: Final = frozenset({"issuers", "max_claims_bytes", "max_lifetime_s"})
+_SNAPSHOT: Final = SnapshotFormat("tickets", SNAPSHOT_TYPE, SCHEMA, (any_value, is_list),
+                                  f'["{SNAPSHOT_TYPE}", {SCHEMA}, events, [leaf…]]',
+                                  max_size=MAX_SNAPSHOT_SIZE)
 
 
 def _bad_args(op: str, detail: str) -> InvalidCommand:
@@ -378,38 +379,25 @@ class Tickets(Component):
             after = args.get("after")
             if after is not None and not is_id(after):
                 raise QueryError(f"tickets: after must be {ID_LEN} bytes or null")
-            limit = args.get("limit", MAX_QUERY_TICKETS)
-            if not (is_uint(limit) and 0 < limit <= MAX_QUERY_TICKETS):
-                raise QueryError(f"tickets: limit must be 1..{MAX_QUERY_TICKETS}")
-            ids = self._sorted_ids()
-            start = 0
-            if after is not None:
-                start = _bisect_right(ids, after)
-            page = ids[start:start + limit]
-            more = start + limit < len(ids)
+            page, following = after_page(self._sorted_ids(), after,
+                                         limit_arg(name, args, MAX_QUERY_TICKETS))
             return {"tickets": [self._records[k].as_read() for k in page],
-                    "next": page[-1] if more else None, "count": len(self._records)}
+                    "next": following, "count": len(self._records)}
         raise QueryError(f"unknown tickets query {name!r} (known: head, ticket, tickets)")
 
     # -- snapshot ---------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        return encode([SNAPSHOT_TYPE, SCHEMA, self._events,
-                       [self._records[k].leaf() for k in self._sorted_ids()]])
+        return _SNAPSHOT.encode(self._events,
+                                [self._records[k].leaf() for k in self._sorted_ids()])
 
     def restore(self, data: bytes) -> None:
-        try:
-            obj = decode(data, max_size=MAX_SNAPSHOT_SIZE)
-        except EncodingError as exc:
-            raise MalformedSnapshot(f"tickets snapshot: {exc}") from None
-        if not (isinstance(obj, list) and len(obj) == 4 and obj[0] == SNAPSHOT_TYPE
-                and obj[1] == SCHEMA and not isinstance(obj[1], bool)
-                and isinstance(obj[3], list)):
-            raise MalformedSnapshot(
-                f"tickets snapshot: expected [\"{SNAPSHOT_TYPE}\", {SCHEMA}, events, [leaf…]]")
-        events, rows = obj[2], obj[3]
+        _SNAPSHOT.restore(self, data, self._state_from_snapshot)
+
+    def _state_from_snapshot(self, fields: list[Any]) -> dict[str, Any]:
+        events, rows = fields
         if len(rows) > MAX_TICKETS:
-            raise MalformedSnapshot(f"tickets snapshot: more than {MAX_TICKETS} tickets")
+            raise _SNAPSHOT.error(f"more than {MAX_TICKETS} tickets")
         records: dict[bytes, TicketRecord] = {}
         hashes: dict[bytes, bytes] = {}
         previous = b""
@@ -417,24 +405,21 @@ class Tickets(Component):
         for i, row in enumerate(rows):
             ticket_id, record = self._record_from_snapshot(i, row)
             if ticket_id <= previous:
-                raise MalformedSnapshot(f"tickets snapshot: ticket {i}: ticket ids are not "
-                                        "strictly ascending")
+                raise _SNAPSHOT.error(f"ticket {i}: ticket ids are not strictly ascending")
             previous = ticket_id
             records[ticket_id] = record
             hashes[ticket_id] = leaf_hash(row)
             revoked += record.revoked_height is not None
         # Every ticket took one event to issue and one more to revoke.
         if not (is_uint(events) and events >= len(records) + revoked):
-            raise MalformedSnapshot("tickets snapshot: event count must be an unsigned integer "
-                                    "at least tickets + revocations")
-        # Swap only once everything validated: a bad snapshot leaves the state as it was.
-        self._records, self._leaf_hashes = records, hashes
-        self._revoked, self._events = revoked, events
-        self._order, self._tree = [], None
+            raise _SNAPSHOT.error("event count must be an unsigned integer at least tickets + "
+                                  "revocations")
+        return {"_records": records, "_leaf_hashes": hashes, "_revoked": revoked,
+                "_events": events, "_order": [], "_tree": None}
 
     def _record_from_snapshot(self, i: int, data: Any) -> tuple[bytes, TicketRecord]:
         def bad(what: str) -> MalformedSnapshot:
-            return MalformedSnapshot(f"tickets snapshot: ticket {i}: {what}")
+            return _SNAPSHOT.error(f"ticket {i}: {what}")
 
         if not isinstance(data, bytes):
             raise bad("expected a byte string")
@@ -469,17 +454,6 @@ class Tickets(Component):
         return ticket_id, record
 
 
-def _bisect_right(ids: list[bytes], key: bytes) -> int:
-    lo, hi = 0, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ids[mid] <= key:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
 # ---------------------------------------------------------------------------------------
 # Client helpers
 
@@ -490,148 +464,3 @@ def issue(ticket: Ticket) -> Command:
 
 def revoke(ticket_id: bytes) -> Command:
     return Command(REVOKE_OP, {"ticket_id": ticket_id})
-
-
-# ---------------------------------------------------------------------------------------
-# Anyone's check: was this ticket issued?
-
-
-class TicketVerificationError(RemoteError):
-    """The evidence offered for a ticket does not show that the issuer issued it."""
-
-
-class WrongIssuerCommittee(TicketVerificationError):
-    """The committee or parameters given are not those of a ticket issuer committee."""
-
-
-class NotCertified(TicketVerificationError):
-    """The block's finalization certificate is missing, not for the block, or invalid."""
-
-
-class TicketNotInBlock(TicketVerificationError):
-    """The block holds no `issue` command for this ticket."""
-
-
-class NotAnIssuer(TicketVerificationError):
-    """The block carries an `issue` of this ticket that the executor would refuse: a signer
-    that is not an issuer key or not admitted by the ACL, a bad envelope signature."""
-
-
-def component_config_digest(params: Mapping[str, Any], acl: Mapping[str, Any]) -> bytes:
-    """The committee's `component_config_digest` for a tickets committee with these
-    parameters (`TicketsConfig.to_cbor()`) and ACL (`AclConfig.to_cbor()`); the same preimage
-    as `config.MemberConfig.component_config_digest` (a test keeps them equal)."""
-    return hash_structure("component-config", 1, KIND, dict(params), dict(acl))
-
-
-def issuer_root(coalition: Coalition) -> bytes:
-    """`derive(COALITION_ROOT, "tickets")`: the name a committee's ACL would give the
-    coalition's ticket issuer. OperatorError if the coalition declares no ticket issuer."""
-    root = coalition.ticket_issuer_root
-    if root is None:
-        raise OperatorError(f"coalition {coalition.name!r} declares no ticket issuer")
-    return root
-
-
-def verify_issued_ticket(ticket: Ticket, block: FinalizedBlock | Block,
-                         committee: CommitteeSpec, *, params: Mapping[str, Any],
-                         acl: Mapping[str, Any], certificate: Certificate | None = None
-                         ) -> bytes:
-    """Check that the issuer committee `committee` finalised `ticket`; return its ticket id.
-
-    Pure and offline. `params` and `acl` are the issuer committee's `[component]` parameters
-    and client ACL in their CBOR form (`TicketsConfig.to_cbor()`, `AclConfig.to_cbor()`);
-    they are bound to `committee` by its `component_config_digest`, so the allowed issuer keys
-    come from the committee's identity, not from the caller's word. `block` is a
-    `FinalizedBlock` (its own `finalization` is used unless `certificate` is given) or a bare
-    `Block` with `certificate`.
-
-    Checks: the committee is a tickets committee with exactly these parameters; the
-    certificate is a finalize certificate for this block with a quorum of valid member
-    signatures (`Certificate.verify`, as `node.client` and `consensus.messages` use it); the
-    block holds a client envelope for this committee, with a valid signature, from an
-    issuer key the ACL admits, carrying an `issue` command for exactly this ticket and valid
-    under the parameters. Raises a `TicketVerificationError` subclass otherwise.
-
-    It proves issuance, not current standing: revocation (and the rare stateful refusals —
-    `already_issued`, `full`, a replayed nonce) are state, read with the `ticket` query's
-    state proof against a state root a later certified block commits to.
-    """
-    if committee.component_kind != KIND:
-        raise WrongIssuerCommittee(f"committee {committee.committee_id.hex()} runs "
-                                   f"{committee.component_kind!r}, not {KIND!r}")
-    if component_config_digest(params, acl) != committee.component_config_digest:
-        raise WrongIssuerCommittee("the parameters and ACL given are not the ones the "
-                                   f"committee {committee.committee_id.hex()} was configured "
-                                   "with")
-    try:
-        issuer = Tickets.from_params(params)
-    except OperatorError as exc:
-        raise WrongIssuerCommittee(f"the issuer's parameters are invalid: {exc}") from None
-    admitted = _acl_clients(acl)
-
-    if isinstance(block, FinalizedBlock):
-        cert = certificate if certificate is not None else block.finalization
-        body = block.block
-    else:
-        cert, body = certificate, block
-    if cert is None:
-        raise NotCertified(f"height {body.height}: no finalization certificate for the block")
-    if cert.kind is not VoteKind.FINALIZE or cert.digest != body.digest or \
-            cert.view != body.view or body.epoch != committee.epoch:
-        raise NotCertified(f"height {body.height}: the certificate is not a finalization of "
-                           "this block in this epoch")
-    try:
-        cert.verify(committee)
-    except InvalidCertificate as exc:
-        raise NotCertified(f"height {body.height}: {exc}") from None
-
-    wanted = ticket.encode()
-    refusal: str | None = None
-    for data in body.commands:
-        if is_member_command(data):
-            continue
-        try:
-            envelope = Envelope.decode(data)
-        except CommandRefused:
-            continue  # an unreadable command issued nothing
-        if envelope.committee_id != committee.committee_id:
-            continue
-        for command in envelope.commands:
-            if command.op != ISSUE_OP:
-                continue
-            try:
-                found = Ticket.from_args(command.args)
-            except InvalidCommand:
-                continue
-            if found.encode() != wanted:
-                continue
-            refusal = _refusal(issuer, admitted, envelope, command)
-            if refusal is None:
-                return ticket.ticket_id
-    if refusal is not None:
-        raise NotAnIssuer(f"height {body.height}: ticket {ticket.ticket_id.hex()} is in the "
-                          f"block, but {refusal}")
-    raise TicketNotInBlock(f"height {body.height}: the block holds no issue command for ticket "
-                           f"{ticket.ticket_id.hex()}")
-
-
-def _acl_clients(acl: Mapping[str, Any]) -> Collection[bytes]:
-    clients = acl.get("clients")
-    if not (isinstance(clients, list | tuple) and all(isinstance(c, bytes) for c in clients)):
-        raise WrongIssuerCommittee("the ACL given has no list of client keys")
-    return frozenset(clients)
-
-
-def _refusal(issuer: Tickets, admitted: Collection[bytes], envelope: Envelope,
-             command: Command) -> str | None:
-    """Why the executor would have refused this `issue` statelessly (ACL, signature, the
-    component's `check`), or None if it would have applied it."""
-    if envelope.client not in admitted:
-        return f"its signer {envelope.client.hex()} is not admitted by the issuer's ACL"
-    try:
-        envelope.verify_signature()
-        issuer.check(envelope.client, command)
-    except CommandRefused as exc:
-        return f"that issue is refused: {exc.reason}: {exc}"
-    return None

@@ -23,14 +23,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..commands.envelope import Command, Envelope, InvalidCommand
-from ..consensus.types import MAX_COMMAND_SIZE
-from ..primitives.crypto import PUBLIC_KEY_LEN
-from ..primitives.encoding import decode, encode
-from ..primitives.errors import EncodingError, OperatorError
-from ..primitives.identity import ID_LEN, hash_structure
-from ..primitives.merkle import MemoryTree, inclusion_path, leaf_hash
-from .base import (
+from ...commands.envelope import Command, Envelope, InvalidCommand
+from ...consensus.types import MAX_COMMAND_SIZE
+from ...primitives.crypto import PUBLIC_KEY_LEN
+from ...primitives.encoding import decode, encode
+from ...primitives.errors import EncodingError, OperatorError
+from ...primitives.identity import ID_LEN, hash_structure
+from ...primitives.merkle import MemoryTree, inclusion_path, leaf_hash
+from ..base import (
     Applied,
     BlockContext,
     CommandResult,
@@ -44,6 +44,8 @@ from .base import (
     register,
     state_proof,
 )
+from ..paging import since_page
+from ..snapshot import SnapshotFormat, is_list
 
 ENTRY_TYPE: Final = "feed-entry"
 ENTRY_SCHEMA: Final = 1
@@ -64,6 +66,9 @@ MAX_QUERY_ENTRIES: Final = 256
 MAX_SNAPSHOT_SIZE: Final = 1 << 31
 
 _PARAM_KEYS: Final = frozenset({"publishers", "max_body_bytes", "follow_almanac"})
+_SNAPSHOT: Final = SnapshotFormat("feed", SNAPSHOT_TYPE, 1, (is_list,),
+                                  '["feed-snapshot", 1, [entry bytes]]',
+                                  max_size=MAX_SNAPSHOT_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,16 +236,8 @@ class Feed(Component):
             expect_args(name, args, set())
             return self._read(len(self._entries) - 1) if self._entries else None
         if name == "since":
-            expect_args(name, args, {"index"}, {"limit"})
-            start = args["index"]
-            if not is_uint(start):
-                raise QueryError("since: index must be an unsigned integer")
-            limit = args.get("limit", MAX_QUERY_ENTRIES)
-            if not (is_uint(limit) and 0 < limit <= MAX_QUERY_ENTRIES):
-                raise QueryError(f"since: limit must be 1..{MAX_QUERY_ENTRIES}")
-            indices = range(start, min(start + limit, len(self._entries)))
-            return {"entries": [self._read(i) for i in indices], "next": start + len(indices),
-                    "count": len(self._entries)}
+            return since_page(name, args, "index", self._entries, MAX_QUERY_ENTRIES,
+                              lambda row: FeedEntry.decode(row).as_read())
         raise QueryError(f"unknown feed query {name!r} (known: entry, head, latest, since)")
 
 
@@ -257,35 +254,30 @@ class Feed(Component):
     # -- snapshot ---------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        return encode([SNAPSHOT_TYPE, 1, self._entries])
+        return _SNAPSHOT.encode(self._entries)
 
     def restore(self, data: bytes) -> None:
-        try:
-            obj = decode(data, max_size=MAX_SNAPSHOT_SIZE)
-        except EncodingError as exc:
-            raise MalformedSnapshot(f"feed snapshot: {exc}") from None
-        if not (isinstance(obj, list) and len(obj) == 3 and obj[0] == SNAPSHOT_TYPE
-                and obj[1] == 1 and isinstance(obj[2], list)):
-            raise MalformedSnapshot(
-                "feed snapshot: expected [\"feed-snapshot\", 1, [entry bytes]]")
-        if len(obj[2]) > MAX_FEED_ENTRIES:
-            raise MalformedSnapshot(f"feed snapshot: more than {MAX_FEED_ENTRIES} entries")
+        _SNAPSHOT.restore(self, data, self._state_from_snapshot)
+
+    def _state_from_snapshot(self, fields: list[Any]) -> dict[str, Any]:
+        (rows,) = fields
+        if len(rows) > MAX_FEED_ENTRIES:
+            raise _SNAPSHOT.error(f"more than {MAX_FEED_ENTRIES} entries")
         entries: list[bytes] = []
         tree = MemoryTree()
         previous_height = 0
-        for seq, row in enumerate(obj[2]):
+        for seq, row in enumerate(rows):
             entry = self._entry_from_snapshot(seq, row)
             if entry.height < previous_height:
-                raise MalformedSnapshot(f"feed snapshot: entry {seq}: height goes backwards")
+                raise _SNAPSHOT.error(f"entry {seq}: height goes backwards")
             previous_height = entry.height
             entries.append(row)
             tree.append_hash(leaf_hash(row))
-        # Swap only once everything validated: a bad snapshot leaves the state as it was.
-        self._entries, self._tree = entries, tree
+        return {"_entries": entries, "_tree": tree}
 
     def _entry_from_snapshot(self, seq: int, data: Any) -> FeedEntry:
         def bad(what: str) -> MalformedSnapshot:
-            return MalformedSnapshot(f"feed snapshot: entry {seq}: {what}")
+            return _SNAPSHOT.error(f"entry {seq}: {what}")
 
         if not isinstance(data, bytes):
             raise bad("expected a byte string")

@@ -36,16 +36,15 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Final
 
-from ..commands.envelope import Command, Envelope, InvalidCommand
-from ..commands.member import MemberCommand
-from ..config import MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
-from ..primitives.committee import CommitteeSpec
-from ..primitives.crypto import SIGNATURE_LEN, SigningKey, is_valid
-from ..primitives.encoding import decode, encode
-from ..primitives.errors import EncodingError, LocalError, OperatorError
-from ..primitives.identity import ID_LEN, hash_structure
-from ..primitives.merkle import EMPTY_ROOT, inclusion_path, leaf_hash, node_hash, subtree_hash
-from .base import (
+from ...commands.envelope import Command, Envelope, InvalidCommand
+from ...commands.member import MemberCommand
+from ...primitives.committee import CommitteeSpec
+from ...primitives.crypto import SIGNATURE_LEN, SigningKey, is_valid
+from ...primitives.encoding import decode, encode
+from ...primitives.errors import EncodingError, LocalError, OperatorError
+from ...primitives.identity import ID_LEN, hash_structure
+from ...primitives.merkle import inclusion_path, leaf_hash
+from ..base import (
     Applied,
     BlockContext,
     CommandResult,
@@ -58,6 +57,10 @@ from .base import (
     is_uint,
     register,
 )
+from ..paging import limit_arg, uint_arg
+from ..snapshot import SnapshotFormat, any_value, is_list
+from .config import MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
+from .tree import WindowTree
 
 OBSERVATION_TAG: Final = b"coalitiond/almanac-observation/v1"
 OBSERVATION_TYPE: Final = "almanac-observation"
@@ -86,6 +89,9 @@ MAX_TICK_SIZE: Final = 128 + MAX_MEMBERS * 96
 
 _PARAM_KEYS: Final = frozenset({"tick_interval_ms"})
 _TICK_ARGS: Final = frozenset({"seq", "observed_at"})
+_SNAPSHOT: Final = SnapshotFormat(
+    "almanac", SNAPSHOT_TYPE, SCHEMA, (any_value, is_list, is_list),
+    '["almanac-snapshot", 1, base, [frontier hashes], [tick bytes]]', max_size=MAX_SNAPSHOT_SIZE)
 
 
 # ---------------------------------------------------------------------------------------
@@ -296,86 +302,6 @@ def check_observed_at(committee: CommitteeSpec, seq: int,
 
 
 # ---------------------------------------------------------------------------------------
-# The tick tree: all ticks' root, the recent ticks' proofs, bounded memory
-
-
-class WindowTree:
-    """An append-only RFC 6962 tree that forgets what proofs for recent leaves never need.
-
-    `rows[level]` holds the perfect aligned subtrees at `level` from index `offsets[level]` on
-    (`offsets[level] + len(rows[level]) == size >> level` always). Proofs and the root for
-    leaves at or after `base` need, below `base`, only the *frontier* of `base` (one perfect
-    subtree per set bit of `base`), so `forget(base)` drops every node left of the one just
-    before `base`'s ancestor at each level. The tree can be rebuilt from that frontier plus
-    the leaves after `base` (`from_frontier`): that is what a snapshot holds.
-    """
-
-    __slots__ = ("offsets", "rows")
-
-    def __init__(self) -> None:
-        self.rows: list[list[bytes]] = [[]]
-        self.offsets: list[int] = [0]
-
-    @classmethod
-    def from_frontier(cls, base: int, frontier: Sequence[bytes]) -> WindowTree:
-        """The tree of `base` leaves of which only the frontier is known (highest level
-        first, one hash per set bit of `base`)."""
-        levels = [level for level in reversed(range(base.bit_length())) if base >> level & 1]
-        if len(levels) != len(frontier):
-            raise LocalError(f"frontier of {base} needs {len(levels)} hashes, got "
-                             f"{len(frontier)}")
-        tree = cls()
-        top = max(base.bit_length(), 1)
-        tree.rows = [[] for _ in range(top)]
-        tree.offsets = [base >> level for level in range(top)]
-        for level, h in zip(levels, frontier, strict=True):
-            tree.rows[level] = [h]
-            tree.offsets[level] = (base >> level) - 1
-        return tree
-
-    @property
-    def size(self) -> int:
-        return self.offsets[0] + len(self.rows[0])
-
-    def append_hash(self, h: bytes) -> None:
-        index = self.size
-        self.rows[0].append(h)
-        level = 0
-        while index & 1:
-            parent = node_hash(self.node(level, index - 1), h)
-            level += 1
-            index >>= 1
-            if len(self.rows) == level:
-                self.rows.append([])
-                self.offsets.append(index)
-            self.rows[level].append(parent)
-            h = parent
-
-    def node(self, level: int, index: int) -> bytes:
-        offset = self.offsets[level] if level < len(self.offsets) else 0
-        if level >= len(self.rows) or not 0 <= index - offset < len(self.rows[level]):
-            raise LocalError(f"tick tree: node ({level}, {index}) is not held")
-        return self.rows[level][index - offset]
-
-    def root(self) -> bytes:
-        return subtree_hash(self, 0, self.size) if self.size else EMPTY_ROOT
-
-    def frontier(self, base: int) -> list[bytes]:
-        """The perfect subtrees covering leaves [0, base), highest level first."""
-        return [self.node(level, (base >> level) - 1)
-                for level in reversed(range(base.bit_length())) if base >> level & 1]
-
-    def forget(self, base: int) -> None:
-        """Drop nodes no proof for a leaf >= `base` (nor the root) needs."""
-        for level, row in enumerate(self.rows):
-            keep_from = max((base >> level) - 1, 0)
-            drop = keep_from - self.offsets[level]
-            if drop > 0:
-                del row[:drop]
-                self.offsets[level] = keep_from
-
-
-# ---------------------------------------------------------------------------------------
 # The component
 
 
@@ -530,12 +456,8 @@ class Almanac(Component):
                     "state_proof": self._state_proof(encoded, seq - 1)}
         if name == "since":
             expect_args(name, args, {"seq"}, {"limit"})
-            after = args["seq"]
-            if not is_uint(after):
-                raise QueryError("since: seq must be an unsigned integer")
-            limit = args.get("limit", MAX_QUERY_TICKS)
-            if not (is_uint(limit) and 0 < limit <= MAX_QUERY_TICKS):
-                raise QueryError(f"since: limit must be 1..{MAX_QUERY_TICKS}")
+            after = uint_arg(name, args, "seq")
+            limit = limit_arg(name, args, MAX_QUERY_TICKS)
             first = max(after + 1, self.oldest_seq)
             start = first - self.oldest_seq
             rows = list(islice(self._ticks, start, start + limit)) if first <= self._latest \
@@ -571,48 +493,40 @@ class Almanac(Component):
 
     def snapshot(self) -> bytes:
         base = self.oldest_seq - 1
-        return encode([SNAPSHOT_TYPE, SCHEMA, base, self._tree.frontier(base),
-                       list(self._ticks)])
+        return _SNAPSHOT.encode(base, self._tree.frontier(base), list(self._ticks))
 
     def restore(self, data: bytes) -> None:
         committee = self._bound()
-        try:
-            obj = decode(data, max_size=MAX_SNAPSHOT_SIZE)
-        except EncodingError as exc:
-            raise MalformedSnapshot(f"almanac snapshot: {exc}") from None
-        if not (isinstance(obj, list) and len(obj) == 5 and obj[0] == SNAPSHOT_TYPE
-                and obj[1] == SCHEMA and not isinstance(obj[1], bool)
-                and isinstance(obj[3], list) and isinstance(obj[4], list)):
-            raise MalformedSnapshot("almanac snapshot: expected [\"almanac-snapshot\", 1, base, "
-                                    "[frontier hashes], [tick bytes]]")
-        _, _, base, frontier, rows = obj
-        if not (is_uint(base) and base <= MAX_SEQ):
-            raise MalformedSnapshot("almanac snapshot: base must be an unsigned integer")
-        if len(rows) > TICK_WINDOW or (base > 0 and len(rows) != TICK_WINDOW):
-            raise MalformedSnapshot(f"almanac snapshot: holds {len(rows)} ticks after {base}; "
-                                    f"expected the last min(latest, {TICK_WINDOW})")
-        if not (len(frontier) == base.bit_count()
-                and all(isinstance(h, bytes) and len(h) == 32 for h in frontier)):
-            raise MalformedSnapshot(f"almanac snapshot: the frontier of {base} is "
-                                    f"{base.bit_count()} hashes of 32 bytes")
-        tree = WindowTree.from_frontier(base, frontier)
-        ticks: deque[bytes] = deque()
-        previous_height = 0
-        for k, row in enumerate(rows):
-            tick = _tick_from_snapshot(committee, base + 1 + k, row)
-            if tick.height < previous_height:
-                raise MalformedSnapshot(f"almanac snapshot: tick {tick.seq}: height goes "
-                                        "backwards")
-            previous_height = tick.height
-            ticks.append(row)
-            tree.append_hash(leaf_hash(row))
-        # Swap only once everything validated: a bad snapshot leaves the state as it was.
-        self._ticks, self._tree, self._latest = ticks, tree, base + len(rows)
+        _SNAPSHOT.restore(self, data, lambda fields: _state_from_snapshot(committee, fields))
+
+
+def _state_from_snapshot(committee: CommitteeSpec, fields: list[Any]) -> dict[str, Any]:
+    base, frontier, rows = fields
+    if not (is_uint(base) and base <= MAX_SEQ):
+        raise _SNAPSHOT.error("base must be an unsigned integer")
+    if len(rows) > TICK_WINDOW or (base > 0 and len(rows) != TICK_WINDOW):
+        raise _SNAPSHOT.error(f"holds {len(rows)} ticks after {base}; expected the last "
+                              f"min(latest, {TICK_WINDOW})")
+    if not (len(frontier) == base.bit_count()
+            and all(isinstance(h, bytes) and len(h) == 32 for h in frontier)):
+        raise _SNAPSHOT.error(f"the frontier of {base} is {base.bit_count()} hashes of 32 "
+                              "bytes")
+    tree = WindowTree.from_frontier(base, frontier)
+    ticks: deque[bytes] = deque()
+    previous_height = 0
+    for k, row in enumerate(rows):
+        tick = _tick_from_snapshot(committee, base + 1 + k, row)
+        if tick.height < previous_height:
+            raise _SNAPSHOT.error(f"tick {tick.seq}: height goes backwards")
+        previous_height = tick.height
+        ticks.append(row)
+        tree.append_hash(leaf_hash(row))
+    return {"_ticks": ticks, "_tree": tree, "_latest": base + len(rows)}
 
 
 def _tick_from_snapshot(committee: CommitteeSpec, seq: int, row: Any) -> AlmanacTick:
     def bad(what: str) -> MalformedSnapshot:
-        return MalformedSnapshot(f"almanac snapshot: tick {seq}: {what}")
+        return _SNAPSHOT.error(f"tick {seq}: {what}")
 
     if not isinstance(row, bytes):
         raise bad("expected a byte string")

@@ -1,12 +1,12 @@
 """Full DCAP verification of compute providers' TDX quotes, run by a member before it votes.
 
-The compute component (`coalitiond.components.compute`) only *parses* a provider's quote to
-read MR_TD: its `check`/`apply` must give the same answer when an auditor replays the log
+The compute component (`components.compute.component`) only *parses* a provider's quote
+(`attestation.quote`) to read MR_TD: its `check`/`apply` must give the same answer when an auditor replays the log
 months later, and full verification depends on the wall clock and on collateral that
 expires. So the full check lives here, outside the state machine: before voting for a block,
 a member runs `vote_check` on every `register_provider` / `refresh_provider` command carrying
 a quote and refuses to vote if one fails. What a quorum voted for is then final; replay
-never re-runs this.
+never re-runs this. The member runs it through `node.quote_driver.ProviderQuoteDriver`.
 
 Verification: dcap-qvl through `coalitiond.attestation.dcap.verify` (Intel's root only),
 with collateral from the member's local cache (never fetched here), at the member's clock
@@ -19,25 +19,17 @@ member never verifies, let alone votes for, someone else's quote.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from .attestation import dcap
-from .attestation.dcap import AttestationRefused, DcapPolicy
-from .attestation.gate import CollateralSource, Verifier
-from .commands.envelope import Command, Envelope, InvalidCommand
-from .components.compute import (
-    MRTD_LEN,
-    MalformedQuote,
-    card_from_command,
-    quote_is_bound,
-    quote_mr_td,
-    quote_report_data,
-)
-from .node.drivers import Checked, Driver
-from .primitives.errors import CoalitiondError, LocalError
+from ...attestation import dcap
+from ...attestation.dcap import AttestationRefused, DcapPolicy
+from ...attestation.gate import CollateralSource, Verifier
+from ...attestation.quote import MRTD_LEN, MalformedQuote, quote_mr_td, quote_report_data
+from ...commands.envelope import Command, Envelope
+from ...primitives.errors import CoalitiondError, LocalError
+from .records import card_from_command, quote_is_bound
 
 #: The commands whose card may carry a quote.
 QUOTED_OPS: Final = frozenset({"register_provider", "refresh_provider"})
@@ -141,46 +133,3 @@ def vote_check_envelopes(envelopes: Sequence[Envelope], collateral: CollateralSo
     for envelope in envelopes:
         for command in envelope.commands:
             vote_check(command, collateral, now, policy, verifier=verifier)
-
-
-#: How long a provider-quote verdict is reused, and how many are kept.
-VERDICT_TTL_S: Final = 60
-MAX_CACHED_VERDICTS: Final = 1024
-
-
-class ProviderQuoteDriver(Driver):
-    """`vote_check` in the shape of the member's driver hook (`coalitiond.node.drivers`):
-    a compute member adds one so it never votes for a block holding a provider quote that
-    fails verification at its own clock. `wall` is the unix clock (injected for tests)."""
-
-    checks_envelopes = True
-
-    def __init__(self, collateral: CollateralSource, policy: ProviderQuotePolicy | None = None,
-                 *, wall: Callable[[], float], verifier: Verifier = dcap.verify) -> None:
-        self.collateral = collateral
-        self.policy = policy or ProviderQuotePolicy()
-        self._wall = wall
-        self._verifier = verifier
-        #: envelope id -> (verdict, unix second it was reached): a proposal retried every
-        #: view costs one DCAP verification (~1 ms on the event loop) per minute, not per view.
-        self._verdicts: OrderedDict[bytes, tuple[str | None, int]] = OrderedDict()
-
-    def vote_check(self, command: Checked) -> str | None:
-        if not isinstance(command, Envelope):
-            return None
-        now = int(self._wall())
-        cached = self._verdicts.get(command.envelope_id)
-        if cached is not None and now - cached[1] < VERDICT_TTL_S:
-            return cached[0]
-        verdict: str | None = None
-        try:
-            vote_check_envelopes([command], self.collateral, now, self.policy,
-                                 verifier=self._verifier)
-        except (ProviderQuoteRefused, InvalidCommand) as exc:
-            verdict = str(exc)
-        if any(c.op in QUOTED_OPS for c in command.commands):
-            self._verdicts[command.envelope_id] = (verdict, now)
-            self._verdicts.move_to_end(command.envelope_id)
-            while len(self._verdicts) > MAX_CACHED_VERDICTS:
-                self._verdicts.popitem(last=False)
-        return verdict

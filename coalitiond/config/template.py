@@ -13,20 +13,22 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .config import (
-    COMPONENT_KINDS,
-    DEFAULT_ANCHOR_EVERY,
-    DEFAULT_BATCH_INTERVAL_MS,
-    DEFAULT_BATCH_MAX_COMMANDS,
-    DEFAULT_FEED_MAX_BODY_BYTES,
-    DEFAULT_LEADER_TIMEOUT_MS,
-    DEFAULT_TICK_INTERVAL_MS,
+from ..components.almanac.config import DEFAULT_TICK_INTERVAL_MS
+from ..components.chronicle.config import DEFAULT_ANCHOR_EVERY
+from ..components.feed.config import DEFAULT_FEED_MAX_BODY_BYTES
+from ..components.tickets.config import (
     DEFAULT_TICKETS_MAX_CLAIMS_BYTES,
     DEFAULT_TICKETS_MAX_LIFETIME_S,
+)
+from ..primitives.errors import LocalError
+from ..primitives.identity import make_id
+from .committee import (
+    COMPONENT_KINDS,
+    DEFAULT_BATCH_INTERVAL_MS,
+    DEFAULT_BATCH_MAX_COMMANDS,
+    DEFAULT_LEADER_TIMEOUT_MS,
     DEFAULT_VIEW_TIMEOUT_MS,
 )
-from .primitives.errors import LocalError
-from .primitives.identity import make_id
 
 #: Stand-in spanned citizens for a fresh confluence config: the lattices of SPEC §6's
 #: example coalition, so the file loads as written and the operator sees the expected shape.

@@ -35,15 +35,15 @@ from typing import Any, Final
 import httpx
 import trio
 
+from ...consensus.types import MAX_COMMAND_SIZE
+from ...primitives.encoding import decode
+from ...primitives.errors import EncodingError, LocalError, OperatorError, RemoteError
+from ...primitives.identity import ID_LEN
+from ...primitives.logs import get_logger
+from ...primitives.metrics import counter, gauge
+from ..executor import BlockResult
 from . import config
-from .components.chronicle import ANCHOR_TYPE, ChronicleAnchor, MalformedAnchor
-from .components.executor import BlockResult
-from .consensus.types import MAX_COMMAND_SIZE
-from .primitives.encoding import decode
-from .primitives.errors import EncodingError, LocalError, OperatorError, RemoteError
-from .primitives.identity import ID_LEN
-from .primitives.logs import get_logger
-from .primitives.metrics import counter, gauge
+from .records import ANCHOR_TYPE, ChronicleAnchor, MalformedAnchor
 
 log = get_logger(__name__)
 

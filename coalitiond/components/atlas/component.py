@@ -33,13 +33,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..commands.envelope import Command, Envelope, InvalidCommand
-from ..primitives.crypto import PUBLIC_KEY_LEN, SigningKey
-from ..primitives.encoding import decode, encode
-from ..primitives.errors import EncodingError, LocalError, OperatorError
-from ..primitives.identity import ID_LEN, hash_structure
-from ..primitives.merkle import MemoryTree, leaf_hash
-from .base import (
+from ...commands.envelope import Command, Envelope, InvalidCommand
+from ...primitives.crypto import PUBLIC_KEY_LEN, SigningKey
+from ...primitives.encoding import decode, encode
+from ...primitives.errors import EncodingError, LocalError, OperatorError
+from ...primitives.identity import ID_LEN, hash_structure
+from ...primitives.merkle import MemoryTree, leaf_hash
+from ..base import (
     Applied,
     BlockContext,
     CommandResult,
@@ -54,6 +54,8 @@ from .base import (
     register,
     state_proof,
 )
+from ..paging import after_page, limit_arg, uint_arg
+from ..snapshot import SnapshotFormat, any_value, is_list
 
 CARD_TYPE: Final = "citizen-card"
 RECORD_TYPE: Final = "atlas-record"
@@ -94,6 +96,9 @@ _PAST_EVERY_ID: Final = b"\xff" * ID_LEN
 CARD_FIELDS: Final = ("citizen_id", "role", "endpoint_hints", "ticket_issuance_root",
                       "mrtd_pins", "schema_version", "metadata")
 _PARAM_KEYS: Final = frozenset({"citizens", "follow_almanac"})
+_SNAPSHOT: Final = SnapshotFormat("atlas", SNAPSHOT_TYPE, SCHEMA, (any_value, is_list),
+                                  f'["{SNAPSHOT_TYPE}", {SCHEMA}, changes, [leaf…]]',
+                                  max_size=MAX_SNAPSHOT_SIZE)
 
 
 def _bad_args(op: str, detail: str) -> InvalidCommand:
@@ -434,21 +439,17 @@ class Atlas(Component):
             after = args.get("after")
             if after is not None and not is_id(after):
                 raise QueryError(f"cards: after must be {ID_LEN} bytes or null")
-            limit = _limit(name, args)
-            ids = [k for k in self._sorted_ids() if after is None or k > after]
-            page = ids[:limit]
+            page, following = after_page(self._sorted_ids(), after,
+                                         limit_arg(name, args, MAX_QUERY_CARDS))
             return {"cards": [self._records[k].as_read() for k in page],
-                    "next": page[-1] if len(ids) > limit else None,
-                    "count": len(self._records)}
+                    "next": following, "count": len(self._records)}
         if name == "changes":
             expect_args(name, args, {"since_height"}, {"after", "limit"})
-            since = args["since_height"]
+            since = uint_arg(name, args, "since_height")
             after = args.get("after", _PAST_EVERY_ID)
-            if not is_uint(since):
-                raise QueryError("changes: since_height must be an unsigned integer")
             if not is_id(after):
                 raise QueryError(f"changes: after must be {ID_LEN} bytes")
-            limit = _limit(name, args)
+            limit = limit_arg(name, args, MAX_QUERY_CARDS)
             cursor = (since, after)
             found = sorted((r.changed_height, r.citizen_id) for r in self._records.values()
                            if (r.changed_height, r.citizen_id) > cursor)
@@ -462,43 +463,33 @@ class Atlas(Component):
     # -- snapshot ---------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        return encode([SNAPSHOT_TYPE, SCHEMA, self._changes,
-                       [self._records[k].leaf() for k in self._sorted_ids()]])
+        return _SNAPSHOT.encode(self._changes,
+                                [self._records[k].leaf() for k in self._sorted_ids()])
 
     def restore(self, data: bytes) -> None:
-        try:
-            obj = decode(data, max_size=MAX_SNAPSHOT_SIZE)
-        except EncodingError as exc:
-            raise MalformedSnapshot(f"atlas snapshot: {exc}") from None
-        if not (isinstance(obj, list) and len(obj) == 4 and obj[0] == SNAPSHOT_TYPE
-                and obj[1] == SCHEMA and not isinstance(obj[1], bool)
-                and isinstance(obj[3], list)):
-            raise MalformedSnapshot(
-                f"atlas snapshot: expected [\"{SNAPSHOT_TYPE}\", {SCHEMA}, changes, [leaf…]]")
-        changes, rows = obj[2], obj[3]
+        _SNAPSHOT.restore(self, data, self._state_from_snapshot)
+
+    def _state_from_snapshot(self, fields: list[Any]) -> dict[str, Any]:
+        changes, rows = fields
         if len(rows) > len(self.catalogue):
-            raise MalformedSnapshot(f"atlas snapshot: {len(rows)} cards for a catalogue of "
-                                    f"{len(self.catalogue)}")
+            raise _SNAPSHOT.error(f"{len(rows)} cards for a catalogue of {len(self.catalogue)}")
         records: dict[bytes, CardRecord] = {}
         previous = b""
         for i, row in enumerate(rows):
             record = self._record_from_snapshot(i, row)
             if record.citizen_id <= previous:
-                raise MalformedSnapshot(f"atlas snapshot: card {i}: citizen ids are not "
-                                        "strictly ascending")
+                raise _SNAPSHOT.error(f"card {i}: citizen ids are not strictly ascending")
             previous = record.citizen_id
             records[record.citizen_id] = record
         # Every record is the result of at least one change.
         if not (is_uint(changes) and changes >= len(records)):
-            raise MalformedSnapshot("atlas snapshot: change count must be an unsigned integer "
-                                    "at least the number of cards")
-        # Swap only once everything validated: a bad snapshot leaves the state as it was.
-        self._records, self._changes = records, changes
-        self._order, self._tree = [], None
+            raise _SNAPSHOT.error("change count must be an unsigned integer at least the "
+                                  "number of cards")
+        return {"_records": records, "_changes": changes, "_order": [], "_tree": None}
 
     def _record_from_snapshot(self, i: int, data: Any) -> CardRecord:
         def bad(what: str) -> MalformedSnapshot:
-            return MalformedSnapshot(f"atlas snapshot: card {i}: {what}")
+            return _SNAPSHOT.error(f"card {i}: {what}")
 
         if not isinstance(data, bytes):
             raise bad("expected a byte string")
@@ -533,13 +524,6 @@ class Atlas(Component):
         if record.leaf() != data:
             raise bad("not the canonical encoding of its record")
         return record
-
-
-def _limit(name: str, args: Mapping[str, Any]) -> int:
-    limit = args.get("limit", MAX_QUERY_CARDS)
-    if not (is_uint(limit) and 0 < limit <= MAX_QUERY_CARDS):
-        raise QueryError(f"{name}: limit must be 1..{MAX_QUERY_CARDS}")
-    return int(limit)
 
 
 # ---------------------------------------------------------------------------------------

@@ -20,35 +20,42 @@ Clearing rule (part of the signature "compute/1"), in `end_block`, at tick `t`:
 
 Following an Almanac, nothing clears (no grants, lapses or expiries) before the first stamp.
 
-A TDX quote is parsed here (never verified: full DCAP verification depends on the wall clock
-and collateral files, so it runs before voting, in `coalitiond.compute_quotes`), and its
-REPORTDATA must start with `provider_quote_binding(provider_id)`, so a provider cannot
-present another TD's quote. Everything in this module is deterministic.
+A TDX quote is parsed (`attestation.quote`), never verified: full DCAP verification depends
+on the wall clock and collateral files, so it runs before voting, in
+`components.compute.quotes`. Its REPORTDATA must start with
+`provider_quote_binding(provider_id)` (`records`), so a provider cannot present another TD's
+quote. Everything in this module is deterministic.
+
+Why this module is longer than ~600 lines: it is the one `Compute` class, and its commands,
+clearing pass, commitment, reads and snapshot validation all maintain the same private
+indexes (open requests per requester, live grants, capacity in use, the expiry, deadline and
+pruning heaps, the committed leaves). Splitting the class would spread those invariants over
+several modules; what does not touch them already lives elsewhere (records, wire shapes and
+command builders in `records`, the quote layout in `attestation.quote`, the section in
+`config`).
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
-import re
-import struct
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Final
+from dataclasses import replace
+from typing import Any, Final
 
-from ..commands.envelope import Command, Envelope, InvalidCommand
-from ..config import DEFAULT_TICK_INTERVAL_MS, MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
-from ..primitives.crypto import PUBLIC_KEY_LEN, SIGNATURE_LEN, SigningKey, is_valid
-from ..primitives.encoding import decode, encode
-from ..primitives.errors import EncodingError, OperatorError, RemoteError
-from ..primitives.identity import ID_LEN, hash_structure
-from ..primitives.merkle import MemoryTree, leaf_hash
-from .base import (
+from ...attestation.quote import MAX_QUOTE_SIZE, MalformedQuote
+from ...commands.envelope import Command, Envelope, InvalidCommand
+from ...primitives.crypto import SigningKey
+from ...primitives.encoding import decode, encode
+from ...primitives.errors import EncodingError, OperatorError
+from ...primitives.identity import ID_LEN, hash_structure
+from ...primitives.merkle import MemoryTree, leaf_hash
+from ..almanac.config import DEFAULT_TICK_INTERVAL_MS, MAX_TICK_INTERVAL_MS, MIN_TICK_INTERVAL_MS
+from ..base import (
     Applied,
     BlockContext,
     CommandResult,
     Component,
-    MalformedSnapshot,
     QueryError,
     QueryNotFound,
     Refused,
@@ -57,11 +64,35 @@ from .base import (
     register,
     state_proof,
 )
+from ..paging import limit_arg, uint_arg
+from ..snapshot import SnapshotFormat, is_list
+from .records import (
+    CANCELLED,
+    EXPIRED,
+    GRANTED,
+    LAPSED,
+    LIVE,
+    MAX_TICK,
+    OPEN,
+    SCHEMA,
+    BadField,
+    Capabilities,
+    ComputeGrant,
+    ComputeLog,
+    ComputeRequest,
+    GrantRecord,
+    ProviderCard,
+    RequestRecord,
+    card_from_command,
+    field_bytes,
+    field_map,
+    register_provider,
+    submit_request,
+)
 
 SIGNATURE: Final = "compute/1"
-MRTD_LEN: Final = 48
 
-# -- bounds (each one a refusal with a reason when exceeded) ---------------------------------
+# -- bounds of the state (each one a refusal with a reason when exceeded) ---------------------
 
 MAX_PROVIDERS: Final = 256
 MAX_OPEN_REQUESTS: Final = 1024
@@ -71,518 +102,26 @@ MAX_LIVE_GRANTS: Final = 4096
 #: Request records kept (open, granted, lapsed, cancelled). When full, the oldest closed
 #: record (lowest request seq) is pruned together with its grant and log.
 MAX_REQUEST_RECORDS: Final = 8192
-MAX_REGIONS: Final = 16
-MAX_REGION_LEN: Final = 32
-_REGION_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]*")
-MAX_CPU_MILLICORES: Final = 1 << 32
-MAX_RAM_MIB: Final = 1 << 32
-MAX_STORAGE_GIB: Final = 1 << 32
-MAX_RATE_PER_HOUR: Final = (1 << 63) - 1
-MAX_TICK: Final = (1 << 63) - 1
-#: One year and a day.
-MAX_DURATION_SEC: Final = 366 * 24 * 3600
-MAX_CPU_SECONDS: Final = (1 << 63) - 1
-MIN_EXIT_CODE: Final = -(1 << 31)
-MAX_EXIT_CODE: Final = (1 << 31) - 1
-#: Real quotes with an embedded PCK chain are ~5 KiB; an envelope carries at most 64 KiB.
-MAX_QUOTE_SIZE: Final = 32 * 1024
 MAX_QUERY_ITEMS: Final = 256
 MAX_SNAPSHOT_SIZE: Final = 1 << 31
 
-LOG_TAG: Final = b"coalitiond/compute-log/v1"
-LOG_TYPE: Final = "compute-log"
 EVENT_TYPE: Final = "compute-event"
 SNAPSHOT_TYPE: Final = "compute-snapshot"
 STATE_TYPE: Final = "compute-state"
-SCHEMA: Final = 1
-
-OPEN: Final = "open"
-GRANTED: Final = "granted"
-LAPSED: Final = "lapsed"
-CANCELLED: Final = "cancelled"
-LIVE: Final = "live"
-EXPIRED: Final = "expired"
-_REQUEST_STATUSES: Final = frozenset({OPEN, GRANTED, LAPSED, CANCELLED})
-_GRANT_STATUSES: Final = frozenset({LIVE, EXPIRED})
 
 OPS: Final = ("register_provider", "refresh_provider", "deregister_provider", "submit_request",
               "cancel_request", "submit_log")
 _PARAM_KEYS: Final = frozenset({"follow_almanac", "tick_interval_ms"})
 
 
-class MalformedQuote(RemoteError):
-    """Bytes that do not have the layout of a TDX DCAP quote (v4 or v5)."""
+def _counter(value: Any) -> bool:
+    return is_uint(value) and value <= MAX_TICK
 
 
-class _Bad(Exception):
-    """A field of a record from outside is wrong; the message names the field."""
-
-
-# ---------------------------------------------------------------------------------------
-# TDX quote parsing (deterministic; no verification)
-
-_TDX_TEE_TYPE: Final = 0x81
-_ECDSA_P256: Final = 2
-_HEADER_LEN: Final = 48
-_TD10_BODY_LEN: Final = 584
-#: Quote v5 body types → the body size that type has (research/dcap.md §3.1).
-_V5_BODY_SIZES: Final = {2: 584, 3: 648, 4: 885}
-_MRTD_OFFSET: Final = 136
-#: REPORTDATA sits at the same body offset in TD 1.0 and both TD 1.5 bodies.
-_REPORT_DATA_OFFSET: Final = 520
-REPORT_DATA_LEN: Final = 64
-#: Type name of the provider binding in REPORTDATA[0..32] (docs/compute.md §9).
-QUOTE_BINDING_TYPE: Final = "compute-provider-quote"
-QUOTE_BINDING_LEN: Final = 32
-
-
-def quote_mr_td(quote: bytes) -> bytes:
-    """MR_TD of a TDX quote (v4: TD 1.0 body at 48; v5: body type 2/3/4 at 54), read at
-    offset 136 of the TD report body. Checks the layout only, never a signature."""
-    at = _td_body_offset(quote)
-    return quote[at + _MRTD_OFFSET: at + _MRTD_OFFSET + MRTD_LEN]
-
-
-def quote_report_data(quote: bytes) -> bytes:
-    """The 64 REPORTDATA bytes of a TDX quote (offset 520 of the TD report body). Layout
-    checks as `quote_mr_td`; never a signature."""
-    at = _td_body_offset(quote)
-    return quote[at + _REPORT_DATA_OFFSET: at + _REPORT_DATA_OFFSET + REPORT_DATA_LEN]
-
-
-def provider_quote_binding(provider_id: bytes) -> bytes:
-    """What a provider's quote must carry in REPORTDATA[0..32]:
-    `blake3(cbor(["compute-provider-quote", 1, provider_id]))`. It ties the quote to the
-    provider key, so nobody can register someone else's (public) quote as theirs."""
-    return hash_structure(QUOTE_BINDING_TYPE, SCHEMA, provider_id)
-
-
-def quote_is_bound(quote: bytes, provider_id: bytes) -> bool:
-    """REPORTDATA starts with `provider_quote_binding(provider_id)` (MalformedQuote for a
-    bad layout). REPORTDATA[32..64] is the provider's to use and is not read."""
-    return (quote_report_data(quote)[:QUOTE_BINDING_LEN]
-            == provider_quote_binding(provider_id))
-
-
-def _td_body_offset(quote: bytes) -> int:
-    """Where the TD report body starts, after checking the whole quote layout."""
-    if not isinstance(quote, bytes):
-        raise MalformedQuote("tdx_quote: must be bytes")
-    if len(quote) > MAX_QUOTE_SIZE:
-        raise MalformedQuote(f"tdx_quote: {len(quote)} bytes exceeds {MAX_QUOTE_SIZE}")
-    if len(quote) < _HEADER_LEN:
-        raise MalformedQuote("tdx_quote: shorter than its 48-byte header")
-    version, key_type, tee_type = struct.unpack_from("<HHI", quote, 0)
-    if tee_type != _TDX_TEE_TYPE:
-        raise MalformedQuote(f"tdx_quote: TEE type {tee_type:#x} is not TDX (0x81)")
-    if key_type != _ECDSA_P256:
-        raise MalformedQuote(f"tdx_quote: attestation key type {key_type} is not ECDSA-P256 (2)")
-    if version == 4:
-        body_at, body_len = _HEADER_LEN, _TD10_BODY_LEN
-    elif version == 5:
-        if len(quote) < _HEADER_LEN + 6:
-            raise MalformedQuote("tdx_quote: v5 quote ends before its body descriptor")
-        body_type, body_len = struct.unpack_from("<HI", quote, _HEADER_LEN)
-        if _V5_BODY_SIZES.get(body_type) != body_len:
-            raise MalformedQuote(f"tdx_quote: v5 body type {body_type} of {body_len} bytes is "
-                                 "not a TD report (2: 584, 3: 648, 4: 885)")
-        body_at = _HEADER_LEN + 6
-    else:
-        raise MalformedQuote(f"tdx_quote: version {version} (expected 4 or 5)")
-    sig_at = body_at + body_len
-    if len(quote) < sig_at + 4:
-        raise MalformedQuote("tdx_quote: ends inside the TD report body")
-    (sig_len,) = struct.unpack_from("<I", quote, sig_at)
-    if len(quote) < sig_at + 4 + sig_len:
-        raise MalformedQuote(f"tdx_quote: signature data of {sig_len} bytes runs past the end")
-    # Bytes after the signature data are allowed: real quotes carry zero padding.
-    return body_at
-
-
-# ---------------------------------------------------------------------------------------
-# Field readers for records from outside (commands and snapshots)
-
-
-def _map(obj: Any, keys: frozenset[str], where: str) -> Mapping[str, Any]:
-    if not isinstance(obj, dict):
-        raise _Bad(f"{where} must be a map")
-    if set(obj) != keys:
-        raise _Bad(f"{where} must have exactly the keys {sorted(keys)}, got {sorted(obj)}")
-    return obj
-
-
-def _int(obj: Mapping[str, Any], key: str, where: str, lo: int, hi: int) -> int:
-    value = obj[key]
-    if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
-        raise _Bad(f"{where}.{key} must be an integer {lo}..{hi}")
-    return value
-
-
-def _bytes(obj: Mapping[str, Any], key: str, where: str, length: int) -> bytes:
-    value = obj[key]
-    if not (isinstance(value, bytes) and len(value) == length):
-        raise _Bad(f"{where}.{key} must be {length} bytes")
-    return value
-
-
-def _opt_bytes(obj: Mapping[str, Any], key: str, where: str, length: int) -> bytes | None:
-    return None if obj[key] is None else _bytes(obj, key, where, length)
-
-
-def _bool(obj: Mapping[str, Any], key: str, where: str) -> bool:
-    value = obj[key]
-    if not isinstance(value, bool):
-        raise _Bad(f"{where}.{key} must be a boolean")
-    return value
-
-
-def _str(obj: Mapping[str, Any], key: str, where: str, allowed: frozenset[str]) -> str:
-    value = obj[key]
-    if not (isinstance(value, str) and value in allowed):
-        raise _Bad(f"{where}.{key} must be one of {sorted(allowed)}")
-    return value
-
-
-def _opt_uint(obj: Mapping[str, Any], key: str, where: str) -> int | None:
-    return None if obj[key] is None else _int(obj, key, where, 0, MAX_TICK)
-
-
-# ---------------------------------------------------------------------------------------
-# Records (SPEC §3.4). Wire shapes are CBOR maps with text keys; docs/compute.md §2.
-
-
-@dataclass(frozen=True, slots=True)
-class Capabilities:
-    cpu_millicores: int
-    ram_mib: int
-    storage_gib: int
-    tdx: bool
-    regions: tuple[str, ...]
-
-    KEYS: ClassVar[frozenset[str]] = frozenset({
-        "cpu_millicores", "ram_mib", "storage_gib", "tdx", "regions"})
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"cpu_millicores": self.cpu_millicores, "ram_mib": self.ram_mib,
-                "storage_gib": self.storage_gib, "tdx": self.tdx, "regions": list(self.regions)}
-
-    @classmethod
-    def from_wire(cls, obj: Any, where: str) -> Capabilities:
-        m = _map(obj, cls.KEYS, where)
-        regions = m["regions"]
-        if not (isinstance(regions, list) and len(regions) <= MAX_REGIONS):
-            raise _Bad(f"{where}.regions must be a list of at most {MAX_REGIONS} labels")
-        for region in regions:
-            if not (isinstance(region, str) and len(region) <= MAX_REGION_LEN
-                    and _REGION_RE.fullmatch(region)):
-                raise _Bad(f"{where}.regions: each must match [a-z0-9][a-z0-9-]* and be at "
-                           f"most {MAX_REGION_LEN} chars")
-        if len(set(regions)) != len(regions):
-            raise _Bad(f"{where}.regions lists a region twice")
-        return cls(_int(m, "cpu_millicores", where, 0, MAX_CPU_MILLICORES),
-                   _int(m, "ram_mib", where, 0, MAX_RAM_MIB),
-                   _int(m, "storage_gib", where, 0, MAX_STORAGE_GIB),
-                   _bool(m, "tdx", where), tuple(regions))
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderCard:
-    """`refreshed_tick` is set by the committee when it applies a register or refresh; the
-    card a provider submits omits it (`to_command_wire`)."""
-
-    provider_id: bytes
-    capabilities: Capabilities
-    rate_per_hour: int
-    tdx_quote: bytes | None
-    refreshed_tick: int = 0
-
-    COMMAND_KEYS: ClassVar[frozenset[str]] = frozenset({
-        "provider_id", "capabilities", "rate_per_hour", "tdx_quote"})
-    KEYS: ClassVar[frozenset[str]] = COMMAND_KEYS | {"refreshed_tick"}
-
-    def to_command_wire(self) -> dict[str, Any]:
-        return {"provider_id": self.provider_id, "capabilities": self.capabilities.to_wire(),
-                "rate_per_hour": self.rate_per_hour, "tdx_quote": self.tdx_quote}
-
-    def to_wire(self) -> dict[str, Any]:
-        return {**self.to_command_wire(), "refreshed_tick": self.refreshed_tick}
-
-    @classmethod
-    def from_wire(cls, obj: Any, where: str, *, stored: bool) -> ProviderCard:
-        m = _map(obj, cls.KEYS if stored else cls.COMMAND_KEYS, where)
-        quote = m["tdx_quote"]
-        if quote is not None and not isinstance(quote, bytes):
-            raise _Bad(f"{where}.tdx_quote must be bytes or null")
-        caps = Capabilities.from_wire(m["capabilities"], f"{where}.capabilities")
-        card = cls(_bytes(m, "provider_id", where, ID_LEN), caps,
-                   _int(m, "rate_per_hour", where, 0, MAX_RATE_PER_HOUR), quote,
-                   _int(m, "refreshed_tick", where, 0, MAX_TICK) if stored else 0)
-        if quote is not None and not caps.tdx:
-            raise _Bad(f"{where}.tdx_quote given but capabilities.tdx is false")
-        return card
-
-    def mr_td(self) -> bytes | None:
-        return None if self.tdx_quote is None else quote_mr_td(self.tdx_quote)
-
-    def quote_bound(self) -> bool:
-        """No quote, or a quote whose REPORTDATA binds this card's provider_id."""
-        return self.tdx_quote is None or quote_is_bound(self.tdx_quote, self.provider_id)
-
-
-@dataclass(frozen=True, slots=True)
-class ComputeRequest:
-    request_id: bytes
-    requester: bytes
-    image_prehash: bytes
-    pin_posthash: bytes | None
-    expected_mrtd: bytes | None
-    min_cpu_millicores: int
-    min_ram_mib: int
-    min_storage_gib: int
-    tdx_required: bool
-    duration_sec: int
-    deadline_tick: int
-    settlement: bytes
-
-    KEYS: ClassVar[frozenset[str]] = frozenset({
-        "request_id", "requester", "image_prehash", "pin_posthash",
-                             "expected_mrtd", "min_cpu_millicores", "min_ram_mib",
-                             "min_storage_gib", "tdx_required", "duration_sec", "deadline_tick",
-                             "settlement"})
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"request_id": self.request_id, "requester": self.requester,
-                "image_prehash": self.image_prehash, "pin_posthash": self.pin_posthash,
-                "expected_mrtd": self.expected_mrtd,
-                "min_cpu_millicores": self.min_cpu_millicores, "min_ram_mib": self.min_ram_mib,
-                "min_storage_gib": self.min_storage_gib, "tdx_required": self.tdx_required,
-                "duration_sec": self.duration_sec, "deadline_tick": self.deadline_tick,
-                "settlement": self.settlement}
-
-    @classmethod
-    def from_wire(cls, obj: Any, where: str) -> ComputeRequest:
-        m = _map(obj, cls.KEYS, where)
-        return cls(_bytes(m, "request_id", where, ID_LEN),
-                   _bytes(m, "requester", where, ID_LEN),
-                   _bytes(m, "image_prehash", where, ID_LEN),
-                   _opt_bytes(m, "pin_posthash", where, ID_LEN),
-                   _opt_bytes(m, "expected_mrtd", where, MRTD_LEN),
-                   # A request for nothing would hold no capacity and could be granted
-                   # without bound: every request asks for some CPU and some memory.
-                   _int(m, "min_cpu_millicores", where, 1, MAX_CPU_MILLICORES),
-                   _int(m, "min_ram_mib", where, 1, MAX_RAM_MIB),
-                   _int(m, "min_storage_gib", where, 0, MAX_STORAGE_GIB),
-                   _bool(m, "tdx_required", where),
-                   _int(m, "duration_sec", where, 1, MAX_DURATION_SEC),
-                   _int(m, "deadline_tick", where, 0, MAX_TICK),
-                   _bytes(m, "settlement", where, ID_LEN))
-
-    @property
-    def resources(self) -> tuple[int, int, int]:
-        return (self.min_cpu_millicores, self.min_ram_mib, self.min_storage_gib)
-
-
-@dataclass(frozen=True, slots=True)
-class ComputeGrant:
-    request_id: bytes
-    provider_id: bytes
-    image_hash: bytes
-    expected_mrtd: bytes | None
-    valid_to_tick: int
-    bearer_pointer: bytes
-
-    KEYS: ClassVar[frozenset[str]] = frozenset({
-        "request_id", "provider_id", "image_hash", "expected_mrtd",
-                             "valid_to_tick", "bearer_pointer"})
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"request_id": self.request_id, "provider_id": self.provider_id,
-                "image_hash": self.image_hash, "expected_mrtd": self.expected_mrtd,
-                "valid_to_tick": self.valid_to_tick, "bearer_pointer": self.bearer_pointer}
-
-    @classmethod
-    def from_wire(cls, obj: Any, where: str) -> ComputeGrant:
-        m = _map(obj, cls.KEYS, where)
-        return cls(_bytes(m, "request_id", where, ID_LEN), _bytes(m, "provider_id", where, ID_LEN),
-                   _bytes(m, "image_hash", where, ID_LEN),
-                   _opt_bytes(m, "expected_mrtd", where, MRTD_LEN),
-                   _int(m, "valid_to_tick", where, 0, MAX_TICK),
-                   _bytes(m, "bearer_pointer", where, ID_LEN))
-
-    @property
-    def grant_id(self) -> bytes:
-        """What logs name the grant by: the digest of the whole grant (its bearer pointer
-        folds in the granting block's digest, so the id is unique to this committee)."""
-        return hash_structure("compute-grant", SCHEMA, self.to_wire())
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    cpu_seconds: int
-    ram_mib_peak: int
-    exit_code: int
-
-    KEYS: ClassVar[frozenset[str]] = frozenset({"cpu_seconds", "ram_mib_peak", "exit_code"})
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"cpu_seconds": self.cpu_seconds, "ram_mib_peak": self.ram_mib_peak,
-                "exit_code": self.exit_code}
-
-    @classmethod
-    def from_wire(cls, obj: Any, where: str) -> Usage:
-        m = _map(obj, cls.KEYS, where)
-        return cls(_int(m, "cpu_seconds", where, 0, MAX_CPU_SECONDS),
-                   _int(m, "ram_mib_peak", where, 0, MAX_RAM_MIB),
-                   _int(m, "exit_code", where, MIN_EXIT_CODE, MAX_EXIT_CODE))
-
-
-@dataclass(frozen=True, slots=True)
-class ComputeLog:
-    """Provider-signed usage: ed25519(provider, LOG_TAG ‖ 0x00 ‖ signed_payload)."""
-
-    grant_id: bytes
-    provider_id: bytes
-    usage: Usage
-    signature: bytes
-
-    KEYS: ClassVar[frozenset[str]] = frozenset({"grant_id", "provider_id", "usage", "signature"})
-
-    @staticmethod
-    def signed_payload(grant_id: bytes, provider_id: bytes, usage: Usage) -> bytes:
-        return encode([LOG_TYPE, SCHEMA, grant_id, provider_id, usage.to_wire()])
-
-    @classmethod
-    def sign(cls, key: SigningKey, grant_id: bytes, usage: Usage) -> ComputeLog:
-        payload = cls.signed_payload(grant_id, key.public, usage)
-        return cls(grant_id, key.public, usage, key.sign(LOG_TAG, payload))
-
-    def signature_valid(self) -> bool:
-        return is_valid(self.provider_id, LOG_TAG,
-                        self.signed_payload(self.grant_id, self.provider_id, self.usage),
-                        self.signature)
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"grant_id": self.grant_id, "provider_id": self.provider_id,
-                "usage": self.usage.to_wire(), "signature": self.signature}
-
-    @classmethod
-    def from_wire(cls, obj: Any, where: str) -> ComputeLog:
-        m = _map(obj, cls.KEYS, where)
-        return cls(_bytes(m, "grant_id", where, ID_LEN),
-                   _bytes(m, "provider_id", where, PUBLIC_KEY_LEN),
-                   Usage.from_wire(m["usage"], f"{where}.usage"),
-                   _bytes(m, "signature", where, SIGNATURE_LEN))
-
-
-# -- state records ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    request: ComputeRequest
-    seq: int
-    status: str
-    submitted_height: int
-    #: Height at which the request left `open` (granted, lapsed or cancelled).
-    closed_height: int | None = None
-
-    KEYS: ClassVar[frozenset[str]] = frozenset({
-        "request", "seq", "status", "submitted_height", "closed_height"})
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"request": self.request.to_wire(), "seq": self.seq, "status": self.status,
-                "submitted_height": self.submitted_height, "closed_height": self.closed_height}
-
-    @classmethod
-    def from_wire(cls, obj: Any, where: str) -> RequestRecord:
-        m = _map(obj, cls.KEYS, where)
-        record = cls(ComputeRequest.from_wire(m["request"], f"{where}.request"),
-                     _int(m, "seq", where, 0, MAX_TICK), _str(m, "status", where,
-                                                             _REQUEST_STATUSES),
-                     _int(m, "submitted_height", where, 1, MAX_TICK),
-                     _opt_uint(m, "closed_height", where))
-        if (record.closed_height is None) != (record.status == OPEN):
-            raise _Bad(f"{where}.closed_height must be null exactly while the request is open")
-        if record.closed_height is not None and record.closed_height < record.submitted_height:
-            raise _Bad(f"{where}.closed_height is before submitted_height")
-        return record
-
-
-@dataclass(frozen=True, slots=True)
-class GrantRecord:
-    grant: ComputeGrant
-    seq: int
-    granted_height: int
-    granted_tick: int
-    status: str
-    log: ComputeLog | None = None
-
-    KEYS: ClassVar[frozenset[str]] = frozenset({
-        "grant", "grant_id", "seq", "granted_height", "granted_tick",
-                             "status", "log"})
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"grant": self.grant.to_wire(), "grant_id": self.grant.grant_id, "seq": self.seq,
-                "granted_height": self.granted_height, "granted_tick": self.granted_tick,
-                "status": self.status,
-                "log": None if self.log is None else self.log.to_wire()}
-
-    @classmethod
-    def from_wire(cls, obj: Any, where: str) -> GrantRecord:
-        m = _map(obj, cls.KEYS, where)
-        grant = ComputeGrant.from_wire(m["grant"], f"{where}.grant")
-        if m["grant_id"] != grant.grant_id:
-            raise _Bad(f"{where}.grant_id is not the digest of the grant")
-        log = None if m["log"] is None else ComputeLog.from_wire(m["log"], f"{where}.log")
-        record = cls(grant, _int(m, "seq", where, 0, MAX_TICK),
-                     _int(m, "granted_height", where, 1, MAX_TICK),
-                     _int(m, "granted_tick", where, 0, MAX_TICK),
-                     _str(m, "status", where, _GRANT_STATUSES), log)
-        if log is not None:
-            if log.grant_id != grant.grant_id or log.provider_id != grant.provider_id:
-                raise _Bad(f"{where}.log names another grant or provider")
-            if not log.signature_valid():
-                raise _Bad(f"{where}.log signature does not verify")
-        return record
-
-
-# ---------------------------------------------------------------------------------------
-# Commands (helpers for clients, the devnet and tests)
-
-
-def register_provider(card: ProviderCard) -> Command:
-    return Command("register_provider", {"card": card.to_command_wire()})
-
-
-def refresh_provider(card: ProviderCard) -> Command:
-    return Command("refresh_provider", {"card": card.to_command_wire()})
-
-
-def deregister_provider() -> Command:
-    return Command("deregister_provider", {})
-
-
-def submit_request(request: ComputeRequest) -> Command:
-    return Command("submit_request", {"request": request.to_wire()})
-
-
-def cancel_request(request_id: bytes) -> Command:
-    return Command("cancel_request", {"request_id": request_id})
-
-
-def submit_log(log: ComputeLog) -> Command:
-    return Command("submit_log", {"log": log.to_wire()})
-
-
-def card_from_command(command: Command) -> ProviderCard:
-    """The card of a register/refresh command, checked field by field (InvalidCommand)."""
-    args = command.args
-    if set(args) != {"card"}:
-        raise InvalidCommand(f"{command.op}: args must be exactly {{card}}", reason="bad_args")
-    try:
-        return ProviderCard.from_wire(args["card"], "card", stored=False)
-    except _Bad as exc:
-        raise InvalidCommand(f"{command.op}: {exc}", reason="bad_args") from None
+_SNAPSHOT: Final = SnapshotFormat(
+    "compute", SNAPSHOT_TYPE, SCHEMA, (_counter, _counter, _counter, is_list),
+    '["compute-snapshot", 1, next_request_seq, next_grant_seq, entry_count, [leaf]]',
+    max_size=MAX_SNAPSHOT_SIZE)
 
 
 _ARG_KEYS: Final = {"register_provider": {"card"}, "refresh_provider": {"card"},
@@ -734,9 +273,9 @@ class Compute(Component):
                                   f"client key {client.hex()}")
                 return request
             if op == "cancel_request":
-                return _bytes(args, "request_id", "args", ID_LEN)
+                return field_bytes(args, "request_id", "args", ID_LEN)
             log = ComputeLog.from_wire(args["log"], "log")
-        except _Bad as exc:
+        except BadField as exc:
             raise _refuse(op, "bad_args", str(exc)) from None
         if not log.signature_valid():
             raise _refuse(op, "bad_log_signature", "log.signature does not verify for "
@@ -1113,7 +652,8 @@ class Compute(Component):
                     "state_root": self.state_root()}
         if name == "open_requests":
             expect_args(name, args, set(), {"from_seq", "limit"})
-            start, limit = _paging(name, args, "from_seq")
+            start = uint_arg(name, args, "from_seq", default=0)
+            limit = limit_arg(name, args, MAX_QUERY_ITEMS)
             seqs = [s for s in self._open if s >= start][:limit]
             more = len([s for s in self._open if s >= start]) > limit
             return {"requests": [self._item_read("request", self._open[s],
@@ -1122,10 +662,9 @@ class Compute(Component):
                     "next": seqs[-1] + 1 if more else None, "state_root": self.state_root()}
         if name == "grants":
             expect_args(name, args, set(), {"since_height", "from_seq", "limit"})
-            start, limit = _paging(name, args, "from_seq")
-            since = args.get("since_height", 0)
-            if not is_uint(since):
-                raise QueryError("grants: since_height must be an unsigned integer")
+            start = uint_arg(name, args, "from_seq", default=0)
+            limit = limit_arg(name, args, MAX_QUERY_ITEMS)
+            since = uint_arg(name, args, "since_height", default=0)
             matching = sorted((r for r in self._grants.values()
                                if r.seq >= start and r.granted_height >= since),
                               key=lambda r: r.seq)
@@ -1154,70 +693,61 @@ class Compute(Component):
 
     def snapshot(self) -> bytes:
         keys, _ = self._tree_now()
-        return encode([SNAPSHOT_TYPE, SCHEMA, self.next_request_seq, self.next_grant_seq,
-                       self.entry_count, [self._leaves[k] for k in keys]])
+        return _SNAPSHOT.encode(self.next_request_seq, self.next_grant_seq, self.entry_count,
+                                [self._leaves[k] for k in keys])
 
     def restore(self, data: bytes) -> None:
-        try:
-            obj = decode(data, max_size=MAX_SNAPSHOT_SIZE)
-        except EncodingError as exc:
-            raise MalformedSnapshot(f"compute snapshot: {exc}") from None
-        if not (isinstance(obj, list) and len(obj) == 6 and obj[0] == SNAPSHOT_TYPE
-                and obj[1] == SCHEMA and not isinstance(obj[1], bool)
-                and all(is_uint(x) and x <= MAX_TICK for x in obj[2:5])
-                and isinstance(obj[5], list)):
-            raise MalformedSnapshot("compute snapshot: expected [\"compute-snapshot\", 1, "
-                                    "next_request_seq, next_grant_seq, entry_count, [leaf]]")
+        _SNAPSHOT.restore(self, data, self._state_from_snapshot)
+
+    def _state_from_snapshot(self, fields: list[Any]) -> dict[str, Any]:
         fresh = Compute(self.follow_almanac, self.tick_interval_ms)
         try:
-            fresh._load(obj[2], obj[3], obj[4], obj[5])
-        except _Bad as exc:
-            raise MalformedSnapshot(f"compute snapshot: {exc}") from None
-        # Swap only once everything validated: a bad snapshot leaves the state as it was.
-        for slot in _STATE_SLOTS:
-            setattr(self, slot, getattr(fresh, slot))
+            fresh._load(*fields)
+        except BadField as exc:
+            raise _SNAPSHOT.error(str(exc)) from None
+        return {slot: getattr(fresh, slot) for slot in _STATE_SLOTS}
 
     def _load(self, next_request_seq: int, next_grant_seq: int, entry_count: int,
               leaves: list[Any]) -> None:
         if len(leaves) > MAX_PROVIDERS + 2 * MAX_REQUEST_RECORDS:
-            raise _Bad("more leaves than the bounds allow")
+            raise BadField("more leaves than the bounds allow")
         self.next_request_seq, self.next_grant_seq = next_request_seq, next_grant_seq
         self.entry_count = entry_count
         previous = b""
         for n, leaf in enumerate(leaves):
             if not isinstance(leaf, bytes):
-                raise _Bad(f"leaf {n}: expected a byte string")
+                raise BadField(f"leaf {n}: expected a byte string")
             try:
                 row = decode(leaf, max_size=2 * MAX_QUOTE_SIZE)
             except EncodingError as exc:
-                raise _Bad(f"leaf {n}: {exc}") from None
+                raise BadField(f"leaf {n}: {exc}") from None
             if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], bytes)):
-                raise _Bad(f"leaf {n}: expected [key, value]")
+                raise BadField(f"leaf {n}: expected [key, value]")
             key, value = row
             if key <= previous:
-                raise _Bad(f"leaf {n}: keys must be strictly ascending")
+                raise BadField(f"leaf {n}: keys must be strictly ascending")
             previous = key
             self._load_leaf(n, key, value)
             if self._leaves.get(key) != leaf:
-                raise _Bad(f"leaf {n}: does not re-encode to the same bytes")
+                raise BadField(f"leaf {n}: does not re-encode to the same bytes")
         self._rebuild_indexes()
 
     def _load_leaf(self, n: int, key: bytes, value: Any) -> None:
         where = f"leaf {n}"
         if key.startswith(_KEY_PREFIX["provider"]):
-            m = _map(value, frozenset({"card", "mr_td"}), where)
+            m = field_map(value, frozenset({"card", "mr_td"}), where)
             card = ProviderCard.from_wire(m["card"], f"{where}.card", stored=True)
             try:
                 mr_td = card.mr_td()
                 bound = card.quote_bound()
             except MalformedQuote as exc:
-                raise _Bad(f"{where}.card: {exc}") from None
+                raise BadField(f"{where}.card: {exc}") from None
             if not bound:
-                raise _Bad(f"{where}.card.tdx_quote is not bound to its provider_id")
+                raise BadField(f"{where}.card.tdx_quote is not bound to its provider_id")
             if m["mr_td"] != mr_td:
-                raise _Bad(f"{where}.mr_td is not the quote's MR_TD")
+                raise BadField(f"{where}.mr_td is not the quote's MR_TD")
             if len(self._providers) >= MAX_PROVIDERS:
-                raise _Bad(f"more than {MAX_PROVIDERS} providers")
+                raise BadField(f"more than {MAX_PROVIDERS} providers")
             expected = _key("provider", card.provider_id)
             self._providers[card.provider_id] = card
             self._mrtd[card.provider_id] = mr_td
@@ -1225,33 +755,33 @@ class Compute(Component):
         elif key.startswith(_KEY_PREFIX["request"]):
             record = RequestRecord.from_wire(value, where)
             if record.seq >= self.next_request_seq:
-                raise _Bad(f"{where}.seq is not below next_request_seq")
+                raise BadField(f"{where}.seq is not below next_request_seq")
             expected = _key("request", record.request.request_id)
             self._put_request(record)
         elif key.startswith(_KEY_PREFIX["grant"]):
             grant = GrantRecord.from_wire(value, where)
             if grant.seq >= self.next_grant_seq:
-                raise _Bad(f"{where}.seq is not below next_grant_seq")
+                raise BadField(f"{where}.seq is not below next_grant_seq")
             expected = _key("grant", grant.grant.request_id)
             self._put_grant(grant)
         else:
-            raise _Bad(f"{where}: key is not [\"provider\" | \"request\" | \"grant\", id]")
+            raise BadField(f"{where}: key is not [\"provider\" | \"request\" | \"grant\", id]")
         if key != expected:
-            raise _Bad(f"{where}: key does not name its record")
+            raise BadField(f"{where}: key does not name its record")
 
     def _rebuild_indexes(self) -> None:
         """Cross-check the records and rebuild the derived indexes (a snapshot from a peer
         must describe a state this component could have reached)."""
         if len(self._requests) > MAX_REQUEST_RECORDS:
-            raise _Bad(f"more than {MAX_REQUEST_RECORDS} request records")
+            raise BadField(f"more than {MAX_REQUEST_RECORDS} request records")
         seqs: set[int] = set()
         for rid in sorted(self._requests, key=lambda r: self._requests[r].seq):
             record = self._requests[rid]
             if record.seq in seqs:
-                raise _Bad(f"request seq {record.seq} appears twice")
+                raise BadField(f"request seq {record.seq} appears twice")
             seqs.add(record.seq)
             if (record.status == GRANTED) != (rid in self._grants):
-                raise _Bad(f"request {rid.hex()}: a grant exists exactly when it is granted")
+                raise BadField(f"request {rid.hex()}: a grant exists exactly when it is granted")
             if record.status == OPEN:
                 self._open[record.seq] = rid
                 requester = record.request.requester
@@ -1261,17 +791,17 @@ class Compute(Component):
                 self._closed_heap.append((record.seq, rid))
         if len(self._open) > MAX_OPEN_REQUESTS or any(
                 n > MAX_OPEN_PER_REQUESTER for n in self._open_per_requester.values()):
-            raise _Bad("more open requests than the bounds allow")
+            raise BadField("more open requests than the bounds allow")
         grant_seqs: set[int] = set()
         for rid in sorted(self._grants):
             grec = self._grants[rid]
             request = self._requests[rid]
             grant = grec.grant
             if grant.request_id != rid or grec.seq in grant_seqs:
-                raise _Bad(f"grant {rid.hex()}: wrong request id or repeated seq")
+                raise BadField(f"grant {rid.hex()}: wrong request id or repeated seq")
             grant_seqs.add(grec.seq)
             if grec.granted_height != request.closed_height:
-                raise _Bad(f"grant {rid.hex()}: granted_height is not the request's "
+                raise BadField(f"grant {rid.hex()}: granted_height is not the request's "
                            "closed_height")
             self._by_grant_id[grant.grant_id] = rid
             if grec.status == EXPIRED:
@@ -1280,15 +810,15 @@ class Compute(Component):
             card = self._providers.get(grant.provider_id)
             if card is None or not self._covers(card, self._mrtd[grant.provider_id],
                                                 request.request):
-                raise _Bad(f"grant {rid.hex()}: live, but its provider is gone or does not "
+                raise BadField(f"grant {rid.hex()}: live, but its provider is gone or does not "
                            "cover the request")
             self._hold(grant.provider_id, request.request.resources, 1)
             self._expiry_heap.append((grant.valid_to_tick, grec.seq, rid))
         for pid in sorted(self._in_use):
             if min(self.remaining(pid)) < 0:
-                raise _Bad(f"provider {pid.hex()}: live grants exceed its capabilities")
+                raise BadField(f"provider {pid.hex()}: live grants exceed its capabilities")
         if self._live > MAX_LIVE_GRANTS:
-            raise _Bad(f"more than {MAX_LIVE_GRANTS} live grants")
+            raise BadField(f"more than {MAX_LIVE_GRANTS} live grants")
         heapq.heapify(self._closed_heap)
         heapq.heapify(self._expiry_heap)
         self._deadline_heap = self._fresh_deadline_heap()
@@ -1311,16 +841,6 @@ def _arg_id(name: str, args: Mapping[str, Any], key: str) -> bytes:
     if not (isinstance(value, bytes) and len(value) == ID_LEN):
         raise QueryError(f"{name}: {key} must be {ID_LEN} bytes")
     return value
-
-
-def _paging(name: str, args: Mapping[str, Any], cursor: str) -> tuple[int, int]:
-    start = args.get(cursor, 0)
-    limit = args.get("limit", MAX_QUERY_ITEMS)
-    if not is_uint(start):
-        raise QueryError(f"{name}: {cursor} must be an unsigned integer")
-    if not (is_uint(limit) and 0 < limit <= MAX_QUERY_ITEMS):
-        raise QueryError(f"{name}: limit must be 1..{MAX_QUERY_ITEMS}")
-    return start, limit
 
 
 def _index_of(keys: list[bytes], key: bytes) -> int:

@@ -1,0 +1,152 @@
+"""The `[component]` section of every kind, gathered: each component's configuration class,
+defaults and bounds live next to the component (`components/<kind>/config.py`); this module
+reads them from TOML with the shared `Table` and names the union of them all.
+
+The direction is one way: the config package imports the components' config modules, never
+the reverse, so a component never loads the config loader.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..components.almanac.config import (
+    DEFAULT_TICK_INTERVAL_MS,
+    MAX_TICK_INTERVAL_MS,
+    MIN_TICK_INTERVAL_MS,
+    AlmanacConfig,
+)
+from ..components.atlas.config import AtlasConfig, CatalogEntry
+from ..components.chronicle.config import (
+    ANCHOR_SINK_KINDS,
+    DEFAULT_ANCHOR_EVERY,
+    EVM_ADDRESS_LEN,
+    MAX_ANCHOR_EVERY,
+    AnchorSink,
+    ChronicleConfig,
+)
+from ..components.compute.config import ComputeConfig
+from ..components.feed.config import DEFAULT_FEED_MAX_BODY_BYTES, MAX_FEED_PUBLISHERS, FeedConfig
+from ..components.tickets.config import (
+    DEFAULT_TICKETS_MAX_CLAIMS_BYTES,
+    DEFAULT_TICKETS_MAX_LIFETIME_S,
+    MAX_TICKET_ISSUERS,
+    MAX_TICKETS_CLAIMS_BYTES,
+    MAX_TICKETS_LIFETIME_S,
+    TicketsConfig,
+)
+from ..consensus.types import MAX_COMMAND_SIZE
+from ..primitives.crypto import PUBLIC_KEY_LEN
+from ..primitives.identity import ID_LEN
+from .coalition import IntentsConfig, LedgerConfig, parse_confluence
+from .parsing import (
+    MAX_CITIZENS,
+    Table,
+    http_url,
+    parse_follow_almanac,
+    parse_hex,
+    refuse_duplicate_citizens,
+)
+
+ComponentConfig = (
+    FeedConfig | AtlasConfig | AlmanacConfig | ChronicleConfig | ComputeConfig
+    | IntentsConfig | LedgerConfig | TicketsConfig
+)
+
+
+def parse_component(kind: str, t: Table, base: Path) -> ComponentConfig:
+    component: ComponentConfig
+    if kind == "feed":
+        publishers = t.hex_array("publishers", PUBLIC_KEY_LEN)
+        if not 1 <= len(publishers) <= MAX_FEED_PUBLISHERS:
+            raise t.error(
+                "publishers", f"a feed needs 1 to {MAX_FEED_PUBLISHERS} publishers, got {len(publishers)}"
+            )
+        component = FeedConfig(
+            publishers=publishers,
+            max_body_bytes=t.integer(
+                "max_body_bytes", DEFAULT_FEED_MAX_BODY_BYTES, minimum=1, maximum=MAX_COMMAND_SIZE
+            ),
+            follow_almanac=parse_follow_almanac(t),
+        )
+    elif kind == "atlas":
+        rows = t.tables("citizens", limit=MAX_CITIZENS)
+        entries = []
+        for row in rows:
+            entries.append(
+                CatalogEntry(
+                    stable_id=row.hex("stable_id", ID_LEN),
+                    operator_key=row.hex("operator_key", PUBLIC_KEY_LEN),
+                )
+            )
+            row.finish()
+        refuse_duplicate_citizens(rows, [e.stable_id for e in entries])
+        component = AtlasConfig(citizens=tuple(entries), follow_almanac=parse_follow_almanac(t))
+    elif kind == "almanac":
+        component = AlmanacConfig(
+            tick_interval_ms=t.integer(
+                "tick_interval_ms",
+                DEFAULT_TICK_INTERVAL_MS,
+                minimum=MIN_TICK_INTERVAL_MS,
+                maximum=MAX_TICK_INTERVAL_MS,
+            )
+        )
+    elif kind == "chronicle":
+        component = ChronicleConfig(
+            anchor_sink=parse_anchor_sink(t.table("anchor_sink"), base),
+            anchor_every=t.integer(
+                "anchor_every", DEFAULT_ANCHOR_EVERY, minimum=1, maximum=MAX_ANCHOR_EVERY
+            ),
+            follow_almanac=parse_follow_almanac(t),
+        )
+    elif kind == "compute":
+        component = ComputeConfig(follow_almanac=parse_follow_almanac(t))
+    elif kind == "tickets":
+        issuers = t.hex_array("issuers", PUBLIC_KEY_LEN)
+        if len(issuers) > MAX_TICKET_ISSUERS:
+            raise t.error(
+                "issuers", f"at most {MAX_TICKET_ISSUERS} issuer keys, got {len(issuers)}"
+            )
+        component = TicketsConfig(
+            issuers=issuers,
+            max_claims_bytes=t.integer(
+                "max_claims_bytes",
+                DEFAULT_TICKETS_MAX_CLAIMS_BYTES,
+                minimum=1,
+                maximum=MAX_TICKETS_CLAIMS_BYTES,
+            ),
+            max_lifetime_s=t.integer(
+                "max_lifetime_s",
+                DEFAULT_TICKETS_MAX_LIFETIME_S,
+                minimum=1,
+                maximum=MAX_TICKETS_LIFETIME_S,
+            ),
+        )
+    else:
+        component = parse_confluence(kind, t)
+    t.finish()
+    return component
+
+
+def parse_anchor_sink(t: Table, base: Path) -> AnchorSink:
+    kind = t.string("kind", choices=ANCHOR_SINK_KINDS)
+    if kind == "file":
+        sink = AnchorSink(kind, path=t.path_value("path", base))
+    elif kind == "http":
+        sink = AnchorSink(kind, url=http_url(t, "url"))
+    else:
+        contract_text = t.string("contract")
+        body = contract_text[2:] if contract_text.startswith("0x") else contract_text
+        contract = parse_hex(body, EVM_ADDRESS_LEN)
+        if isinstance(contract, str):
+            raise t.error("contract", contract)
+        url = t.string("url")
+        sink = AnchorSink(
+            kind,
+            url=url,
+            chain_id=t.integer("chain_id", minimum=1),
+            contract=contract,
+        )
+    t.finish()
+    return sink
+
