@@ -35,6 +35,7 @@ flake-hunt: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check coalitiond tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

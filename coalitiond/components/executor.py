@@ -17,6 +17,10 @@ final, nobody can replay the envelope later when it might succeed.
 
 The state root commits to the component signature, the nonce state and the component state
 (not to the height: a block whose commands are all refused leaves the root unchanged).
+
+Why this module is long: the three steps above, the ticket-admitted client set they consult
+and the outcomes they produce are one replay path; kept in one class, the order in which a
+block's commands are checked, deduplicated and applied reads top to bottom.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ on the wall clock and collateral files, so it runs before voting, in
 `provider_quote_binding(provider_id)` (`records`), so a provider cannot present another TD's
 quote. Everything in this module is deterministic.
 
-Why this module is longer than ~600 lines: it is the one `Compute` class, and its commands,
+Why this module is long: it is the one `Compute` class, and its commands,
 clearing pass, commitment, reads and snapshot validation all maintain the same private
 indexes (open requests per requester, live grants, capacity in use, the expiry, deadline and
 pruning heaps, the committed leaves). Splitting the class would spread those invariants over
