@@ -22,7 +22,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -45,11 +44,14 @@ def _test_name(case: ET.Element, runs: int) -> str:
     return f"{case.get('classname', '')}::{name}"
 
 
-def _first_line(case: ET.Element) -> str:
+def _failure_lines(case: ET.Element, count: int = 6) -> list[str]:
+    """The failure's message and the last lines of its traceback: where and why."""
     for child in case:
         if child.tag in ("failure", "error"):
-            return (child.get("message") or child.text or "").strip().splitlines()[0][:160]
-    return ""
+            message = (child.get("message") or "").strip().splitlines()[:1]
+            tail = (child.text or "").strip().splitlines()[-count:]
+            return [line[:200] for line in message + tail]
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-cores", action="store_true",
                         help="do not start the competing busy loops")
     parser.add_argument("-m", "--marker", default="live", help="tests to repeat (marker)")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="keep pytest's JUnit XML report here (default: "
+                             ".flake-hunt/report-SEED.xml)")
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     args = parser.parse_args(argv)
     if args.runs < 1:
@@ -75,30 +80,31 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a CI limit, `kill`) unwinds like Ctrl-C, so the busy loops and pytest are
     # stopped too, never left running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    with tempfile.TemporaryDirectory(prefix="flake-hunt-") as tmp:
-        report = Path(tmp) / "report.xml"
-        command = [sys.executable, "-m", "pytest", "-m", args.marker, "-p", "randomly",
-                   f"--randomly-seed={seed}", f"--count={args.runs}", "-n", str(args.jobs),
-                   "--dist", "worksteal", "-p", "no:cacheprovider", "-q", "--no-header",
-                   f"--junitxml={report}", *args.pytest_args]
-        loops = _busy_loops(busy)
-        started = time.monotonic()
-        try:
-            status = subprocess.run(command, cwd=REPO, check=False).returncode
-        finally:
-            for loop in loops:
-                loop.kill()
-            for loop in loops:
-                loop.wait()
-        elapsed = time.monotonic() - started
-        if not report.exists():
-            print(f"flake hunt: pytest wrote no report (exit {status})", file=sys.stderr)
-            return 2
-        cases = list(ET.parse(report).getroot().iter("testcase"))
+    report = args.report or REPO / ".flake-hunt" / f"report-{seed}.xml"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "pytest", "-m", args.marker, "-p", "randomly",
+               f"--randomly-seed={seed}", f"--count={args.runs}", "-n", str(args.jobs),
+               "--dist", "worksteal", "-p", "no:cacheprovider", "-q", "--no-header",
+               f"--junitxml={report}", *args.pytest_args]
+    loops = _busy_loops(busy)
+    started = time.monotonic()
+    try:
+        status = subprocess.run(command, cwd=REPO, check=False).returncode
+    finally:
+        for loop in loops:
+            loop.kill()
+        for loop in loops:
+            loop.wait()
+    elapsed = time.monotonic() - started
+    if not report.exists():
+        print(f"flake hunt: pytest wrote no report (exit {status})", file=sys.stderr)
+        return 2
+    cases = list(ET.parse(report).getroot().iter("testcase"))
 
     runs: Counter[str] = Counter()
     failures: Counter[str] = Counter()
-    first_error: dict[str, str] = {}
+    failure_lines: dict[str, list[str]] = {}
     for case in cases:
         name = _test_name(case, args.runs)
         if any(child.tag == "skipped" for child in case):
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         runs[name] += 1
         if any(child.tag in ("failure", "error") for child in case):
             failures[name] += 1
-            first_error.setdefault(name, _first_line(case))
+            failure_lines.setdefault(name, _failure_lines(case))
 
     shown = {name: name if len(name) <= NAME_WIDTH else name[:NAME_WIDTH - 1] + "…"
              for name in runs}
@@ -115,11 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in sorted(runs, key=lambda n: (-failures[n], n)):
         print(f"{shown[name]:<{width}}  {failures[name]:>3}/{runs[name]}")
     print()
-    for name, line in first_error.items():
-        print(f"{name}: {line}")
+    for name, lines in failure_lines.items():
+        print(f"{name} (first failure):")
+        for line in lines:
+            print(f"    {line}")
     total = sum(failures.values())
     print(f"flake hunt: {len(runs)} tests, {sum(runs.values())} runs, {total} failed, "
-          f"{elapsed:.0f} s (--seed {seed})")
+          f"{elapsed:.0f} s (--seed {seed}; every failure in full: {report})")
     return 0 if total == 0 and status == 0 else 1
 
 
