@@ -6,7 +6,23 @@ from typing import Any
 
 import pytest
 
-from coalitiond.consensus.core import (
+from coalitiond.consensus.messages import (
+    EvidenceMessage,
+    Finalization,
+    Notarization,
+    Nullification,
+    Proposal,
+)
+from coalitiond.consensus.statements import SignedKind
+from coalitiond.consensus.types import (
+    ZERO_DIGEST,
+    Block,
+    Certificate,
+    Vote,
+    VoteKind,
+    genesis_block,
+)
+from coalitiond.consensus.voter import (
     MAX_VIEWS_AHEAD,
     BlockExecuted,
     BlocksFetched,
@@ -27,22 +43,6 @@ from coalitiond.consensus.core import (
     Start,
     TimerFired,
     TimerKind,
-)
-from coalitiond.consensus.messages import (
-    EvidenceMessage,
-    Finalization,
-    Notarization,
-    Nullification,
-    Proposal,
-)
-from coalitiond.consensus.statements import SignedKind
-from coalitiond.consensus.types import (
-    ZERO_DIGEST,
-    Block,
-    Certificate,
-    Vote,
-    VoteKind,
-    genesis_block,
 )
 from coalitiond.testing.simulator import make_committee
 

@@ -29,7 +29,8 @@ from coalitiond.components.base import (
 )
 from coalitiond.components.executor import APPLIED, REFUSED, Executor, Stamp
 from coalitiond.components.feed.component import Feed
-from coalitiond.consensus.core import (
+from coalitiond.consensus.messages import Proposal
+from coalitiond.consensus.voter import (
     Broadcast,
     CommandSubmitted,
     Core,
@@ -38,7 +39,6 @@ from coalitiond.consensus.core import (
     TimerFired,
     TimerKind,
 )
-from coalitiond.consensus.messages import Proposal
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import encode
 from coalitiond.testing.simulator import make_committee

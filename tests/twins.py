@@ -27,16 +27,6 @@ import random
 from dataclasses import dataclass, field
 from typing import Final
 
-from coalitiond.consensus.core import (
-    Action,
-    BlocksFetched,
-    Broadcast,
-    Event,
-    EvidenceFound,
-    MessageReceived,
-    Send,
-    StateDivergence,
-)
 from coalitiond.consensus.evidence import Evidence, Statement
 from coalitiond.consensus.messages import (
     EvidenceMessage,
@@ -49,6 +39,16 @@ from coalitiond.consensus.messages import (
 )
 from coalitiond.consensus.statements import SignedKind, conflicts
 from coalitiond.consensus.types import Certificate, Vote
+from coalitiond.consensus.voter import (
+    Action,
+    BlocksFetched,
+    Broadcast,
+    Event,
+    EvidenceFound,
+    MessageReceived,
+    Send,
+    StateDivergence,
+)
 from coalitiond.primitives.committee import CommitteeSpec
 from coalitiond.primitives.errors import LocalError
 from coalitiond.testing.simulator import (

@@ -5,7 +5,7 @@
 * `messages`    — the wire envelope, strict `decode_message`, pure `verify_message`.
 * `evidence`    — offline-verifiable proof that one member signed two conflicting statements.
 * `batcher`     — bounded, deduplicated pending client commands.
-* `core`        — `Core.step(event) -> actions`, the protocol state machine.
+* `voter`       — `Core.step(event) -> actions`, the protocol state machine.
 * `simulator`   — seeded deterministic simulation with invariant checks after every step.
 * `byzantine`   — the catalogue of misbehaving members (wrappers around the honest core).
 """

@@ -42,7 +42,7 @@ from ..components.chronicle.config import ChronicleConfig
 from ..components.compute.component import Compute
 from ..components.executor import Executor
 from ..config import MemberConfig
-from ..consensus.core import (
+from ..consensus.voter import (
     Core,
     CoreConfig,
 )

@@ -28,7 +28,6 @@ import trio
 from ..commands.envelope import CommandRefused, Envelope
 from ..commands.member import MemberCommand
 from ..components.executor import Executor
-from ..consensus.core import MessageReceived
 from ..consensus.messages import (
     EvidenceMessage,
     Finalization,
@@ -42,6 +41,7 @@ from ..consensus.messages import (
     verify_message,
 )
 from ..consensus.types import Vote
+from ..consensus.voter import MessageReceived
 from ..primitives.committee import CommitteeSpec
 from ..primitives.errors import RemoteError
 from ..primitives.identity import digest as blake3_digest

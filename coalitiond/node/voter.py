@@ -25,7 +25,10 @@ import trio
 from ..commands.envelope import CommandRefused, Envelope
 from ..commands.member import MemberCommand, is_member_command
 from ..components.executor import BlockResult, Executor
-from ..consensus.core import (
+from ..consensus.messages import Message, encode_message
+from ..consensus.statements import SignedKind
+from ..consensus.types import Certificate, VoteKind
+from ..consensus.voter import (
     Action,
     BlockExecuted,
     Broadcast,
@@ -46,9 +49,6 @@ from ..consensus.core import (
     Start,
     StateDivergence,
 )
-from ..consensus.messages import Message, encode_message
-from ..consensus.statements import SignedKind
-from ..consensus.types import Certificate, VoteKind
 from ..log.aio import AsyncStore
 from ..log.records import FinalizedBlock
 from ..log.sqlite import BlockToAppend, EvidenceRecord, Store

@@ -29,7 +29,22 @@ from typing import Any, Final
 
 import blake3
 
-from ..consensus.core import (
+from ..consensus.evidence import Evidence, EvidenceKind, evidence_kind
+from ..consensus.messages import (
+    Finalization,
+    Message,
+    Notarization,
+    Nullification,
+    Proposal,
+    ProposalHeader,
+    decode_message,
+    encode_message,
+    verify_fetched,
+    verify_message,
+)
+from ..consensus.statements import SignedKind, conflicts
+from ..consensus.types import ZERO_DIGEST, Block, Certificate, Vote
+from ..consensus.voter import (
     MAX_VIEWS_AHEAD,
     MAX_VIEWS_BEHIND,
     Action,
@@ -54,21 +69,6 @@ from ..consensus.core import (
     StateDivergence,
     TimerFired,
 )
-from ..consensus.evidence import Evidence, EvidenceKind, evidence_kind
-from ..consensus.messages import (
-    Finalization,
-    Message,
-    Notarization,
-    Nullification,
-    Proposal,
-    ProposalHeader,
-    decode_message,
-    encode_message,
-    verify_fetched,
-    verify_message,
-)
-from ..consensus.statements import SignedKind, conflicts
-from ..consensus.types import ZERO_DIGEST, Block, Certificate, Vote
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.errors import RemoteError
