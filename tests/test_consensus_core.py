@@ -6,6 +6,27 @@ from typing import Any
 
 import pytest
 
+from coalitiond.consensus.events import (
+    BlockExecuted,
+    BlocksFetched,
+    Broadcast,
+    CommandSubmitted,
+    CoreConfig,
+    DurableState,
+    EvidenceFound,
+    FetchBlocks,
+    Finalized,
+    GuardRecord,
+    MessageReceived,
+    PersistSignerGuard,
+    Refused,
+    Send,
+    SetTimer,
+    Start,
+    TimerFired,
+    TimerKind,
+)
+from coalitiond.consensus.limits import MAX_VIEWS_AHEAD
 from coalitiond.consensus.messages import (
     EvidenceMessage,
     Finalization,
@@ -22,28 +43,7 @@ from coalitiond.consensus.types import (
     VoteKind,
     genesis_block,
 )
-from coalitiond.consensus.voter import (
-    MAX_VIEWS_AHEAD,
-    BlockExecuted,
-    BlocksFetched,
-    Broadcast,
-    CommandSubmitted,
-    Core,
-    CoreConfig,
-    DurableState,
-    EvidenceFound,
-    FetchBlocks,
-    Finalized,
-    GuardRecord,
-    MessageReceived,
-    PersistSignerGuard,
-    Refused,
-    Send,
-    SetTimer,
-    Start,
-    TimerFired,
-    TimerKind,
-)
+from coalitiond.consensus.voter import Core
 from coalitiond.testing.simulator import make_committee
 
 COMMITTEE, KEYS = make_committee(4)  # q = 3; leader of view v is v % 4

@@ -17,8 +17,8 @@ from coalitiond.commands.member import MemberCommand
 from coalitiond.components.executor import STAMP_OP, Executor, Stamp
 from coalitiond.components.feed.component import Feed
 from coalitiond.config import load_config
+from coalitiond.consensus.events import CommandSubmitted
 from coalitiond.consensus.types import Block, Certificate, Vote, VoteKind, genesis_block
-from coalitiond.consensus.voter import CommandSubmitted
 from coalitiond.log.records import FinalizedBlock
 from coalitiond.node import wire
 from coalitiond.node.drivers import AlmanacFollower, Driver

@@ -27,6 +27,16 @@ import random
 from dataclasses import dataclass, field
 from typing import Final
 
+from coalitiond.consensus.events import (
+    Action,
+    BlocksFetched,
+    Broadcast,
+    Event,
+    EvidenceFound,
+    MessageReceived,
+    Send,
+    StateDivergence,
+)
 from coalitiond.consensus.evidence import Evidence, Statement
 from coalitiond.consensus.messages import (
     EvidenceMessage,
@@ -39,16 +49,6 @@ from coalitiond.consensus.messages import (
 )
 from coalitiond.consensus.statements import SignedKind, conflicts
 from coalitiond.consensus.types import Certificate, Vote
-from coalitiond.consensus.voter import (
-    Action,
-    BlocksFetched,
-    Broadcast,
-    Event,
-    EvidenceFound,
-    MessageReceived,
-    Send,
-    StateDivergence,
-)
 from coalitiond.primitives.committee import CommitteeSpec
 from coalitiond.primitives.errors import LocalError
 from coalitiond.testing.simulator import (

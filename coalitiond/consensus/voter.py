@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
 
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
@@ -24,7 +23,43 @@ from ..primitives.encoding import encode
 from ..primitives.errors import LocalError, RemoteError
 from ..primitives.identity import digest as blake3_digest
 from .batcher import Batcher
+from .events import (
+    Action,
+    BlockExecuted,
+    BlocksFetched,
+    Broadcast,
+    CommandSubmitted,
+    CoreConfig,
+    DurableState,
+    Event,
+    EvidenceFound,
+    FetchBlocks,
+    Finalized,
+    MemberCommandsHook,
+    MessageReceived,
+    PersistSignerGuard,
+    Refused,
+    Send,
+    SetTimer,
+    Start,
+    StateDivergence,
+    TimerFired,
+    TimerKind,
+    ValidationHook,
+    accept_all,
+    no_member_commands,
+)
 from .evidence import Evidence, EvidenceKind, Statement
+from .limits import (
+    AMNESIA_MARGIN_VIEWS,
+    KNOWN_EVIDENCE_WINDOW,
+    MAX_FETCH_BLOCKS,
+    MAX_PENDING_EVIDENCE,
+    MAX_ROOTS_KEPT,
+    MAX_SYNC_CERTS,
+    MAX_VIEWS_AHEAD,
+    MAX_VIEWS_BEHIND,
+)
 from .messages import (
     EvidenceMessage,
     Finalization,
@@ -37,8 +72,6 @@ from .messages import (
 )
 from .statements import SignedKind, conflicts
 from .types import (
-    MAX_BLOCK_SIZE,
-    MAX_COMMANDS_PER_BLOCK,
     MAX_EVIDENCE_PER_BLOCK,
     ZERO_DIGEST,
     Block,
@@ -47,207 +80,6 @@ from .types import (
     VoteKind,
     genesis_block,
 )
-
-#: Votes and proposals further ahead than this are refused (certificates may jump any
-#: distance: they carry q signatures, so they cannot be minted to flood us).
-MAX_VIEWS_AHEAD: Final = 64
-#: Votes older than `view − MAX_VIEWS_BEHIND` are dropped and their tables pruned.
-MAX_VIEWS_BEHIND: Final = 64
-#: Evidence waiting to be put into a block.
-MAX_PENDING_EVIDENCE: Final = 256
-#: Evidence ids remembered as already finalised (no re-inclusion).
-KNOWN_EVIDENCE_WINDOW: Final = 4096
-#: Heights asked for in one FetchBlocks action.
-MAX_FETCH_BLOCKS: Final = 256
-#: Executed state roots and claimed roots remembered, by height.
-MAX_ROOTS_KEPT: Final = 1024
-#: Amnesia rule margin (docs/protocol.md §8).
-AMNESIA_MARGIN_VIEWS: Final = 1
-#: Certificates sent in answer to one SyncRequest (parent + intervening nullifications).
-MAX_SYNC_CERTS: Final = MAX_VIEWS_BEHIND
-#: Room kept in a block for the header and evidence when batching commands.
-BLOCK_OVERHEAD_RESERVE: Final = 512 * 1024
-
-
-# ---------------------------------------------------------------------------------------------
-# configuration and durable state
-
-
-@dataclass(frozen=True, slots=True)
-class CoreConfig:
-    """Timing and batching (SPEC §1 `[committee]` timing). All times in milliseconds."""
-
-    leader_timeout_ms: int = 1000
-    view_timeout_ms: int = 1500
-    batch_interval_ms: int = 50
-    max_batch_commands: int = 1000
-    max_batch_bytes: int = 1024 * 1024
-    max_backoff_exponent: int = 4
-
-    def __post_init__(self) -> None:
-        if not 0 < self.leader_timeout_ms <= self.view_timeout_ms:
-            raise LocalError("need 0 < leader_timeout_ms <= view_timeout_ms")
-        if not 0 <= self.batch_interval_ms < self.leader_timeout_ms:
-            raise LocalError("batch_interval_ms must be below leader_timeout_ms")
-        if not 0 < self.max_batch_commands <= MAX_COMMANDS_PER_BLOCK:
-            raise LocalError(f"max_batch_commands must be in 1..{MAX_COMMANDS_PER_BLOCK}")
-        if not 0 < self.max_batch_bytes <= MAX_BLOCK_SIZE - BLOCK_OVERHEAD_RESERVE:
-            raise LocalError("max_batch_bytes too large for one block")
-        if not 0 <= self.max_backoff_exponent <= 16:
-            raise LocalError("max_backoff_exponent must be in 0..16")
-
-
-@dataclass(frozen=True, slots=True)
-class GuardRecord:
-    """"I signed `kind` for `view` with `digest`" — what the store keeps durably."""
-
-    epoch: int
-    view: int
-    kind: SignedKind
-    digest: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DurableState:
-    """What the core is rebuilt from after a restart (docs/protocol.md §8)."""
-
-    guard: tuple[GuardRecord, ...] = ()
-    tip: Block | None = None  # None: genesis
-    tip_certificate: Certificate | None = None
-    executed: tuple[int, bytes] | None = None
-    guard_lost: bool = False
-
-
-# ---------------------------------------------------------------------------------------------
-# events
-
-
-class TimerKind(enum.IntEnum):
-    LEADER = 0
-    VIEW = 1
-    BATCH = 2
-
-
-@dataclass(frozen=True, slots=True)
-class Start:
-    """First event after construction: arms the timers of the starting view."""
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
-    sender: int | None  # member index the transport authenticated; None if unknown
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class TimerFired:
-    kind: TimerKind
-    view: int
-
-
-@dataclass(frozen=True, slots=True)
-class CommandSubmitted:
-    command: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class BlockExecuted:
-    height: int
-    state_root: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class BlocksFetched:
-    """Finalised blocks with certificates, in height order, checked by `verify_fetched`."""
-
-    chain: tuple[tuple[Block, Certificate], ...]
-
-
-Event = Start | MessageReceived | TimerFired | CommandSubmitted | BlockExecuted | BlocksFetched
-
-
-# ---------------------------------------------------------------------------------------------
-# actions
-
-
-@dataclass(frozen=True, slots=True)
-class PersistSignerGuard:
-    epoch: int
-    view: int
-    kind: SignedKind
-    digest: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Broadcast:
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    to: int
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class SetTimer:
-    kind: TimerKind
-    view: int
-    delay_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Finalized:
-    block: Block
-    certificate: Certificate  # finalises this block or a descendant (docs/protocol.md §3.4)
-
-
-@dataclass(frozen=True, slots=True)
-class EvidenceFound:
-    evidence: Evidence
-
-
-@dataclass(frozen=True, slots=True)
-class FetchBlocks:
-    from_height: int
-    to_height: int
-
-
-@dataclass(frozen=True, slots=True)
-class StateDivergence:
-    height: int
-    claimed_root: bytes
-    local_root: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """Input the core did not accept; `reason` is one line (metrics label + log)."""
-
-    sender: int | None
-    reason: str
-
-
-Action = (PersistSignerGuard | Broadcast | Send | SetTimer | Finalized | EvidenceFound
-          | FetchBlocks | StateDivergence | Refused)
-
-ValidationHook = Callable[[tuple[bytes, ...]], bool]
-
-
-#: Asked when this member is about to propose: the member commands (already encoded) the
-#: shell wants in the block, e.g. an Almanac tick. Like the commands clients submit they are
-#: input, not state: the core puts them first, skips any already in an unfinalised ancestor,
-#: and never remembers them.
-MemberCommandsHook = Callable[[], tuple[bytes, ...]]
-
-
-def accept_all(commands: tuple[bytes, ...]) -> bool:
-    return True
-
-
-def no_member_commands() -> tuple[bytes, ...]:
-    return ()
-
 
 # ---------------------------------------------------------------------------------------------
 # per-view state
@@ -1128,10 +960,3 @@ class Core:
             del self._guard[gk]
         for d in [d for d, b in self._blocks.items() if b.height <= self.tip.height]:
             del self._blocks[d]
-
-
-def iter_messages(actions: list[Action]) -> Iterator[Message]:
-    """The messages a list of actions sends (helper for tests and the simulator)."""
-    for a in actions:
-        if isinstance(a, Broadcast | Send):
-            yield a.message

@@ -22,9 +22,9 @@ import trio
 
 from ..commands.envelope import CommandRefused
 from ..components.executor import Executor
+from ..consensus.events import BlocksFetched, FetchBlocks
 from ..consensus.messages import verify_fetched
 from ..consensus.types import Block, Certificate, VoteKind
-from ..consensus.voter import BlocksFetched, FetchBlocks
 from ..log.aio import AsyncStore
 from ..log.records import FinalizedBlock
 from ..log.sqlite import Store

@@ -28,6 +28,7 @@ import trio
 from ..commands.envelope import CommandRefused, Envelope
 from ..commands.member import MemberCommand
 from ..components.executor import Executor
+from ..consensus.events import MessageReceived
 from ..consensus.messages import (
     EvidenceMessage,
     Finalization,
@@ -41,7 +42,6 @@ from ..consensus.messages import (
     verify_message,
 )
 from ..consensus.types import Vote
-from ..consensus.voter import MessageReceived
 from ..primitives.committee import CommitteeSpec
 from ..primitives.errors import RemoteError
 from ..primitives.identity import digest as blake3_digest

@@ -29,30 +29,12 @@ from typing import Any, Final
 
 import blake3
 
-from ..consensus.evidence import Evidence, EvidenceKind, evidence_kind
-from ..consensus.messages import (
-    Finalization,
-    Message,
-    Notarization,
-    Nullification,
-    Proposal,
-    ProposalHeader,
-    decode_message,
-    encode_message,
-    verify_fetched,
-    verify_message,
-)
-from ..consensus.statements import SignedKind, conflicts
-from ..consensus.types import ZERO_DIGEST, Block, Certificate, Vote
-from ..consensus.voter import (
-    MAX_VIEWS_AHEAD,
-    MAX_VIEWS_BEHIND,
+from ..consensus.events import (
     Action,
     BlockExecuted,
     BlocksFetched,
     Broadcast,
     CommandSubmitted,
-    Core,
     CoreConfig,
     DurableState,
     Event,
@@ -69,6 +51,23 @@ from ..consensus.voter import (
     StateDivergence,
     TimerFired,
 )
+from ..consensus.evidence import Evidence, EvidenceKind, evidence_kind
+from ..consensus.limits import MAX_VIEWS_AHEAD, MAX_VIEWS_BEHIND
+from ..consensus.messages import (
+    Finalization,
+    Message,
+    Notarization,
+    Nullification,
+    Proposal,
+    ProposalHeader,
+    decode_message,
+    encode_message,
+    verify_fetched,
+    verify_message,
+)
+from ..consensus.statements import SignedKind, conflicts
+from ..consensus.types import ZERO_DIGEST, Block, Certificate, Vote
+from ..consensus.voter import Core
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.errors import RemoteError
