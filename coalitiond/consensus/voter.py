@@ -12,7 +12,6 @@ of deterministic inputs), so a seed fully determines a simulation.
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,8 +19,9 @@ from dataclasses import dataclass, field
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.encoding import encode
-from ..primitives.errors import LocalError, RemoteError
+from ..primitives.errors import LocalError
 from ..primitives.identity import digest as blake3_digest
+from . import rules
 from .batcher import Batcher
 from .events import (
     Action,
@@ -51,13 +51,11 @@ from .events import (
 )
 from .evidence import Evidence, EvidenceKind, Statement
 from .limits import (
-    AMNESIA_MARGIN_VIEWS,
     KNOWN_EVIDENCE_WINDOW,
     MAX_FETCH_BLOCKS,
     MAX_PENDING_EVIDENCE,
     MAX_ROOTS_KEPT,
     MAX_SYNC_CERTS,
-    MAX_VIEWS_AHEAD,
     MAX_VIEWS_BEHIND,
 )
 from .messages import (
@@ -104,15 +102,6 @@ class _View:
     announced: dict[VoteKind, bool] = field(default_factory=dict)
     #: Members whose vote for this view crossed the certificate we sent them (not helped).
     crossed: set[int] = field(default_factory=set)
-
-
-class _Verdict(enum.Enum):
-    VALID = 0
-    WAIT = 1
-
-
-class _Invalid(Exception):
-    """A proposal that breaks a rule: refused, never voted for."""
 
 
 class Core:
@@ -209,7 +198,7 @@ class Core:
 
     def accepts_view(self, view: int) -> bool:
         """Would a vote or proposal for `view` be looked at now (used by the simulator)?"""
-        return self.view - MAX_VIEWS_BEHIND <= view <= self.view + MAX_VIEWS_AHEAD and view > 0
+        return rules.accepts_view(self.view, view)
 
     def fingerprint(self) -> bytes:
         """A digest of the protocol-relevant state: equal states hash equally (model checks)."""
@@ -248,22 +237,12 @@ class Core:
         return base_ms * (1 << min(self._consecutive_nulls, self.config.max_backoff_exponent))
 
     def _may_sign(self, view: int) -> bool:
-        if self._amnesiac and self._abstain_through is None:
-            return False
-        return self._abstain_through is None or view > self._abstain_through
-
-    def _guard_allows(self, view: int, kind: SignedKind, digest: bytes) -> bool:
-        if view < self.view - MAX_VIEWS_BEHIND:
-            return False  # below the in-memory guard window: never sign there
-        for k in SignedKind:
-            d = self._guard.get((view, k))
-            if d is not None and conflicts(k, d, kind, digest):
-                return False
-        return True
+        return rules.may_sign(self._amnesiac, self._abstain_through, view)
 
     def _sign_guarded(self, view: int, kind: SignedKind, digest: bytes) -> bool:
         """Check the guard and emit the durable record; False means do not sign."""
-        if not self._may_sign(view) or not self._guard_allows(view, kind, digest):
+        if not self._may_sign(view) or \
+                not rules.guard_allows(self._guard, self.view, view, kind, digest):
             return False
         if self._guard.get((view, kind)) != digest:
             self._guard[(view, kind)] = digest
@@ -365,47 +344,17 @@ class Core:
 
     # -- proposing ------------------------------------------------------------------------
 
-    def _select_parent(self, view: int) -> Block | None:
-        """Highest notarised block below `view` with every view between nullified."""
-        w = view - 1
-        while w > self.tip.view:
-            s = self._views.get(w)
-            if s is not None and s.notarization is not None:
-                return self._blocks.get(s.notarization.digest)
-            if s is not None and s.nullification is not None:
-                w -= 1
-                continue
-            return None
-        return self.tip
-
-    def _ancestors(self, parent: Block) -> list[Block] | None:
-        """Unfinalised blocks from `parent` down to (not including) the tip; None if a link
-        is missing or the chain does not reach the tip."""
-        out: list[Block] = []
-        cur = parent
-        while cur.digest != self.tip.digest:
-            if cur.height <= self.tip.height:
-                return None
-            out.append(cur)
-            nxt = self._blocks.get(cur.parent)
-            if nxt is None:
-                if cur.parent == self.tip.digest:
-                    break
-                return None
-            cur = nxt
-        return out
-
     def _try_propose(self) -> None:
         view = self.view
         s = self._vs(view)
         if s.proposed or s.proposal is not None or not self._may_sign(view):
             return
-        if self._guard.get((view, SignedKind.NULLIFY)) is not None:
+        if not rules.may_notarize(self._guard, view):
             return
-        parent = self._select_parent(view)
+        parent = rules.select_parent(view, self.tip, self._blocks, self._views)
         if parent is None:
             return  # retried whenever a certificate or block arrives
-        ancestors = self._ancestors(parent)
+        ancestors = rules.unfinalized_ancestors(parent, self.tip, self._blocks)
         if ancestors is None:
             return
         cfg = self.config
@@ -476,21 +425,9 @@ class Core:
 
     def _vote_acceptable(self, sender: int | None, epoch: int, view: int, signer: int,
                          what: str) -> bool:
-        if epoch != self.committee.epoch:
-            self._refuse(sender, f"{what} for epoch {epoch}, we are at {self.committee.epoch}")
-            return False
-        if not 0 <= signer < self.committee.n:
-            self._refuse(sender, f"{what} names member index {signer}, n={self.committee.n}")
-            return False
-        if view == 0:
-            self._refuse(sender, f"{what} for view 0 (genesis)")
-            return False
-        if view > self.view + MAX_VIEWS_AHEAD:
-            self._refuse(sender, f"{what} for view {view} is more than {MAX_VIEWS_AHEAD} views "
-                                 f"ahead of {self.view}")
-            return False
-        if view < self.view - MAX_VIEWS_BEHIND:
-            self._refuse(sender, f"{what} for view {view} is stale (we are at {self.view})")
+        refusal = rules.statement_refusal(self.committee, self.view, epoch, view, signer, what)
+        if refusal is not None:
+            self._refuse(sender, refusal)
             return False
         self._max_view_seen = max(self._max_view_seen, view)
         return True
@@ -531,7 +468,7 @@ class Core:
     def _consider_proposal(self, sender: int | None, proposal: Proposal) -> None:
         b = proposal.block
         v = b.view
-        if b.proposer != self.committee.leader(v):
+        if not rules.proposer_is_leader(self.committee, b):
             self._refuse(sender, f"proposal for view {v} from member {b.proposer}, "
                                  f"the leader is {self.committee.leader(v)}")
             return
@@ -545,11 +482,12 @@ class Core:
                 self._learn_block(b)
             return
         try:
-            verdict = self._check_proposal(b)
-        except _Invalid as exc:
+            verdict = rules.check_proposal(b, self.tip, self._blocks, self._views, self._roots,
+                                           self.committee, self._validate)
+        except rules.InvalidProposal as exc:
             self._refuse(sender, f"proposal for view {v}: {exc}")
             return
-        if verdict is _Verdict.WAIT:
+        if verdict is rules.Verdict.WAIT:
             if s.waiting is None:
                 s.waiting = proposal
             if not s.sync_asked and b.proposer != self.me:
@@ -561,7 +499,7 @@ class Core:
         s.proposal = b
         self._blocks[b.digest] = b
         self._claim_root(b)
-        if self._guard.get((v, SignedKind.NULLIFY)) is not None:
+        if not rules.may_notarize(self._guard, v):
             return  # Simplex: no notarise after nullify
         if not self._sign_guarded(v, SignedKind.NOTARIZE, b.digest):
             return
@@ -571,58 +509,6 @@ class Core:
             self._emit(Broadcast(proposal.header))  # lets others catch an equivocating leader
         self._on_vote(self.me, vote)
         self._retry_pending_final()
-
-    def _check_proposal(self, b: Block) -> _Verdict:
-        """VALID or WAIT (not yet decidable); raises _Invalid with the broken rule."""
-        if b.height <= self.tip.height:
-            raise _Invalid(f"height {b.height} is at or below our finalised tip {self.tip.height}")
-        if b.parent == self.tip.digest:
-            parent = self.tip
-        else:
-            found = self._blocks.get(b.parent)
-            if found is None:
-                return _Verdict.WAIT
-            ps = self._views.get(found.view)
-            if ps is None or ps.notarization is None or ps.notarization.digest != found.digest:
-                return _Verdict.WAIT
-            parent = found
-        if parent.view >= b.view:
-            raise _Invalid(f"parent view {parent.view} is not below {b.view}")
-        if b.height != parent.height + 1:
-            raise _Invalid(f"height {b.height} does not follow parent height {parent.height}")
-        for w in range(parent.view + 1, b.view):
-            ws = self._views.get(w)
-            if ws is None or ws.nullification is None:
-                return _Verdict.WAIT
-        ancestors = self._ancestors(parent)
-        if ancestors is None:
-            return _Verdict.WAIT
-        digests = [blake3_digest(c) for c in b.commands]
-        if len(set(digests)) != len(digests):
-            raise _Invalid("a command appears twice in the block")
-        seen = {blake3_digest(c) for a in ancestors for c in a.commands}
-        if any(d in seen for d in digests):
-            raise _Invalid("a command repeats one in an unfinalised ancestor")
-        if b.executed_height < parent.executed_height:
-            raise _Invalid(f"executed_height {b.executed_height} goes below the parent's "
-                           f"{parent.executed_height}")
-        if b.executed_height == parent.executed_height and b.state_root != parent.state_root:
-            raise _Invalid("state root differs from the parent's for the same executed height")
-        mine = self._roots.get(b.executed_height)
-        if mine is not None and mine != b.state_root:
-            raise _Invalid(f"state root for height {b.executed_height} differs from ours")
-        if len(set(b.evidence)) != len(b.evidence):
-            raise _Invalid("an evidence item appears twice")
-        for item in b.evidence:
-            try:
-                ev = Evidence.decode(item)
-            except RemoteError as exc:
-                raise _Invalid(f"evidence does not decode: {exc}") from None
-            if ev.committee_id != self.committee.committee_id:
-                raise _Invalid("evidence for another committee")
-        if not self._validate(b.commands):
-            raise _Invalid("the component refused the block's commands")
-        return _Verdict.VALID
 
     def _on_sync_request(self, sender: int | None, view: int) -> None:
         s = self._views.get(view)
@@ -642,7 +528,7 @@ class Core:
                 return
             parent_view = parent.view
             # The parent and every unfinalised ancestor: the requester may miss any of them.
-            for b in self._ancestors(parent) or [parent]:
+            for b in rules.unfinalized_ancestors(parent, self.tip, self._blocks) or [parent]:
                 bs = self._views.get(b.view)
                 if bs is not None and bs.notarization is not None and \
                         bs.notarization.digest == b.digest:
@@ -675,15 +561,15 @@ class Core:
         if vote.view < self.view and sender is not None and sender != self.me:
             self._help_laggard(sender, vote, s)
         table = s.votes.setdefault(vote.kind, {})
-        if vote.signer in table:
-            return  # first vote per (member, view, kind) counts
+        if not rules.counts_toward_quorum(table, vote):
+            return
         table[vote.signer] = vote
         existing = {VoteKind.NOTARIZE: s.notarization, VoteKind.FINALIZE: s.finalization,
                     VoteKind.NULLIFY: s.nullification}[vote.kind]
         if existing is not None:
             return
-        same = [table[i] for i in sorted(table) if table[i].digest == vote.digest]
-        if len(same) >= self.committee.quorum:
+        same = rules.quorum_votes(table, vote.digest, self.committee.quorum)
+        if same is not None:
             self._on_certificate(sender, Certificate.from_votes(same), None, formed=True)
 
     def _help_laggard(self, sender: int, vote: Vote, s: _View) -> None:
@@ -721,8 +607,7 @@ class Core:
             return  # old news
         self._max_view_seen = max(self._max_view_seen, cert.view)
         if self._amnesiac and self._abstain_through is None:
-            self._abstain_through = (max(self._max_view_seen, cert.view)
-                                     + AMNESIA_MARGIN_VIEWS)
+            self._abstain_through = rules.abstain_through(self._max_view_seen, cert.view)
         if not formed and cert.view >= self.view - MAX_VIEWS_BEHIND:
             for signer, sig in cert.signatures:
                 self._observe(signer, cert.view, SignedKind.of_vote(cert.kind), cert.digest, sig)
@@ -741,7 +626,7 @@ class Core:
                 self._announce(cert, s)
             if cert.view >= self.view:
                 self._consecutive_nulls = 0
-            if self._guard.get((cert.view, SignedKind.NULLIFY)) is None and \
+            if rules.may_finalize_vote(self._guard, cert.view) and \
                     self._sign_guarded(cert.view, SignedKind.FINALIZE, cert.digest):
                 vote = Vote.sign(self._key, self.committee, self.me, VoteKind.FINALIZE,
                                  cert.view, cert.digest)
@@ -819,32 +704,20 @@ class Core:
                 self._emit(Send(member, message))
 
     def _finalize(self, cert: Certificate) -> None:
-        if cert.view <= self.tip.view:
-            if cert.view == self.tip.view and cert.digest != self.tip.digest:
-                # Only possible beyond the safety bound: say so, never re-finalise.
-                self._refuse(None, "finalisation conflicts with our finalised tip")
+        chain = rules.finalized_chain(cert, self.tip, self._blocks)
+        if isinstance(chain, rules.Conflict):
+            # Only possible beyond the safety bound: say so, never re-finalise.
+            self._refuse(None, chain.reason)
             return
-        block = self._blocks.get(cert.digest)
-        if block is None:
+        if isinstance(chain, rules.Gap):
             self._pending_final = cert
-            self._emit(FetchBlocks(self.tip.height + 1, self.tip.height + MAX_FETCH_BLOCKS))
+            last = self.tip.height + MAX_FETCH_BLOCKS
+            self._emit(FetchBlocks(self.tip.height + 1,
+                                   last if chain.last is None else min(chain.last, last)))
             return
-        chain = [block]
-        cur = block
-        while cur.parent != self.tip.digest:
-            parent = self._blocks.get(cur.parent)
-            if parent is None or parent.height <= self.tip.height:
-                if cur.height - 1 <= self.tip.height:
-                    self._refuse(None, f"finalised block at height {block.height} does not "
-                                       "extend our finalised chain")
-                    return
-                self._pending_final = cert
-                self._emit(FetchBlocks(self.tip.height + 1,
-                                       min(cur.height - 1, self.tip.height + MAX_FETCH_BLOCKS)))
-                return
-            chain.append(parent)
-            cur = parent
-        for b in reversed(chain):
+        if not chain:
+            return
+        for b in chain:
             self._commit(b, cert)
         if self._pending_final is not None and self._pending_final.view <= self.tip.view:
             self._pending_final = None
