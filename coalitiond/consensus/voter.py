@@ -21,7 +21,7 @@ from ..primitives.crypto import SigningKey
 from ..primitives.encoding import encode
 from ..primitives.errors import LocalError
 from ..primitives.identity import digest as blake3_digest
-from . import rules
+from . import catchup, relay, rules
 from .batcher import Batcher
 from .events import (
     Action,
@@ -33,7 +33,6 @@ from .events import (
     DurableState,
     Event,
     EvidenceFound,
-    FetchBlocks,
     Finalized,
     MemberCommandsHook,
     MessageReceived,
@@ -52,10 +51,8 @@ from .events import (
 from .evidence import Evidence, EvidenceKind, Statement
 from .limits import (
     KNOWN_EVIDENCE_WINDOW,
-    MAX_FETCH_BLOCKS,
     MAX_PENDING_EVIDENCE,
     MAX_ROOTS_KEPT,
-    MAX_SYNC_CERTS,
     MAX_VIEWS_BEHIND,
 )
 from .messages import (
@@ -68,6 +65,7 @@ from .messages import (
     ProposalHeader,
     SyncRequest,
 )
+from .relay import ViewRelay
 from .statements import SignedKind, conflicts
 from .types import (
     MAX_EVIDENCE_PER_BLOCK,
@@ -95,13 +93,9 @@ class _View:
     batch_due: bool = False
     sync_asked: bool = False
     view_timer_fired: int = 0
+    #: Members whose sync request for this view we answered (once each, §3.7).
     sync_answered: set[int] = field(default_factory=set)
-    helped: set[int] = field(default_factory=set)
-    #: Certificates of this view we formed ourselves, by kind: True if we broadcast it to
-    #: every member, False if we sent it to its non-signers only (`Core._announce`).
-    announced: dict[VoteKind, bool] = field(default_factory=dict)
-    #: Members whose vote for this view crossed the certificate we sent them (not helped).
-    crossed: set[int] = field(default_factory=set)
+    relay: ViewRelay = field(default_factory=ViewRelay)
 
 
 class Core:
@@ -302,33 +296,16 @@ class Core:
         holds, so this never signs anything new.
         """
         s = self._vs(view)
-        if s.proposal is not None and s.proposal.proposer == self.me:
-            self._emit(Broadcast(Proposal.sign(self._key, self.committee, s.proposal)))
-        views = [view]
-        prev = self._views.get(view - 1)
-        if prev is None or (prev.notarization is None and prev.nullification is None):
-            # We got here without a certificate we still hold (a restart from the guard):
-            # peers may still be in the previous view and need our votes from it.
-            views.insert(0, view - 1)
-        for v in views:
-            for kind in (VoteKind.NOTARIZE, VoteKind.FINALIZE, VoteKind.NULLIFY):
-                digest = self._guard.get((v, SignedKind.of_vote(kind)))
-                if digest is not None:
-                    vote = Vote.sign(self._key, self.committee, self.me, kind, v, digest)
-                    self._emit(Broadcast(vote))
-                    self._on_vote(self.me, vote)
-        for kind in sorted(self._latest):
-            self._emit(Broadcast(self._cert_message(self._latest[kind])))
+        for statement in relay.restatements(self._key, self.committee, self.me, view,
+                                            s.proposal, self._views.get(view - 1),
+                                            self._guard):
+            self._emit(Broadcast(statement))
+            if isinstance(statement, Vote):
+                self._on_vote(self.me, statement)
+        self._out.extend(relay.newest_certificates(self._latest, self._blocks, self.tip))
 
     def _cert_message(self, cert: Certificate) -> Message:
-        if cert.kind is VoteKind.NULLIFY:
-            return Nullification(cert)
-        block = self._blocks.get(cert.digest)
-        if block is None and cert.digest == self.tip.digest:
-            block = self.tip
-        if cert.kind is VoteKind.NOTARIZE:
-            return Notarization(cert, block)
-        return Finalization(cert, block)
+        return relay.certificate_message(cert, self._blocks, self.tip)
 
     def _note_latest(self, cert: Certificate) -> None:
         prior = self._latest.get(cert.kind)
@@ -517,30 +494,8 @@ class Core:
         if sender in s.sync_answered or not 0 <= sender < self.committee.n:
             return  # one answer per member and view bounds what a requester can make us send
         s.sync_answered.add(sender)
-        block = s.proposal
-        answer: list[Message] = []
-        if block.parent == self.tip.digest:
-            parent_view = self.tip.view
-        else:
-            parent = self._blocks.get(block.parent)
-            ps = self._views.get(parent.view) if parent is not None else None
-            if parent is None or ps is None or ps.notarization is None:
-                return
-            parent_view = parent.view
-            # The parent and every unfinalised ancestor: the requester may miss any of them.
-            for b in rules.unfinalized_ancestors(parent, self.tip, self._blocks) or [parent]:
-                bs = self._views.get(b.view)
-                if bs is not None and bs.notarization is not None and \
-                        bs.notarization.digest == b.digest:
-                    answer.append(Notarization(bs.notarization, b))
-        if self.tip_certificate is not None and self.tip_certificate.digest == self.tip.digest:
-            answer.append(Finalization(self.tip_certificate, self.tip))  # lagging requesters
-        first = parent_view + 1
-        for w in range(max(first, view - MAX_SYNC_CERTS), view):
-            ws = self._views.get(w)
-            if ws is not None and ws.nullification is not None:
-                answer.append(Nullification(ws.nullification))
-        for msg in answer[: 2 * MAX_SYNC_CERTS]:
+        for msg in catchup.sync_answer(s.proposal, view, self.tip, self.tip_certificate,
+                                       self._blocks, self._views):
             self._emit(Send(sender, msg))
 
     def _learn_block(self, block: Block) -> None:
@@ -573,30 +528,12 @@ class Core:
             self._on_certificate(sender, Certificate.from_votes(same), None, formed=True)
 
     def _help_laggard(self, sender: int, vote: Vote, s: _View) -> None:
-        """A peer still votes in a view we have left: send it the certificate that ended it
-        (once per peer and view), so it can catch up without waiting for timeouts.
-
-        Not for a finalise vote (its signer holds the view's notarisation), nor for a vote on
-        the view we have just left when we broadcast its certificate ourselves: that vote
-        crossed our broadcast, and answering it sent every member each certificate twice.
-        A signer of a certificate we sent only to its non-signers got nothing from us: it
-        is answered. A peer two or more views behind is stuck (its view timer re-sends its
-        votes) and is always answered, and so is a second such vote from one member."""
-        if vote.kind is VoteKind.FINALIZE or sender in s.helped \
-                or not 0 <= sender < self.committee.n:
-            return
+        """A peer still votes in a view we have left: maybe send it the certificate that
+        ended that view (relay.answers_laggard, docs/protocol.md §3.8)."""
         ended = s.notarization or s.nullification or s.finalization
-        if ended is None:
-            return
-        to_all = s.announced.get(ended.kind)
-        if vote.view == self.view - 1 and sender not in s.crossed and (
-                to_all or (to_all is not None and sender not in ended.signers())):
-            # The first such vote crossed the certificate we sent this very member; another
-            # one is a re-send on its view timer (it lost ours, or restarted): answer that.
-            s.crossed.add(sender)
-            return
-        s.helped.add(sender)
-        self._emit(Send(sender, self._cert_message(ended)))
+        if ended is not None and relay.answers_laggard(s.relay, self.committee, self.view,
+                                                       sender, vote, ended):
+            self._emit(Send(sender, self._cert_message(ended)))
 
     def _on_certificate(self, sender: int | None, cert: Certificate, block: Block | None,
                         formed: bool) -> None:
@@ -639,8 +576,7 @@ class Core:
             s.nullification = cert
             self._note_latest(cert)
             if formed:
-                s.announced[cert.kind] = True
-                self._emit(Broadcast(Nullification(cert)))
+                self._announce(cert, s)
             if cert.view >= self.view:
                 self._consecutive_nulls += 1
                 self._advance_past(cert.view)
@@ -668,40 +604,9 @@ class Core:
     # -- finalisation and catch-up --------------------------------------------------------
 
     def _announce(self, cert: Certificate, s: _View) -> None:
-        """Pass on a notarisation or finalisation we formed from votes.
-
-        The leader of the next view broadcasts it to every member (it is about to propose
-        on it, so everyone needs it anyway), and for a notarisation also the leader of the
-        view after: one or two members, not all, so every member receives it once or twice
-        per view instead of n - 1 times with the block (a third of all consensus traffic). Every other member sends it only to the members that did not sign it,
-        and a notarisation to the next leader: the signers broadcast their votes to everyone
-        and form it from the same votes; the non-signers (slow, partitioned, just
-        restarted) are the ones that may lack them. A
-        member that still misses it (a lost vote, or a Byzantine signer that sent its vote
-        to a few members only, and a Byzantine next leader) gets it when its view timer
-        fires: its votes for a view we have left are answered with the certificate (§8).
-        See docs/protocol.md §3, Decision."""
-        message = self._cert_message(cert)
-        broadcasters = {self.committee.leader(cert.view + 1)}
-        if cert.kind is VoteKind.NOTARIZE:
-            # A notarisation moves the committee on: a second broadcaster, so a crashed or
-            # Byzantine next leader does not leave a member that lost one vote a view behind.
-            broadcasters.add(self.committee.leader(cert.view + 2))
-        if self.me in broadcasters:
-            s.announced[cert.kind] = True
-            self._emit(Broadcast(message))
-            return
-        s.announced[cert.kind] = False
-        signers = set(cert.signers())
-        for member in range(self.committee.n):
-            if member == self.me:
-                continue
-            # A notarisation also goes to the two broadcasters, signers or not: having
-            # voted does not mean holding the others' votes, and a broadcaster that lost
-            # one (or the next leader is down) must still pass it on at once.
-            if member not in signers or (member in broadcasters
-                                         and cert.kind is VoteKind.NOTARIZE):
-                self._emit(Send(member, message))
+        """Pass on a certificate we formed from votes (relay.announce, docs/protocol.md §3)."""
+        self._out.extend(relay.announce(self.committee, self.me, cert, self._cert_message(cert),
+                                        s.relay))
 
     def _finalize(self, cert: Certificate) -> None:
         chain = rules.finalized_chain(cert, self.tip, self._blocks)
@@ -711,9 +616,7 @@ class Core:
             return
         if isinstance(chain, rules.Gap):
             self._pending_final = cert
-            last = self.tip.height + MAX_FETCH_BLOCKS
-            self._emit(FetchBlocks(self.tip.height + 1,
-                                   last if chain.last is None else min(chain.last, last)))
+            self._emit(catchup.fetch_request(self.tip.height, chain))
             return
         if not chain:
             return
@@ -755,9 +658,9 @@ class Core:
         for block, cert in chain:
             if block.height <= self.tip.height:
                 continue
-            if block.parent != self.tip.digest or block.height != self.tip.height + 1:
-                self._refuse(None, f"fetched block at height {block.height} does not extend "
-                                   f"our tip at height {self.tip.height}")
+            refusal = catchup.fetched_refusal(block, self.tip)
+            if refusal is not None:
+                self._refuse(None, refusal)
                 break
             self._commit(block, cert)
             progressed = True
