@@ -12,9 +12,11 @@ of deterministic inputs), so a seed fully determines a simulation.
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
@@ -81,6 +83,37 @@ from .types import (
 # per-view state
 
 
+class Phase(enum.Enum):
+    """Where this member is in one view on the way to its proposal (docs/protocol.md §3.1,
+    §3.2, §3.7, §6). The leader of the view and everyone else take disjoint paths:
+
+    | from      | to         | when                                                         |
+    |-----------|------------|--------------------------------------------------------------|
+    | OPEN      | BATCH_DUE  | leader: the idle interval ran out: propose even an empty block |
+    | OPEN      | PROPOSED   | leader: our proposal is out (commands were waiting)          |
+    | BATCH_DUE | PROPOSED   | leader: our proposal is out                                  |
+    | OPEN      | SYNC_ASKED | voter: the leader's proposal is not yet decidable; we asked  |
+    |           |            | the leader, once, for what it built on                       |
+
+    PROPOSED and SYNC_ASKED are final. What a view's certificates say is not a phase: a view
+    can be both notarised and nullified, and a notarised one can be finalised; nor are the
+    view timer's firings, which come whether or not a proposal did.
+    """
+
+    OPEN = enum.auto()
+    BATCH_DUE = enum.auto()
+    PROPOSED = enum.auto()
+    SYNC_ASKED = enum.auto()
+
+
+_NEXT_PHASES: Final[dict[Phase, frozenset[Phase]]] = {
+    Phase.OPEN: frozenset({Phase.BATCH_DUE, Phase.PROPOSED, Phase.SYNC_ASKED}),
+    Phase.BATCH_DUE: frozenset({Phase.PROPOSED}),
+    Phase.PROPOSED: frozenset(),
+    Phase.SYNC_ASKED: frozenset(),
+}
+
+
 @dataclass(slots=True)
 class _View:
     proposal: Block | None = None  # the first valid proposal (the one we notarised)
@@ -89,13 +122,17 @@ class _View:
     notarization: Certificate | None = None
     nullification: Certificate | None = None
     finalization: Certificate | None = None
-    proposed: bool = False
-    batch_due: bool = False
-    sync_asked: bool = False
+    phase: Phase = Phase.OPEN
+    #: Firings of this view's timer: the first nullifies, later ones re-broadcast (§3.5).
     view_timer_fired: int = 0
     #: Members whose sync request for this view we answered (once each, §3.7).
     sync_answered: set[int] = field(default_factory=set)
     relay: ViewRelay = field(default_factory=ViewRelay)
+
+    def enter(self, phase: Phase) -> None:
+        if phase not in _NEXT_PHASES[self.phase]:
+            raise LocalError(f"view phase {self.phase.name} cannot go to {phase.name}")
+        self.phase = phase
 
 
 class Core:
@@ -263,7 +300,7 @@ class Core:
         if s.waiting is not None and s.proposal is None:
             waiting, s.waiting = s.waiting, None
             self._consider_proposal(None, waiting)
-        if self.leader == self.me and not s.proposed:
+        if self.leader == self.me and s.phase is not Phase.PROPOSED:
             self._try_propose()
 
     def _on_timer(self, kind: TimerKind, view: int) -> None:
@@ -271,8 +308,9 @@ class Core:
             return  # stale timer: timers are never cancelled, only outlived
         s = self._vs(view)
         if kind is TimerKind.BATCH:
-            s.batch_due = True
-            if self.leader == self.me:
+            if self.leader == self.me:  # only a leader asks for the batch timer
+                if s.phase is Phase.OPEN:
+                    s.enter(Phase.BATCH_DUE)
                 self._try_propose()
         elif kind is TimerKind.LEADER:
             if s.proposal is None:
@@ -324,7 +362,7 @@ class Core:
     def _try_propose(self) -> None:
         view = self.view
         s = self._vs(view)
-        if s.proposed or s.proposal is not None or not self._may_sign(view):
+        if s.phase is Phase.PROPOSED or s.proposal is not None or not self._may_sign(view):
             return
         if not rules.may_notarize(self._guard, view):
             return
@@ -346,13 +384,13 @@ class Core:
         # Commands waiting when we may propose: propose now, the batch is whatever gathered
         # while the previous block was in flight. Nothing waiting: wait the batch (idle)
         # interval for commands, then propose an empty block to keep views moving.
-        if not (s.batch_due or own or len(self._batcher) > 0):
+        if not (s.phase is Phase.BATCH_DUE or own or len(self._batcher) > 0):
             self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))
             return
         own_bytes = sum(len(c) for c in own)
         commands = own + self._batcher.take(cfg.max_batch_commands - len(own),
                                             cfg.max_batch_bytes - own_bytes, exclude)
-        if not commands and not s.batch_due:
+        if not commands and s.phase is not Phase.BATCH_DUE:
             # Everything waiting is already in a block on its way: wait as when idle.
             self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))
             return
@@ -366,7 +404,7 @@ class Core:
                       commands, executed_height, root, evidence)
         if not self._sign_guarded(view, SignedKind.PROPOSE, block.digest):
             return
-        s.proposed = True
+        s.enter(Phase.PROPOSED)
         proposal = Proposal.sign(self._key, self.committee, block)
         self._emit(Broadcast(proposal))
         self._consider_proposal(self.me, proposal)
@@ -467,10 +505,10 @@ class Core:
         if verdict is rules.Verdict.WAIT:
             if s.waiting is None:
                 s.waiting = proposal
-            if not s.sync_asked and b.proposer != self.me:
+            if s.phase is Phase.OPEN and b.proposer != self.me:
                 # Ask the leader for what it built on (lost certificates or blocks);
                 # without this a member that missed them could never vote again.
-                s.sync_asked = True
+                s.enter(Phase.SYNC_ASKED)
                 self._emit(Send(b.proposer, SyncRequest(v)))
             return
         s.proposal = b
