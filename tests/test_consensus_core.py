@@ -6,13 +6,11 @@ from typing import Any
 
 import pytest
 
-from coalitiond.consensus.core import (
-    MAX_VIEWS_AHEAD,
+from coalitiond.consensus.events import (
     BlockExecuted,
     BlocksFetched,
     Broadcast,
     CommandSubmitted,
-    Core,
     CoreConfig,
     DurableState,
     EvidenceFound,
@@ -28,6 +26,7 @@ from coalitiond.consensus.core import (
     TimerFired,
     TimerKind,
 )
+from coalitiond.consensus.limits import MAX_VIEWS_AHEAD
 from coalitiond.consensus.messages import (
     EvidenceMessage,
     Finalization,
@@ -44,6 +43,7 @@ from coalitiond.consensus.types import (
     VoteKind,
     genesis_block,
 )
+from coalitiond.consensus.voter import Core
 from coalitiond.testing.simulator import make_committee
 
 COMMITTEE, KEYS = make_committee(4)  # q = 3; leader of view v is v % 4

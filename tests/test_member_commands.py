@@ -29,16 +29,16 @@ from coalitiond.components.base import (
 )
 from coalitiond.components.executor import APPLIED, REFUSED, Executor, Stamp
 from coalitiond.components.feed.component import Feed
-from coalitiond.consensus.core import (
+from coalitiond.consensus.events import (
     Broadcast,
     CommandSubmitted,
-    Core,
     CoreConfig,
     Start,
     TimerFired,
     TimerKind,
 )
 from coalitiond.consensus.messages import Proposal
+from coalitiond.consensus.voter import Core
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import encode
 from coalitiond.testing.simulator import make_committee

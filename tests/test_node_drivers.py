@@ -17,7 +17,7 @@ from coalitiond.commands.member import MemberCommand
 from coalitiond.components.executor import STAMP_OP, Executor, Stamp
 from coalitiond.components.feed.component import Feed
 from coalitiond.config import load_config
-from coalitiond.consensus.core import CommandSubmitted
+from coalitiond.consensus.events import CommandSubmitted
 from coalitiond.consensus.types import Block, Certificate, Vote, VoteKind, genesis_block
 from coalitiond.log.records import FinalizedBlock
 from coalitiond.node import wire

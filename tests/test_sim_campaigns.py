@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
-from coalitiond.consensus.core import Core, Finalized
+from coalitiond.consensus.events import Finalized
 from coalitiond.consensus.types import ZERO_DIGEST, Block, Certificate, Vote, VoteKind
+from coalitiond.consensus.voter import Core
 from coalitiond.testing.byzantine import CATALOGUE, GarbageSender
 from coalitiond.testing.simulator import (
     Crash,
@@ -171,7 +172,7 @@ def test_missed_evidence_detected(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_guard_is_persisted_before_every_own_signature(monkeypatch: pytest.MonkeyPatch) -> None:
     """Action order contract: a PersistSignerGuard precedes every message carrying a new
     signature of the member (checked over a faulty run with torn crashes and restarts)."""
-    from coalitiond.consensus.core import Broadcast, PersistSignerGuard, Send
+    from coalitiond.consensus.events import Broadcast, PersistSignerGuard, Send
     from coalitiond.consensus.messages import Proposal
     from coalitiond.consensus.statements import SignedKind
 

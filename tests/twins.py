@@ -27,7 +27,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Final
 
-from coalitiond.consensus.core import (
+from coalitiond.consensus.events import (
     Action,
     BlocksFetched,
     Broadcast,

@@ -14,7 +14,7 @@ from typing import Final
 import trio
 
 from ..commands.envelope import Envelope
-from ..consensus.core import Event
+from ..consensus.events import Event
 from ..primitives.metrics import counter
 
 #: Inputs waiting for the consensus loop. Producers block when it is full (backpressure

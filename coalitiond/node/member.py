@@ -42,10 +42,8 @@ from ..components.chronicle.config import ChronicleConfig
 from ..components.compute.component import Compute
 from ..components.executor import Executor
 from ..config import MemberConfig
-from ..consensus.core import (
-    Core,
-    CoreConfig,
-)
+from ..consensus.events import CoreConfig
+from ..consensus.voter import Core
 from ..log.aio import AsyncStore
 from ..log.sqlite import store_path
 from ..primitives.committee import CommitteeSpec

@@ -22,7 +22,7 @@ import trio
 
 from ..commands.envelope import CommandRefused
 from ..components.executor import Executor
-from ..consensus.core import BlocksFetched, FetchBlocks
+from ..consensus.events import BlocksFetched, FetchBlocks
 from ..consensus.messages import verify_fetched
 from ..consensus.types import Block, Certificate, VoteKind
 from ..log.aio import AsyncStore

@@ -13,7 +13,7 @@ from typing import Final
 
 import trio
 
-from ..consensus.core import TimerFired, TimerKind
+from ..consensus.events import TimerFired, TimerKind
 
 #: The core arms a handful of timers per view; beyond this the oldest views' are dropped.
 MAX_TIMERS: Final = 4096

@@ -28,7 +28,7 @@ import trio
 from ..commands.envelope import CommandRefused, Envelope
 from ..commands.member import MemberCommand
 from ..components.executor import Executor
-from ..consensus.core import MessageReceived
+from ..consensus.events import MessageReceived
 from ..consensus.messages import (
     EvidenceMessage,
     Finalization,

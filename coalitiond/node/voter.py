@@ -25,12 +25,11 @@ import trio
 from ..commands.envelope import CommandRefused, Envelope
 from ..commands.member import MemberCommand, is_member_command
 from ..components.executor import BlockResult, Executor
-from ..consensus.core import (
+from ..consensus.events import (
     Action,
     BlockExecuted,
     Broadcast,
     CommandSubmitted,
-    Core,
     CoreConfig,
     DurableState,
     Event,
@@ -49,6 +48,7 @@ from ..consensus.core import (
 from ..consensus.messages import Message, encode_message
 from ..consensus.statements import SignedKind
 from ..consensus.types import Certificate, VoteKind
+from ..consensus.voter import Core
 from ..log.aio import AsyncStore
 from ..log.records import FinalizedBlock
 from ..log.sqlite import BlockToAppend, EvidenceRecord, Store

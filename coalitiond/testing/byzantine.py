@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from ..consensus.core import Action, Broadcast, Core, Event, MessageReceived, Send, TimerFired
+from ..consensus.events import Action, Broadcast, Event, MessageReceived, Send, TimerFired
 from ..consensus.messages import MAX_MESSAGE_SIZE, Proposal, encode_message
 from ..consensus.types import Block, Vote, VoteKind
+from ..consensus.voter import Core
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.encoding import encode

@@ -29,15 +29,12 @@ from typing import Any, Final
 
 import blake3
 
-from ..consensus.core import (
-    MAX_VIEWS_AHEAD,
-    MAX_VIEWS_BEHIND,
+from ..consensus.events import (
     Action,
     BlockExecuted,
     BlocksFetched,
     Broadcast,
     CommandSubmitted,
-    Core,
     CoreConfig,
     DurableState,
     Event,
@@ -55,6 +52,7 @@ from ..consensus.core import (
     TimerFired,
 )
 from ..consensus.evidence import Evidence, EvidenceKind, evidence_kind
+from ..consensus.limits import MAX_VIEWS_AHEAD, MAX_VIEWS_BEHIND
 from ..consensus.messages import (
     Finalization,
     Message,
@@ -69,6 +67,7 @@ from ..consensus.messages import (
 )
 from ..consensus.statements import SignedKind, conflicts
 from ..consensus.types import ZERO_DIGEST, Block, Certificate, Vote
+from ..consensus.voter import Core
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.errors import RemoteError

@@ -1,5 +1,14 @@
 """The sans-IO consensus core: `Core.step(event) -> list[action]` (docs/protocol.md §3–§8).
 
+This is the state machine: views and their phases, votes and certificates, timers, the signer
+guard's in-memory copy, proposing, finalisation and execution roots. What is safe to sign is
+decided by `rules`, who is sent what by `relay`, what a lagging member is given by `catchup`;
+events and actions are in `events`. It is longer than our ~600-line habit because what remains
+is one object's state transitions: every handler reads and writes the same view table, guard,
+tip and block store, and each emits into the same ordered list of actions. Two parts have
+tables of their own and could leave later: evidence bookkeeping (§5) and execution roots (§7),
+about 100 lines together; they stay here to keep this split small and reviewable.
+
 No clock, randomness or I/O in here. Time enters only as `TimerFired` events the core asked
 for with `SetTimer`; messages enter already decoded and signature-checked
 (`messages.verify_message`); every side effect leaves as an action the shell executes in
@@ -14,17 +23,49 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.encoding import encode
-from ..primitives.errors import LocalError, RemoteError
+from ..primitives.errors import LocalError
 from ..primitives.identity import digest as blake3_digest
+from . import catchup, relay, rules
 from .batcher import Batcher
+from .events import (
+    Action,
+    BlockExecuted,
+    BlocksFetched,
+    Broadcast,
+    CommandSubmitted,
+    CoreConfig,
+    DurableState,
+    Event,
+    EvidenceFound,
+    Finalized,
+    MemberCommandsHook,
+    MessageReceived,
+    PersistSignerGuard,
+    Refused,
+    Send,
+    SetTimer,
+    Start,
+    StateDivergence,
+    TimerFired,
+    TimerKind,
+    ValidationHook,
+    accept_all,
+    no_member_commands,
+)
 from .evidence import Evidence, EvidenceKind, Statement
+from .limits import (
+    KNOWN_EVIDENCE_WINDOW,
+    MAX_PENDING_EVIDENCE,
+    MAX_ROOTS_KEPT,
+    MAX_VIEWS_BEHIND,
+)
 from .messages import (
     EvidenceMessage,
     Finalization,
@@ -35,10 +76,9 @@ from .messages import (
     ProposalHeader,
     SyncRequest,
 )
+from .relay import ViewRelay
 from .statements import SignedKind, conflicts
 from .types import (
-    MAX_BLOCK_SIZE,
-    MAX_COMMANDS_PER_BLOCK,
     MAX_EVIDENCE_PER_BLOCK,
     ZERO_DIGEST,
     Block,
@@ -48,209 +88,39 @@ from .types import (
     genesis_block,
 )
 
-#: Votes and proposals further ahead than this are refused (certificates may jump any
-#: distance: they carry q signatures, so they cannot be minted to flood us).
-MAX_VIEWS_AHEAD: Final = 64
-#: Votes older than `view − MAX_VIEWS_BEHIND` are dropped and their tables pruned.
-MAX_VIEWS_BEHIND: Final = 64
-#: Evidence waiting to be put into a block.
-MAX_PENDING_EVIDENCE: Final = 256
-#: Evidence ids remembered as already finalised (no re-inclusion).
-KNOWN_EVIDENCE_WINDOW: Final = 4096
-#: Heights asked for in one FetchBlocks action.
-MAX_FETCH_BLOCKS: Final = 256
-#: Executed state roots and claimed roots remembered, by height.
-MAX_ROOTS_KEPT: Final = 1024
-#: Amnesia rule margin (docs/protocol.md §8).
-AMNESIA_MARGIN_VIEWS: Final = 1
-#: Certificates sent in answer to one SyncRequest (parent + intervening nullifications).
-MAX_SYNC_CERTS: Final = MAX_VIEWS_BEHIND
-#: Room kept in a block for the header and evidence when batching commands.
-BLOCK_OVERHEAD_RESERVE: Final = 512 * 1024
-
-
-# ---------------------------------------------------------------------------------------------
-# configuration and durable state
-
-
-@dataclass(frozen=True, slots=True)
-class CoreConfig:
-    """Timing and batching (SPEC §1 `[committee]` timing). All times in milliseconds."""
-
-    leader_timeout_ms: int = 1000
-    view_timeout_ms: int = 1500
-    batch_interval_ms: int = 50
-    max_batch_commands: int = 1000
-    max_batch_bytes: int = 1024 * 1024
-    max_backoff_exponent: int = 4
-
-    def __post_init__(self) -> None:
-        if not 0 < self.leader_timeout_ms <= self.view_timeout_ms:
-            raise LocalError("need 0 < leader_timeout_ms <= view_timeout_ms")
-        if not 0 <= self.batch_interval_ms < self.leader_timeout_ms:
-            raise LocalError("batch_interval_ms must be below leader_timeout_ms")
-        if not 0 < self.max_batch_commands <= MAX_COMMANDS_PER_BLOCK:
-            raise LocalError(f"max_batch_commands must be in 1..{MAX_COMMANDS_PER_BLOCK}")
-        if not 0 < self.max_batch_bytes <= MAX_BLOCK_SIZE - BLOCK_OVERHEAD_RESERVE:
-            raise LocalError("max_batch_bytes too large for one block")
-        if not 0 <= self.max_backoff_exponent <= 16:
-            raise LocalError("max_backoff_exponent must be in 0..16")
-
-
-@dataclass(frozen=True, slots=True)
-class GuardRecord:
-    """"I signed `kind` for `view` with `digest`" — what the store keeps durably."""
-
-    epoch: int
-    view: int
-    kind: SignedKind
-    digest: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DurableState:
-    """What the core is rebuilt from after a restart (docs/protocol.md §8)."""
-
-    guard: tuple[GuardRecord, ...] = ()
-    tip: Block | None = None  # None: genesis
-    tip_certificate: Certificate | None = None
-    executed: tuple[int, bytes] | None = None
-    guard_lost: bool = False
-
-
-# ---------------------------------------------------------------------------------------------
-# events
-
-
-class TimerKind(enum.IntEnum):
-    LEADER = 0
-    VIEW = 1
-    BATCH = 2
-
-
-@dataclass(frozen=True, slots=True)
-class Start:
-    """First event after construction: arms the timers of the starting view."""
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
-    sender: int | None  # member index the transport authenticated; None if unknown
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class TimerFired:
-    kind: TimerKind
-    view: int
-
-
-@dataclass(frozen=True, slots=True)
-class CommandSubmitted:
-    command: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class BlockExecuted:
-    height: int
-    state_root: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class BlocksFetched:
-    """Finalised blocks with certificates, in height order, checked by `verify_fetched`."""
-
-    chain: tuple[tuple[Block, Certificate], ...]
-
-
-Event = Start | MessageReceived | TimerFired | CommandSubmitted | BlockExecuted | BlocksFetched
-
-
-# ---------------------------------------------------------------------------------------------
-# actions
-
-
-@dataclass(frozen=True, slots=True)
-class PersistSignerGuard:
-    epoch: int
-    view: int
-    kind: SignedKind
-    digest: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Broadcast:
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    to: int
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class SetTimer:
-    kind: TimerKind
-    view: int
-    delay_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Finalized:
-    block: Block
-    certificate: Certificate  # finalises this block or a descendant (docs/protocol.md §3.4)
-
-
-@dataclass(frozen=True, slots=True)
-class EvidenceFound:
-    evidence: Evidence
-
-
-@dataclass(frozen=True, slots=True)
-class FetchBlocks:
-    from_height: int
-    to_height: int
-
-
-@dataclass(frozen=True, slots=True)
-class StateDivergence:
-    height: int
-    claimed_root: bytes
-    local_root: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """Input the core did not accept; `reason` is one line (metrics label + log)."""
-
-    sender: int | None
-    reason: str
-
-
-Action = (PersistSignerGuard | Broadcast | Send | SetTimer | Finalized | EvidenceFound
-          | FetchBlocks | StateDivergence | Refused)
-
-ValidationHook = Callable[[tuple[bytes, ...]], bool]
-
-
-#: Asked when this member is about to propose: the member commands (already encoded) the
-#: shell wants in the block, e.g. an Almanac tick. Like the commands clients submit they are
-#: input, not state: the core puts them first, skips any already in an unfinalised ancestor,
-#: and never remembers them.
-MemberCommandsHook = Callable[[], tuple[bytes, ...]]
-
-
-def accept_all(commands: tuple[bytes, ...]) -> bool:
-    return True
-
-
-def no_member_commands() -> tuple[bytes, ...]:
-    return ()
-
-
 # ---------------------------------------------------------------------------------------------
 # per-view state
+
+
+class Phase(enum.Enum):
+    """Where this member is in one view on the way to its proposal (docs/protocol.md §3.1,
+    §3.2, §3.7, §6). The leader of the view and everyone else take disjoint paths:
+
+    | from      | to         | when                                                         |
+    |-----------|------------|--------------------------------------------------------------|
+    | OPEN      | BATCH_DUE  | leader: the idle interval ran out: propose even an empty block |
+    | OPEN      | PROPOSED   | leader: our proposal is out (commands were waiting)          |
+    | BATCH_DUE | PROPOSED   | leader: our proposal is out                                  |
+    | OPEN      | SYNC_ASKED | voter: the leader's proposal is not yet decidable; we asked  |
+    |           |            | the leader, once, for what it built on                       |
+
+    PROPOSED and SYNC_ASKED are final. What a view's certificates say is not a phase: a view
+    can be both notarised and nullified, and a notarised one can be finalised; nor are the
+    view timer's firings, which come whether or not a proposal did.
+    """
+
+    OPEN = enum.auto()
+    BATCH_DUE = enum.auto()
+    PROPOSED = enum.auto()
+    SYNC_ASKED = enum.auto()
+
+
+_NEXT_PHASES: Final[dict[Phase, frozenset[Phase]]] = {
+    Phase.OPEN: frozenset({Phase.BATCH_DUE, Phase.PROPOSED, Phase.SYNC_ASKED}),
+    Phase.BATCH_DUE: frozenset({Phase.PROPOSED}),
+    Phase.PROPOSED: frozenset(),
+    Phase.SYNC_ASKED: frozenset(),
+}
 
 
 @dataclass(slots=True)
@@ -261,26 +131,17 @@ class _View:
     notarization: Certificate | None = None
     nullification: Certificate | None = None
     finalization: Certificate | None = None
-    proposed: bool = False
-    batch_due: bool = False
-    sync_asked: bool = False
+    phase: Phase = Phase.OPEN
+    #: Firings of this view's timer: the first nullifies, later ones re-broadcast (§3.5).
     view_timer_fired: int = 0
+    #: Members whose sync request for this view we answered (once each, §3.7).
     sync_answered: set[int] = field(default_factory=set)
-    helped: set[int] = field(default_factory=set)
-    #: Certificates of this view we formed ourselves, by kind: True if we broadcast it to
-    #: every member, False if we sent it to its non-signers only (`Core._announce`).
-    announced: dict[VoteKind, bool] = field(default_factory=dict)
-    #: Members whose vote for this view crossed the certificate we sent them (not helped).
-    crossed: set[int] = field(default_factory=set)
+    relay: ViewRelay = field(default_factory=ViewRelay)
 
-
-class _Verdict(enum.Enum):
-    VALID = 0
-    WAIT = 1
-
-
-class _Invalid(Exception):
-    """A proposal that breaks a rule: refused, never voted for."""
+    def enter(self, phase: Phase) -> None:
+        if phase not in _NEXT_PHASES[self.phase]:
+            raise LocalError(f"view phase {self.phase.name} cannot go to {phase.name}")
+        self.phase = phase
 
 
 class Core:
@@ -377,7 +238,7 @@ class Core:
 
     def accepts_view(self, view: int) -> bool:
         """Would a vote or proposal for `view` be looked at now (used by the simulator)?"""
-        return self.view - MAX_VIEWS_BEHIND <= view <= self.view + MAX_VIEWS_AHEAD and view > 0
+        return rules.accepts_view(self.view, view)
 
     def fingerprint(self) -> bytes:
         """A digest of the protocol-relevant state: equal states hash equally (model checks)."""
@@ -416,22 +277,12 @@ class Core:
         return base_ms * (1 << min(self._consecutive_nulls, self.config.max_backoff_exponent))
 
     def _may_sign(self, view: int) -> bool:
-        if self._amnesiac and self._abstain_through is None:
-            return False
-        return self._abstain_through is None or view > self._abstain_through
-
-    def _guard_allows(self, view: int, kind: SignedKind, digest: bytes) -> bool:
-        if view < self.view - MAX_VIEWS_BEHIND:
-            return False  # below the in-memory guard window: never sign there
-        for k in SignedKind:
-            d = self._guard.get((view, k))
-            if d is not None and conflicts(k, d, kind, digest):
-                return False
-        return True
+        return rules.may_sign(self._amnesiac, self._abstain_through, view)
 
     def _sign_guarded(self, view: int, kind: SignedKind, digest: bytes) -> bool:
         """Check the guard and emit the durable record; False means do not sign."""
-        if not self._may_sign(view) or not self._guard_allows(view, kind, digest):
+        if not self._may_sign(view) or \
+                not rules.guard_allows(self._guard, self.view, view, kind, digest):
             return False
         if self._guard.get((view, kind)) != digest:
             self._guard[(view, kind)] = digest
@@ -458,7 +309,7 @@ class Core:
         if s.waiting is not None and s.proposal is None:
             waiting, s.waiting = s.waiting, None
             self._consider_proposal(None, waiting)
-        if self.leader == self.me and not s.proposed:
+        if self.leader == self.me and s.phase is not Phase.PROPOSED:
             self._try_propose()
 
     def _on_timer(self, kind: TimerKind, view: int) -> None:
@@ -466,8 +317,9 @@ class Core:
             return  # stale timer: timers are never cancelled, only outlived
         s = self._vs(view)
         if kind is TimerKind.BATCH:
-            s.batch_due = True
-            if self.leader == self.me:
+            if self.leader == self.me:  # only a leader asks for the batch timer
+                if s.phase is Phase.OPEN:
+                    s.enter(Phase.BATCH_DUE)
                 self._try_propose()
         elif kind is TimerKind.LEADER:
             if s.proposal is None:
@@ -491,33 +343,16 @@ class Core:
         holds, so this never signs anything new.
         """
         s = self._vs(view)
-        if s.proposal is not None and s.proposal.proposer == self.me:
-            self._emit(Broadcast(Proposal.sign(self._key, self.committee, s.proposal)))
-        views = [view]
-        prev = self._views.get(view - 1)
-        if prev is None or (prev.notarization is None and prev.nullification is None):
-            # We got here without a certificate we still hold (a restart from the guard):
-            # peers may still be in the previous view and need our votes from it.
-            views.insert(0, view - 1)
-        for v in views:
-            for kind in (VoteKind.NOTARIZE, VoteKind.FINALIZE, VoteKind.NULLIFY):
-                digest = self._guard.get((v, SignedKind.of_vote(kind)))
-                if digest is not None:
-                    vote = Vote.sign(self._key, self.committee, self.me, kind, v, digest)
-                    self._emit(Broadcast(vote))
-                    self._on_vote(self.me, vote)
-        for kind in sorted(self._latest):
-            self._emit(Broadcast(self._cert_message(self._latest[kind])))
+        for statement in relay.restatements(self._key, self.committee, self.me, view,
+                                            s.proposal, self._views.get(view - 1),
+                                            self._guard):
+            self._emit(Broadcast(statement))
+            if isinstance(statement, Vote):
+                self._on_vote(self.me, statement)
+        self._out.extend(relay.newest_certificates(self._latest, self._blocks, self.tip))
 
     def _cert_message(self, cert: Certificate) -> Message:
-        if cert.kind is VoteKind.NULLIFY:
-            return Nullification(cert)
-        block = self._blocks.get(cert.digest)
-        if block is None and cert.digest == self.tip.digest:
-            block = self.tip
-        if cert.kind is VoteKind.NOTARIZE:
-            return Notarization(cert, block)
-        return Finalization(cert, block)
+        return relay.certificate_message(cert, self._blocks, self.tip)
 
     def _note_latest(self, cert: Certificate) -> None:
         prior = self._latest.get(cert.kind)
@@ -533,47 +368,17 @@ class Core:
 
     # -- proposing ------------------------------------------------------------------------
 
-    def _select_parent(self, view: int) -> Block | None:
-        """Highest notarised block below `view` with every view between nullified."""
-        w = view - 1
-        while w > self.tip.view:
-            s = self._views.get(w)
-            if s is not None and s.notarization is not None:
-                return self._blocks.get(s.notarization.digest)
-            if s is not None and s.nullification is not None:
-                w -= 1
-                continue
-            return None
-        return self.tip
-
-    def _ancestors(self, parent: Block) -> list[Block] | None:
-        """Unfinalised blocks from `parent` down to (not including) the tip; None if a link
-        is missing or the chain does not reach the tip."""
-        out: list[Block] = []
-        cur = parent
-        while cur.digest != self.tip.digest:
-            if cur.height <= self.tip.height:
-                return None
-            out.append(cur)
-            nxt = self._blocks.get(cur.parent)
-            if nxt is None:
-                if cur.parent == self.tip.digest:
-                    break
-                return None
-            cur = nxt
-        return out
-
     def _try_propose(self) -> None:
         view = self.view
         s = self._vs(view)
-        if s.proposed or s.proposal is not None or not self._may_sign(view):
+        if s.phase is Phase.PROPOSED or s.proposal is not None or not self._may_sign(view):
             return
-        if self._guard.get((view, SignedKind.NULLIFY)) is not None:
+        if not rules.may_notarize(self._guard, view):
             return
-        parent = self._select_parent(view)
+        parent = rules.select_parent(view, self.tip, self._blocks, self._views)
         if parent is None:
             return  # retried whenever a certificate or block arrives
-        ancestors = self._ancestors(parent)
+        ancestors = rules.unfinalized_ancestors(parent, self.tip, self._blocks)
         if ancestors is None:
             return
         cfg = self.config
@@ -588,13 +393,13 @@ class Core:
         # Commands waiting when we may propose: propose now, the batch is whatever gathered
         # while the previous block was in flight. Nothing waiting: wait the batch (idle)
         # interval for commands, then propose an empty block to keep views moving.
-        if not (s.batch_due or own or len(self._batcher) > 0):
+        if not (s.phase is Phase.BATCH_DUE or own or len(self._batcher) > 0):
             self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))
             return
         own_bytes = sum(len(c) for c in own)
         commands = own + self._batcher.take(cfg.max_batch_commands - len(own),
                                             cfg.max_batch_bytes - own_bytes, exclude)
-        if not commands and not s.batch_due:
+        if not commands and s.phase is not Phase.BATCH_DUE:
             # Everything waiting is already in a block on its way: wait as when idle.
             self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))
             return
@@ -608,7 +413,7 @@ class Core:
                       commands, executed_height, root, evidence)
         if not self._sign_guarded(view, SignedKind.PROPOSE, block.digest):
             return
-        s.proposed = True
+        s.enter(Phase.PROPOSED)
         proposal = Proposal.sign(self._key, self.committee, block)
         self._emit(Broadcast(proposal))
         self._consider_proposal(self.me, proposal)
@@ -644,21 +449,9 @@ class Core:
 
     def _vote_acceptable(self, sender: int | None, epoch: int, view: int, signer: int,
                          what: str) -> bool:
-        if epoch != self.committee.epoch:
-            self._refuse(sender, f"{what} for epoch {epoch}, we are at {self.committee.epoch}")
-            return False
-        if not 0 <= signer < self.committee.n:
-            self._refuse(sender, f"{what} names member index {signer}, n={self.committee.n}")
-            return False
-        if view == 0:
-            self._refuse(sender, f"{what} for view 0 (genesis)")
-            return False
-        if view > self.view + MAX_VIEWS_AHEAD:
-            self._refuse(sender, f"{what} for view {view} is more than {MAX_VIEWS_AHEAD} views "
-                                 f"ahead of {self.view}")
-            return False
-        if view < self.view - MAX_VIEWS_BEHIND:
-            self._refuse(sender, f"{what} for view {view} is stale (we are at {self.view})")
+        refusal = rules.statement_refusal(self.committee, self.view, epoch, view, signer, what)
+        if refusal is not None:
+            self._refuse(sender, refusal)
             return False
         self._max_view_seen = max(self._max_view_seen, view)
         return True
@@ -699,7 +492,7 @@ class Core:
     def _consider_proposal(self, sender: int | None, proposal: Proposal) -> None:
         b = proposal.block
         v = b.view
-        if b.proposer != self.committee.leader(v):
+        if not rules.proposer_is_leader(self.committee, b):
             self._refuse(sender, f"proposal for view {v} from member {b.proposer}, "
                                  f"the leader is {self.committee.leader(v)}")
             return
@@ -713,23 +506,24 @@ class Core:
                 self._learn_block(b)
             return
         try:
-            verdict = self._check_proposal(b)
-        except _Invalid as exc:
+            verdict = rules.check_proposal(b, self.tip, self._blocks, self._views, self._roots,
+                                           self.committee, self._validate)
+        except rules.InvalidProposal as exc:
             self._refuse(sender, f"proposal for view {v}: {exc}")
             return
-        if verdict is _Verdict.WAIT:
+        if verdict is rules.Verdict.WAIT:
             if s.waiting is None:
                 s.waiting = proposal
-            if not s.sync_asked and b.proposer != self.me:
+            if s.phase is Phase.OPEN and b.proposer != self.me:
                 # Ask the leader for what it built on (lost certificates or blocks);
                 # without this a member that missed them could never vote again.
-                s.sync_asked = True
+                s.enter(Phase.SYNC_ASKED)
                 self._emit(Send(b.proposer, SyncRequest(v)))
             return
         s.proposal = b
         self._blocks[b.digest] = b
         self._claim_root(b)
-        if self._guard.get((v, SignedKind.NULLIFY)) is not None:
+        if not rules.may_notarize(self._guard, v):
             return  # Simplex: no notarise after nullify
         if not self._sign_guarded(v, SignedKind.NOTARIZE, b.digest):
             return
@@ -740,58 +534,6 @@ class Core:
         self._on_vote(self.me, vote)
         self._retry_pending_final()
 
-    def _check_proposal(self, b: Block) -> _Verdict:
-        """VALID or WAIT (not yet decidable); raises _Invalid with the broken rule."""
-        if b.height <= self.tip.height:
-            raise _Invalid(f"height {b.height} is at or below our finalised tip {self.tip.height}")
-        if b.parent == self.tip.digest:
-            parent = self.tip
-        else:
-            found = self._blocks.get(b.parent)
-            if found is None:
-                return _Verdict.WAIT
-            ps = self._views.get(found.view)
-            if ps is None or ps.notarization is None or ps.notarization.digest != found.digest:
-                return _Verdict.WAIT
-            parent = found
-        if parent.view >= b.view:
-            raise _Invalid(f"parent view {parent.view} is not below {b.view}")
-        if b.height != parent.height + 1:
-            raise _Invalid(f"height {b.height} does not follow parent height {parent.height}")
-        for w in range(parent.view + 1, b.view):
-            ws = self._views.get(w)
-            if ws is None or ws.nullification is None:
-                return _Verdict.WAIT
-        ancestors = self._ancestors(parent)
-        if ancestors is None:
-            return _Verdict.WAIT
-        digests = [blake3_digest(c) for c in b.commands]
-        if len(set(digests)) != len(digests):
-            raise _Invalid("a command appears twice in the block")
-        seen = {blake3_digest(c) for a in ancestors for c in a.commands}
-        if any(d in seen for d in digests):
-            raise _Invalid("a command repeats one in an unfinalised ancestor")
-        if b.executed_height < parent.executed_height:
-            raise _Invalid(f"executed_height {b.executed_height} goes below the parent's "
-                           f"{parent.executed_height}")
-        if b.executed_height == parent.executed_height and b.state_root != parent.state_root:
-            raise _Invalid("state root differs from the parent's for the same executed height")
-        mine = self._roots.get(b.executed_height)
-        if mine is not None and mine != b.state_root:
-            raise _Invalid(f"state root for height {b.executed_height} differs from ours")
-        if len(set(b.evidence)) != len(b.evidence):
-            raise _Invalid("an evidence item appears twice")
-        for item in b.evidence:
-            try:
-                ev = Evidence.decode(item)
-            except RemoteError as exc:
-                raise _Invalid(f"evidence does not decode: {exc}") from None
-            if ev.committee_id != self.committee.committee_id:
-                raise _Invalid("evidence for another committee")
-        if not self._validate(b.commands):
-            raise _Invalid("the component refused the block's commands")
-        return _Verdict.VALID
-
     def _on_sync_request(self, sender: int | None, view: int) -> None:
         s = self._views.get(view)
         if sender is None or s is None or s.proposal is None or s.proposal.proposer != self.me:
@@ -799,30 +541,8 @@ class Core:
         if sender in s.sync_answered or not 0 <= sender < self.committee.n:
             return  # one answer per member and view bounds what a requester can make us send
         s.sync_answered.add(sender)
-        block = s.proposal
-        answer: list[Message] = []
-        if block.parent == self.tip.digest:
-            parent_view = self.tip.view
-        else:
-            parent = self._blocks.get(block.parent)
-            ps = self._views.get(parent.view) if parent is not None else None
-            if parent is None or ps is None or ps.notarization is None:
-                return
-            parent_view = parent.view
-            # The parent and every unfinalised ancestor: the requester may miss any of them.
-            for b in self._ancestors(parent) or [parent]:
-                bs = self._views.get(b.view)
-                if bs is not None and bs.notarization is not None and \
-                        bs.notarization.digest == b.digest:
-                    answer.append(Notarization(bs.notarization, b))
-        if self.tip_certificate is not None and self.tip_certificate.digest == self.tip.digest:
-            answer.append(Finalization(self.tip_certificate, self.tip))  # lagging requesters
-        first = parent_view + 1
-        for w in range(max(first, view - MAX_SYNC_CERTS), view):
-            ws = self._views.get(w)
-            if ws is not None and ws.nullification is not None:
-                answer.append(Nullification(ws.nullification))
-        for msg in answer[: 2 * MAX_SYNC_CERTS]:
+        for msg in catchup.sync_answer(s.proposal, view, self.tip, self.tip_certificate,
+                                       self._blocks, self._views):
             self._emit(Send(sender, msg))
 
     def _learn_block(self, block: Block) -> None:
@@ -843,42 +563,24 @@ class Core:
         if vote.view < self.view and sender is not None and sender != self.me:
             self._help_laggard(sender, vote, s)
         table = s.votes.setdefault(vote.kind, {})
-        if vote.signer in table:
-            return  # first vote per (member, view, kind) counts
+        if not rules.counts_toward_quorum(table, vote):
+            return
         table[vote.signer] = vote
         existing = {VoteKind.NOTARIZE: s.notarization, VoteKind.FINALIZE: s.finalization,
                     VoteKind.NULLIFY: s.nullification}[vote.kind]
         if existing is not None:
             return
-        same = [table[i] for i in sorted(table) if table[i].digest == vote.digest]
-        if len(same) >= self.committee.quorum:
+        same = rules.quorum_votes(table, vote.digest, self.committee.quorum)
+        if same is not None:
             self._on_certificate(sender, Certificate.from_votes(same), None, formed=True)
 
     def _help_laggard(self, sender: int, vote: Vote, s: _View) -> None:
-        """A peer still votes in a view we have left: send it the certificate that ended it
-        (once per peer and view), so it can catch up without waiting for timeouts.
-
-        Not for a finalise vote (its signer holds the view's notarisation), nor for a vote on
-        the view we have just left when we broadcast its certificate ourselves: that vote
-        crossed our broadcast, and answering it sent every member each certificate twice.
-        A signer of a certificate we sent only to its non-signers got nothing from us: it
-        is answered. A peer two or more views behind is stuck (its view timer re-sends its
-        votes) and is always answered, and so is a second such vote from one member."""
-        if vote.kind is VoteKind.FINALIZE or sender in s.helped \
-                or not 0 <= sender < self.committee.n:
-            return
+        """A peer still votes in a view we have left: maybe send it the certificate that
+        ended that view (relay.answers_laggard, docs/protocol.md §3.8)."""
         ended = s.notarization or s.nullification or s.finalization
-        if ended is None:
-            return
-        to_all = s.announced.get(ended.kind)
-        if vote.view == self.view - 1 and sender not in s.crossed and (
-                to_all or (to_all is not None and sender not in ended.signers())):
-            # The first such vote crossed the certificate we sent this very member; another
-            # one is a re-send on its view timer (it lost ours, or restarted): answer that.
-            s.crossed.add(sender)
-            return
-        s.helped.add(sender)
-        self._emit(Send(sender, self._cert_message(ended)))
+        if ended is not None and relay.answers_laggard(s.relay, self.committee, self.view,
+                                                       sender, vote, ended):
+            self._emit(Send(sender, self._cert_message(ended)))
 
     def _on_certificate(self, sender: int | None, cert: Certificate, block: Block | None,
                         formed: bool) -> None:
@@ -889,8 +591,7 @@ class Core:
             return  # old news
         self._max_view_seen = max(self._max_view_seen, cert.view)
         if self._amnesiac and self._abstain_through is None:
-            self._abstain_through = (max(self._max_view_seen, cert.view)
-                                     + AMNESIA_MARGIN_VIEWS)
+            self._abstain_through = rules.abstain_through(self._max_view_seen, cert.view)
         if not formed and cert.view >= self.view - MAX_VIEWS_BEHIND:
             for signer, sig in cert.signatures:
                 self._observe(signer, cert.view, SignedKind.of_vote(cert.kind), cert.digest, sig)
@@ -909,7 +610,7 @@ class Core:
                 self._announce(cert, s)
             if cert.view >= self.view:
                 self._consecutive_nulls = 0
-            if self._guard.get((cert.view, SignedKind.NULLIFY)) is None and \
+            if rules.may_finalize_vote(self._guard, cert.view) and \
                     self._sign_guarded(cert.view, SignedKind.FINALIZE, cert.digest):
                 vote = Vote.sign(self._key, self.committee, self.me, VoteKind.FINALIZE,
                                  cert.view, cert.digest)
@@ -922,8 +623,7 @@ class Core:
             s.nullification = cert
             self._note_latest(cert)
             if formed:
-                s.announced[cert.kind] = True
-                self._emit(Broadcast(Nullification(cert)))
+                self._announce(cert, s)
             if cert.view >= self.view:
                 self._consecutive_nulls += 1
                 self._advance_past(cert.view)
@@ -951,68 +651,23 @@ class Core:
     # -- finalisation and catch-up --------------------------------------------------------
 
     def _announce(self, cert: Certificate, s: _View) -> None:
-        """Pass on a notarisation or finalisation we formed from votes.
-
-        The leader of the next view broadcasts it to every member (it is about to propose
-        on it, so everyone needs it anyway), and for a notarisation also the leader of the
-        view after: one or two members, not all, so every member receives it once or twice
-        per view instead of n - 1 times with the block (a third of all consensus traffic). Every other member sends it only to the members that did not sign it,
-        and a notarisation to the next leader: the signers broadcast their votes to everyone
-        and form it from the same votes; the non-signers (slow, partitioned, just
-        restarted) are the ones that may lack them. A
-        member that still misses it (a lost vote, or a Byzantine signer that sent its vote
-        to a few members only, and a Byzantine next leader) gets it when its view timer
-        fires: its votes for a view we have left are answered with the certificate (§8).
-        See docs/protocol.md §3, Decision."""
-        message = self._cert_message(cert)
-        broadcasters = {self.committee.leader(cert.view + 1)}
-        if cert.kind is VoteKind.NOTARIZE:
-            # A notarisation moves the committee on: a second broadcaster, so a crashed or
-            # Byzantine next leader does not leave a member that lost one vote a view behind.
-            broadcasters.add(self.committee.leader(cert.view + 2))
-        if self.me in broadcasters:
-            s.announced[cert.kind] = True
-            self._emit(Broadcast(message))
-            return
-        s.announced[cert.kind] = False
-        signers = set(cert.signers())
-        for member in range(self.committee.n):
-            if member == self.me:
-                continue
-            # A notarisation also goes to the two broadcasters, signers or not: having
-            # voted does not mean holding the others' votes, and a broadcaster that lost
-            # one (or the next leader is down) must still pass it on at once.
-            if member not in signers or (member in broadcasters
-                                         and cert.kind is VoteKind.NOTARIZE):
-                self._emit(Send(member, message))
+        """Pass on a certificate we formed from votes (relay.announce, docs/protocol.md §3)."""
+        self._out.extend(relay.announce(self.committee, self.me, cert, self._cert_message(cert),
+                                        s.relay))
 
     def _finalize(self, cert: Certificate) -> None:
-        if cert.view <= self.tip.view:
-            if cert.view == self.tip.view and cert.digest != self.tip.digest:
-                # Only possible beyond the safety bound: say so, never re-finalise.
-                self._refuse(None, "finalisation conflicts with our finalised tip")
+        chain = rules.finalized_chain(cert, self.tip, self._blocks)
+        if isinstance(chain, rules.Conflict):
+            # Only possible beyond the safety bound: say so, never re-finalise.
+            self._refuse(None, chain.reason)
             return
-        block = self._blocks.get(cert.digest)
-        if block is None:
+        if isinstance(chain, rules.Gap):
             self._pending_final = cert
-            self._emit(FetchBlocks(self.tip.height + 1, self.tip.height + MAX_FETCH_BLOCKS))
+            self._emit(catchup.fetch_request(self.tip.height, chain))
             return
-        chain = [block]
-        cur = block
-        while cur.parent != self.tip.digest:
-            parent = self._blocks.get(cur.parent)
-            if parent is None or parent.height <= self.tip.height:
-                if cur.height - 1 <= self.tip.height:
-                    self._refuse(None, f"finalised block at height {block.height} does not "
-                                       "extend our finalised chain")
-                    return
-                self._pending_final = cert
-                self._emit(FetchBlocks(self.tip.height + 1,
-                                       min(cur.height - 1, self.tip.height + MAX_FETCH_BLOCKS)))
-                return
-            chain.append(parent)
-            cur = parent
-        for b in reversed(chain):
+        if not chain:
+            return
+        for b in chain:
             self._commit(b, cert)
         if self._pending_final is not None and self._pending_final.view <= self.tip.view:
             self._pending_final = None
@@ -1050,9 +705,9 @@ class Core:
         for block, cert in chain:
             if block.height <= self.tip.height:
                 continue
-            if block.parent != self.tip.digest or block.height != self.tip.height + 1:
-                self._refuse(None, f"fetched block at height {block.height} does not extend "
-                                   f"our tip at height {self.tip.height}")
+            refusal = catchup.fetched_refusal(block, self.tip)
+            if refusal is not None:
+                self._refuse(None, refusal)
                 break
             self._commit(block, cert)
             progressed = True
@@ -1128,10 +783,3 @@ class Core:
             del self._guard[gk]
         for d in [d for d, b in self._blocks.items() if b.height <= self.tip.height]:
             del self._blocks[d]
-
-
-def iter_messages(actions: list[Action]) -> Iterator[Message]:
-    """The messages a list of actions sends (helper for tests and the simulator)."""
-    for a in actions:
-        if isinstance(a, Broadcast | Send):
-            yield a.message

@@ -1,0 +1,228 @@
+"""The consensus core's inputs and outputs: events in, actions out (docs/protocol.md §3–§9).
+
+`Core.step(event) -> list[action]` (voter.py) is the whole interface between the sans-IO core
+and whatever drives it (the trio shell in coalitiond/node, the simulator, tests). Every event
+and action is a small immutable value; the shell executes a step's actions in order and must
+make a `PersistSignerGuard` durable before running any later action (§8). The core's
+configuration, its durable restart state and the two hooks the shell plugs in are here too:
+they are what a driver builds a core from.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..primitives.errors import LocalError
+from .evidence import Evidence
+from .limits import BLOCK_OVERHEAD_RESERVE
+from .messages import Message
+from .statements import SignedKind
+from .types import MAX_BLOCK_SIZE, MAX_COMMANDS_PER_BLOCK, Block, Certificate
+
+# ---------------------------------------------------------------------------------------------
+# configuration and durable state
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """Timing and batching (SPEC §1 `[committee]` timing). All times in milliseconds."""
+
+    leader_timeout_ms: int = 1000
+    view_timeout_ms: int = 1500
+    batch_interval_ms: int = 50
+    max_batch_commands: int = 1000
+    max_batch_bytes: int = 1024 * 1024
+    max_backoff_exponent: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0 < self.leader_timeout_ms <= self.view_timeout_ms:
+            raise LocalError("need 0 < leader_timeout_ms <= view_timeout_ms")
+        if not 0 <= self.batch_interval_ms < self.leader_timeout_ms:
+            raise LocalError("batch_interval_ms must be below leader_timeout_ms")
+        if not 0 < self.max_batch_commands <= MAX_COMMANDS_PER_BLOCK:
+            raise LocalError(f"max_batch_commands must be in 1..{MAX_COMMANDS_PER_BLOCK}")
+        if not 0 < self.max_batch_bytes <= MAX_BLOCK_SIZE - BLOCK_OVERHEAD_RESERVE:
+            raise LocalError("max_batch_bytes too large for one block")
+        if not 0 <= self.max_backoff_exponent <= 16:
+            raise LocalError("max_backoff_exponent must be in 0..16")
+
+
+@dataclass(frozen=True, slots=True)
+class GuardRecord:
+    """"I signed `kind` for `view` with `digest`" — what the store keeps durably."""
+
+    epoch: int
+    view: int
+    kind: SignedKind
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DurableState:
+    """What the core is rebuilt from after a restart (docs/protocol.md §8)."""
+
+    guard: tuple[GuardRecord, ...] = ()
+    tip: Block | None = None  # None: genesis
+    tip_certificate: Certificate | None = None
+    executed: tuple[int, bytes] | None = None
+    guard_lost: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# events
+
+
+class TimerKind(enum.IntEnum):
+    """The core's timers (docs/protocol.md §3.5, §6): never cancelled, only outlived."""
+
+    LEADER = 0
+    VIEW = 1
+    BATCH = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """First event after construction: arms the timers of the starting view."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A peer's message, already decoded and passed through `messages.verify_message`."""
+
+    sender: int | None  # member index the transport authenticated; None if unknown
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer the core asked for with `SetTimer` ran out."""
+
+    kind: TimerKind
+    view: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSubmitted:
+    """A client command (encoded envelope) for the pending batch (§6)."""
+
+    command: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BlockExecuted:
+    """The component executed every block up to `height`; its state root then (§7)."""
+
+    height: int
+    state_root: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BlocksFetched:
+    """Finalised blocks with certificates, in height order, checked by `verify_fetched`."""
+
+    chain: tuple[tuple[Block, Certificate], ...]
+
+
+Event = Start | MessageReceived | TimerFired | CommandSubmitted | BlockExecuted | BlocksFetched
+
+
+# ---------------------------------------------------------------------------------------------
+# actions
+
+
+@dataclass(frozen=True, slots=True)
+class PersistSignerGuard:
+    """Make "I signed `kind` in `view` with `digest`" durable before any later action (§8)."""
+
+    epoch: int
+    view: int
+    kind: SignedKind
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Send `message` to every other member."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send `message` to member `to` only."""
+
+    to: int
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    """Deliver `TimerFired(kind, view)` after `delay_ms`."""
+
+    kind: TimerKind
+    view: int
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finalized:
+    """A newly final block, in height order: append it to the log and execute it (§3.4)."""
+
+    block: Block
+    certificate: Certificate  # finalises this block or a descendant (docs/protocol.md §3.4)
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceFound:
+    """Proven equivocation, found or adopted: log and store it (§5)."""
+
+    evidence: Evidence
+
+
+@dataclass(frozen=True, slots=True)
+class FetchBlocks:
+    """Ask peers for finalised blocks `from_height..to_height` (§9); answer: `BlocksFetched`."""
+
+    from_height: int
+    to_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateDivergence:
+    """A block claims another state root than ours for one height: alarm, stop reads (§7)."""
+
+    height: int
+    claimed_root: bytes
+    local_root: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Input the core did not accept; `reason` is one line (metrics label + log)."""
+
+    sender: int | None
+    reason: str
+
+
+Action = (PersistSignerGuard | Broadcast | Send | SetTimer | Finalized | EvidenceFound
+          | FetchBlocks | StateDivergence | Refused)
+
+#: Asked before voting for a block: may the component apply these commands (§6)? Pure.
+ValidationHook = Callable[[tuple[bytes, ...]], bool]
+
+
+#: Asked when this member is about to propose: the member commands (already encoded) the
+#: shell wants in the block, e.g. an Almanac tick. Like the commands clients submit they are
+#: input, not state: the core puts them first, skips any already in an unfinalised ancestor,
+#: and never remembers them.
+MemberCommandsHook = Callable[[], tuple[bytes, ...]]
+
+
+def accept_all(commands: tuple[bytes, ...]) -> bool:
+    return True
+
+
+def no_member_commands() -> tuple[bytes, ...]:
+    return ()
