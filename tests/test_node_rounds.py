@@ -111,7 +111,7 @@ async def test_no_signature_leaves_before_its_guard_record_is_durable(
                                if m.manager is not None}
 
     durable: dict[int, set[tuple[int, int, bytes]]] = {i: set() for i in range(committee.n)}
-    checked = 0
+    checked = dict.fromkeys(range(committee.n), 0)
     for event, owner, payload in log:
         if event == "durable":
             member = owner_of_store.get(owner)
@@ -124,8 +124,10 @@ async def test_no_signature_leaves_before_its_guard_record_is_durable(
         statements = _signed_by(decode_message(spec, payload), member)
         missing = statements - durable[member]
         assert not missing, f"member {member} sent {missing} before its guard was durable"
-        checked += len(statements)
-    assert top >= 8 and checked > 100, f"too little traffic to show anything ({checked})"
+        checked[member] += len(statements)
+    # Every member signed and sent something that was checked (a count of statements would
+    # depend on how many views the run took).
+    assert top >= 8 and all(checked.values()), f"a member sent nothing to check: {checked}"
 
 
 class HeldFinaliseSignatures:
