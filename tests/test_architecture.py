@@ -1,4 +1,5 @@
-"""The shape of the package (docs/architecture.md): modules stay small unless they say why,
+"""The shape of the package (docs/architecture.md): modules stay small unless they say why at
+their top,
 and every package says its one job. The import rules between packages are import-linter
 contracts in pyproject.toml, checked by `make lint`."""
 
@@ -19,10 +20,13 @@ def test_no_module_is_long_without_a_reason_at_its_top() -> None:
     for path in sorted(PACKAGE.rglob("*.py")):
         text = path.read_text(encoding="utf-8")
         lines = len(text.splitlines())
-        if lines > MAX_LINES and REASON not in (ast.get_docstring(ast.parse(text)) or ""):
+        paragraphs = (ast.get_docstring(ast.parse(text)) or "").split("\n\n")
+        # The reason opens the docstring, right under its title line: read first, not found.
+        if lines > MAX_LINES and not (len(paragraphs) > 1
+                                      and paragraphs[1].startswith(REASON)):
             unexplained.append(f"{path.relative_to(REPO)} ({lines} lines)")
-    assert not unexplained, (f"over {MAX_LINES} lines without '{REASON}' in the module "
-                             f"docstring: {', '.join(unexplained)}")
+    assert not unexplained, (f"over {MAX_LINES} lines without '{REASON}' opening the "
+                             f"module docstring: {', '.join(unexplained)}")
 
 
 def test_every_package_says_its_one_job() -> None:

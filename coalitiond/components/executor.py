@@ -1,5 +1,9 @@
 """The deterministic executor: finalised blocks in, command outcomes and log entries out.
 
+Why this module is long: the three steps below, the ticket-admitted client set they consult
+and the outcomes they produce are one replay path; kept in one class, the order in which a
+block's commands are checked, deduplicated and applied reads top to bottom.
+
 Pure (no clock, no I/O, no randomness); the daemon's trio shell feeds it finalised blocks in
 height order and stores what it returns. For each command of a block (a block's `commands`
 are envelope bytes), in block order:
@@ -17,10 +21,6 @@ final, nobody can replay the envelope later when it might succeed.
 
 The state root commits to the component signature, the nonce state and the component state
 (not to the height: a block whose commands are all refused leaves the root unchanged).
-
-Why this module is long: the three steps above, the ticket-admitted client set they consult
-and the outcomes they produce are one replay path; kept in one class, the order in which a
-block's commands are checked, deduplicated and applied reads top to bottom.
 """
 
 from __future__ import annotations

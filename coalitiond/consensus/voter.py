@@ -1,14 +1,15 @@
 """The sans-IO consensus core: `Core.step(event) -> list[action]` (docs/protocol.md §3–§8).
 
+Why this module is long: what remains is one object's state transitions: every handler reads
+and writes the same view table, guard, tip and block store, and each emits into the same
+ordered list of actions. Two parts have tables of their own and could leave later: evidence
+bookkeeping (§5) and execution roots (§7), about 100 lines together; they stay here to keep
+this split small and reviewable.
+
 This is the state machine: views and their phases, votes and certificates, timers, the signer
 guard's in-memory copy, proposing, finalisation and execution roots. What is safe to sign is
 decided by `rules`, who is sent what by `relay`, what a lagging member is given by `catchup`;
 events and actions are in `events`.
-
-Why this module is long: what remains is one object's state transitions: every handler reads and writes the same view table, guard,
-tip and block store, and each emits into the same ordered list of actions. Two parts have
-tables of their own and could leave later: evidence bookkeeping (§5) and execution roots (§7),
-about 100 lines together; they stay here to keep this split small and reviewable.
 
 No clock, randomness or I/O in here. Time enters only as `TimerFired` events the core asked
 for with `SetTimer`; messages enter already decoded and signature-checked

@@ -1,5 +1,10 @@
 """The synchronous store: one SQLite file per member (WAL, synchronous=FULL).
 
+Why this module is long: `Store` owns the one SQLite connection and every transaction on it;
+the single-writer rules below (state changes only after COMMIT, one failure stops the
+writer) hold because every write path is in this one class. Splitting it by table would
+spread those rules over several modules.
+
 One connection, used by one thread at a time (the async wrapper in `aio.py` guarantees it).
 Every public write is one transaction (`BEGIN IMMEDIATE` … `COMMIT`); in-memory state (head,
 Merkle frontier) changes only after COMMIT returned, so a failed write leaves it describing
@@ -13,11 +18,6 @@ Failure policy:
   dropped the dirty pages, so retrying could "succeed" on lost data (fsyncgate); the member
   restarts and recovers from what is durable.
 * damage found in committed data raises StoreCorrupt and is never truncated away.
-
-Why this module is long: `Store` owns the one SQLite connection and every transaction on
-it; the single-writer rules above (state changes only after COMMIT, one failure stops the
-writer) hold because every write path is in this one class. Splitting it by table would
-spread those rules over several modules.
 """
 
 from __future__ import annotations

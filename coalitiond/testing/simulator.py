@@ -1,5 +1,9 @@
 """Deterministic simulator: n cores, a seeded network, crashes, restarts and invariant checks.
 
+Why this module is long: it is one deterministic world — the event queue, the network, the
+crash/restart schedule and the invariants read and write the same state on every step, and
+keeping them together keeps the order of every random draw visible in one place.
+
 One seed drives everything (docs/protocol.md §10), through independent sub-streams (network,
 faults, commands, fetches, each Byzantine member) so that a change in one place does not
 perturb the draws of another. Time is virtual milliseconds; events are ordered by
@@ -13,10 +17,6 @@ node hears which message (per view, per link) for Twins campaigns.
 
 After every step the invariants are checked; a violation raises `SimulationFailure` whose
 message starts with the seed.
-
-Why this module is long: it is one deterministic world — the event queue, the network, the
-crash/restart schedule and the invariants read and write the same state on every step, and
-keeping them together keeps the order of every random draw visible in one place.
 """
 
 from __future__ import annotations

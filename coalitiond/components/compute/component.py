@@ -1,5 +1,12 @@
 """The `compute` component (SPEC §3.4): a registry of providers and a deterministic scheduler.
 
+Why this module is long: it is the one `Compute` class, and its commands, clearing pass,
+commitment, reads and snapshot validation all maintain the same private indexes (open
+requests per requester, live grants, capacity in use, the expiry, deadline and pruning
+heaps, the committed leaves). Splitting the class would spread those invariants over several
+modules; what does not touch them already lives elsewhere (records, wire shapes and command
+builders in `records`, the quote layout in `attestation.quote`, the section in `config`).
+
 Providers register cards (capabilities, hourly rate, optional TDX quote), requesters submit
 requests, and at every block the committee runs the clearing rule, which commits grants,
 lapses requests past their deadline and expires grants past their validity. Providers sign
@@ -25,14 +32,6 @@ on the wall clock and collateral files, so it runs before voting, in
 `components.compute.quotes`. Its REPORTDATA must start with
 `provider_quote_binding(provider_id)` (`records`), so a provider cannot present another TD's
 quote. Everything in this module is deterministic.
-
-Why this module is long: it is the one `Compute` class, and its commands,
-clearing pass, commitment, reads and snapshot validation all maintain the same private
-indexes (open requests per requester, live grants, capacity in use, the expiry, deadline and
-pruning heaps, the committed leaves). Splitting the class would spread those invariants over
-several modules; what does not touch them already lives elsewhere (records, wire shapes and
-command builders in `records`, the quote layout in `attestation.quote`, the section in
-`config`).
 """
 
 from __future__ import annotations
