@@ -62,10 +62,12 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-def _bounded_put(table: OrderedDict[K, V], key: K, value: V) -> None:
+def bounded_put(table: OrderedDict[K, V], key: K, value: V, limit: int = MAX_TRACKED_BLOCKS
+                ) -> None:
+    """Insert or refresh `key` as the newest entry; drop the oldest beyond `limit`."""
     table[key] = value
     table.move_to_end(key)
-    while len(table) > MAX_TRACKED_BLOCKS:
+    while len(table) > limit:
         table.popitem(last=False)
 
 
@@ -102,15 +104,15 @@ class BlockJournal:
             votes = self._votes.get(key)
             if votes is None:
                 votes = {}
-                _bounded_put(self._votes, key, votes)
+                bounded_put(self._votes, key, votes)
             votes.setdefault((int(msg.kind), msg.signer), msg)
         elif isinstance(msg, Notarization):
             cert = msg.certificate
-            _bounded_put(self._notarizations, (cert.view, cert.digest), cert)
+            bounded_put(self._notarizations, (cert.view, cert.digest), cert)
 
     def fetched(self, fb: FinalizedBlock) -> None:
         """A block fetched in catch-up whose votes and certificates were verified."""
-        _bounded_put(self._fetched, fb.block.digest, fb)
+        bounded_put(self._fetched, fb.block.digest, fb)
 
     def finalized(self, block: Block, certificate: Certificate) -> None:
         """The core finalised `block` (with `certificate`, its own or a descendant's)."""
@@ -141,7 +143,7 @@ class BlockJournal:
         out = []
         for f in taken:
             out.append(self._to_append(f))
-            _bounded_put(self._handed, (f.block.view, f.block.digest), f.block.height)
+            bounded_put(self._handed, (f.block.view, f.block.digest), f.block.height)
         return out
 
     def _to_append(self, f: _Finalised) -> BlockToAppend:

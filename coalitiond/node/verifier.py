@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import Final, TypeVar
+from typing import Final
 
 import trio
 
@@ -51,7 +51,7 @@ from ..primitives.metrics import counter
 from ..transport.router import Channel, Router
 from . import wire
 from .inbox import VoterInput, enqueue
-from .journal import BlockJournal
+from .journal import BlockJournal, bounded_put
 
 log = get_logger(__name__)
 
@@ -76,19 +76,9 @@ MAX_TRACKED_PROPOSALS: Final = 1024
 CONSENSUS_REJECTED = counter("consensus_messages_rejected_total",
                              "Consensus messages refused before the core, by reason", ("reason",))
 
-K = TypeVar("K")
-V = TypeVar("V")
 
 #: What a check of one proposal's envelopes found: (blake3 of the bytes, checked command).
 Prechecked = list[tuple[bytes, Envelope | MemberCommand]]
-
-
-def bounded_put(table: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
-    """Insert or refresh `key` as the newest entry; drop the oldest beyond `limit`."""
-    table[key] = value
-    table.move_to_end(key)
-    while len(table) > limit:
-        table.popitem(last=False)
 
 
 class CheckedEnvelopes:

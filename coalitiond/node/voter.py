@@ -62,9 +62,9 @@ from ..transport.router import Channel, Router
 from . import wire
 from .drivers import Drivers
 from .inbox import SUBMISSIONS, Submission, VoterInput
-from .journal import BlockJournal
+from .journal import BlockJournal, bounded_put
 from .timers import TimerService
-from .verifier import CheckedEnvelopes, SeenMessages, bounded_put
+from .verifier import CheckedEnvelopes, SeenMessages
 
 log = get_logger(__name__)
 
