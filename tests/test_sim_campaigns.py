@@ -142,6 +142,7 @@ def test_liveness_failure_names_the_seed() -> None:
 
 def test_agreement_violation_detected() -> None:
     sim = Simulation(SimConfig(seed=1, n=4))
+    sim.oracle.finalized_refusal = lambda block, cert: None  # type: ignore[method-assign]
     g = Block(0, 0, 0, b"\x00" * 32, 0, (), 0, ZERO_DIGEST)
     a = Block(0, 1, 1, g.digest, 1, (b"a",), 0, ZERO_DIGEST)
     b = Block(0, 1, 1, g.digest, 1, (b"b",), 0, ZERO_DIGEST)

@@ -16,9 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from ..consensus.events import Action, Broadcast, Event, MessageReceived, Send, TimerFired
+from ..consensus.events import (
+    Action,
+    Broadcast,
+    Event,
+    FetchBlocks,
+    MessageReceived,
+    Send,
+    TimerFired,
+)
 from ..consensus.messages import MAX_MESSAGE_SIZE, Proposal, encode_message
-from ..consensus.types import Block, Vote, VoteKind
+from ..consensus.types import Block, Certificate, Vote, VoteKind
 from ..consensus.voter import Core
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
@@ -27,6 +35,9 @@ from ..primitives.identity import digest as blake3_digest
 
 #: How many received messages a replayer keeps to replay later.
 REPLAY_BUFFER: Final = 256
+
+#: A fetch answer: finalised blocks with certificates, in height order.
+FetchedChain = tuple[tuple[Block, Certificate], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +72,11 @@ class Behaviour:
 
     def extra(self, event: Event) -> list[Action | RawSend]:
         return []
+
+    def serve_fetch(self, requester: int, request: FetchBlocks, chain: FetchedChain
+                    ) -> FetchedChain | None:
+        """Answer a peer's fetch (`chain`: what an honest store serves); None: no answer."""
+        return chain
 
     def others(self) -> list[int]:
         return [i for i in range(self.committee.n) if i != self.me]

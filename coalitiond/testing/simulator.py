@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -50,6 +51,8 @@ from ..consensus.events import (
     Start,
     StateDivergence,
     TimerFired,
+    ValidationHook,
+    accept_all,
 )
 from ..consensus.evidence import Evidence, EvidenceKind, evidence_kind
 from ..consensus.limits import MAX_VIEWS_AHEAD, MAX_VIEWS_BEHIND
@@ -66,13 +69,14 @@ from ..consensus.messages import (
     verify_message,
 )
 from ..consensus.statements import SignedKind, conflicts
-from ..consensus.types import ZERO_DIGEST, Block, Certificate, Vote
+from ..consensus.types import ZERO_DIGEST, Block, Certificate, Vote, VoteKind
 from ..consensus.voter import Core
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.errors import RemoteError
 from ..primitives.identity import digest as blake3_digest
 from .byzantine import CATALOGUE, Behaviour, BehaviourFactory, RawSend
+from .oracle import Oracle
 
 #: Virtual time a simulated "execution" of one finalised block takes.
 EXECUTE_DELAY_MS: Final = 1
@@ -152,6 +156,10 @@ class SimConfig:
     target_new_blocks: int = 3
     check_liveness: bool = True
     max_events: int = DEFAULT_MAX_EVENTS
+    #: Fraction of client commands the (seeded) validation hook refuses, identically at
+    #: every honest member: never queued by them (the daemon's mempool runs the same checks)
+    #: and refused in a Byzantine leader's block (`refusing_validation`).
+    refuse_commands: float = 0.0
 
 
 def liveness_bound_ms(config: SimConfig) -> int:
@@ -180,8 +188,11 @@ class SimNode:
     incarnation: int = 0
     handler: Any = None  # Core or Behaviour
     guard: list[GuardRecord] = field(default_factory=list)  # durable
-    finalized: list[tuple[Block, Certificate]] = field(default_factory=list)  # durable
-    exec_root: bytes = ZERO_DIGEST
+    #: Finalised by the core; only the first `durable` are in the store (node/journal.py:
+    #: a run of blocks is stored once its last one carries its own finalization).
+    finalized: list[tuple[Block, Certificate]] = field(default_factory=list)
+    durable: int = 0
+    exec_root: bytes = ZERO_DIGEST  # after executing the durable blocks
     crash_cut: int | None = None  # armed torn crash: execute this many actions, then die
     restarted_at: int = 0
     last_final_ms: int = -1
@@ -222,6 +233,7 @@ class Simulation:
         self._trace = blake3.blake3()
         self.stats = SimStats()
         self._verified: dict[bytes, Message | str] = {}
+        self.oracle = Oracle(self.committee)
         byz = dict(config.byzantine)
         amnesiacs = {c.node for c in config.crashes if c.wipe_guard}
         members = [*range(config.n), *config.twins]
@@ -267,8 +279,19 @@ class Simulation:
         self._seq += 1
         heapq.heappush(self._queue, (at, self._seq, kind, payload))
 
+    def refuses(self, command: bytes) -> bool:
+        """The seeded validation hook's verdict on one command (the same at every member)."""
+        share = self.config.refuse_commands
+        return share > 0 and blake3_digest(b"%d/refuse/" % self.seed + command)[0] < 256 * share
+
+    def _validation(self, node: SimNode) -> ValidationHook:
+        if not self.config.refuse_commands or node.faulty:
+            return accept_all
+        return lambda commands: not any(self.refuses(c) for c in commands)
+
     def _boot(self, node: SimNode, durable: DurableState) -> None:
-        core = Core(self.committee, node.key, self.config.core, durable)
+        core = Core(self.committee, node.key, self.config.core, durable,
+                    validate_block_commands=self._validation(node))
         if node.behaviour != "honest":
             factory: BehaviourFactory = CATALOGUE[node.behaviour]
             node.handler = factory(core, random.Random(f"{self.seed}:byz:{node.node}"))
@@ -338,19 +361,25 @@ class Simulation:
             if node.up and node.incarnation == inc:
                 self._step(node, BlockExecuted(height, root))
         elif kind == "fetched":
-            idx, inc, chain = payload
+            idx, inc, src, chain = payload
             node = self.nodes[idx]
             if node.up and node.incarnation == inc:
                 try:
-                    verify_fetched(self.committee, chain)
+                    verify_fetched(self.committee, chain)  # as the resolver does
                 except RemoteError as exc:
-                    raise self.fail(f"honest peer served a bad chain: {exc}") from None
+                    if not self.nodes[src].faulty:
+                        raise self.fail(f"honest peer served a bad chain: {exc}") from None
+                    reason = f"fetched: {type(exc).__name__}: {exc}"
+                    self.stats.refused_wire[reason] = self.stats.refused_wire.get(reason, 0) + 1
+                    return
+                self.oracle.learn_chain(chain)
                 self._step(node, BlocksFetched(chain))
         elif kind == "command":
             (count,) = payload
             cmd = b"cmd/%d" % count
+            refused = self.refuses(cmd)
             for node in self.nodes:
-                if node.up:
+                if node.up and not (refused and not node.faulty):  # the mempool's checks
                     self._step(node, CommandSubmitted(cmd))
             if self.now + self.config.command_interval_ms <= self.config.commands_until_ms:
                 self._push(self.now + self.config.command_interval_ms, "command", (count + 1,))
@@ -387,6 +416,7 @@ class Simulation:
         node.finals_since_stable = 0
         if wipe_guard:
             node.guard.clear()
+        del node.finalized[node.durable:]  # finalised but not yet stored: lost
         tip, cert = node.finalized[-1] if node.finalized else (None, None)
         executed = (tip.height, node.exec_root) if tip is not None else None
         self._boot(node, DurableState(tuple(node.guard), tip, cert, executed, wipe_guard))
@@ -433,6 +463,7 @@ class Simulation:
         if isinstance(cached, str):
             self.stats.refused_wire[cached] = self.stats.refused_wire.get(cached, 0) + 1
             return
+        self.oracle.learn(cached)
         touched = self._note_delivery(node, cached) if not node.faulty else []
         self._step(node, MessageReceived(self.nodes[src].member, cached))
         for member, view in touched:
@@ -441,7 +472,7 @@ class Simulation:
     # -- stepping and actions ---------------------------------------------------------------
 
     def _step(self, node: SimNode, event: Event) -> None:
-        actions: list[Action | RawSend] = node.handler.step(event)
+        actions = self._handle(node, event)
         cut = node.crash_cut
         if cut is not None:
             actions = actions[:cut]
@@ -449,6 +480,23 @@ class Simulation:
             self._execute(node, action)
         if cut is not None:
             self._crash(node)
+
+    def _handle(self, node: SimNode, event: Event) -> list[Action | RawSend]:
+        """Step the node on `event`, then on every message it sent itself, in order, as the
+        daemon's consensus loop does (node/voter.py `_step_core`): a broadcast reaches the
+        sender's own core too, before anything of the step is executed."""
+        out: list[Action | RawSend] = []
+        pending: deque[Event] = deque([event])
+        while pending:
+            if len(out) > DEFAULT_MAX_EVENTS:
+                raise self.fail(f"node {node.node} keeps sending itself messages")
+            actions: list[Action | RawSend] = node.handler.step(pending.popleft())
+            for action in actions:
+                if isinstance(action, Broadcast) or (isinstance(action, Send)
+                                                     and action.to == node.member):
+                    pending.append(MessageReceived(node.member, action.message))
+            out.extend(actions)
+        return out
 
     def _execute(self, node: SimNode, action: Action | RawSend) -> None:
         if isinstance(action, PersistSignerGuard):
@@ -463,6 +511,8 @@ class Simulation:
             msg = action.message
             if not node.faulty:
                 self._check_honest_signature(node, msg)
+                self._check_honest_message(node, msg)
+                self.oracle.learn(msg)
             data = encode_message(self.committee, msg)
             if isinstance(action, Send):
                 dsts = [x.node for x in self.nodes if x.member == action.to]
@@ -507,42 +557,65 @@ class Simulation:
         for item in block.evidence:  # evidence already in the chain counts as known
             ev = Evidence.decode(item)
             node.evidence.add((ev.member, ev.view, ev.kind))
-        node.exec_root = blake3_digest(node.exec_root + block.digest)
-        self._push(self.now + EXECUTE_DELAY_MS, "execute",
-                   (node.node, node.incarnation, block.height, node.exec_root))
+        cert = action.certificate
+        if cert.kind is VoteKind.FINALIZE and cert.digest == block.digest:
+            # Stored (node/journal.py `take_blocks`), then executed (node/voter.py).
+            for stored, _ in node.finalized[node.durable:]:
+                node.exec_root = blake3_digest(node.exec_root + stored.digest)
+                self._push(self.now + EXECUTE_DELAY_MS, "execute",
+                           (node.node, node.incarnation, stored.height, node.exec_root))
+            node.durable = len(node.finalized)
         if node.faulty:
             return
         prior = self._final_at.setdefault(block.height, block.digest)
         if prior != block.digest:
             raise self.fail(f"agreement: height {block.height} finalised as "
                             f"{prior.hex()[:12]} and {block.digest.hex()[:12]}")
+        refusal = self.oracle.finalized_refusal(block, cert)
+        if refusal is not None:
+            raise self.fail(f"node {node.node} finalised height {block.height}: {refusal}")
+        self.oracle.finalized.add(block.digest)
         self.stats.max_height = max(self.stats.max_height, block.height)
         node.last_final_ms = self.now
         if self.now >= max(self._stable_since, node.restarted_at):
             node.finals_since_stable += 1
 
     def _serve_fetch(self, node: SimNode, action: FetchBlocks) -> None:
-        peers = [x for x in self.nodes
-                 if x.up and not x.faulty and x.node != node.node and x.finalized]
+        """Ask one peer, Byzantine ones included, for finalised blocks; it answers from its
+        store (the durable blocks), as the resolver's block server does."""
+        peers = [x for x in self.nodes if x.up and x.node != node.node and x.durable]
         if not peers:
             return
         peer = self._fetch.choice(peers)
         # Serve the range, extended up to a block finalised by its own certificate so that
         # every certificate in the answer refers to a block in it (verify_fetched).
         chain_list: list[tuple[Block, Certificate]] = []
-        for block, cert in peer.finalized:
+        for block, cert in peer.finalized[:peer.durable]:
             if block.height < action.from_height:
                 continue
             if block.height > action.to_height and chain_list and \
                     chain_list[-1][1].digest == chain_list[-1][0].digest:
                 break
             chain_list.append((block, cert))
-        chain = tuple(chain_list)
+        chain: tuple[tuple[Block, Certificate], ...] | None = tuple(chain_list)
+        if isinstance(peer.handler, Behaviour):
+            chain = peer.handler.serve_fetch(node.member, action, tuple(chain_list))
         if chain and self._link_ok(peer.node, node.node, None):
             delay = 2 * self._base[(node.node, peer.node)]
-            self._push(self.now + delay, "fetched", (node.node, node.incarnation, chain))
+            self._push(self.now + delay, "fetched",
+                       (node.node, node.incarnation, peer.node, chain))
 
     # -- invariants -------------------------------------------------------------------------
+
+    def _check_honest_message(self, node: SimNode, msg: Message) -> None:
+        """What an honest node sends is well formed and its notarise votes are justified
+        (testing/oracle.py)."""
+        refusal = self.oracle.message_refusal(msg)
+        if refusal is None and isinstance(msg, Vote) and msg.kind is VoteKind.NOTARIZE:
+            refusal = self.oracle.notarize_refusal(msg.digest)
+        if refusal is not None:
+            raise self.fail(f"honest node {node.node} sent {type(msg).__name__} for view "
+                            f"{getattr(msg, 'view', '?')}: {refusal}")
 
     def _check_honest_signature(self, node: SimNode, msg: Message) -> None:
         """No honest member ever signs two conflicting statements (across restarts)."""
