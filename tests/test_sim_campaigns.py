@@ -62,7 +62,65 @@ SCENARIOS: dict[str, Callable[[int], SimConfig]] = {
     "crash-without-restart": lambda s: SimConfig(seed=s, n=5, crashes=(Crash(2, 500),)),
     "amnesiac-restart": lambda s: SimConfig(
         seed=s, n=5, crashes=(Crash(1, 600, 900, wipe_guard=True),)),
+    # Validation refuses a quarter of the commands at every honest member; a Byzantine
+    # member's core takes them all, so its blocks carry refused commands.
+    "validation-refusals": lambda s: SimConfig(
+        seed=s, n=5, refuse_commands=0.25, byzantine=((2, "selective-sender"),),
+        network=NetworkConfig(drop=0.05), gst_ms=1000, target_new_blocks=8),
 }
+
+#: Attacks at the safety bound (n = 5 tolerates 2 Byzantine members for safety, 1 for
+#: liveness): agreement and every other invariant must hold; progress is not promised.
+AT_THE_BOUND: dict[str, tuple[tuple[int, str], ...]] = {
+    "equivocating-leader+double-finalize": ((0, "equivocating-leader"), (3, "double-finalize")),
+    # Leaders of consecutive views: one plants an un-notarised block, the next builds on it.
+    "fork-seekers": ((1, "fork-seeker"), (2, "fork-seeker")),
+    "equivocating-voters": ((1, "double-notarize"), (3, "nullify-and-finalize")),
+}
+
+
+def catalogue_config(behaviour: str) -> Callable[[int], SimConfig]:
+    """One Byzantine member of 5 (safety bound 2) plus a lossy start."""
+    return lambda s: SimConfig(seed=s, n=5, byzantine=((1, behaviour),), gst_ms=1000,
+                               network=NetworkConfig(drop=0.05), target_new_blocks=8)
+
+
+def at_the_bound_config(byzantine: tuple[tuple[int, str], ...]) -> Callable[[int], SimConfig]:
+    return lambda s: SimConfig(seed=s, n=5, byzantine=byzantine,
+                               network=NetworkConfig(drop=0.1, duplicate=0.1), gst_ms=2000,
+                               max_time_ms=20_000)
+
+
+def catch_up_from_liar(seed: int) -> SimConfig:
+    """Two members are down while the others finalise, so they fetch on their return: from
+    a lying fetch server too."""
+    return SimConfig(seed=seed, n=5, byzantine=((1, "lying-fetch-server"),),
+                     crashes=(Crash(3, 200, 2500, torn=False), Crash(4, 700, 3000),
+                              Crash(0, 3200, 5000), Crash(2, 3600, 5500, torn=False)),
+                     target_new_blocks=5)
+
+
+def twins_partition_config(seed: int) -> SimConfig:
+    """Member 1 runs twice (node 4 is its twin); each copy talks to one side until t=2s."""
+    def router(src: int, dst: int, msg: object, now: int) -> bool:
+        side = {0: "A", 4: "A"}
+        return now >= 2000 or side.get(src, "B") == side.get(dst, "B")
+
+    return SimConfig(seed=seed, n=4, twins=(1,), router=router)
+
+
+def default_campaigns() -> list[tuple[str, Callable[[int], SimConfig], list[int]]]:
+    """Every simulator run of this module's default (short) campaign: (name, config of a
+    seed, seeds). tests/mutants.py runs exactly these against each mutant."""
+    d, runs = list(range(DEFAULT_SEEDS)), []
+    runs += [(f"scenario[{name}]", SCENARIOS[name], d) for name in sorted(SCENARIOS)]
+    runs += [(f"catalogue[{b}]", catalogue_config(b), d) for b in sorted(CATALOGUE)]
+    runs += [(f"at-the-bound[{name}]", at_the_bound_config(AT_THE_BOUND[name]), d)
+             for name in AT_THE_BOUND]
+    runs += [("catch-up-from-liar", catch_up_from_liar, d),
+             ("twins-partition", twins_partition_config, d),
+             ("swarm", swarm_config, list(range(SWARM_DEFAULT_SEEDS)))]
+    return runs
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -77,9 +135,7 @@ def test_byzantine_catalogue(behaviour: str, sim_seeds: list[int],
                              request: pytest.FixtureRequest) -> None:
     """One Byzantine member of 5 (safety bound 2) plus a lossy start: every invariant holds;
     equivocating behaviours are caught and proven."""
-    sims = campaign(pick(request, sim_seeds, DEFAULT_SEEDS), lambda s: SimConfig(
-        seed=s, n=5, byzantine=((1, behaviour),), gst_ms=1000,
-        network=NetworkConfig(drop=0.05), target_new_blocks=8))
+    sims = campaign(pick(request, sim_seeds, DEFAULT_SEEDS), catalogue_config(behaviour))
     equivocates = behaviour in {"equivocating-leader", "double-notarize", "double-finalize",
                                 "nullify-and-finalize"}
     for sim in sims:
@@ -89,12 +145,19 @@ def test_byzantine_catalogue(behaviour: str, sim_seeds: list[int],
             assert {m for m, _, _ in honest_evidence} == {1}
 
 
-def test_two_byzantine_members_at_the_safety_bound(sim_seeds: list[int],
+@pytest.mark.parametrize("name", list(AT_THE_BOUND))
+def test_two_byzantine_members_at_the_safety_bound(name: str, sim_seeds: list[int],
                                                    request: pytest.FixtureRequest) -> None:
     """n=5 tolerates 2 Byzantine for safety (not liveness): agreement must still hold."""
-    campaign(pick(request, sim_seeds, DEFAULT_SEEDS), lambda s: SimConfig(
-        seed=s, n=5, byzantine=((0, "equivocating-leader"), (3, "double-finalize")),
-        network=NetworkConfig(drop=0.1, duplicate=0.1), gst_ms=2000, max_time_ms=20_000))
+    campaign(pick(request, sim_seeds, DEFAULT_SEEDS), at_the_bound_config(AT_THE_BOUND[name]))
+
+
+def test_catch_up_from_a_lying_fetch_server(sim_seeds: list[int],
+                                            request: pytest.FixtureRequest) -> None:
+    """Members that fetch on their return also ask the liar; its answers are refused."""
+    sims = campaign(pick(request, sim_seeds, DEFAULT_SEEDS), catch_up_from_liar)
+    refused = [r for sim in sims for r in sim.stats.refused_wire if r.startswith("fetched:")]
+    assert refused, "no fetch reached the lying server"
 
 
 def test_garbage_is_refused_with_named_reasons() -> None:
@@ -104,20 +167,16 @@ def test_garbage_is_refused_with_named_reasons() -> None:
                      "TrailingBytesError", "WrongCommittee: message for committee",
                      "MalformedMessage: vote: expected an 8-item array",
                      "BadSignature: notarize vote of member 3",  # impersonation
-                     "more than 64 views ahead"):
+                     "more than 64 views ahead",
+                     "certificate signers are not distinct"):  # duplicate-signer
         assert expected in reasons, (expected, reasons)
-    assert len(GarbageSender.KINDS) == 8
+    assert len(GarbageSender.KINDS) == 9
 
 
 def test_twins_same_key_on_both_sides_of_a_partition(sim_seeds: list[int],
                                                      request: pytest.FixtureRequest) -> None:
     """Member 1 runs twice (node 4 is its twin); each copy talks to one side until t=2s."""
-    def router(src: int, dst: int, msg: object, now: int) -> bool:
-        side = {0: "A", 4: "A"}
-        return now >= 2000 or side.get(src, "B") == side.get(dst, "B")
-
-    campaign(pick(request, sim_seeds, DEFAULT_SEEDS),
-             lambda s: SimConfig(seed=s, n=4, twins=(1,), router=router))
+    campaign(pick(request, sim_seeds, DEFAULT_SEEDS), twins_partition_config)
 
 
 def test_swarm(sim_seeds: list[int], request: pytest.FixtureRequest) -> None:

@@ -75,7 +75,7 @@ from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.errors import RemoteError
 from ..primitives.identity import digest as blake3_digest
-from .byzantine import CATALOGUE, Behaviour, BehaviourFactory, RawSend
+from .byzantine import CATALOGUE, Behaviour, BehaviourFactory, RawSend, message_view
 from .oracle import Oracle
 
 #: Virtual time a simulated "execution" of one finalised block takes.
@@ -194,6 +194,11 @@ class SimNode:
     durable: int = 0
     exec_root: bytes = ZERO_DIGEST  # after executing the durable blocks
     crash_cut: int | None = None  # armed torn crash: execute this many actions, then die
+    #: Catch-up as node/resolver.py's fetcher: one request at a time, one more queued (later
+    #: ones dropped), peers asked in turn until one answer verifies.
+    fetching: FetchBlocks | None = None
+    fetch_queued: FetchBlocks | None = None
+    fetch_turn: int = 0
     restarted_at: int = 0
     last_final_ms: int = -1
     finals_since_stable: int = 0
@@ -361,19 +366,10 @@ class Simulation:
             if node.up and node.incarnation == inc:
                 self._step(node, BlockExecuted(height, root))
         elif kind == "fetched":
-            idx, inc, src, chain = payload
+            idx, inc, src, attempt, chain = payload
             node = self.nodes[idx]
             if node.up and node.incarnation == inc:
-                try:
-                    verify_fetched(self.committee, chain)  # as the resolver does
-                except RemoteError as exc:
-                    if not self.nodes[src].faulty:
-                        raise self.fail(f"honest peer served a bad chain: {exc}") from None
-                    reason = f"fetched: {type(exc).__name__}: {exc}"
-                    self.stats.refused_wire[reason] = self.stats.refused_wire.get(reason, 0) + 1
-                    return
-                self.oracle.learn_chain(chain)
-                self._step(node, BlocksFetched(chain))
+                self._on_fetch_answer(node, src, attempt, chain)
         elif kind == "command":
             (count,) = payload
             cmd = b"cmd/%d" % count
@@ -407,6 +403,7 @@ class Simulation:
         node.up = False
         node.crash_cut = None
         node.incarnation += 1
+        node.fetching = node.fetch_queued = None
 
     def _restart(self, node: SimNode, wipe_guard: bool) -> None:
         if node.up:
@@ -581,12 +578,46 @@ class Simulation:
             node.finals_since_stable += 1
 
     def _serve_fetch(self, node: SimNode, action: FetchBlocks) -> None:
-        """Ask one peer, Byzantine ones included, for finalised blocks; it answers from its
-        store (the durable blocks), as the resolver's block server does."""
-        peers = [x for x in self.nodes if x.up and x.node != node.node and x.durable]
-        if not peers:
+        if node.fetching is None:
+            node.fetching = action
+            self._fetch_from(node, 0)
+        elif node.fetch_queued is None:
+            node.fetch_queued = action
+
+    def _fetch_done(self, node: SimNode) -> None:
+        node.fetching, node.fetch_queued = node.fetch_queued, None
+        if node.fetching is not None:
+            self._fetch_from(node, 0)
+
+    def _on_fetch_answer(self, node: SimNode, src: int, attempt: int,
+                         chain: tuple[tuple[Block, Certificate], ...] | None) -> None:
+        if chain:
+            try:
+                verify_fetched(self.committee, chain)  # as the resolver does
+            except RemoteError as exc:
+                if not self.nodes[src].faulty:
+                    raise self.fail(f"honest peer served a bad chain: {exc}") from None
+                reason = f"fetched: {type(exc).__name__}: {exc}"
+                self.stats.refused_wire[reason] = self.stats.refused_wire.get(reason, 0) + 1
+                chain = None
+        if not chain:
+            self._fetch_from(node, attempt + 1)  # no answer, or a refused one: the next peer
             return
-        peer = self._fetch.choice(peers)
+        node.fetch_turn += attempt + 1
+        self.oracle.learn_chain(chain)
+        self._step(node, BlocksFetched(chain))
+        if node.up:
+            self._fetch_done(node)
+
+    def _fetch_from(self, node: SimNode, attempt: int) -> None:
+        """Ask the next peer in turn, Byzantine ones included; it answers from its store
+        (the durable blocks), as the resolver's block server does."""
+        action = node.fetching
+        peers = [x for x in self.nodes if x.up and x.node != node.node]
+        if action is None or attempt >= len(peers):
+            self._fetch_done(node)
+            return
+        peer = peers[(node.fetch_turn + attempt) % len(peers)]
         # Serve the range, extended up to a block finalised by its own certificate so that
         # every certificate in the answer refers to a block in it (verify_fetched).
         chain_list: list[tuple[Block, Certificate]] = []
@@ -600,10 +631,11 @@ class Simulation:
         chain: tuple[tuple[Block, Certificate], ...] | None = tuple(chain_list)
         if isinstance(peer.handler, Behaviour):
             chain = peer.handler.serve_fetch(node.member, action, tuple(chain_list))
-        if chain and self._link_ok(peer.node, node.node, None):
-            delay = 2 * self._base[(node.node, peer.node)]
-            self._push(self.now + delay, "fetched",
-                       (node.node, node.incarnation, peer.node, chain))
+        if not self._link_ok(peer.node, node.node, None):
+            chain = None
+        delay = 2 * self._base[(node.node, peer.node)]
+        self._push(self.now + delay, "fetched",
+                   (node.node, node.incarnation, peer.node, attempt, chain))
 
     # -- invariants -------------------------------------------------------------------------
 
@@ -615,7 +647,7 @@ class Simulation:
             refusal = self.oracle.notarize_refusal(msg.digest)
         if refusal is not None:
             raise self.fail(f"honest node {node.node} sent {type(msg).__name__} for view "
-                            f"{getattr(msg, 'view', '?')}: {refusal}")
+                            f"{message_view(msg)}: {refusal}")
 
     def _check_honest_signature(self, node: SimNode, msg: Message) -> None:
         """No honest member ever signs two conflicting statements (across restarts)."""
