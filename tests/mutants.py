@@ -5,8 +5,8 @@ function or method is replaced by a patched copy; nothing on disk changes), then
 simulator campaign (`DEFAULT_CAMPAIGN`: the runs `make test` makes in tests/test_sim_campaigns.py
 and tests/test_twins.py within the safety bound) is run against it until one run fails. A
 mutant is *killed* when a run fails, *survived* when the whole campaign passes. The table
-names the run and seed that killed each one (replay: `pytest --sim-seed S`, with the mutation
-applied by `python tests/mutants.py --mutant NAME --only RUN`). Exit status 1 if any mutant
+names the run and seed that killed each one, and how to replay it with the mutation applied
+(`python tests/mutants.py --mutant NAME --only 'RUN seed=S'`). Exit status 1 if any mutant
 survived (or a mutation no longer applies to the code: its text changed).
 
     python tests/mutants.py                 # every mutant, one worker per core
@@ -36,12 +36,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import test_sim_campaigns  # noqa: E402
-import twins  # noqa: E402
+import test_sim_campaigns
+import twins
 
-from coalitiond.consensus import catchup, messages, rules, types, voter  # noqa: E402
-from coalitiond.primitives import committee  # noqa: E402
-from coalitiond.testing.simulator import run  # noqa: E402
+from coalitiond.consensus import catchup, messages, rules, types, voter
+from coalitiond.primitives import committee
+from coalitiond.testing.simulator import run
 
 
 class MutationDoesNotApply(Exception):
@@ -94,7 +94,7 @@ class Patcher:
         replacement = textwrap.indent(new, indent).splitlines() if new else []
         src_lines[i: i + len(old.splitlines())] = replacement
         namespace: dict[str, Any] = {}
-        exec(compile("\n".join(src_lines), f"<mutant {name}>", "exec"),  # noqa: S102
+        exec(compile("\n".join(src_lines), f"<mutant {name}>", "exec"),
              func.__globals__, namespace)
         self.set(owner, name, namespace[name])
 
@@ -194,7 +194,8 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
              "it had signed nothing, without the amnesia rule)", _guard_lost_on_restart),
     Mutation("finalize-after-nullify",
              "rules.may_finalize_vote → True and rules.conflicts (the guard's) without the "
-             "nullify/finalise pair (either alone is an equivalent mutant: the other refuses)",
+             "nullify/finalise pair (may_finalize_vote alone is an equivalent mutant: the "
+             "guard refuses)",
              _finalize_after_nullify),
     Mutation("fetched-without-certificate",
              "messages.verify_fetched → accept (the resolver's and the simulator's check of "
@@ -238,9 +239,9 @@ def default_campaign() -> list[Run]:
                             lambda n=n, seed=seed: twins.run_scenario(
                                 twins.sample_scenario(seed, n, False))))
     for twin in EXHAUSTIVE_TWINS:
-        for scenario in twins.enumerate_scenarios(4, (twin,), EXHAUSTIVE_VIEWS):
-            runs.append(Run(f"twins-exhaustive-n4 seed={scenario.seed}", scenario.seed,
-                            lambda scenario=scenario: twins.run_scenario(scenario)))
+        for i, scenario in enumerate(twins.enumerate_scenarios(4, (twin,), EXHAUSTIVE_VIEWS)):
+            runs.append(Run(f"twins-exhaustive-n4[twin {twin} split {i}] seed={scenario.seed}",
+                            scenario.seed, lambda scenario=scenario: twins.run_scenario(scenario)))
     return runs
 
 
@@ -265,12 +266,12 @@ def attack(name: str, only: str | None = None) -> Verdict:
     count = 0
     try:
         for r in default_campaign():
-            if only is not None and not r.label.startswith(only):
+            if only is not None and r.label != only and not r.label.startswith(only + " "):
                 continue
             count += 1
             try:
                 r.go()
-            except Exception as exc:  # noqa: BLE001 - any failure of a run kills the mutant
+            except Exception as exc:  # any failure of a run kills the mutant
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 if not isinstance(exc, AssertionError):
                     where = traceback.extract_tb(exc.__traceback__)[-1]
@@ -290,7 +291,8 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mutant", action="append", choices=sorted(MUTATIONS),
                     help="run only this mutation (repeatable)")
-    ap.add_argument("--only", help="run only campaign runs whose label starts with this")
+    ap.add_argument("--only", help="run only this campaign run ('swarm seed=3') or campaign "
+                                   "('swarm')")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--list", action="store_true", help="list the mutations and exit")
     args = ap.parse_args(argv)
@@ -308,12 +310,15 @@ def main(argv: list[str]) -> int:
     else:
         verdicts = [_attack_star(j) for j in jobs]
     width = max(len(n) for n in names)
-    print(f"{'mutant':{width}}  verdict   runs  seconds  killed by (replay: pytest --sim-seed S)")
+    print(f"{'mutant':{width}}  verdict   runs  seconds  killed by")
     for v in verdicts:
         verdict = "KILLED" if v.killed else "SURVIVED"
         print(f"{v.mutation:{width}}  {verdict:8} {v.runs:5} {v.seconds:8.1f}  {v.by}")
         if v.reason:
             print(f"{'':{width}}    {v.reason}")
+        if v.killed:
+            print(f"{'':{width}}    replay: python tests/mutants.py --mutant {v.mutation} "
+                  f"--only '{v.by}'")
     survivors = [v.mutation for v in verdicts if not v.killed]
     print(f"{len(verdicts) - len(survivors)}/{len(verdicts)} mutants killed in "
           f"{time.perf_counter() - start:.0f}s" + (f"; SURVIVED: {', '.join(survivors)}"

@@ -343,6 +343,9 @@ class ForkSeeker(Behaviour):
     def __init__(self, core: Core, rng: random.Random) -> None:
         super().__init__(core, rng)
         self._planted: list[bytes] = []
+        #: What it did, for tests: stale proposals sent, un-notarised blocks planted.
+        self.stale_proposals = 0
+        self.plants = 0
         self._held: Proposal | None = None
         self._waiting: list[int] = []
         self._hold_left = 0
@@ -362,6 +365,7 @@ class ForkSeeker(Behaviour):
         block = proposal.block
         if self.rng.random() < PLANT_SHARE:
             self._planted = [*self._planted[-(MAX_PLANTED - 1):], block.digest]
+            self.plants += 1
             return [Send(i, proposal) for i in self.halves()[0]]
         stale = self.stale_parents(block)
         if not stale:
@@ -369,6 +373,7 @@ class ForkSeeker(Behaviour):
         out: list[Action | RawSend] = []
         for i, parent in enumerate(stale):
             fork = child_of(parent, block.view, self.me, (b"fork/%d/%d" % (block.view, i),))
+            self.stale_proposals += 1
             for msg in (Proposal.sign(self.key, self.committee, fork),
                         self.vote(VoteKind.NOTARIZE, block.view, fork.digest)):
                 out.extend(Send(m, msg) for m in self.others())
