@@ -65,7 +65,7 @@ def test_blocks_are_durable_and_executed_only_once_stored() -> None:
     sim = Simulation(SimConfig(seed=1, n=4))
     sim.oracle.finalized_refusal = lambda block, cert: None  # type: ignore[method-assign]
     node = sim.nodes[0]
-    a, b, cert_a, cert_b = _chain(sim.committee)
+    a, _b, cert_a, cert_b = _chain(sim.committee)
     queued = len(sim._queue)
     # a is final through b's certificate, which has not arrived: not stored, not executed
     sim._on_finalized(node, Finalized(a, cert_b))
