@@ -253,10 +253,12 @@ class Verdict:
     seconds: float
     by: str = ""
     reason: str = ""
+    kills: int = 0  # failed runs (with --all: over the whole campaign)
 
 
-def attack(name: str, only: str | None = None) -> Verdict:
-    """Apply mutation `name`, run the campaign until a run fails, undo."""
+def attack(name: str, only: str | None = None, every_run: bool = False) -> Verdict:
+    """Apply mutation `name`, run the campaign until a run fails (`every_run`: all of it,
+    counting the runs that fail), undo."""
     start = time.perf_counter()
     patcher = Patcher()
     try:
@@ -264,6 +266,7 @@ def attack(name: str, only: str | None = None) -> Verdict:
     except MutationDoesNotApply as exc:
         return Verdict(name, False, 0, 0.0, "", f"DOES NOT APPLY: {exc}")
     count = 0
+    first: Verdict | None = None
     try:
         for r in default_campaign():
             if only is not None and r.label != only and not r.label.startswith(only + " "):
@@ -272,18 +275,24 @@ def attack(name: str, only: str | None = None) -> Verdict:
             try:
                 r.go()
             except Exception as exc:  # any failure of a run kills the mutant
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 if not isinstance(exc, AssertionError):
                     where = traceback.extract_tb(exc.__traceback__)[-1]
-                    first = f"{type(exc).__name__} at {where.name}: {first}"
-                return Verdict(name, True, count, time.perf_counter() - start, r.label,
-                               first[:160])
-        return Verdict(name, False, count, time.perf_counter() - start)
+                    line = f"{type(exc).__name__} at {where.name}: {line}"
+                if first is None:
+                    first = Verdict(name, True, count, 0.0, r.label, line[:160])
+                first.kills += 1
+                if not every_run:
+                    break
+        if first is None:
+            return Verdict(name, False, count, time.perf_counter() - start)
+        first.runs, first.seconds = count, time.perf_counter() - start
+        return first
     finally:
         patcher.undo()
 
 
-def _attack_star(args: tuple[str, str | None]) -> Verdict:
+def _attack_star(args: tuple[str, str | None, bool]) -> Verdict:
     return attack(*args)
 
 
@@ -294,6 +303,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--only", help="run only this campaign run ('swarm seed=3') or campaign "
                                    "('swarm')")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--all", action="store_true",
+                    help="run the whole campaign against each mutant and count the runs that "
+                         "kill it (how robust each kill is)")
     ap.add_argument("--list", action="store_true", help="list the mutations and exit")
     args = ap.parse_args(argv)
     if args.list:
@@ -302,7 +314,7 @@ def main(argv: list[str]) -> int:
         return 0
     names = args.mutant or list(MUTATIONS)
     start = time.perf_counter()
-    jobs = [(n, args.only) for n in names]
+    jobs = [(n, args.only, args.all) for n in names]
     if args.jobs > 1 and len(names) > 1:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(min(args.jobs, len(names))) as pool:
@@ -310,10 +322,11 @@ def main(argv: list[str]) -> int:
     else:
         verdicts = [_attack_star(j) for j in jobs]
     width = max(len(n) for n in names)
-    print(f"{'mutant':{width}}  verdict   runs  seconds  killed by")
+    print(f"{'mutant':{width}}  verdict   runs  kills  seconds  killed first by")
     for v in verdicts:
         verdict = "KILLED" if v.killed else "SURVIVED"
-        print(f"{v.mutation:{width}}  {verdict:8} {v.runs:5} {v.seconds:8.1f}  {v.by}")
+        print(f"{v.mutation:{width}}  {verdict:8} {v.runs:5} {v.kills:6} {v.seconds:8.1f}  "
+              f"{v.by}")
         if v.reason:
             print(f"{'':{width}}    {v.reason}")
         if v.killed:
