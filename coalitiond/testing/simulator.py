@@ -82,6 +82,9 @@ from .oracle import Oracle
 EXECUTE_DELAY_MS: Final = 1
 #: A torn crash interrupts the node's next step; if it does not step within this, it just dies.
 TORN_CRASH_GRACE_MS: Final = 50
+#: A fetch that gets no answer is given up after this (node/resolver.py FETCH_TIMEOUT_S,
+#: scaled like the simulator's view timers), then the next peer is asked.
+FETCH_TIMEOUT_MS: Final = 1_000
 #: Upper bound on simulated events per run (a runaway run is a failure, not a hang).
 DEFAULT_MAX_EVENTS: Final = 400_000
 #: Fast timings for simulation (the invariants do not depend on them, only run length).
@@ -633,7 +636,7 @@ class Simulation:
             chain = peer.handler.serve_fetch(node.member, action, tuple(chain_list))
         if not self._link_ok(peer.node, node.node, None):
             chain = None
-        delay = 2 * self._base[(node.node, peer.node)]
+        delay = 2 * self._base[(node.node, peer.node)] if chain is not None else FETCH_TIMEOUT_MS
         self._push(self.now + delay, "fetched",
                    (node.node, node.incarnation, peer.node, attempt, chain))
 
