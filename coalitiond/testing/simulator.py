@@ -66,10 +66,12 @@ from ..consensus.messages import (
     verify_message,
 )
 from ..consensus.statements import SignedKind, conflicts
-from ..consensus.types import ZERO_DIGEST, Block, Certificate, Vote
+from ..consensus.types import ZERO_DIGEST, Block, Certificate, CertifiedRoots, Vote
 from ..consensus.voter import Core
+from ..primitives import merkle
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
+from ..primitives.encoding import encode
 from ..primitives.errors import RemoteError
 from ..primitives.identity import digest as blake3_digest
 from .byzantine import CATALOGUE, Behaviour, BehaviourFactory, RawSend
@@ -182,6 +184,10 @@ class SimNode:
     guard: list[GuardRecord] = field(default_factory=list)  # durable
     finalized: list[tuple[Block, Certificate]] = field(default_factory=list)  # durable
     exec_root: bytes = ZERO_DIGEST
+    #: The node's log as a Merkle frontier (durable, like `finalized`): one leaf per command.
+    log: merkle.Frontier = field(default_factory=merkle.Frontier)
+    #: Roots after the last block the node executed (what its restart is rebuilt from).
+    executed: CertifiedRoots | None = None
     crash_cut: int | None = None  # armed torn crash: execute this many actions, then die
     restarted_at: int = 0
     last_final_ms: int = -1
@@ -333,10 +339,11 @@ class Simulation:
             if node.up and node.incarnation == inc:
                 self._step(node, TimerFired(tkind, view))
         elif kind == "execute":
-            idx, inc, height, root = payload
+            idx, inc, roots = payload
             node = self.nodes[idx]
             if node.up and node.incarnation == inc:
-                self._step(node, BlockExecuted(height, root))
+                node.executed = roots
+                self._step(node, BlockExecuted(roots))
         elif kind == "fetched":
             idx, inc, chain = payload
             node = self.nodes[idx]
@@ -388,8 +395,7 @@ class Simulation:
         if wipe_guard:
             node.guard.clear()
         tip, cert = node.finalized[-1] if node.finalized else (None, None)
-        executed = (tip.height, node.exec_root) if tip is not None else None
-        self._boot(node, DurableState(tuple(node.guard), tip, cert, executed, wipe_guard))
+        self._boot(node, DurableState(tuple(node.guard), tip, cert, node.executed, wipe_guard))
 
     # -- network ----------------------------------------------------------------------------
 
@@ -508,8 +514,10 @@ class Simulation:
             ev = Evidence.decode(item)
             node.evidence.add((ev.member, ev.view, ev.kind))
         node.exec_root = blake3_digest(node.exec_root + block.digest)
-        self._push(self.now + EXECUTE_DELAY_MS, "execute",
-                   (node.node, node.incarnation, block.height, node.exec_root))
+        for i, command in enumerate(block.commands):
+            node.log.append(merkle.leaf_hash(encode([block.height, i, command])))
+        roots = CertifiedRoots(block.height, node.exec_root, node.log.size, node.log.root())
+        self._push(self.now + EXECUTE_DELAY_MS, "execute", (node.node, node.incarnation, roots))
         if node.faulty:
             return
         prior = self._final_at.setdefault(block.height, block.digest)
