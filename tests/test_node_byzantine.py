@@ -17,6 +17,7 @@ from coalitiond.consensus.root_evidence import WRONG_ROOT_KIND, WrongRoot
 from coalitiond.consensus.types import Vote, VoteKind
 from coalitiond.log.records import FinalizedBlock
 from coalitiond.node.member import Member
+from coalitiond.testing.byzantine_member import behave
 from coalitiond.transport.router import Channel
 
 pytestmark = pytest.mark.live
@@ -145,20 +146,7 @@ async def test_a_leader_claiming_wrong_roots_is_refused_and_honest_members_never
             await all_reach(members, 3)
             byzantine = members[0]
             assert byzantine.voter is not None
-            core = byzantine.voter.core
-            honest_step = core.step
-
-            def step(event: Any) -> Any:
-                # Its own replica stays right (it votes like anyone); what it proposes lies.
-                executed = core._executed
-                if executed.height > 0:
-                    core._executed = dataclasses.replace(executed, state_root=b"\x66" * 32)
-                try:
-                    return honest_step(event)
-                finally:
-                    core._executed = executed
-
-            core.step = step  # type: ignore[method-assign]
+            behave(byzantine.voter, "bad-root")
             honest = members[1:]
             target = max(m.height for m in members) + 12  # spans several of member 0's views
             await all_reach(honest, target)
@@ -171,8 +159,10 @@ async def test_a_leader_claiming_wrong_roots_is_refused_and_honest_members_never
                 for r in wrong:
                     WrongRoot.decode(r.body).verify(m.committee)
                 await m.store.run(lambda s: s.audit())
-            # No finalised block carries the lie.
+            # Every finalised block's roots are the ones the honest members executed.
             assert honest[0].store is not None
             blocks = await honest[0].store.run(
                 lambda s: [s.block(h) for h in range(1, s.height + 1)])
-            assert all(b.state_root != b"\x66" * 32 for b in blocks)
+            claimed = {b.executed_height: b.roots for b in blocks if b.executed_height}
+            assert all(honest[0].core is not None and
+                       honest[0].core._roots.get(h, r) == r for h, r in claimed.items())

@@ -50,6 +50,7 @@ from ..consensus.events import (
     Start,
     StateDivergence,
     TimerFired,
+    WrongRootFound,
 )
 from ..consensus.evidence import Evidence, EvidenceKind, evidence_kind
 from ..consensus.limits import MAX_VIEWS_AHEAD, MAX_VIEWS_BEHIND
@@ -209,6 +210,8 @@ class SimStats:
     refused_wire: dict[str, int] = field(default_factory=dict)
     refused_core: dict[str, int] = field(default_factory=dict)
     evidence: int = 0
+    #: Wrong-root evidence recorded by honest nodes, by accused member.
+    wrong_roots: dict[int, int] = field(default_factory=dict)
     max_height: int = 0
 
 
@@ -494,6 +497,19 @@ class Simulation:
                 raise self.fail(f"evidence against honest member {ev.member}: {ev.kind.value}")
             node.evidence.add((ev.member, ev.view, ev.kind))
             self.stats.evidence += 1
+        elif isinstance(action, WrongRootFound):
+            wrong = action.evidence
+            try:
+                wrong.verify(self.committee)
+            except RemoteError as exc:
+                raise self.fail(f"node {node.node} produced wrong-root evidence that does not "
+                                f"verify: {exc}") from None
+            if not node.faulty:
+                if wrong.member in self.honest_members:
+                    raise self.fail(f"wrong-root evidence against honest member "
+                                    f"{wrong.member} (view {wrong.view})")
+                self.stats.wrong_roots[wrong.member] = \
+                    self.stats.wrong_roots.get(wrong.member, 0) + 1
         elif isinstance(action, FetchBlocks):
             self._serve_fetch(node, action)
         elif isinstance(action, StateDivergence):
