@@ -45,7 +45,7 @@ from ..consensus.events import (
     Start,
     StateDivergence,
 )
-from ..consensus.messages import Message, encode_message
+from ..consensus.messages import Message, NullificationsRequest, encode_message
 from ..consensus.statements import SignedKind
 from ..consensus.types import Certificate, VoteKind
 from ..consensus.voter import Core
@@ -186,7 +186,8 @@ class Voter:
                  inbox: trio.MemoryReceiveChannel[VoterInput], timers: TimerService,
                  relay_outbox: trio.MemorySendChannel[bytes],
                  fetch_requests: trio.MemorySendChannel[FetchBlocks],
-                 wake_readers: Callable[[], None], status: VoterStatus) -> None:
+                 wake_readers: Callable[[], None], status: VoterStatus,
+                 asked: Callable[[int, NullificationsRequest], None] | None = None) -> None:
         self.committee = committee
         self.me = me
         self.executor = executor
@@ -202,6 +203,8 @@ class Voter:
         self.fetch_requests = fetch_requests
         self.wake_readers = wake_readers
         self.status = status
+        #: Told of every `nullifications?` the core sends, so the verifier admits the answer.
+        self.asked = asked
         self.core = Core(committee, key, core_config, durable,
                          validate_block_commands=self._validate_block_commands,
                          member_commands=drivers.member_commands)
@@ -334,6 +337,8 @@ class Voter:
                     Channel.CONSENSUS, encode_message(self.committee, action.message))
                 await self._sent_nowait()
             elif isinstance(action, Send):
+                if self.asked is not None and isinstance(action.message, NullificationsRequest):
+                    self.asked(action.to, action.message)
                 if action.to != self.me:
                     self.router.send_nowait(
                         Channel.CONSENSUS, self.committee.members[action.to],
