@@ -52,6 +52,8 @@ from coalitiond.consensus.types import (
     genesis_block,
 )
 from coalitiond.consensus.voter import Core
+from coalitiond.node.resolver import SolicitedNullifications
+from coalitiond.node.verifier import Verifier
 from coalitiond.primitives.encoding import encode
 from coalitiond.primitives.errors import RemoteError
 from coalitiond.testing.simulator import Crash, SimConfig, Simulation, make_committee
@@ -341,3 +343,23 @@ def test_a_withholding_server_is_survived_by_asking_the_next_peer(sim_seeds: lis
     sim, seen = run_rejoin(sim_seeds[0], withholder=0)
     assert seen["withheld"] > 0
     the_laggards_vote_was_needed_and_given(sim, seen)
+
+
+# -- the node: only answers to requests the core sent are verified ---------------------------
+
+
+def test_the_node_verifies_only_answers_the_core_asked_for() -> None:
+    solicited = SolicitedNullifications()
+    verifier = Verifier(COMMITTEE, None, None, None, None, None,  # type: ignore[arg-type]
+                        admit=solicited.admit)
+    data = encode_message(COMMITTEE, answer(1, 2, [1, 2]))
+    one, two = COMMITTEE.members[1], COMMITTEE.members[2]
+    assert verifier._decode([(one, data)]) == []  # nobody asked member 1
+    solicited.asked(1, NullificationsRequest(1, 2))
+    assert verifier._decode([(two, data)]) == []  # member 2 was not asked
+    assert [i for i, _ in verifier._decode([(one, data)])] == [1]
+    assert verifier._decode([(one, data)]) == []  # one answer per request
+    solicited.asked(1, NullificationsRequest(3, 4))
+    assert verifier._decode([(one, data)]) == []  # not the range asked for
+    other = encode_message(COMMITTEE, Nullification(null(1)))
+    assert [i for i, _ in verifier._decode([(one, other)])] == [1]
