@@ -176,6 +176,16 @@ def test_answers_nobody_asked_for_are_dropped_unread() -> None:
     assert catchup.missing_nullifications(0, VIEW, c._views) == (1, 256)
 
 
+def test_certificates_outside_the_range_asked_for_are_not_kept() -> None:
+    """Decoding refuses them already; the core does not rely on it (its events may come
+    from anywhere that builds them)."""
+    c, _, _ = laggard_with_proposal()
+    actions = c.step(MessageReceived(1, NullificationsAnswer(1, 256, (null(1), null(299)))))
+    assert [a.reason for a in actions if isinstance(a, Refused)] == [
+        "fetched nullification for view 299 was not asked for"]
+    assert catchup.missing_nullifications(0, VIEW, c._views) == (2, 257)
+
+
 def test_a_forged_or_short_certificate_never_reaches_the_core() -> None:
     good = null(5)
     forged = dataclasses.replace(good, signatures=(

@@ -100,7 +100,7 @@ class NullificationFetch:
     `view` is the view whose waiting proposal needs the nullifications; `first..last` the
     range asked of member `peer`; `seq` numbers the request (its FETCH timer carries it);
     `fruitless` counts peers asked in a row that brought nothing new; `open` is False once
-    the request was answered or timed out."""
+    the request was answered (`answered`) or timed out."""
 
     view: int
     first: int
@@ -109,6 +109,7 @@ class NullificationFetch:
     seq: int
     fruitless: int = 0
     open: bool = True
+    answered: bool = False
 
 
 def missing_nullifications(parent_view: int, view: int,
@@ -134,7 +135,7 @@ def next_fetch(previous: NullificationFetch | None, view: int, proposer: int, me
     if previous is not None and previous.view == view:
         if previous.open:
             return None
-        if wanted[0] > previous.first:
+        if previous.answered and wanted[0] > previous.first:
             return NullificationFetch(view, wanted[0], wanted[1], previous.peer, seq)
         fruitless = previous.fruitless + 1
         if fruitless >= n - 1:

@@ -729,6 +729,7 @@ class Core:
             self._refuse(sender, "nullifications answer to no open request")
             return
         f.open = False
+        f.answered = True
         for cert in msg.certificates:
             if cert.kind is not VoteKind.NULLIFY or cert.epoch != self.committee.epoch or \
                     not f.first <= cert.view <= f.last:
