@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 
@@ -54,6 +55,7 @@ from coalitiond.consensus.types import (
 from coalitiond.consensus.voter import Core
 from coalitiond.node.resolver import SolicitedNullifications
 from coalitiond.node.verifier import Verifier
+from coalitiond.node.voter import Voter
 from coalitiond.primitives.encoding import encode
 from coalitiond.primitives.errors import RemoteError
 from coalitiond.testing.simulator import Crash, SimConfig, Simulation, make_committee
@@ -373,3 +375,25 @@ def test_the_node_verifies_only_answers_the_core_asked_for() -> None:
     assert verifier._decode([(one, data)]) == []  # not the range asked for
     other = encode_message(COMMITTEE, Nullification(null(1)))
     assert [i for i, _ in verifier._decode([(one, other)])] == [1]
+
+
+async def test_the_node_voter_tells_the_verifier_what_the_core_asked_for() -> None:
+    """The round loop reports each `nullifications?` it sends, so the answer is admitted."""
+    solicited = SolicitedNullifications()
+    sent: list[bytes] = []
+
+    class Round:
+        committee = COMMITTEE
+        me = 3
+        asked = solicited.asked
+        router = SimpleNamespace(send_nowait=lambda channel, peer, data: sent.append(peer))
+
+        async def _sent_nowait(self) -> None:
+            pass
+
+        async def _apply_finalized(self, items: object) -> list[object]:
+            return []
+
+    await Voter._execute(Round(), [Send(1, NullificationsRequest(1, 2))])  # type: ignore[arg-type]
+    assert sent == [COMMITTEE.members[1]]
+    assert solicited.admit(1, answer(1, 2, [1, 2]))
