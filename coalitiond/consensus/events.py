@@ -77,11 +77,13 @@ class DurableState:
 
 
 class TimerKind(enum.IntEnum):
-    """The core's timers (docs/protocol.md §3.5, §6): never cancelled, only outlived."""
+    """The core's timers (docs/protocol.md §3.5, §6, §9): never cancelled, only outlived.
+    A FETCH timer's `view` is the number of the `nullifications?` request it times out."""
 
     LEADER = 0
     VIEW = 1
     BATCH = 2
+    FETCH = 3
 
 
 @dataclass(frozen=True, slots=True)

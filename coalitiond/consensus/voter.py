@@ -75,6 +75,8 @@ from .messages import (
     Message,
     Notarization,
     Nullification,
+    NullificationsAnswer,
+    NullificationsRequest,
     Proposal,
     ProposalHeader,
     SyncRequest,
@@ -207,6 +209,11 @@ class Core:
         #: Amnesia (docs/protocol.md §8): None and amnesiac → sign nothing yet.
         self._amnesiac = durable.guard_lost
         self._abstain_through: int | None = None
+        #: Fetching nullifications by view (docs/protocol.md §9): our one open request, the
+        #: number of the last one, and how many answers each member got from us in a view.
+        self._fetch: catchup.NullificationFetch | None = None
+        self._fetch_seq = 0
+        self._fetch_served: dict[int, tuple[int, int]] = {}
         self._out: list[Action] = []
 
     # -- public ---------------------------------------------------------------------------
@@ -325,6 +332,9 @@ class Core:
             self._try_propose()
 
     def _on_timer(self, kind: TimerKind, view: int) -> None:
+        if kind is TimerKind.FETCH:
+            self._on_fetch_timeout(view)
+            return
         if view != self.view:
             return  # stale timer: timers are never cancelled, only outlived
         s = self._vs(view)
@@ -342,6 +352,8 @@ class Core:
                 self._nullify(view)
             if s.view_timer_fired > 1:
                 self._rebroadcast(view)
+                if catchup.restart_fetch(self._fetch, view):
+                    self._progress()
             self._emit(SetTimer(TimerKind.VIEW, view,
                                 self._backoff(self.config.view_timeout_ms)))
             if self._pending_final is not None:
@@ -455,6 +467,10 @@ class Core:
                                  formed=False)
         elif isinstance(msg, SyncRequest):
             self._on_sync_request(sender, msg.view)
+        elif isinstance(msg, NullificationsRequest):
+            self._serve_nullifications(sender, msg)
+        elif isinstance(msg, NullificationsAnswer):
+            self._on_nullifications(sender, msg)
         else:
             self._on_evidence(sender, msg.evidence)
 
@@ -537,6 +553,7 @@ class Core:
                 # without this a member that missed them could never vote again.
                 s.enter(Phase.SYNC_ASKED)
                 self._emit(Send(b.proposer, SyncRequest(v)))
+            self._fetch_nullifications(b)
             return
         s.proposal = b
         self._blocks[b.digest] = b
@@ -603,7 +620,8 @@ class Core:
         if cert.epoch != self.committee.epoch or cert.view == 0:
             self._refuse(sender, f"certificate for epoch {cert.epoch} view {cert.view}")
             return
-        if cert.view < self.view - MAX_VIEWS_BEHIND and cert.kind is not VoteKind.FINALIZE:
+        if cert.view < self.view - MAX_VIEWS_BEHIND and cert.kind is not VoteKind.FINALIZE \
+                and not self._needed_by_waiting(cert):
             return  # old news
         self._max_view_seen = max(self._max_view_seen, cert.view)
         if self._amnesiac and self._abstain_through is None:
@@ -663,6 +681,92 @@ class Core:
             self._advance_past(cert.view)
         if cert.view < self.view:
             self._progress()
+
+    # -- fetching nullifications by view (docs/protocol.md §9) ------------------------------
+
+    def _waiting_parent_view(self) -> tuple[Block, int] | None:
+        """The current view's waiting proposal and its parent's view, if the parent is known."""
+        s = self._views.get(self.view)
+        if s is None or s.waiting is None or s.proposal is not None:
+            return None
+        b = s.waiting.block
+        parent = self.tip if b.parent == self.tip.digest else self._blocks.get(b.parent)
+        return None if parent is None else (b, parent.view)
+
+    def _needed_by_waiting(self, cert: Certificate) -> bool:
+        """An old certificate the current view's waiting proposal needs: its parent's
+        notarisation, or a nullification of a view between the parent and it (§9)."""
+        s = self._views.get(self.view)
+        if s is None or s.waiting is None or s.proposal is not None:
+            return False
+        if cert.kind is VoteKind.NOTARIZE:
+            return cert.digest == s.waiting.block.parent
+        known = self._waiting_parent_view()
+        return cert.kind is VoteKind.NULLIFY and known is not None and \
+            known[1] < cert.view < known[0].view
+
+    def _fetch_nullifications(self, block: Block) -> None:
+        """The proposal `block` of our view waits: if views between its (known) parent and
+        it lack nullifications, ask one peer for the next page of them (§9)."""
+        known = self._waiting_parent_view()
+        if known is None or known[0].digest != block.digest:
+            return
+        wanted = catchup.missing_nullifications(known[1], block.view, self._views)
+        if wanted is None:
+            return
+        fetch = catchup.next_fetch(self._fetch, self.view, block.proposer, self.me,
+                                   self.committee.n, wanted, self._fetch_seq + 1)
+        if fetch is None:
+            return
+        self._fetch_seq += 1
+        self._fetch = fetch
+        self._emit(Send(fetch.peer, NullificationsRequest(fetch.first, fetch.last)))
+        self._emit(SetTimer(TimerKind.FETCH, fetch.seq, self.config.leader_timeout_ms))
+
+    def _on_fetch_timeout(self, seq: int) -> None:
+        """No answer in time: the peer is slow, down, or withholding; ask the next one."""
+        f = self._fetch
+        if f is None or f.seq != seq or not f.open:
+            return
+        f.open = False
+        if f.view == self.view:
+            self._progress()
+
+    def _on_nullifications(self, sender: int | None, msg: NullificationsAnswer) -> None:
+        """Only the asked peer's answer to the open request counts: anything else is late or
+        unsolicited, and dropped unread (a peer cannot make us keep certificates we did not
+        ask for). Every certificate was verified by the shell; a view counts as nullified
+        only on one (§9)."""
+        f = self._fetch
+        if f is None or not f.open or sender != f.peer or (msg.first, msg.last) != (f.first,
+                                                                                    f.last):
+            self._refuse(sender, "nullifications answer to no open request")
+            return
+        f.open = False
+        f.answered = True
+        for cert in msg.certificates:
+            if cert.kind is not VoteKind.NULLIFY or cert.epoch != self.committee.epoch or \
+                    not f.first <= cert.view <= f.last:
+                self._refuse(sender, f"fetched nullification for view {cert.view} was not "
+                                     "asked for")
+                continue
+            if cert.view <= self.tip.view:
+                continue
+            ws = self._vs(cert.view)
+            if ws.nullification is None:
+                ws.nullification = cert
+        if f.view == self.view:
+            self._progress()
+
+    def _serve_nullifications(self, sender: int | None, msg: NullificationsRequest) -> None:
+        """Answer a member's `nullifications?` with what we hold, a bounded number of times
+        per member and view (§9, §10)."""
+        if sender is None or sender == self.me or not 0 <= sender < self.committee.n:
+            return
+        if not catchup.may_answer_fetch(self._fetch_served, sender, self.view):
+            self._refuse(sender, "nullifications? beyond the answers per view")
+            return
+        self._emit(Send(sender, catchup.nullifications_answer(msg, self._views)))
 
     # -- finalisation and catch-up --------------------------------------------------------
 

@@ -46,7 +46,7 @@ from ..consensus.events import (
     StateDivergence,
     WrongRootFound,
 )
-from ..consensus.messages import Message, encode_message
+from ..consensus.messages import Message, NullificationsRequest, encode_message
 from ..consensus.root_evidence import WRONG_ROOT_KIND
 from ..consensus.statements import SignedKind
 from ..consensus.types import Certificate, CertifiedRoots, VoteKind
@@ -190,7 +190,8 @@ class Voter:
                  inbox: trio.MemoryReceiveChannel[VoterInput], timers: TimerService,
                  relay_outbox: trio.MemorySendChannel[bytes],
                  fetch_requests: trio.MemorySendChannel[FetchBlocks],
-                 wake_readers: Callable[[], None], status: VoterStatus) -> None:
+                 wake_readers: Callable[[], None], status: VoterStatus,
+                 asked: Callable[[int, NullificationsRequest], None] | None = None) -> None:
         self.committee = committee
         self.me = me
         self.executor = executor
@@ -206,6 +207,8 @@ class Voter:
         self.fetch_requests = fetch_requests
         self.wake_readers = wake_readers
         self.status = status
+        #: Told of every `nullifications?` the core sends, so the verifier admits the answer.
+        self.asked = asked
         self.core = Core(committee, key, core_config, durable,
                          validate_block_commands=self._validate_block_commands,
                          member_commands=drivers.member_commands)
@@ -338,6 +341,8 @@ class Voter:
                     Channel.CONSENSUS, encode_message(self.committee, action.message))
                 await self._sent_nowait()
             elif isinstance(action, Send):
+                if self.asked is not None and isinstance(action.message, NullificationsRequest):
+                    self.asked(action.to, action.message)
                 if action.to != self.me:
                     self.router.send_nowait(
                         Channel.CONSENSUS, self.committee.members[action.to],
