@@ -194,6 +194,13 @@ def _offline_checks(tmp_path: Path, spec: CommitteeSpec, keys: list[SigningKey],
         ("a note of another height",
          lambda x: replace(x, note=replace(cp, height=cp.height + 1).sign(keys[0])),
          r"headers\[0\]: is not the block the note names"),
+        ("the note's block swapped for another header, the note re-signed to name it",
+         lambda x: replace(x, headers=(replace(x.headers[0], proposer=x.headers[0].proposer
+                                               + 1), *x.headers[1:]),
+                           note=replace(cp, block_digest=replace(
+                               x.headers[0], proposer=x.headers[0].proposer + 1).digest)
+                           .sign(keys[0])),
+         r"headers\[1\]: block .* does not link to block"),
         ("no certifier among the headers", lambda x: replace(x, certifier=cp.height),
          "would rest on one member's signature"),
         ("the last header dropped", lambda x: replace(x, headers=x.headers[:-1]),
