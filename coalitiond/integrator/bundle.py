@@ -242,7 +242,8 @@ def _leaf_fields(leaf: bytes, index: int) -> tuple[int, int, bytes, int, bytes]:
 
 
 # ---------------------------------------------------------------------------------------
-# Making a bundle from a member's read API (every answer checked before use)
+# Making a bundle from a member's read API (the checkpoint and proof checked as the client
+# checks them; the entry's header by `verify_bundle`, through the digest its leaf names)
 
 Request = tuple[str, dict[str, str]]
 
