@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from ..components.base import BadStateProof, check_state_proof
 from ..consensus.evidence import Evidence
+from ..consensus.root_evidence import WRONG_ROOT_KIND, WrongRoot
 from ..consensus.types import Block, Certificate, InvalidCertificate, Vote, VoteKind
 from ..log.chain import ChainVerifier, check_certificate
 from ..log.checkpoint import Checkpoint, CheckpointError, key_name, split_note, verify_checkpoint
@@ -346,13 +347,20 @@ class AnswerVerifier:
                                    "leaf says")
         return rebuilt, leaf, unproven
 
-    def evidence(self, obj: Any) -> list[Evidence]:
-        out = []
+    def evidence(self, obj: Any) -> list[Evidence | WrongRoot]:
+        """Equivocation evidence (two conflicting statements), and wrong-root evidence (a
+        proposal claiming roots that differ from the recording member's, docs/protocol.md
+        §7), each verified against the committee."""
+        out: list[Evidence | WrongRoot] = []
         for k, item in enumerate(expect_field(obj, "evidence", list, "evidence")):
             w = f"evidence record {k}"
             body = expect_field(item, "body", bytes, w)
+            ev: Evidence | WrongRoot
             try:
-                ev = Evidence.decode(body)
+                if expect_field(item, "kind", str, w) == WRONG_ROOT_KIND:
+                    ev = WrongRoot.decode(body)
+                else:
+                    ev = Evidence.decode(body)
                 ev.verify(self.committee)
             except RemoteError as e:
                 raise BadEvidence(f"{w}: {e}") from None
