@@ -143,6 +143,8 @@ def test_byzantine_catalogue(behaviour: str, sim_seeds: list[int],
         if equivocates:
             assert honest_evidence, f"seed={sim.seed}: no evidence against {behaviour}"
             assert {m for m, _, _ in honest_evidence} == {1}
+        if behaviour == "bad-root":  # refused by its voters, who never diverge (§7)
+            assert set(sim.stats.wrong_roots) == {1}, f"seed={sim.seed}: {sim.stats}"
 
 
 @pytest.mark.parametrize("name", list(AT_THE_BOUND))

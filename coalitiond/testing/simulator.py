@@ -52,6 +52,7 @@ from ..consensus.events import (
     StateDivergence,
     TimerFired,
     ValidationHook,
+    WrongRootFound,
     accept_all,
 )
 from ..consensus.evidence import Evidence, EvidenceKind, evidence_kind
@@ -69,10 +70,12 @@ from ..consensus.messages import (
     verify_message,
 )
 from ..consensus.statements import SignedKind, conflicts
-from ..consensus.types import ZERO_DIGEST, Block, Certificate, Vote, VoteKind
+from ..consensus.types import ZERO_DIGEST, Block, Certificate, CertifiedRoots, Vote, VoteKind
 from ..consensus.voter import Core
+from ..primitives import merkle
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
+from ..primitives.encoding import encode
 from ..primitives.errors import RemoteError
 from ..primitives.identity import digest as blake3_digest
 from .byzantine import CATALOGUE, Behaviour, BehaviourFactory, RawSend, message_view
@@ -196,6 +199,13 @@ class SimNode:
     finalized: list[tuple[Block, Certificate]] = field(default_factory=list)
     durable: int = 0
     exec_root: bytes = ZERO_DIGEST  # after executing the durable blocks
+    #: The node's log as a Merkle frontier (durable, like the stored blocks): one leaf per
+    #: command of each stored block.
+    log: merkle.Frontier = field(default_factory=merkle.Frontier)
+    #: Roots after the last stored block (what a restart replays the log to).
+    durable_roots: CertifiedRoots | None = None
+    #: Roots after the last block the node executed.
+    executed: CertifiedRoots | None = None
     crash_cut: int | None = None  # armed torn crash: execute this many actions, then die
     #: Catch-up as node/resolver.py's fetcher: one request at a time, one more queued (later
     #: ones dropped), peers asked in turn until one answer verifies.
@@ -222,6 +232,8 @@ class SimStats:
     refused_wire: dict[str, int] = field(default_factory=dict)
     refused_core: dict[str, int] = field(default_factory=dict)
     evidence: int = 0
+    #: Wrong-root evidence recorded by honest nodes, by accused member.
+    wrong_roots: dict[int, int] = field(default_factory=dict)
     max_height: int = 0
 
 
@@ -364,10 +376,11 @@ class Simulation:
             if node.up and node.incarnation == inc:
                 self._step(node, TimerFired(tkind, view))
         elif kind == "execute":
-            idx, inc, height, root = payload
+            idx, inc, roots = payload
             node = self.nodes[idx]
             if node.up and node.incarnation == inc:
-                self._step(node, BlockExecuted(height, root))
+                node.executed = roots
+                self._step(node, BlockExecuted(roots))
         elif kind == "fetched":
             idx, inc, src, attempt, chain = payload
             node = self.nodes[idx]
@@ -418,8 +431,8 @@ class Simulation:
             node.guard.clear()
         del node.finalized[node.durable:]  # finalised but not yet stored: lost
         tip, cert = node.finalized[-1] if node.finalized else (None, None)
-        executed = (tip.height, node.exec_root) if tip is not None else None
-        self._boot(node, DurableState(tuple(node.guard), tip, cert, executed, wipe_guard))
+        node.executed = node.durable_roots  # recovery replays the stored blocks
+        self._boot(node, DurableState(tuple(node.guard), tip, cert, node.executed, wipe_guard))
 
     # -- network ----------------------------------------------------------------------------
 
@@ -538,6 +551,19 @@ class Simulation:
                 raise self.fail(f"evidence against honest member {ev.member}: {ev.kind.value}")
             node.evidence.add((ev.member, ev.view, ev.kind))
             self.stats.evidence += 1
+        elif isinstance(action, WrongRootFound):
+            wrong = action.evidence
+            try:
+                wrong.verify(self.committee)
+            except RemoteError as exc:
+                raise self.fail(f"node {node.node} produced wrong-root evidence that does not "
+                                f"verify: {exc}") from None
+            if not node.faulty:
+                if wrong.member in self.honest_members:
+                    raise self.fail(f"wrong-root evidence against honest member "
+                                    f"{wrong.member} (view {wrong.view})")
+                self.stats.wrong_roots[wrong.member] = \
+                    self.stats.wrong_roots.get(wrong.member, 0) + 1
         elif isinstance(action, FetchBlocks):
             self._serve_fetch(node, action)
         elif isinstance(action, StateDivergence):
@@ -562,8 +588,13 @@ class Simulation:
             # Stored (node/journal.py `take_blocks`), then executed (node/voter.py).
             for stored, _ in node.finalized[node.durable:]:
                 node.exec_root = blake3_digest(node.exec_root + stored.digest)
+                for i, command in enumerate(stored.commands):
+                    node.log.append(merkle.leaf_hash(encode([stored.height, i, command])))
+                roots = CertifiedRoots(stored.height, node.exec_root, node.log.size,
+                                       node.log.root())
+                node.durable_roots = roots
                 self._push(self.now + EXECUTE_DELAY_MS, "execute",
-                           (node.node, node.incarnation, stored.height, node.exec_root))
+                           (node.node, node.incarnation, roots))
             node.durable = len(node.finalized)
         if node.faulty:
             return
