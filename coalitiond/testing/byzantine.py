@@ -91,9 +91,10 @@ class Behaviour:
     def extra(self, event: Event) -> list[Action | RawSend]:
         return []
 
-    def serve_fetch(self, requester: int, request: FetchBlocks, chain: FetchedChain
-                    ) -> FetchedChain | None:
-        """Answer a peer's fetch (`chain`: what an honest store serves); None: no answer."""
+    def serve_fetch(self, requester: int, request: FetchBlocks, chain: FetchedChain,
+                    stored: FetchedChain) -> FetchedChain | None:
+        """Answer a peer's fetch; None: no answer. `chain` is what an honest store serves,
+        `stored` every stored block from the first height asked for."""
         return chain
 
     def others(self) -> list[int]:
@@ -114,7 +115,8 @@ def _fake_digest(digest: bytes) -> bytes:
 def child_of(parent: Block, view: int, proposer: int, commands: tuple[bytes, ...]) -> Block:
     """A block on `parent` that keeps the parent's state-root claim (valid content)."""
     return Block(parent.epoch, parent.height + 1, view, parent.digest, proposer, commands,
-                 parent.executed_height, parent.state_root, ())
+                 parent.executed_height, parent.state_root, (), parent.log_size,
+                 parent.log_root)
 
 
 def forged_finality(b: Behaviour, parent: Block, copies: int | None = None
@@ -414,10 +416,10 @@ class ForkSeeker(Behaviour):
 
 
 class LyingFetchServer(Behaviour):
-    """Votes honestly; answers every block fetch with a lie or nothing, each in turn: the
-    run without its first block (it does not extend the asker's tip), a made-up block under a
-    certificate of its own signature repeated to a quorum, the real certificate on a made-up
-    block, a made-up block under its one signature, or no answer at all."""
+    """Votes honestly; answers every block fetch with a lie or nothing, each in turn: every
+    block it stores after the first one asked for (it does not extend the asker's tip), a
+    made-up block under a certificate of its own signature repeated to a quorum, the real
+    certificate on a made-up block, a made-up block under its one signature, or no answer."""
 
     name = "lying-fetch-server"
     LIES: Final = ("unlinked", "duplicate-signer", "wrong-block", "own-signature", "withhold")
@@ -426,18 +428,16 @@ class LyingFetchServer(Behaviour):
         super().__init__(core, rng)
         self._answered = 0
 
-    def serve_fetch(self, requester: int, request: FetchBlocks, chain: FetchedChain
-                    ) -> FetchedChain | None:
+    def serve_fetch(self, requester: int, request: FetchBlocks, chain: FetchedChain,
+                    stored: FetchedChain) -> FetchedChain | None:
         lie = self.LIES[self._answered % len(self.LIES)]
         self._answered += 1
         if not chain or lie == "withhold":
             return None
         first, cert = chain[0]
-        made_up = Block(first.epoch, first.height, first.view, first.parent, first.proposer,
-                        (b"lie/%d" % first.height,), first.executed_height, first.state_root,
-                        ())
-        if lie == "unlinked" and len(chain) > 1:
-            return chain[1:]
+        made_up = dataclasses.replace(first, commands=(b"lie/%d" % first.height,))
+        if lie == "unlinked" and len(stored) > 1:
+            return stored[1:]  # valid blocks and certificates, one height missing
         if lie == "wrong-block":
             return ((made_up, cert),)
         copies = 1 if lie == "own-signature" else self.committee.quorum

@@ -312,6 +312,8 @@ class Simulation:
     def _boot(self, node: SimNode, durable: DurableState) -> None:
         core = Core(self.committee, node.key, self.config.core, durable,
                     validate_block_commands=self._validation(node))
+        # The resolver asks its links in the order they came up: any peer may be first.
+        node.fetch_turn = self._fetch.randrange(len(self.nodes))
         if node.behaviour != "honest":
             factory: BehaviourFactory = CATALOGUE[node.behaviour]
             node.handler = factory(core, random.Random(f"{self.seed}:byz:{node.node}"))
@@ -664,7 +666,9 @@ class Simulation:
             chain_list.append((block, cert))
         chain: tuple[tuple[Block, Certificate], ...] | None = tuple(chain_list)
         if isinstance(peer.handler, Behaviour):
-            chain = peer.handler.serve_fetch(node.member, action, tuple(chain_list))
+            stored = tuple(f for f in peer.finalized[:peer.durable]
+                           if f[0].height >= action.from_height)
+            chain = peer.handler.serve_fetch(node.member, action, tuple(chain_list), stored)
         if not self._link_ok(peer.node, node.node, None):
             chain = None
         delay = 2 * self._base[(node.node, peer.node)] if chain is not None else FETCH_TIMEOUT_MS
