@@ -33,6 +33,7 @@ from ..consensus.messages import (
     Message,
     Notarization,
     Nullification,
+    NullificationsAnswer,
     Proposal,
 )
 from ..consensus.types import ZERO_DIGEST, Block, Certificate, Vote, VoteKind, genesis_block
@@ -87,6 +88,10 @@ class Oracle:
                 self.learn_block(msg.block)
         elif isinstance(msg, Nullification):
             self.learn_certificate(msg.certificate)
+        elif isinstance(msg, NullificationsAnswer):
+            for cert in msg.certificates:
+                if cert.kind is VoteKind.NULLIFY:
+                    self.learn_certificate(cert)
 
     def learn_chain(self, chain: Sequence[tuple[Block, Certificate]]) -> None:
         """A fetched run of finalised blocks that verified."""
@@ -116,6 +121,11 @@ class Oracle:
             return f"vote for epoch {msg.epoch}"
         if isinstance(msg, Notarization | Finalization | Nullification):
             return self.certificate_refusal(msg.certificate)
+        if isinstance(msg, NullificationsAnswer):
+            for cert in msg.certificates:
+                refusal = self.certificate_refusal(cert)
+                if refusal is not None:
+                    return refusal
         return None
 
     def notarize_refusal(self, digest: bytes) -> str | None:
