@@ -88,9 +88,11 @@ def catalogue_config(behaviour: str) -> Callable[[int], SimConfig]:
 
 
 def at_the_bound_config(byzantine: tuple[tuple[int, str], ...]) -> Callable[[int], SimConfig]:
+    """Ends once every honest member finalised 10 blocks after the heal (or at 20 s): long
+    enough for attackers that need their turn as leader."""
     return lambda s: SimConfig(seed=s, n=5, byzantine=byzantine,
                                network=NetworkConfig(drop=0.1, duplicate=0.1), gst_ms=2000,
-                               max_time_ms=20_000)
+                               max_time_ms=20_000, target_new_blocks=10)
 
 
 def catch_up_from_liar(seed: int) -> SimConfig:

@@ -336,10 +336,11 @@ class ForkSeeker(Behaviour):
     signs a notarise vote for each, so that any honest vote completes a certificate. It sends
     its valid proposal to a member only once that member has shown what it made of the stale
     ones (a sync request: it waited, as it must; a vote: it did not), or after
-    `FORK_HOLD_INPUTS` inputs. In about `PLANT_SHARE` of the views it leads it instead plants
-    an un-notarised block for the next leader: its proposal goes to half of the others and it
-    withholds its own vote, so the view is nullified while some members hold the block (a
-    second fork-seeker leading the next view then proposes on it)."""
+    `FORK_HOLD_INPUTS` inputs. In about `PLANT_SHARE` of the views it leads (never when it
+    holds an un-notarised block to build on) it instead plants an un-notarised block for the
+    next leader: its proposal goes to half of the others and it withholds its own vote, so the
+    view is nullified while some members hold the block (a second fork-seeker leading the
+    next view then proposes on it)."""
 
     name = "fork-seeker"
 
@@ -366,11 +367,11 @@ class ForkSeeker(Behaviour):
 
     def _lead(self, proposal: Proposal) -> list[Action | RawSend]:
         block = proposal.block
-        if self.rng.random() < PLANT_SHARE:
+        stale = self.stale_parents(block)
+        if not any(self._unnotarised(b) for b in stale) and self.rng.random() < PLANT_SHARE:
             self._planted = [*self._planted[-(MAX_PLANTED - 1):], block.digest]
             self.plants += 1
             return [Send(i, proposal) for i in self.halves()[0]]
-        stale = self.stale_parents(block)
         if not stale:
             return [Broadcast(proposal)]
         out: list[Action | RawSend] = []
@@ -393,6 +394,10 @@ class ForkSeeker(Behaviour):
                  and b.view < block.view and b.height >= core.tip.height]
         stale.sort(key=lambda b: (-b.view, b.digest))
         return stale[:MAX_STALE_PARENTS]
+
+    def _unnotarised(self, block: Block) -> bool:
+        s = self.core._views.get(block.view)
+        return s is None or s.notarization is None or s.notarization.digest != block.digest
 
     def _release_all(self) -> list[Action | RawSend]:
         held, waiting = self._held, self._waiting
