@@ -174,6 +174,10 @@ def _other_epoch_vote(p: Patcher) -> None:
         """)
 
 
+def _roots_unchecked(p: Patcher) -> None:
+    p.set(rules, "check_roots", lambda claimed, parent, mine, executed: rules.Verdict.VALID)
+
+
 def _fetched_not_linked(p: Patcher) -> None:
     p.set(catchup, "fetched_refusal", lambda block, tip: None)
 
@@ -208,6 +212,9 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
              "accept, types.Vote.verify without its epoch clause (each alone is an "
              "equivalent mutant: the others refuse)",
              _other_epoch_vote),
+    Mutation("roots-unchecked",
+             "rules.check_roots → VALID (§7: a proposal's certified roots are notarised "
+             "without being checked)", _roots_unchecked),
     Mutation("fetched-not-linked",
              "catchup.fetched_refusal → None (a fetched block need not extend the tip)",
              _fetched_not_linked),

@@ -20,7 +20,7 @@ REQUIRED = {"skipped-view-nullification", "unnotarised-parent", "quorum-off-by-o
             "duplicate-signer", "other-epoch-vote"}
 
 WATCHED = [(rules, "skipped_views_nullified"), (rules, "check_proposal"),
-           (rules, "statement_refusal"), (rules, "may_finalize_vote"), (rules, "conflicts"),
+           (rules, "check_roots"), (rules, "statement_refusal"), (rules, "may_finalize_vote"), (rules, "conflicts"),
            (committee_module, "quorum_size"), (voter.Core, "__init__"),
            (messages, "verify_fetched"), (messages, "_check_epoch"),
            (simulator, "verify_fetched"), (types.Certificate, "check_signers"),
