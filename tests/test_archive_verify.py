@@ -39,11 +39,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     _build(root / "a", chain, 0, items)
     _build(root / "prefix", chain, 2, items[:4])
     # A fork at height 5, same view: members 1..3 signed both sides (equivocation).
-    fork = ChainBuilder(5)
-    fork.head, fork.view = items[3].block, items[3].block.view
-    alt = fork.block([b"the other history"], view=items[4].block.view)
+    alt = chain.block([b"the other history"], parent=items[3].block, view=items[4].block.view)
     _build(root / "fork", chain, 1,
-           [*items[:4], fork.certify(alt, signers=[1, 2, 3, 4], all_votes=False)])
+           [*items[:4], chain.certify(alt, signers=[1, 2, 3, 4], all_votes=False)])
     for name in ("a", "prefix", "fork"):
         assert main(["export", "--data-dir", str(root / name), "--out",
                      str(root / f"{name}.arc")]) == 0

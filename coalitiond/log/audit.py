@@ -2,15 +2,19 @@
 
 Fed one FinalizedBlock at a time (from a store or an archive), it checks the hash chain,
 certificates (q distinct committee members, valid signatures), every collected vote, the
-entries against the block's commands, and each checkpoint (signature, size, root, committee,
-epoch, height, block digest) against the Merkle tree it rebuilds. The first problem raises
-AuditFailure naming the height, the entry index when there is one, and what failed.
+entries against the block's commands, each checkpoint (signature, size, root, committee,
+epoch, height, block digest) against the Merkle tree it rebuilds, and the log roots each block
+certifies (`executed_height`, `log_size`, `log_root`, docs/protocol.md §7) against the tree
+at that height. The first problem raises AuditFailure naming the height, the entry index when
+there is one, and what failed.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from ..consensus.types import (
     Certificate,
@@ -23,6 +27,11 @@ from ..primitives.errors import CoalitiondError
 from ..primitives.merkle import Frontier, leaf_hash
 from .checkpoint import CheckpointError, verify_checkpoint
 from .records import FinalizedBlock, entry_leaf
+
+#: Tree (size, root) remembered per height to check the roots later blocks certify. Honest
+#: voters never certify a height older than the roots they keep (1024), so a block that
+#: names one older than this window cannot be in a committee's chain.
+ROOTS_WINDOW: Final = 65_536
 
 
 class AuditFailure(CoalitiondError):
@@ -67,6 +76,8 @@ class LogAuditor:
         self.summary = AuditSummary(0, 0, self.tree.root(), genesis.digest)
         #: Heights notarised but not (yet) finalised by a descendant's finalize certificate.
         self.pending: list[int] = []
+        #: The tree (size, root) after each of the last ROOTS_WINDOW heights.
+        self.tree_at: OrderedDict[int, tuple[int, bytes]] = OrderedDict([(0, (0, self.tree.root()))])
 
     def feed(self, fb: FinalizedBlock) -> None:
         s = self.summary
@@ -83,6 +94,14 @@ class LogAuditor:
                        f"({s.head_digest.hex()[:16]}): the hash chain is broken")
         if b.epoch != self.committee.epoch:
             raise fail(f"block epoch {b.epoch}, committee epoch {self.committee.epoch}")
+        certified = self.tree_at.get(b.executed_height)
+        if certified is None:
+            raise fail(f"the block certifies the log at height {b.executed_height}, more than "
+                       f"{ROOTS_WINDOW} heights back")
+        if certified != (b.log_size, b.log_root):
+            raise fail(f"the block certifies log size {b.log_size} root "
+                       f"{b.log_root.hex()[:16]} at height {b.executed_height}; the log there "
+                       f"has size {certified[0]} root {certified[1].hex()[:16]}")
         for cert, kind in ((fb.finalization, VoteKind.FINALIZE),
                            (fb.notarization, VoteKind.NOTARIZE)):
             if cert is not None:
@@ -123,6 +142,9 @@ class LogAuditor:
                 self.committee.committee_id, b.epoch, h, b.digest):
             raise fail("checkpoint names another committee, epoch, height or block")
         s.height, s.head_digest, s.root = h, b.digest, root
+        self.tree_at[h] = (s.entries, root)
+        if len(self.tree_at) > ROOTS_WINDOW:
+            self.tree_at.popitem(last=False)
         s.blocks += 1
 
     def _check_certificate(self, fail: Callable[..., AuditFailure], cert: Certificate, kind: VoteKind,
