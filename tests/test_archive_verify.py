@@ -14,9 +14,9 @@ import pytest
 from coalitiond.cli import main
 from coalitiond.consensus.types import Block, Certificate, Vote, VoteKind
 from coalitiond.log import EvidenceRecord, Store, StoreCorrupt, entry_leaf
-from coalitiond.log.records import entry_leaves
 from coalitiond.log.archive import MAGIC, verify_archive
 from coalitiond.log.checkpoint import Checkpoint, key_name, sign_note, split_note
+from coalitiond.log.records import entry_leaves
 from coalitiond.primitives.encoding import decode, encode
 from coalitiond.testing.chain import ChainBuilder
 from coalitiond.verify import inclusion_proof, verify_checkpoint, verify_inclusion

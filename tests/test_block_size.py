@@ -22,8 +22,6 @@ from coalitiond.consensus.events import (
     MessageReceived,
     Refused,
     Start,
-    TimerFired,
-    TimerKind,
 )
 from coalitiond.consensus.limits import (
     BLOCK_OVERHEAD_RESERVE,
@@ -205,7 +203,7 @@ def test_every_serving_limit_holds_the_largest_record() -> None:
     assert MAX_RECORD_BYTES <= read_api.MAX_PAGE_BYTES
     assert REPLY_LIMIT <= wire.MAX_CLIENT_MESSAGE
     assert MIN_MAX_BLOCK_BYTES <= DEFAULT_MAX_BLOCK_BYTES <= MAX_SERVABLE_BLOCK_BYTES
-    assert MIN_MAX_BLOCK_BYTES >= BLOCK_OVERHEAD_RESERVE + wire_size(bytes(MAX_COMMAND_SIZE))
+    assert BLOCK_OVERHEAD_RESERVE + wire_size(bytes(MAX_COMMAND_SIZE)) <= MIN_MAX_BLOCK_BYTES
 
 
 def test_the_record_overhead_bound_holds_for_the_largest_committee() -> None:
