@@ -175,7 +175,7 @@ def served_everywhere(committee: CommitteeSpec, fb: FinalizedBlock) -> None:
     # /v1/blocks, a page of one: within the page budget and the integrator's response bound.
     page = read_api._read_blocks(store, fb.height, 1)
     assert len(page["blocks"]) == 1
-    assert len(encode(page["blocks"][0])) <= read_api.MAX_PAGE_BYTES
+    assert len(encode(page["blocks"][0])) <= min(MAX_RECORD_BYTES, read_api.MAX_PAGE_BYTES)
     body = encode(page)
     assert len(body) <= MAX_RESPONSE_BYTES
     checked = AnswerVerifier(committee).blocks(decode(body), fb.height, None)
