@@ -913,13 +913,15 @@ class Store:
                     auditor.feed(fb)
                     # The stored leaves (served by index, /v1/entries) are the block's own.
                     first = auditor.summary.entries - len(fb.block.commands)
+                    stored = self._conn.execute(
+                        "SELECT idx, body FROM entries WHERE height=? ORDER BY idx",
+                        (fb.height,)).fetchall()
                     for i, leaf in enumerate(fb.entries):
-                        row = self._conn.execute("SELECT body FROM entries WHERE idx=?",
-                                                 (first + i,)).fetchone()
-                        if row is None or bytes(row[0]) != leaf:
+                        if i >= len(stored) or stored[i][0] != first + i \
+                                or bytes(stored[i][1]) != leaf:
                             raise self._corrupt("entries", f"entry {first + i} does not match "
                                                 f"its command", fb.height)
-                    seen["entries"] += len(fb.block.commands)
+                    seen["entries"] += len(stored)
                     seen["certificates"] += (fb.finalization is not None) + (
                         fb.notarization is not None)
                     seen["block_votes"] += len(fb.votes)
