@@ -320,5 +320,6 @@ def test_the_reserve_covers_a_full_batch_with_the_most_evidence() -> None:
     evidence = tuple(b"%04d" % i + bytes(MAX_EVIDENCE_SIZE - 4)
                      for i in range(MAX_EVIDENCE_PER_BLOCK))
     big = 2**63 - 1
-    block = Block(big, big, big, bytes(32), big, tuple(commands), big - 1, bytes(32), evidence)
+    block = Block(big, big, big, bytes(32), big, tuple(commands), big - 1, bytes(32), evidence,
+                  big, bytes(32))
     assert len(block.encode()) <= config.max_block_bytes

@@ -58,6 +58,7 @@ from .events import (
     TimerFired,
     TimerKind,
     ValidationHook,
+    WrongRootFound,
     accept_all,
     no_member_commands,
 )
@@ -79,12 +80,15 @@ from .messages import (
     SyncRequest,
 )
 from .relay import ViewRelay
+from .root_evidence import WrongRoot
 from .statements import SignedKind, conflicts
 from .types import (
     MAX_EVIDENCE_PER_BLOCK,
+    NOTHING_EXECUTED,
     ZERO_DIGEST,
     Block,
     Certificate,
+    CertifiedRoots,
     Vote,
     VoteKind,
     genesis_block,
@@ -180,16 +184,21 @@ class Core:
         self._known_evidence: set[bytes] = set()
         self._known_evidence_order: deque[bytes] = deque()
         self._batcher = Batcher()
-        self._roots: dict[int, bytes] = {}
-        self._claims: dict[int, bytes] = {}
+        #: Our own roots by executed height, and the roots finalised blocks certified.
+        self._roots: dict[int, CertifiedRoots] = {}
+        self._claims: dict[int, CertifiedRoots] = {}
+        #: Views whose proposal we refused for wrong roots (one evidence per view).
+        self._wrong_roots_reported: set[int] = set()
+        #: A finalised block certified other roots than ours: a local fault, never sign again.
+        self._diverged = False
         #: Commands of blocks finalised but not yet reported executed, by height: the shell
         #: executes after sending, so a proposal may be built before the executor (and the
         #: drivers that offer member commands) has seen them.
         self._unexecuted: dict[int, frozenset[bytes]] = {}
-        self._executed: tuple[int, bytes] = (0, ZERO_DIGEST)
-        if durable.executed is not None and durable.executed[0] > 0:
+        self._executed: CertifiedRoots = NOTHING_EXECUTED
+        if durable.executed is not None and durable.executed.height > 0:
             self._executed = durable.executed
-            self._roots[durable.executed[0]] = durable.executed[1]
+            self._roots[durable.executed.height] = durable.executed
         self._consecutive_nulls = 0
         #: Highest-view certificate of each kind, re-sent when a view is stuck.
         self._latest: dict[VoteKind, Certificate] = {}
@@ -211,7 +220,7 @@ class Core:
         elif isinstance(event, CommandSubmitted):
             self._on_command(event.command)
         elif isinstance(event, BlockExecuted):
-            self._on_executed(event.height, event.state_root)
+            self._on_executed(event.roots)
         elif isinstance(event, BlocksFetched):
             self._on_fetched(event.chain)
         elif isinstance(event, Start):
@@ -279,7 +288,8 @@ class Core:
         return base_ms * (1 << min(self._consecutive_nulls, self.config.max_backoff_exponent))
 
     def _may_sign(self, view: int) -> bool:
-        return rules.may_sign(self._amnesiac, self._abstain_through, view)
+        return not self._diverged and rules.may_sign(self._amnesiac, self._abstain_through,
+                                                     view)
 
     def _sign_guarded(self, view: int, kind: SignedKind, digest: bytes) -> bool:
         """Check the guard and emit the durable record; False means do not sign."""
@@ -406,14 +416,13 @@ class Core:
             # Everything waiting is already in a block on its way: wait as when idle.
             self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))
             return
-        executed_height, root = self._executed
-        if executed_height <= parent.executed_height:
-            executed_height, root = parent.executed_height, parent.state_root
+        roots = self._executed if self._executed.height > parent.executed_height \
+            else parent.roots
         in_chain = {e for b in ancestors for e in b.evidence}
         evidence = tuple(ev.encode() for ev in self._pending_evidence.values()
                          if ev.encode() not in in_chain)[:MAX_EVIDENCE_PER_BLOCK]
-        block = Block(self.committee.epoch, parent.height + 1, view, parent.digest, self.me,
-                      commands, executed_height, root, evidence)
+        block = Block.with_roots(self.committee.epoch, parent.height + 1, view, parent.digest,
+                                 self.me, commands, roots, evidence)
         if not self._sign_guarded(view, SignedKind.PROPOSE, block.digest):
             return
         s.enter(Phase.PROPOSED)
@@ -510,10 +519,17 @@ class Core:
             return
         try:
             verdict = rules.check_proposal(b, self.tip, self._blocks, self._views, self._roots,
-                                           self.committee, self._validate,
+                                           self._executed.height, self.committee,
+                                           self._validate,
                                            max_block_bytes=self.config.max_block_bytes)
         except rules.InvalidProposal as exc:
             self._refuse(sender, f"proposal for view {v}: {exc}")
+            if isinstance(exc, rules.WrongRoots):
+                self._report_wrong_roots(proposal, exc.mine)
+            return
+        if verdict is rules.Verdict.WAIT_EXECUTION:
+            if s.waiting is None:
+                s.waiting = proposal  # re-examined after each BlockExecuted (§7)
             return
         if verdict is rules.Verdict.WAIT:
             if s.waiting is None:
@@ -526,7 +542,6 @@ class Core:
             return
         s.proposal = b
         self._blocks[b.digest] = b
-        self._claim_root(b)
         if not rules.may_notarize(self._guard, v):
             return  # Simplex: no notarise after nullify
         if not self._sign_guarded(v, SignedKind.NOTARIZE, b.digest):
@@ -557,7 +572,6 @@ class Core:
         certs = (s.notarization, s.finalization) if s is not None else ()
         if any(c is not None and c.digest == block.digest for c in certs):
             self._blocks[block.digest] = block
-            self._claim_root(block)
             self._retry_pending_final()
 
     # -- votes and certificates -----------------------------------------------------------
@@ -737,31 +751,48 @@ class Core:
             # interval; while a block is in flight, commands gather for the next view.
             self._try_propose()
 
-    def _claim_root(self, block: Block) -> None:
-        h = block.executed_height
-        if h == 0:
+    def _report_wrong_roots(self, proposal: Proposal, mine: CertifiedRoots) -> None:
+        view = proposal.block.view
+        if view in self._wrong_roots_reported:
             return
-        mine = self._roots.get(h)
-        if mine is not None and mine != block.state_root:
-            self._emit(StateDivergence(h, block.state_root, mine))
-        self._claims.setdefault(h, block.state_root)
+        self._wrong_roots_reported.add(view)
+        self._emit(WrongRootFound(WrongRoot(self.committee.committee_id, self.committee.epoch,
+                                            proposal.block.header, proposal.signature, mine)))
+
+    def _claim_root(self, block: Block) -> None:
+        """A finalised block certifies its roots (a quorum notarised them, so an honest member
+        checked them): ours must agree, now or when we execute that height (§7)."""
+        certified = block.roots
+        if certified.height == 0:
+            return
+        mine = self._roots.get(certified.height)
+        if mine is not None and mine != certified:
+            self._diverge(certified, mine)
+        self._claims.setdefault(certified.height, certified)
         self._trim(self._claims)
 
-    def _on_executed(self, height: int, root: bytes) -> None:
+    def _diverge(self, certified: CertifiedRoots, mine: CertifiedRoots) -> None:
+        if not self._diverged:
+            self._diverged = True
+            self._emit(StateDivergence(certified, mine))
+
+    def _on_executed(self, roots: CertifiedRoots) -> None:
+        height = roots.height
         if height == 0:
             return  # executed_height 0 means "nothing executed" (docs/protocol.md §7)
-        self._roots[height] = root
+        self._roots[height] = roots
         self._trim(self._roots)
-        if height > self._executed[0]:
-            self._executed = (height, root)
+        if height > self._executed.height:
+            self._executed = roots
         for h in [h for h in self._unexecuted if h <= height]:
             del self._unexecuted[h]
-        claimed = self._claims.get(height)
-        if claimed is not None and claimed != root:
-            self._emit(StateDivergence(height, claimed, root))
+        certified = self._claims.get(height)
+        if certified is not None and certified != roots:
+            self._diverge(certified, roots)
+        self._progress()  # a proposal may have been waiting for this height
 
     @staticmethod
-    def _trim(table: dict[int, bytes]) -> None:
+    def _trim(table: dict[int, CertifiedRoots]) -> None:
         while len(table) > MAX_ROOTS_KEPT:
             del table[min(table)]
 
@@ -781,6 +812,7 @@ class Core:
                 break
             del self._seen[key]
         self._reported = {k for k in self._reported if k[0] >= floor}
+        self._wrong_roots_reported = {v for v in self._wrong_roots_reported if v >= floor}
         for gk in sorted(self._guard):
             if gk[0] >= floor - 1:
                 break

@@ -44,12 +44,15 @@ from ..consensus.events import (
     SetTimer,
     Start,
     StateDivergence,
+    WrongRootFound,
 )
 from ..consensus.messages import Message, encode_message
+from ..consensus.root_evidence import WRONG_ROOT_KIND
 from ..consensus.statements import SignedKind
-from ..consensus.types import Certificate, VoteKind
+from ..consensus.types import Certificate, CertifiedRoots, VoteKind
 from ..consensus.voter import Core
 from ..log.aio import AsyncStore
+from ..log.checkpoint import Checkpoint
 from ..log.records import FinalizedBlock
 from ..log.sqlite import BlockToAppend, EvidenceRecord, Store
 from ..log.sqlite import GuardRecord as StoreGuardRecord
@@ -168,7 +171,8 @@ def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: Blo
         guard=guard,
         tip=None if tip is None else tip.block,
         tip_certificate=tip_cert,
-        executed=(status.height, status.state_root) if status.height else None,
+        executed=CertifiedRoots(status.height, status.state_root, s.size, s.root())
+        if status.height else None,
         guard_lost=guard_lost,
     )
 
@@ -325,7 +329,7 @@ class Voter:
         guard = [StoreGuardRecord(a.epoch, a.view, _guard_kind(a.kind), a.digest)
                  for a in actions if isinstance(a, PersistSignerGuard)]
         finalized = [a for a in actions if isinstance(a, Finalized)]
-        appended = await self._persist(guard, finalized) if guard or finalized else []
+        appended = await self._persist(guard, finalized) if guard or finalized else ([], [])
         for action in actions:
             # Queued without yielding: the links' writers run after the round and send
             # everything it produced for a peer in one write.
@@ -352,13 +356,20 @@ class Voter:
                 # When a fetch is already under way the core asks again if still behind.
                 with contextlib.suppress(trio.WouldBlock):
                     self.fetch_requests.send_nowait(action)
+            elif isinstance(action, WrongRootFound):
+                wrong = action.evidence
+                EVIDENCE.labels(WRONG_ROOT_KIND).inc()
+                log.warning("consensus.evidence", member=wrong.member, view=wrong.view,
+                            kind=WRONG_ROOT_KIND, height=wrong.local.height)
+                await self.store.record_event(evidence=[EvidenceRecord(
+                    wrong.member, self.committee.epoch, wrong.view, WRONG_ROOT_KIND,
+                    wrong.encode())])
             elif isinstance(action, StateDivergence):
-                self.status.diverged = (f"height {action.height}: a block claims state root "
-                                        f"{action.claimed_root.hex()[:16]}, ours is "
-                                        f"{action.local_root.hex()[:16]}")
+                # A local fault: the core has stopped signing. One line says why.
+                self.status.diverged = (f"our roots differ from the certified ones at "
+                                        f"{action.describe()}; this member stopped signing")
                 DIVERGED.set(1)
-                log.critical("state.divergence", height=action.height,
-                             claimed=action.claimed_root.hex(), local=action.local_root.hex())
+                log.critical("state.divergence", reason=self.status.diverged)
             elif isinstance(action, Refused):
                 CORE_REFUSED.labels(action.reason.split(":")[0][:48]).inc()
         return await self._apply_finalized(appended)
@@ -366,9 +377,10 @@ class Voter:
     # -- finalisation: store, execute, tell submitters ----------------------------------
 
     async def _persist(self, guard: list[StoreGuardRecord], finalized: list[Finalized]
-                       ) -> list[BlockToAppend]:
+                       ) -> tuple[list[BlockToAppend], list[Checkpoint]]:
         """One store transaction for a round: guard records, finalised blocks and the late
-        votes of blocks stored before. Returns the blocks appended, in height order.
+        votes of blocks stored before. Returns the blocks appended, in height order, and the
+        log's checkpoint after each.
 
         A guard refusal means the core and the store disagree about what we signed: a bug.
         It propagates and stops the member rather than risk an equivocation.
@@ -387,31 +399,33 @@ class Voter:
                 LATE_VOTES.labels("stored").inc(len(late))
             else:
                 self.journal.put_back_late_votes(late)
-            return []
+            return [], []
         # Every signature here was verified before it reached the core. Small appends run
         # on the event loop when the store is free (AsyncStore.write_soon): this is the
         # critical path of every view, and a thread hand-off costs more than the commit.
         # Large ones (Merkle nodes and entries for many commands) go to the worker thread,
         # where SQLite's C code runs alongside the loop.
         if sum(len(item.block.commands) for item in items) <= INLINE_APPEND_COMMANDS:
-            await self.store.write_soon(lambda s: s.append_blocks(
+            checkpoints = await self.store.write_soon(lambda s: s.append_blocks(
                 items, verify_signatures=False, guard=guard, late_votes=late))
         else:
-            await self.store.append_blocks(items, verify_signatures=False, guard=guard,
-                                           late_votes=late)
+            checkpoints = await self.store.append_blocks(items, verify_signatures=False,
+                                                         guard=guard, late_votes=late)
         self.journal.stored(items)
         LATE_VOTES.labels("stored").inc(len(late))
-        return items
+        return items, checkpoints
 
-    async def _apply_finalized(self, items: Sequence[BlockToAppend]) -> list[Event]:
+    async def _apply_finalized(self, appended: tuple[list[BlockToAppend], list[Checkpoint]]
+                               ) -> list[Event]:
         """Execute blocks already appended, tell their submitters; BlockExecuted events for
-        the core."""
+        the core (the roots after each: state, and the log as its checkpoint states it)."""
+        items, checkpoints = appended
         if not items:
             return []
         executed: list[Event] = []
         now = trio.current_time()
         status = self.status
-        for item in items:
+        for item, checkpoint in zip(items, checkpoints, strict=True):
             block = item.block
             log_index = status.log_size
             status.log_size += len(block.commands)
@@ -427,7 +441,8 @@ class Voter:
             seen = self.seen.take_first_seen(block.digest)
             if seen is not None:
                 FINALITY_LATENCY.observe(now - seen)
-            executed.append(BlockExecuted(block.height, result.state_root))
+            executed.append(BlockExecuted(CertifiedRoots(block.height, result.state_root,
+                                                         checkpoint.size, checkpoint.root)))
             self.drivers.on_applied(result)
             await self._tell_submitters(result, log_index)
         self.wake_readers()
