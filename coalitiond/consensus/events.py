@@ -16,7 +16,12 @@ from dataclasses import dataclass
 
 from ..primitives.errors import LocalError
 from .evidence import Evidence
-from .limits import BLOCK_OVERHEAD_RESERVE
+from .limits import (
+    BLOCK_OVERHEAD_RESERVE,
+    DEFAULT_MAX_BLOCK_BYTES,
+    MAX_SERVABLE_BLOCK_BYTES,
+    MIN_MAX_BLOCK_BYTES,
+)
 from .messages import Message
 from .root_evidence import WrongRoot
 from .statements import SignedKind
@@ -36,6 +41,8 @@ class CoreConfig:
     max_batch_commands: int = 1000
     max_batch_bytes: int = 1024 * 1024
     max_backoff_exponent: int = 4
+    #: The size rule (docs/protocol.md §10): a committee-wide parameter, as the timing.
+    max_block_bytes: int = DEFAULT_MAX_BLOCK_BYTES
 
     def __post_init__(self) -> None:
         if not 0 < self.leader_timeout_ms <= self.view_timeout_ms:
@@ -48,6 +55,16 @@ class CoreConfig:
             raise LocalError("max_batch_bytes too large for one block")
         if not 0 <= self.max_backoff_exponent <= 16:
             raise LocalError("max_backoff_exponent must be in 0..16")
+        if not MIN_MAX_BLOCK_BYTES <= self.max_block_bytes <= MAX_SERVABLE_BLOCK_BYTES:
+            raise LocalError(f"max_block_bytes must be in {MIN_MAX_BLOCK_BYTES}.."
+                             f"{MAX_SERVABLE_BLOCK_BYTES} (the largest block every member "
+                             "can serve)")
+
+    @property
+    def batch_budget(self) -> int:
+        """Encoded bytes of commands (each with its CBOR head) a leader puts in one block:
+        `max_batch_bytes`, and never so many that the block could exceed `max_block_bytes`."""
+        return min(self.max_batch_bytes, self.max_block_bytes - BLOCK_OVERHEAD_RESERVE)
 
 
 @dataclass(frozen=True, slots=True)

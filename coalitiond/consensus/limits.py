@@ -36,5 +36,18 @@ MAX_FETCH_ANSWER_BYTES: Final = 512 * 1024
 #: through a long run of nullified views a few pages per view; a Byzantine one cannot make
 #: us send more than this many answers per view).
 MAX_FETCH_ANSWERS_PER_VIEW: Final = 8
-#: Room kept in a block for the header and evidence when batching commands.
+#: Room kept in a block for the header and evidence when batching commands: the header is
+#: under 256 bytes, evidence at most MAX_EVIDENCE_PER_BLOCK × (MAX_EVIDENCE_SIZE + 3) bytes
+#: (262 339); each command's own CBOR head is counted by the batcher (`batcher.wire_size`).
 BLOCK_OVERHEAD_RESERVE: Final = 512 * 1024
+#: The size rule (docs/protocol.md §10, `rules.check_block_size`): voters refuse a proposal
+#: whose encoded block is above the committee's `max_block_bytes`, and leaders never build
+#: one. `MAX_SERVABLE_BLOCK_BYTES` is the largest value a committee may configure: a block of
+#: that size, served as a record with its certificates, votes and checkpoint (at most
+#: `log.records.MAX_RECORD_OVERHEAD` more), fits one "blocks" reply (4 MiB − 64 KiB − 1:
+#: catch-up, followers, `tail`) and one /v1/blocks page (4 MiB), and every consensus message
+#: carrying it fits one transport message (4 MiB − 1); tests/test_block_size.py checks it.
+MAX_SERVABLE_BLOCK_BYTES: Final = 3 * 1024 * 1024
+DEFAULT_MAX_BLOCK_BYTES: Final = 2 * 1024 * 1024
+#: The smallest `max_block_bytes`: the reserve above plus the largest single command.
+MIN_MAX_BLOCK_BYTES: Final = 1024 * 1024

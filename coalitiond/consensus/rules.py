@@ -210,16 +210,30 @@ def skipped_views_nullified(parent_view: int, view: int,
     return True
 
 
+def check_block_size(block: Block, max_block_bytes: int) -> None:
+    """The size rule, docs/protocol.md §10: a voter refuses a block whose encoding is above
+    the committee's `max_block_bytes` (at most `MAX_SERVABLE_BLOCK_BYTES`), so every block
+    the committee finalises can be served to catch-up, followers and readers. Raises
+    InvalidProposal naming both sizes."""
+    size = len(block.encode())
+    if size > max_block_bytes:
+        raise InvalidProposal(f"block of {size} bytes is above max_block_bytes "
+                              f"{max_block_bytes} (the largest block every member can serve)")
+
+
 def check_proposal(block: Block, tip: Block, blocks: Mapping[bytes, Block],
                    views: Mapping[int, CertifiedView], roots: Mapping[int, CertifiedRoots],
                    executed: int, committee: CommitteeSpec,
-                   validate: Callable[[tuple[bytes, ...]], bool]) -> Verdict:
+                   validate: Callable[[tuple[bytes, ...]], bool],
+                   *, max_block_bytes: int) -> Verdict:
     """May this member notarise `block` (the first proposal of its current view, from the
     view's leader)? docs/protocol.md §3.2: the parent is the finalised tip or a notarised block
-    at a lower view, every view in between is nullified, the height follows the parent's; and
-    the block's content rules (`check_block_content`) and its roots (`check_roots`, against
+    at a lower view, every view in between is nullified, the height follows the parent's; the
+    size rule first (`check_block_size`, §10: refused at once, never waited on); and the
+    block's content rules (`check_block_content`) and its roots (`check_roots`, against
     `roots`, this member's own by height, `executed` the highest it executed). A verdict, or
     InvalidProposal naming the broken rule."""
+    check_block_size(block, max_block_bytes)
     if block.height <= tip.height:
         raise InvalidProposal(f"height {block.height} is at or below our finalised tip "
                               f"{tip.height}")

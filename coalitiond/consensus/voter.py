@@ -35,7 +35,7 @@ from ..primitives.encoding import encode
 from ..primitives.errors import LocalError
 from ..primitives.identity import digest as blake3_digest
 from . import catchup, relay, rules
-from .batcher import Batcher
+from .batcher import Batcher, prefix_within, wire_size
 from .events import (
     Action,
     BlockExecuted,
@@ -414,15 +414,16 @@ class Core:
         else:
             done = exclude
         own = tuple(c for c in offered if blake3_digest(c) not in done)[:cfg.max_batch_commands]
+        own = prefix_within(own, cfg.batch_budget)  # never a block above max_block_bytes
         # Commands waiting when we may propose: propose now, the batch is whatever gathered
         # while the previous block was in flight. Nothing waiting: wait the batch (idle)
         # interval for commands, then propose an empty block to keep views moving.
         if not (s.phase is Phase.BATCH_DUE or own or len(self._batcher) > 0):
             self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))
             return
-        own_bytes = sum(len(c) for c in own)
+        own_bytes = sum(wire_size(c) for c in own)
         commands = own + self._batcher.take(cfg.max_batch_commands - len(own),
-                                            cfg.max_batch_bytes - own_bytes, exclude)
+                                            cfg.batch_budget - own_bytes, exclude)
         if not commands and s.phase is not Phase.BATCH_DUE:
             # Everything waiting is already in a block on its way: wait as when idle.
             self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))
@@ -535,7 +536,8 @@ class Core:
         try:
             verdict = rules.check_proposal(b, self.tip, self._blocks, self._views, self._roots,
                                            self._executed.height, self.committee,
-                                           self._validate)
+                                           self._validate,
+                                           max_block_bytes=self.config.max_block_bytes)
         except rules.InvalidProposal as exc:
             self._refuse(sender, f"proposal for view {v}: {exc}")
             if isinstance(exc, rules.WrongRoots):

@@ -246,7 +246,7 @@ class AnswerVerifier:
                 raise BadCheckpoint(f"{w}: its checkpoint names another block")
             fb = FinalizedBlock(
                 block, None if fin is None else decode_certificate(fin, w),
-                None if nota is None else decode_certificate(nota, w), tuple(votes), (), note)
+                None if nota is None else decode_certificate(nota, w), tuple(votes), note)
             try:
                 final.extend(chain.feed(fb))
             except RemoteError as e:

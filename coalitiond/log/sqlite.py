@@ -852,12 +852,10 @@ class Store:
                 if kind not in (0, 1):
                     raise self._corrupt("block_votes", f"unknown vote kind {kind}", height)
                 votes.append(vote_for(b, VoteKind(kind), signer, bytes(sig)))
-            entries = tuple(bytes(r[0]) for r in c.execute(
-                "SELECT body FROM entries WHERE height=? ORDER BY idx", (height,)))
             note = c.execute("SELECT note FROM checkpoints WHERE height=?", (height,)
                              ).fetchone()
             yield FinalizedBlock(b, certs.get(int(VoteKind.FINALIZE)),
-                                 certs.get(int(VoteKind.NOTARIZE)), tuple(votes), entries,
+                                 certs.get(int(VoteKind.NOTARIZE)), tuple(votes),
                                  "" if note is None else str(note[0]))
 
     @contextmanager
@@ -908,11 +906,22 @@ class Store:
 
     def _audit(self) -> AuditSummary:
         auditor = LogAuditor(self.committee, self.member, keep_leaf_hashes=True)
-        seen = {"certificates": 0, "block_votes": 0, "checkpoints": 0}
+        seen = {"certificates": 0, "block_votes": 0, "checkpoints": 0, "entries": 0}
         with self.snapshot():
             try:
                 for fb in self.iter_finalized():
                     auditor.feed(fb)
+                    # The stored leaves (served by index, /v1/entries) are the block's own.
+                    first = auditor.summary.entries - len(fb.block.commands)
+                    stored = self._conn.execute(
+                        "SELECT idx, body FROM entries WHERE height=? ORDER BY idx",
+                        (fb.height,)).fetchall()
+                    for i, leaf in enumerate(fb.entries):
+                        if i >= len(stored) or stored[i][0] != first + i \
+                                or bytes(stored[i][1]) != leaf:
+                            raise self._corrupt("entries", f"entry {first + i} does not match "
+                                                f"its command", fb.height)
+                    seen["entries"] += len(stored)
                     seen["certificates"] += (fb.finalization is not None) + (
                         fb.notarization is not None)
                     seen["block_votes"] += len(fb.votes)

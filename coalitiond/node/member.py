@@ -113,7 +113,8 @@ class Member:
         self.core_config = CoreConfig(leader_timeout_ms=t.leader_timeout_ms,
                                       view_timeout_ms=t.view_timeout_ms,
                                       batch_interval_ms=t.batch_interval_ms,
-                                      max_batch_commands=t.batch_max_commands)
+                                      max_batch_commands=t.batch_max_commands,
+                                      max_block_bytes=config.committee.max_block_bytes)
         self.guard_lost = guard_lost
         self.transport_config = transport_config
         self.store: AsyncStore | None = None
