@@ -68,6 +68,7 @@ from .journal import BlockJournal
 from .mempool import Mempool
 from .quote_driver import ProviderQuoteDriver
 from .resolver import Resolver
+from .snapshots import SNAPSHOT_DIR, SnapshotStore, SnapshotWriter
 from .timers import TimerService
 from .verifier import CheckedEnvelopes, SeenMessages, Verifier
 from .voter import Voter, VoterStatus, recover
@@ -187,9 +188,12 @@ class Member:
                                            signing_key=self.key)
         store = self.store
         try:
+            snapshots = SnapshotStore(node.data_dir / SNAPSHOT_DIR, node.snapshots_kept)
             durable = await store.run(lambda s: recover(
                 s, self.committee, self.executor, self.journal, self.voter_status,
-                self.guard_lost))
+                self.guard_lost, snapshots))
+            snapshot_writer = SnapshotWriter(snapshots, self.committee.committee_id,
+                                             node.snapshot_interval)
             addresses = {m.peer_id: (m.address.host, m.address.port)
                          for m in self.config.committee.members}
             gate, tickets = self._attestation()
@@ -219,7 +223,8 @@ class Member:
                 journal=self.journal, checked=self.checked_envelopes, seen=self.seen,
                 remember_verified=verifier.remember_verified, inbox=inbox_recv, timers=timers,
                 relay_outbox=mempool.relay_outbox, fetch_requests=resolver.fetch_requests,
-                wake_readers=resolver.wake_parked, status=status)
+                wake_readers=resolver.wake_parked, status=status,
+                snapshot_writer=snapshot_writer)
             async with trio.open_nursery() as nursery:
                 try:
                     await nursery.start(manager.run)
@@ -231,6 +236,7 @@ class Member:
                     nursery.start_soon(run_expiry_rechecks, gate,
                                        manager.recheck_admission, time.time)
                 nursery.start_soon(timers.run)
+                nursery.start_soon(snapshot_writer.run)
                 nursery.start_soon(voter.run)
                 nursery.start_soon(verifier.run)
                 nursery.start_soon(mempool.gossip_intake)
