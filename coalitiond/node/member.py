@@ -68,7 +68,7 @@ from .journal import BlockJournal
 from .mempool import Mempool
 from .quote_driver import ProviderQuoteDriver
 from .resolver import Resolver
-from .snapshots import SNAPSHOT_DIR, SnapshotStore, SnapshotWriter
+from .snapshots import FOLLOW_DIR, SNAPSHOT_DIR, SnapshotStore, SnapshotWriter
 from .timers import TimerService
 from .verifier import CheckedEnvelopes, SeenMessages, Verifier
 from .voter import Voter, VoterStatus, recover
@@ -287,11 +287,22 @@ class Member:
     def _build_drivers(self) -> list[Driver]:
         """The component's non-deterministic helpers (coalitiond/node/drivers.py)."""
         drivers: list[Driver] = []
+        node = self.config.node
+
+        def position(followed: CommitteeSpec) -> dict[str, Any]:
+            # Each followed committee's replica keeps its position next to our snapshots.
+            return {"position": SnapshotStore(node.data_dir / FOLLOW_DIR
+                                              / followed.committee_id.hex(),
+                                              node.snapshots_kept),
+                    "position_interval": node.snapshot_interval}
+
         if self.executor.follow_almanac is not None:
             almanac_config, almanac = load_almanac_spec(self.config)
-            drivers.append(AlmanacFollower(self.key, self.executor, almanac_config, almanac))
+            drivers.append(AlmanacFollower(self.key, self.executor, almanac_config, almanac,
+                                           **position(almanac)))
         for root, issuer_config, issuer in load_ticket_issuers(self.config):
-            drivers.append(TicketFollower(self.key, self.executor, root, issuer_config, issuer))
+            drivers.append(TicketFollower(self.key, self.executor, root, issuer_config, issuer,
+                                          **position(issuer)))
         if isinstance(self.component, Almanac):
             drivers.append(AlmanacTicker(self.committee, self.key, self.me, self.component,
                                          self.component.tick_interval_ms,

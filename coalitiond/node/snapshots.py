@@ -45,6 +45,8 @@ from ..primitives.metrics import counter, gauge
 log = get_logger(__name__)
 
 SNAPSHOT_DIR: Final = "snapshots"
+#: Followers' positions: `<data_dir>/follow/<followed committee id, hex>/`, same files.
+FOLLOW_DIR: Final = "follow"
 SNAPSHOT_TAG: Final = "coalitiond-snapshot"
 SNAPSHOT_SCHEMA: Final = 1
 #: One snapshot file at most (the executor's own bound plus the frame).
@@ -178,6 +180,12 @@ class SnapshotStore:
                 self.path(height).unlink()
         return path
 
+    def clear(self) -> None:
+        """Delete every snapshot file (they are a cache: a follower that found one wrong)."""
+        for height in self.heights():
+            with contextlib.suppress(FileNotFoundError):
+                self.path(height).unlink()
+
     def _sync_directory(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY)
         try:
@@ -210,12 +218,13 @@ class Restored:
 ApplyBlock = Callable[[Block], bytes]
 
 
-class _Replay:
+class CertifiedReplay:
     """Replays stored blocks after `start` and checks the roots blocks certify against the
     roots the replay computes (the snapshot's, then every replayed height's)."""
 
     def __init__(self, start: CertifiedRoots, check: bool) -> None:
         self.check = check
+        self.start = start.height
         self.mine: dict[int, tuple[bytes, int]] = {start.height: (start.state_root,
                                                                    start.log_size)}
         self.log_size = start.log_size
@@ -244,8 +253,6 @@ class _Replay:
 
 
 def _check_against_store(s: Store, snap: SnapshotFile, where: str) -> None:
-    if snap.committee_id != s.committee.committee_id:
-        raise SnapshotRefused(f"{where}: a snapshot of committee {snap.committee_id.hex()[:16]}")
     if snap.height > s.height:
         raise SnapshotRefused(f"{where}: height {snap.height} is above the log's head "
                               f"{s.height}")
@@ -265,6 +272,16 @@ def _restore(s: Store, executor: Executor, snapshots: SnapshotStore, height: int
     where = str(snapshots.path(height))
     snap = snapshots.read(height)
     _check_against_store(s, snap, where)
+    restore_replica(executor, snap, s.committee.committee_id, where)
+    return snap
+
+
+def restore_replica(executor: Executor, snap: SnapshotFile, committee_id: bytes, where: str
+                    ) -> None:
+    """Replace `executor`'s state by the snapshot's (a replica of `committee_id`), checking
+    that it is the state of the snapshot's block with the root the snapshot names."""
+    if snap.committee_id != committee_id:
+        raise SnapshotRefused(f"{where}: a snapshot of committee {snap.committee_id.hex()[:16]}")
     try:
         executor.restore(snap.executor)
     except MalformedSnapshot as exc:
@@ -275,7 +292,6 @@ def _restore(s: Store, executor: Executor, snapshots: SnapshotStore, height: int
     if root != snap.roots.state_root:
         raise SnapshotRefused(f"{where}: the restored state has root {root.hex()[:16]}, the "
                               f"file says {snap.roots.state_root.hex()[:16]}")
-    return snap
 
 
 def restore_and_replay(s: Store, executor: Executor, snapshots: SnapshotStore | None,
@@ -291,9 +307,9 @@ def restore_and_replay(s: Store, executor: Executor, snapshots: SnapshotStore | 
         where = str(snapshots.path(height))
         try:
             snap = _restore(s, executor, snapshots, height)
-            replay = _Replay(snap.roots, check=True)
-            for fb in s.iter_finalized(height + 1):
-                replay.block(fb.block, apply, where)
+            replay = CertifiedReplay(snap.roots, check=True)
+            for h in range(height + 1, s.height + 1):
+                replay.block(s.block(h), apply, where)
         except SnapshotRefused as exc:
             SNAPSHOTS_REFUSED.inc()
             log.error("snapshot.refused", reason=str(exc))
@@ -304,9 +320,9 @@ def restore_and_replay(s: Store, executor: Executor, snapshots: SnapshotStore | 
         return Restored(height, s.height - height, replay.certified_at, tuple(refused))
     # From genesis: what the certified chain holds, as before snapshots existed (the roots
     # blocks certify are checked by the consensus core from here on, not on replay).
-    replay = _Replay(CertifiedRoots(0, b"", 0, b""), check=False)
-    for fb in s.iter_finalized():
-        replay.block(fb.block, apply, "genesis")
+    replay = CertifiedReplay(CertifiedRoots(0, b"", 0, b""), check=False)
+    for h in range(1, s.height + 1):
+        replay.block(s.block(h), apply, "genesis")
     RESTORED_HEIGHT.set(0)
     return Restored(0, s.height, None, tuple(refused))
 

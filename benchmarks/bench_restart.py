@@ -1,0 +1,140 @@
+"""Restart: start to ready on a long log, with and without executor snapshots (issue #15).
+
+The log: BLOCKS finalised feed blocks (one signed envelope each, so the component's state grows
+with the log too), each claiming the roots after its parent, with the signer-guard rows a
+member writes per view (notarize and finalize; propose every n-th view), built directly with
+`Store.append_blocks` (certificates carry placeholder signatures: the store checks only that
+a quorum signed when the caller verified them, as the daemon's own appends do).
+
+Measured, each case in a fresh child process: *start to ready* = `Store.open` (quick_check,
+tail check) + `voter.recover` (executor rebuilt, durable state for the core) — everything in
+a member's start whose cost depends on the log; the transport's bind and the tasks' start
+after it do not — and the child's peak RSS. Cases: no snapshot (replay from genesis), and the
+newest snapshot SNAPSHOT_INTERVAL blocks below the head (a restart just before the next
+snapshot: the most a restart replays with the default interval).
+
+Usage: `python -m benchmarks restart` or `python -m benchmarks.bench_restart [--quick]`
+(`--quick`: 10,000 blocks).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from coalitiond.config.node import DEFAULT_SNAPSHOT_INTERVAL
+from coalitiond.consensus.types import VoteKind
+from coalitiond.log.sqlite import GuardRecord, Store
+from coalitiond.node.journal import BlockJournal
+from coalitiond.node.snapshots import SnapshotFile, SnapshotStore
+from coalitiond.node.voter import VoterStatus, recover
+from coalitiond.primitives.logs import configure
+from coalitiond.testing.rooted_chain import RootedChain
+
+BLOCKS: Final = (100_000, 10_000)
+SNAPSHOT_INTERVAL: Final = DEFAULT_SNAPSHOT_INTERVAL
+BATCH: Final = 1000
+SEED: Final = 15
+
+
+def build(directory: Path, blocks: int) -> dict[str, Any]:
+    """The store and one snapshot at the last multiple of the interval below the head."""
+    rc = RootedChain(5, seed=SEED, fake_signatures=True)
+    snap_at = (blocks - 1) // SNAPSHOT_INTERVAL * SNAPSHOT_INTERVAL
+    snapshots = SnapshotStore(directory / "snapshots")
+    started = time.perf_counter()
+    with Store.open(directory / "log.sqlite3", rc.committee,
+                    signing_key=rc.chain.keys[0]) as s:
+        height = 0
+        while height < blocks:
+            items, guard = [], []
+            for _ in range(min(BATCH, blocks - height)):
+                height += 1
+                item = rc.next((rc.envelope(b"entry %d" % height),))
+                items.append(item)
+                b = item.block
+                guard += [GuardRecord(b.epoch, b.view, int(VoteKind.NOTARIZE), b.digest),
+                          GuardRecord(b.epoch, b.view, int(VoteKind.FINALIZE), b.digest)]
+                if b.proposer == 0:
+                    guard.append(GuardRecord(b.epoch, b.view, 3, b.digest))
+                if height == snap_at:
+                    snapshots.write(SnapshotFile(rc.committee.committee_id, b, rc.roots,
+                                                 rc.executor.snapshot()))
+            s.append_blocks(items, verify_signatures=False, guard=guard)
+        size = s.size
+    db = directory / "log.sqlite3"
+    return {"build_s": time.perf_counter() - started, "entries": size, "snapshot_at": snap_at,
+            "store_mb": db.stat().st_size / 1e6,
+            "snapshot_mb": snapshots.path(snap_at).stat().st_size / 1e6}
+
+
+def child(directory: Path, use_snapshot: bool) -> None:
+    """One restart: open the store, recover. Prints a JSON line."""
+    configure("console", "warning", stream=sys.stderr)
+    rc = RootedChain(5, seed=SEED, fake_signatures=True)
+    executor = rc.make_executor()
+    status = VoterStatus()
+    started = time.perf_counter()
+    with Store.open(directory / "log.sqlite3", rc.committee,
+                    signing_key=rc.chain.keys[0]) as s:
+        opened = time.perf_counter()
+        durable = recover(s, rc.committee, executor, BlockJournal(rc.committee.quorum, 0),
+                          status, False,
+                          SnapshotStore(directory / "snapshots") if use_snapshot else None)
+        ready = time.perf_counter()
+        assert durable.executed is not None and durable.executed.height == s.height
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"open_s": opened - started, "recover_s": ready - opened,
+                      "ready_s": ready - started, "peak_mb": peak_kib / 1024,
+                      "restored_from": status.restored_from, "height": status.height,
+                      "guard_rows": len(durable.guard)}))
+
+
+def _run_child(directory: Path, use_snapshot: bool) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_restart", "--child",
+                          str(directory), "1" if use_snapshot else "0"],
+                         check=True, capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _baseline_mb() -> float:
+    out = subprocess.run([sys.executable, "-c",
+                          "import resource, coalitiond.node.member;"
+                          "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+                         check=True, capture_output=True, text=True)
+    return int(out.stdout) / 1024
+
+
+def main(argv: list[str]) -> None:
+    if "--child" in argv:
+        at = argv.index("--child")
+        child(Path(argv[at + 1]), argv[at + 2] == "1")
+        return
+    configure("console", "warning", stream=sys.stderr)
+    blocks = BLOCKS[1 if "--quick" in argv else 0]
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        info = build(d, blocks)
+        print(f"restart on a log of {blocks} blocks ({info['entries']} entries, store "
+              f"{info['store_mb']:.0f} MB, snapshot at {info['snapshot_at']}: "
+              f"{info['snapshot_mb']:.1f} MB; built in {info['build_s']:.0f}s)")
+        print(f"{'case':>22} {'open s':>7} {'recover s':>10} {'start→ready s':>14} "
+              f"{'peak RSS MB':>12} {'replayed':>9}")
+        for name, use in (("replay from genesis", False), ("from snapshot", True)):
+            r = _run_child(d, use)
+            print(f"{name:>22} {r['open_s']:>7.2f} {r['recover_s']:>10.2f} "
+                  f"{r['ready_s']:>14.2f} {r['peak_mb']:>12.0f} "
+                  f"{r['height'] - r['restored_from']:>9}")
+        print(f"(peak RSS of a process that only imports the member: {_baseline_mb():.0f} MB; "
+              f"guard rows loaded: {r['guard_rows']})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
