@@ -10,8 +10,9 @@ import pytest
 
 from coalitiond.commands.envelope import Envelope
 from coalitiond.components.executor import Executor
-from coalitiond.consensus.types import Block
-from coalitiond.log.sqlite import Store
+from coalitiond.consensus.limits import MAX_VIEWS_BEHIND
+from coalitiond.consensus.types import Block, VoteKind
+from coalitiond.log.sqlite import GuardRecord, Store
 from coalitiond.node.journal import BlockJournal
 from coalitiond.node.snapshots import (
     MAX_SNAPSHOT_CANDIDATES,
@@ -194,3 +195,16 @@ def test_snapshot_store_bounds(tmp_path: Path) -> None:
         SnapshotStore(tmp_path, keep=MAX_SNAPSHOT_CANDIDATES + 1)
     with pytest.raises(SnapshotRefused, match="not a snapshot file"):
         SnapshotFile.decode(b"short", "x")
+
+
+def test_recover_loads_only_the_guard_window_the_core_can_still_sign_in(fx: Fixture) -> None:
+    # A long-running member holds guard rows for every view it ever signed in; the core
+    # never signs below `start view − MAX_VIEWS_BEHIND`, so a restart reads only those.
+    fx.grow(3)
+    epoch = fx.rc.committee.epoch
+    fx.store.record_event(guard=[GuardRecord(epoch, v, int(VoteKind.NOTARIZE),
+                                             bytes([v % 256]) * 32) for v in range(1, 301)])
+    durable = recover(fx.store, fx.rc.committee, fx.rc.make_executor(),
+                      BlockJournal(fx.rc.committee.quorum, 0), VoterStatus(), False, fx.snaps)
+    views = sorted(r.view for r in durable.guard)
+    assert views == list(range(300 - MAX_VIEWS_BEHIND - 1, 301))

@@ -750,13 +750,15 @@ class Store:
         self._guard_row(self._conn, epoch, row[0], row[1])  # checksum
         return int(row[0])
 
-    def guard_records(self, epoch: int) -> list[tuple[int, int, int, bytes]]:
-        """Every signer-guard record of `epoch` as (epoch, view, kind, digest), view order
-        (what the consensus core reloads after a restart). Checksums are verified."""
+    def guard_records(self, epoch: int, since_view: int = 0
+                      ) -> list[tuple[int, int, int, bytes]]:
+        """Every signer-guard record of `epoch` from view `since_view` on, as (epoch, view,
+        kind, digest), view order (what the consensus core reloads after a restart).
+        Checksums are verified."""
         out = []
         for view, kind, digest, check in self._conn.execute(
-                "SELECT view, kind, digest, check_ FROM signer_guard WHERE epoch=? "
-                "ORDER BY view, kind", (epoch,)):
+                "SELECT view, kind, digest, check_ FROM signer_guard WHERE epoch=? AND "
+                "view >= ? ORDER BY view, kind", (epoch, since_view)):
             if check != _row_check("guard", epoch, view, kind, digest):
                 raise self._corrupt("signer_guard", f"row (epoch {epoch}, view {view}, "
                                     f"{guard_kind_name(kind)}) fails its checksum")

@@ -46,6 +46,7 @@ from ..consensus.events import (
     StateDivergence,
     WrongRootFound,
 )
+from ..consensus.limits import MAX_VIEWS_BEHIND
 from ..consensus.messages import Message, encode_message
 from ..consensus.root_evidence import WRONG_ROOT_KIND
 from ..consensus.statements import SignedKind
@@ -164,8 +165,14 @@ def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: Blo
     journal.durable_height = s.height
     status.log_size = s.size
     status.state_root = executor.state_root()
+    # The core signs in no view below `start − MAX_VIEWS_BEHIND` (rules.guard_allows) and
+    # prunes its guard below that window: older records are never read, and loading them
+    # all would make every restart grow with the log (docs/decisions.md, snapshots).
+    highest = s.highest_signed_view(committee.epoch) or 0
+    start = max((0 if tip is None else tip.block.view) + 1, highest, 1)
     guard = tuple(GuardRecord(epoch, view, SignedKind(kind), digest)
-                  for epoch, view, kind, digest in s.guard_records(committee.epoch))
+                  for epoch, view, kind, digest in s.guard_records(
+                      committee.epoch, since_view=start - MAX_VIEWS_BEHIND - 1))
     guard_lost = guard_lost or (tip is not None and not guard)
     tip_cert: Certificate | None = None
     if tip is not None:
