@@ -81,7 +81,9 @@ def test_restart_starts_from_the_newest_snapshot_and_replays_only_after_it(fx: F
 
 
 def test_only_the_newest_snapshots_are_kept(fx: Fixture) -> None:
-    fx.grow(50)
+    fx.grow(45)
+    (fx.snaps.directory / f"{33:020d}.tmp").write_bytes(b"half a snapshot: a crash")
+    fx.grow(5)
     assert fx.snaps.heights() == [50, 40, 30]
     assert sorted(p.name for p in fx.snaps.directory.iterdir()) == [
         f"{h:020d}.snapshot" for h in (30, 40, 50)]

@@ -42,7 +42,7 @@ class NodeConfig:
     #: per issuer root (local to this node; read at start).
     ticket_issuer_configs: tuple[Path, ...] = ()
     #: Blocks between two executor snapshots in `<data_dir>/snapshots/` (0: write none);
-    #: a restart replays only the blocks after the newest good one (docs/formats.md §9).
+    #: a restart replays only the blocks after the newest good one (docs/formats.md §8).
     snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL
     #: Snapshot files kept (the newest ones).
     snapshots_kept: int = DEFAULT_SNAPSHOTS_KEPT

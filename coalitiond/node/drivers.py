@@ -147,7 +147,7 @@ class CommitteeFollower(Driver):
         self._last_block: Block = genesis_block(followed)
         #: Where the replica's position is kept (snapshot files of the followed committee's
         #: state, every `position_interval` blocks), so a restart resumes instead of
-        #: replaying the followed log from its genesis (docs/formats.md §9).
+        #: replaying the followed log from its genesis (docs/formats.md §8).
         self.position = position
         self.position_interval = position_interval
         #: While resumed from a position file and not yet confirmed: checks the roots the

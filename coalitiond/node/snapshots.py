@@ -1,4 +1,4 @@
-"""Executor snapshots on disk, and the restart that starts from one (docs/formats.md §9).
+"""Executor snapshots on disk, and the restart that starts from one (docs/formats.md §8).
 
 A member writes its executor's snapshot every `node.snapshot_interval` blocks into
 `<data_dir>/snapshots/` (one file per height, written to a temporary name, fsynced, renamed,
@@ -178,6 +178,9 @@ class SnapshotStore:
         for height in self.heights()[self.keep:]:
             with contextlib.suppress(FileNotFoundError):
                 self.path(height).unlink()
+        for stale in self.directory.glob("*.tmp"):  # left by a crash mid-write
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
         return path
 
     def clear(self) -> None:
