@@ -1,8 +1,9 @@
 """Restart: start to ready on a long log, with and without executor snapshots (issue #15).
 
-The log: BLOCKS finalised feed blocks (one signed envelope each, so the component's state grows
-with the log too), each claiming the roots after its parent, with the signer-guard rows a
-member writes per view (notarize and finalize; propose every n-th view), built directly with
+The log: BLOCKS finalised feed blocks — busy (one signed envelope in each, so the feed's
+state grows with the log too) and idle (one in every 100th) — each claiming the roots after
+its parent, with the signer-guard rows a member writes per view (notarize and finalize;
+propose every n-th view), built directly with
 `Store.append_blocks` (certificates carry placeholder signatures: the store checks only that
 a quorum signed when the caller verified them, as the daemon's own appends do).
 
@@ -41,10 +42,15 @@ BLOCKS: Final = (100_000, 10_000)
 SNAPSHOT_INTERVAL: Final = DEFAULT_SNAPSHOT_INTERVAL
 BATCH: Final = 1000
 SEED: Final = 15
+#: (name, an envelope every this many blocks): the busy log's feed state grows with the log
+#: (a component restore is O(state)); the idle one's stays small.
+WORKLOADS: Final = (("busy: one envelope in every block", 1),
+                    ("idle: one envelope every 100 blocks", 100))
 
 
-def build(directory: Path, blocks: int) -> dict[str, Any]:
-    """The store and one snapshot at the last multiple of the interval below the head."""
+def build(directory: Path, blocks: int, every: int = 1) -> dict[str, Any]:
+    """The store (an envelope in every `every`-th block) and one snapshot at the last
+    multiple of the interval below the head."""
     rc = RootedChain(5, seed=SEED, fake_signatures=True)
     snap_at = (blocks - 1) // SNAPSHOT_INTERVAL * SNAPSHOT_INTERVAL
     snapshots = SnapshotStore(directory / "snapshots")
@@ -57,7 +63,8 @@ def build(directory: Path, blocks: int) -> dict[str, Any]:
             items, guard = [], []
             for _ in range(min(BATCH, blocks - height)):
                 height += 1
-                item = rc.next((rc.envelope(b"entry %d" % height),))
+                item = rc.next((rc.envelope(b"entry %d" % height),) if height % every == 0
+                               else ())
                 items.append(item)
                 b = item.block
                 guard += [GuardRecord(b.epoch, b.view, int(VoteKind.NOTARIZE), b.digest),
@@ -133,9 +140,15 @@ def main(argv: list[str]) -> None:
         return
     configure("console", "warning", stream=sys.stderr)
     blocks = BLOCKS[1 if "--quick" in argv else 0]
+    for name, every in WORKLOADS:
+        print(f"\n{name}:")
+        _workload(blocks, every)
+
+
+def _workload(blocks: int, every: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        info = build(d, blocks)
+        info = build(d, blocks, every)
         print(f"restart on a log of {blocks} blocks ({info['entries']} entries, store "
               f"{info['store_mb']:.0f} MB, snapshot at {info['snapshot_at']}: "
               f"{info['snapshot_mb']:.1f} MB, taken in {info['take_s'] * 1000:.0f} ms on the "

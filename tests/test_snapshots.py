@@ -5,6 +5,7 @@ refused with one line and an older one (at last: genesis) is used; nothing commi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -210,3 +211,20 @@ def test_recover_loads_only_the_guard_window_the_core_can_still_sign_in(fx: Fixt
                       BlockJournal(fx.rc.committee.quorum, 0), VoterStatus(), False, fx.snaps)
     views = sorted(r.view for r in durable.guard)
     assert views == list(range(300 - MAX_VIEWS_BEHIND - 1, 301))
+
+
+def test_a_snapshot_whose_state_is_not_the_root_it_names_is_refused(fx: Fixture) -> None:
+    # The component restores a member's own snapshot without checking each row again
+    # (Feed.restore_own); the restored state's root must then be the one the file names.
+    fx.grow(35)
+    honest = fx.snapshot_of[30]
+    replica = fx.rc.make_executor()
+    replica.restore(honest.executor)
+    feed: Any = replica.component
+    feed._entries[5] = feed._entries[5][:-1] + b"\x00"  # one entry's last byte changed
+    fx.snaps.write(SnapshotFile(honest.committee_id, honest.block, honest.roots,
+                                replica.snapshot()))
+    executor, restored = fx.restart()
+    assert restored.snapshot_height == 20
+    assert "the restored state has root" in restored.refused[0]
+    fx.assert_caught_up(executor)
