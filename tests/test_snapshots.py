@@ -4,8 +4,9 @@ refused with one line and an older one (at last: genesis) is used; nothing commi
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -228,3 +229,32 @@ def test_a_snapshot_whose_state_is_not_the_root_it_names_is_refused(fx: Fixture)
     assert restored.snapshot_height == 20
     assert "the restored state has root" in restored.refused[0]
     fx.assert_caught_up(executor)
+
+
+class RecordingConnection(sqlite3.Connection):
+    """Records every statement the store runs."""
+
+    statements: ClassVar[list[str]] = []
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        RecordingConnection.statements.append(sql)
+        return super().execute(sql, *args)
+
+
+def test_opening_and_reading_blocks_never_scans_the_entries_table(fx: Fixture,
+                                                                  tmp_path: Path) -> None:
+    # Restart time must not grow with the log: the open-time tail check and the block
+    # reader find a block's entries by their key range, not by scanning every entry.
+    fx.grow(20)
+    fx.store.close()
+    RecordingConnection.statements = []
+    s = Store.open(tmp_path / "log.sqlite3", fx.rc.committee, signing_key=fx.rc.chain.keys[0],
+                   connection_factory=RecordingConnection)
+    list(s.iter_finalized(15))
+    reads = {q for q in RecordingConnection.statements if "FROM entries" in q}
+    assert reads
+    for q in reads:
+        plan = " ".join(str(row[-1]) for row in s._conn.execute(
+            "EXPLAIN QUERY PLAN " + q, [1] * q.count("?")))
+        assert "SCAN entries" not in plan, (q, plan)
+    s.close()
