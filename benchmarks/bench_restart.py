@@ -33,7 +33,7 @@ from coalitiond.config.node import DEFAULT_SNAPSHOT_INTERVAL
 from coalitiond.consensus.types import VoteKind
 from coalitiond.log.sqlite import GuardRecord, Store
 from coalitiond.node.journal import BlockJournal
-from coalitiond.node.snapshots import SnapshotFile, SnapshotStore
+from coalitiond.node.snapshots import SnapshotFile, SnapshotStore, restore_replica
 from coalitiond.node.voter import VoterStatus, recover
 from coalitiond.primitives.logs import configure
 from coalitiond.testing.rooted_chain import RootedChain
@@ -108,6 +108,22 @@ def child(directory: Path, use_snapshot: bool) -> None:
                       "guard_rows": len(durable.guard)}))
 
 
+def follower_child(directory: Path) -> None:
+    """What `CommitteeFollower.resume` does at a follower's start: the newest position file
+    read, checked and restored into a fresh replica (the member's snapshot file serves as the
+    position: same format). Prints a JSON line."""
+    configure("console", "warning", stream=sys.stderr)
+    rc = RootedChain(5, seed=SEED, fake_signatures=True)
+    replica = rc.make_executor()
+    positions = SnapshotStore(directory / "snapshots")
+    started = time.perf_counter()
+    height = positions.heights()[0]
+    restore_replica(replica, positions.read(height), rc.committee.committee_id, "position")
+    ready = time.perf_counter()
+    print(json.dumps({"ready_s": ready - started, "peak_mb": _peak_rss_kib() / 1024,
+                      "height": height}))
+
+
 def _peak_rss_kib() -> int:
     """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that over exec, so a
     child would report its parent's peak."""
@@ -138,6 +154,9 @@ def main(argv: list[str]) -> None:
         at = argv.index("--child")
         child(Path(argv[at + 1]), argv[at + 2] == "1")
         return
+    if "--follower-child" in argv:
+        follower_child(Path(argv[argv.index("--follower-child") + 1]))
+        return
     configure("console", "warning", stream=sys.stderr)
     blocks = BLOCKS[1 if "--quick" in argv else 0]
     for name, every in WORKLOADS:
@@ -161,8 +180,15 @@ def _workload(blocks: int, every: int) -> None:
             print(f"{name:>22} {r['open_s']:>7.2f} {r['recover_s']:>10.2f} "
                   f"{r['ready_s']:>14.2f} {r['peak_mb']:>12.0f} "
                   f"{r['height'] - r['restored_from']:>9}")
+        out = subprocess.run([sys.executable, "-m", "benchmarks.bench_restart",
+                              "--follower-child", str(d)], check=True, capture_output=True,
+                             text=True)
+        f = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{'follower resume':>22} {'':>7} {'':>10} {f['ready_s']:>14.2f} "
+              f"{f['peak_mb']:>12.0f} {'(then the followed blocks after ' + str(f['height']) + ')':>9}")
         print(f"(peak RSS of a process that only imports the member: {_baseline_mb():.0f} MB; "
-              f"guard rows loaded: {r['guard_rows']})")
+              f"guard rows loaded: {r['guard_rows']}; a follower without a position fetches and "
+              f"replays all {blocks} followed blocks: at least the replay row)")
 
 
 if __name__ == "__main__":
