@@ -286,7 +286,7 @@ def test_unknown_keys() -> None:
             "unknown key (allowed here: attestation, coalition, committee, component, network, node)")
     refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\ndatadir = "x"'), "node.datadir",
             "unknown key (allowed here: advertise, almanac_config, data_dir, key_file, listen, log_format, "
-            "log_level, metrics, ticket_issuer_configs)")
+            "log_level, metrics, snapshot_interval, snapshots_kept, ticket_issuer_configs)")
     refused(BASE.replace('operator = "a"', 'operator = "a"\nweight = 2'),
             "committee.members[0].weight",
             "unknown key (allowed here: address, operator, peer_id)")
@@ -598,3 +598,17 @@ def test_file_problems(tmp_path: Path) -> None:
     dup.write_text(BASE.replace('name = "testnet"', 'name = "testnet"\nname = "again"'))
     with pytest.raises(ConfigError, match="invalid TOML: Cannot overwrite a value"):
         load_config(dup)
+
+
+def test_snapshot_keys() -> None:
+    c = parse(BASE)
+    assert (c.node.snapshot_interval, c.node.snapshots_kept) == (1000, 3)
+    c = parse(BASE.replace('data_dir = "data"',
+                           'data_dir = "data"\nsnapshot_interval = 0\nsnapshots_kept = 16'))
+    assert (c.node.snapshot_interval, c.node.snapshots_kept) == (0, 16)
+    refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\nsnapshots_kept = 0'),
+            "node.snapshots_kept", "must be at least 1, got 0")
+    refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\nsnapshots_kept = 17'),
+            "node.snapshots_kept", "must be at most 16, got 17")
+    refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\nsnapshot_interval = -1'),
+            "node.snapshot_interval", "must be at least 0, got -1")

@@ -46,10 +46,11 @@ from ..consensus.events import (
     StateDivergence,
     WrongRootFound,
 )
+from ..consensus.limits import MAX_VIEWS_BEHIND
 from ..consensus.messages import Message, NullificationsRequest, encode_message
 from ..consensus.root_evidence import WRONG_ROOT_KIND
 from ..consensus.statements import SignedKind
-from ..consensus.types import Certificate, CertifiedRoots, VoteKind
+from ..consensus.types import Block, Certificate, CertifiedRoots, VoteKind
 from ..consensus.voter import Core
 from ..log.aio import AsyncStore
 from ..log.checkpoint import Checkpoint
@@ -66,6 +67,7 @@ from . import wire
 from .drivers import Drivers
 from .inbox import SUBMISSIONS, Submission, VoterInput
 from .journal import BlockJournal, bounded_put
+from .snapshots import SnapshotStore, SnapshotWriter, restore_and_replay
 from .timers import TimerService
 from .verifier import CheckedEnvelopes, SeenMessages
 
@@ -111,6 +113,8 @@ class VoterStatus:
         self.log_size = 0
         self.state_root = b"\x00" * 32
         self.finalized_commands = 0
+        #: Height of the snapshot the last start began from (0: replayed from genesis).
+        self.restored_from = 0
         #: Why our executed state disagrees with the chain; None while it agrees.
         self.diverged: str | None = None
         #: False once the member is stopping: new client commands are refused.
@@ -142,29 +146,41 @@ def _decoded_unverified(command: bytes) -> Envelope | None:
 
 
 def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: BlockJournal,
-            status: VoterStatus, guard_lost: bool) -> DurableState:
-    """Store thread, before the voter starts: rebuild the executor by replaying the log, and
-    the core's durable state."""
-    tip: FinalizedBlock | None = None
-    for fb in s.iter_finalized():
+            status: VoterStatus, guard_lost: bool,
+            snapshots: SnapshotStore | None = None) -> DurableState:
+    """Store thread, before the voter starts: rebuild the executor from the newest good
+    snapshot and the blocks after it (node/snapshots.py), and the core's durable state."""
+
+    def apply(block: Block) -> bytes:
         # Our own store holds only blocks whose envelopes were verified before they were
         # certified and stored: replay without checking every client signature again
         # (restart time would grow with the log). Admission is still decided afresh.
-        executor.apply_block(fb.height, fb.block.digest, fb.block.commands,
-                             checked=[_decoded_unverified(c) for c in fb.block.commands])
-        tip = fb
+        return executor.apply_block(block.height, block.digest, block.commands, checked=[
+            _decoded_unverified(c) for c in block.commands]).state_root
+
+    restored = restore_and_replay(s, executor, snapshots, apply)
+    tip: FinalizedBlock | None = s.finalized(s.height) if s.height else None
     status.height = s.height
+    status.restored_from = restored.snapshot_height
     journal.durable_height = s.height
     status.log_size = s.size
     status.state_root = executor.state_root()
+    # The core signs in no view below `start − MAX_VIEWS_BEHIND` (rules.guard_allows) and
+    # prunes its guard below that window: older records are never read, and loading them
+    # all would make every restart grow with the log (docs/decisions.md, snapshots).
+    highest = s.highest_signed_view(committee.epoch) or 0
+    start = max((0 if tip is None else tip.block.view) + 1, highest, 1)
     guard = tuple(GuardRecord(epoch, view, SignedKind(kind), digest)
-                  for epoch, view, kind, digest in s.guard_records(committee.epoch))
+                  for epoch, view, kind, digest in s.guard_records(
+                      committee.epoch, since_view=start - MAX_VIEWS_BEHIND - 1))
     guard_lost = guard_lost or (tip is not None and not guard)
     tip_cert: Certificate | None = None
     if tip is not None:
         tip_cert = tip.finalization or tip.notarization
     FINALIZED_HEIGHT.set(status.height)
     log.info("member.recovered", height=status.height, log_size=status.log_size,
+             snapshot=restored.snapshot_height, replayed=restored.replayed,
+             certified_at=restored.certified_at,
              guard_records=len(guard), guard_lost=guard_lost,
              state_root=status.state_root.hex()[:16])
     return DurableState(
@@ -191,7 +207,8 @@ class Voter:
                  relay_outbox: trio.MemorySendChannel[bytes],
                  fetch_requests: trio.MemorySendChannel[FetchBlocks],
                  wake_readers: Callable[[], None], status: VoterStatus,
-                 asked: Callable[[int, NullificationsRequest], None] | None = None) -> None:
+                 asked: Callable[[int, NullificationsRequest], None] | None = None,
+                 snapshot_writer: SnapshotWriter | None = None) -> None:
         self.committee = committee
         self.me = me
         self.executor = executor
@@ -209,6 +226,7 @@ class Voter:
         self.status = status
         #: Told of every `nullifications?` the core sends, so the verifier admits the answer.
         self.asked = asked
+        self.snapshot_writer = snapshot_writer
         self.core = Core(committee, key, core_config, durable,
                          validate_block_commands=self._validate_block_commands,
                          member_commands=drivers.member_commands)
@@ -446,8 +464,11 @@ class Voter:
             seen = self.seen.take_first_seen(block.digest)
             if seen is not None:
                 FINALITY_LATENCY.observe(now - seen)
-            executed.append(BlockExecuted(CertifiedRoots(block.height, result.state_root,
-                                                         checkpoint.size, checkpoint.root)))
+            roots = CertifiedRoots(block.height, result.state_root, checkpoint.size,
+                                   checkpoint.root)
+            executed.append(BlockExecuted(roots))
+            if self.snapshot_writer is not None:
+                self.snapshot_writer.offer(block, roots, self.executor)
             self.drivers.on_applied(result)
             await self._tell_submitters(result, log_index)
         self.wake_readers()
