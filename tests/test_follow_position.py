@@ -56,7 +56,7 @@ class Followed:
             votes = [Vote.sign(k, self.spec, i, VoteKind.FINALIZE, block.view, block.digest)
                      for i, k in enumerate(self.committee.keys)][:self.spec.quorum]
             self.blocks.append(FinalizedBlock(block, Certificate.from_votes(votes), None,
-                                              tuple(votes), (), ""))
+                                              tuple(votes), ""))
             root = reference.apply_block(height, block.digest, commands).state_root
             self.log_size += 1
             self.roots = CertifiedRoots(height, root, self.log_size, ZERO_DIGEST)
