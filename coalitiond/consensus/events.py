@@ -60,6 +60,19 @@ class GuardRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SeenStatement:
+    """The first statement the core saw from member `member` for (`view`, `kind`) in its
+    epoch, with that member's signature (docs/protocol.md §5): kept by the store so that an
+    equivocation whose halves straddle a restart is still caught."""
+
+    member: int
+    view: int
+    kind: SignedKind
+    digest: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class DurableState:
     """What the core is rebuilt from after a restart (docs/protocol.md §8)."""
 
@@ -68,6 +81,8 @@ class DurableState:
     tip_certificate: Certificate | None = None
     executed: tuple[int, bytes] | None = None
     guard_lost: bool = False
+    #: First-seen statements of other members, in the store's window (§5).
+    seen: tuple[SeenStatement, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,6 +95,8 @@ class TimerKind(enum.IntEnum):
     LEADER = 0
     VIEW = 1
     BATCH = 2
+    #: The start-up recall's deadline (§8); its view is the one the core started in.
+    RECALL = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,8 +223,16 @@ class Refused:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class RecordSeen:
+    """Keep this first-seen statement of another member (§5). Not urgent: the shell may
+    write it with its next commit; one lost in a crash only weakens detection."""
+
+    statement: SeenStatement
+
+
 Action = (PersistSignerGuard | Broadcast | Send | SetTimer | Finalized | EvidenceFound
-          | FetchBlocks | StateDivergence | Refused)
+          | FetchBlocks | StateDivergence | Refused | RecordSeen)
 
 #: Asked before voting for a block: may the component apply these commands (§6)? Pure.
 ValidationHook = Callable[[tuple[bytes, ...]], bool]

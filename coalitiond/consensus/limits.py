@@ -24,6 +24,12 @@ MAX_FETCH_BLOCKS: Final = 256
 MAX_ROOTS_KEPT: Final = 1024
 #: Amnesia rule margin (docs/protocol.md §8).
 AMNESIA_MARGIN_VIEWS: Final = 1
+#: Statements in one recall answer (docs/protocol.md §8): the requester's newest of each of
+#: the four signed kinds.
+MAX_RECALL_STATEMENTS: Final = 4
+#: Bytes of one encoded recall answer (envelope included): four statements of 108 bytes at
+#: most plus the envelope is below 600; anything larger is refused before decoding further.
+MAX_RECALL_ANSWER_SIZE: Final = 1024
 #: Certificates sent in answer to one SyncRequest (parent + intervening nullifications).
 MAX_SYNC_CERTS: Final = MAX_VIEWS_BEHIND
 #: Room kept in a block for the header and evidence when batching commands.

@@ -34,7 +34,7 @@ from ..primitives.crypto import SigningKey
 from ..primitives.encoding import encode
 from ..primitives.errors import LocalError
 from ..primitives.identity import digest as blake3_digest
-from . import catchup, relay, rules
+from . import catchup, recall, relay, rules
 from .batcher import Batcher
 from .events import (
     Action,
@@ -50,7 +50,9 @@ from .events import (
     MemberCommandsHook,
     MessageReceived,
     PersistSignerGuard,
+    RecordSeen,
     Refused,
+    SeenStatement,
     Send,
     SetTimer,
     Start,
@@ -76,6 +78,8 @@ from .messages import (
     Nullification,
     Proposal,
     ProposalHeader,
+    RecallAnswer,
+    RecallRequest,
     SyncRequest,
 )
 from .relay import ViewRelay
@@ -175,6 +179,13 @@ class Core:
         self._views: dict[int, _View] = {}
         self._blocks: dict[bytes, Block] = {}
         self._seen: dict[tuple[int, int], dict[SignedKind, Statement]] = {}
+        for st in durable.seen:  # first-seen statements kept across the restart (§5)
+            self._seen.setdefault((st.view, st.member), {}).setdefault(
+                st.kind, Statement(st.kind, st.digest, st.signature))
+        #: The start-up recall (§8): sign nothing until peers said what they saw us sign.
+        self._recall = recall.Recall(committee.quorum - 1)
+        #: The view in which we last answered each peer's recall (one answer per view).
+        self._recall_answered: dict[int, int] = {}
         self._reported: set[tuple[int, int, EvidenceKind]] = set()
         self._pending_evidence: dict[bytes, Evidence] = {}
         self._known_evidence: set[bytes] = set()
@@ -215,6 +226,9 @@ class Core:
         elif isinstance(event, BlocksFetched):
             self._on_fetched(event.chain)
         elif isinstance(event, Start):
+            if self._recall.open:
+                self._emit(Broadcast(RecallRequest()))
+                self._emit(SetTimer(TimerKind.RECALL, self.view, self.config.view_timeout_ms))
             self._enter_view(self.view)
         else:  # pragma: no cover - the Event union is closed
             raise LocalError(f"unknown event {event!r}")
@@ -259,7 +273,8 @@ class Core:
         guard = sorted([v, int(k), d] for (v, k), d in self._guard.items())
         return blake3_digest(encode([self.view, self.tip.digest, guard, views,
                                      self._consecutive_nulls, self._abstain_through or 0,
-                                     self._amnesiac]))
+                                     self._amnesiac, self._recall.open,
+                                     self._recall.through]))
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -279,7 +294,8 @@ class Core:
         return base_ms * (1 << min(self._consecutive_nulls, self.config.max_backoff_exponent))
 
     def _may_sign(self, view: int) -> bool:
-        return rules.may_sign(self._amnesiac, self._abstain_through, view)
+        return rules.recall_allows(self._recall.open, self._recall.through, view) and \
+            rules.may_sign(self._amnesiac, self._abstain_through, view)
 
     def _sign_guarded(self, view: int, kind: SignedKind, digest: bytes) -> bool:
         """Check the guard and emit the durable record; False means do not sign."""
@@ -315,6 +331,9 @@ class Core:
             self._try_propose()
 
     def _on_timer(self, kind: TimerKind, view: int) -> None:
+        if kind is TimerKind.RECALL:
+            self._end_recall()
+            return
         if view != self.view:
             return  # stale timer: timers are never cancelled, only outlived
         s = self._vs(view)
@@ -446,6 +465,14 @@ class Core:
                                  formed=False)
         elif isinstance(msg, SyncRequest):
             self._on_sync_request(sender, msg.view)
+        elif isinstance(msg, RecallRequest):
+            self._on_recall_request(sender)
+        elif isinstance(msg, RecallAnswer):
+            refusal = self._recall.take(self.me, self.committee.n, sender, msg)
+            if refusal is not None:
+                self._refuse(sender, refusal)
+            elif not self._recall.open:
+                self._progress()  # q − 1 answers: a waiting proposal may now be decided
         else:
             self._on_evidence(sender, msg.evidence)
 
@@ -467,7 +494,10 @@ class Core:
             old = table[k]
             if conflicts(old.kind, old.digest, kind, digest):
                 self._report(Evidence.build(self.committee, view, member, old, new))
-        table.setdefault(kind, new)
+        if kind not in table:
+            table[kind] = new
+            if member != self.me:
+                self._emit(RecordSeen(SeenStatement(member, view, kind, digest, signature)))
 
     def _report(self, ev: Evidence) -> None:
         key = (ev.view, ev.member, ev.kind)
@@ -506,6 +536,10 @@ class Core:
                 s.waiting = proposal
             elif v < self.view:
                 self._learn_block(b)
+            return
+        if self._recall.open:
+            if s.waiting is None:
+                s.waiting = proposal  # decided when the recall ends (§8)
             return
         try:
             verdict = rules.check_proposal(b, self.tip, self._blocks, self._views, self._roots,
@@ -546,6 +580,20 @@ class Core:
         for msg in catchup.sync_answer(s.proposal, view, self.tip, self.tip_certificate,
                                        self._blocks, self._views):
             self._emit(Send(sender, msg))
+
+    def _on_recall_request(self, sender: int | None) -> None:
+        """A peer (re)started and asks what we saw it sign (§8): its newest statements."""
+        if sender is None or not 0 <= sender < self.committee.n or sender == self.me:
+            return
+        if recall.should_answer(self._recall_answered, sender, self.view):
+            self._emit(Send(sender, RecallAnswer(sender,
+                                                 recall.own_statements(self._seen, sender))))
+
+    def _end_recall(self) -> None:
+        """The recall timer fired: go on with the answers we have."""
+        if self._recall.open:
+            self._recall.close()
+            self._progress()  # a waiting proposal, or our own, may now be decided
 
     def _learn_block(self, block: Block) -> None:
         """Keep a block some certificate of ours refers to (late proposal, cert with block)."""
