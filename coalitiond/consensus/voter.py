@@ -656,7 +656,7 @@ class Core:
             if block is not None:
                 self._learn_block(block)
             self._note_latest(cert)
-            if formed:
+            if formed or relay.broadcasts_received(self.committee, self.me, cert, self.view):
                 self._announce(cert, s)
             if cert.view >= self.view:
                 self._consecutive_nulls = 0
@@ -687,7 +687,8 @@ class Core:
                 self._learn_block(block)
             if first:
                 self._note_latest(cert)
-                if formed:
+                if formed or relay.broadcasts_received(self.committee, self.me, cert,
+                                                       self.view):
                     self._announce(cert, s)
                 if cert.view >= self.view:
                     self._consecutive_nulls = 0
