@@ -125,6 +125,9 @@ class Crash:
     at_ms: int
     restart_ms: int | None = None
     wipe_guard: bool = False  # amnesiac restart: the member counts as faulty
+    #: Restart from a backup taken at this time (guard and log behind, not lost): the
+    #: member stays honest, its start-up recall must keep it safe (docs/protocol.md §8).
+    backup_ms: int | None = None
     torn: bool = True  # the crash cuts the actions of the step it interrupts
 
 
@@ -183,6 +186,7 @@ class SimNode:
     finalized: list[tuple[Block, Certificate]] = field(default_factory=list)  # durable
     exec_root: bytes = ZERO_DIGEST
     crash_cut: int | None = None  # armed torn crash: execute this many actions, then die
+    backup: tuple[int, int, bytes] | None = None  # (guard records, blocks, exec root) saved
     restarted_at: int = 0
     last_final_ms: int = -1
     finals_since_stable: int = 0
@@ -243,6 +247,8 @@ class Simulation:
         for sim_node in self.nodes:
             self._boot(sim_node, DurableState())
         for crash in config.crashes:
+            if crash.backup_ms is not None:
+                self._push(crash.backup_ms, "backup", (crash.node,))
             self._push(crash.at_ms, "crash", (crash,))
             self._stable_since = max(self._stable_since, crash.at_ms + TORN_CRASH_GRACE_MS)
             if crash.restart_ms is not None:
@@ -370,7 +376,10 @@ class Simulation:
                 self._crash(node)
         elif kind == "restart":
             (crash,) = payload
-            self._restart(self.nodes[crash.node], crash.wipe_guard)
+            self._restart(self.nodes[crash.node], crash.wipe_guard, crash.backup_ms is not None)
+        elif kind == "backup":
+            node = self.nodes[payload[0]]
+            node.backup = (len(node.guard), len(node.finalized), node.exec_root)
         else:  # pragma: no cover
             raise self.fail(f"unknown event kind {kind}")
 
@@ -379,7 +388,7 @@ class Simulation:
         node.crash_cut = None
         node.incarnation += 1
 
-    def _restart(self, node: SimNode, wipe_guard: bool) -> None:
+    def _restart(self, node: SimNode, wipe_guard: bool, from_backup: bool = False) -> None:
         if node.up:
             self._crash(node)
         node.up = True
@@ -387,6 +396,9 @@ class Simulation:
         node.finals_since_stable = 0
         if wipe_guard:
             node.guard.clear()
+        if from_backup and node.backup is not None:
+            guard_len, blocks_len, node.exec_root = node.backup
+            del node.guard[guard_len:], node.finalized[blocks_len:]
         tip, cert = node.finalized[-1] if node.finalized else (None, None)
         executed = (tip.height, node.exec_root) if tip is not None else None
         self._boot(node, DurableState(tuple(node.guard), tip, cert, executed, wipe_guard))
