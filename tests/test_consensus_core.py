@@ -28,7 +28,7 @@ from coalitiond.consensus.events import (
     TimerFired,
     TimerKind,
 )
-from coalitiond.consensus.limits import MAX_VIEWS_AHEAD
+from coalitiond.consensus.limits import MAX_VIEWS_AHEAD, RECALL_ROUNDS
 from coalitiond.consensus.messages import (
     EvidenceMessage,
     Finalization,
@@ -58,14 +58,19 @@ GENESIS = genesis_block(COMMITTEE)
 def core(member: int, durable: DurableState | None = None, **kw: object) -> Core:
     """A started core whose start-up recall (docs/protocol.md §8) ended with no answers."""
     c = Core(COMMITTEE, KEYS[member], CONFIG, durable, **kw)  # type: ignore[arg-type]
-    c.step(Start())
-    c.step(TimerFired(TimerKind.RECALL, c.view))
+    started(c)
     return c
 
 
+def end_recall(c: Core) -> list[Any]:
+    """Fire every round of the recall timer: the recall ends with the answers it has."""
+    return [a for r in range(1, RECALL_ROUNDS + 1)
+            for a in c.step(TimerFired(TimerKind.RECALL, r))]
+
+
 def started(c: Core) -> list[Any]:
-    """Start `c` and end its recall on the timer: the actions of both steps."""
-    return [*c.step(Start()), *c.step(TimerFired(TimerKind.RECALL, c.view))]
+    """Start `c` and end its recall on the timer: the actions of all those steps."""
+    return [*c.step(Start()), *end_recall(c)]
 
 
 def blk(view: int, proposer: int, parent: Block = GENESIS, commands: tuple[bytes, ...] = (),
@@ -99,7 +104,7 @@ def refusals(actions: list[object]) -> list[str]:
 
 def test_start_asks_for_a_recall_and_arms_view_timers() -> None:
     c = Core(COMMITTEE, KEYS[0], CONFIG)
-    assert c.step(Start()) == [Broadcast(RecallRequest()), SetTimer(TimerKind.RECALL, 1, 300),
+    assert c.step(Start()) == [Broadcast(RecallRequest()), SetTimer(TimerKind.RECALL, 1, 75),
                                SetTimer(TimerKind.LEADER, 1, 200),
                                SetTimer(TimerKind.VIEW, 1, 300)]
 

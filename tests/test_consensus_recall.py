@@ -15,6 +15,7 @@ from test_consensus_core import (
     blk,
     cert,
     core,
+    end_recall,
     own_votes,
     proposal,
     refusals,
@@ -32,7 +33,11 @@ from coalitiond.consensus.events import (
     TimerFired,
     TimerKind,
 )
-from coalitiond.consensus.limits import MAX_RECALL_ANSWER_SIZE, MAX_RECALL_STATEMENTS
+from coalitiond.consensus.limits import (
+    MAX_RECALL_ANSWER_SIZE,
+    MAX_RECALL_STATEMENTS,
+    RECALL_ROUNDS,
+)
 from coalitiond.consensus.messages import (
     BadSignature,
     Message,
@@ -83,7 +88,7 @@ def test_a_member_restored_from_an_old_backup_does_not_sign_over_what_it_signed_
     backup = DurableState(guard=(GuardRecord(0, 1, SignedKind.NULLIFY, ZERO_DIGEST),))
     c, started = restarted(0, backup)
     assert Broadcast(RecallRequest()) in started
-    assert SetTimer(TimerKind.RECALL, 1, CONFIG.view_timeout_ms) in started
+    assert SetTimer(TimerKind.RECALL, 1, CONFIG.view_timeout_ms // RECALL_ROUNDS) in started
     assert c.abstaining  # nothing is signed while the recall is open
     for p in peers[:2]:  # q - 1 = 2 answers end the recall
         [answer] = answers_to(p, 0)
@@ -133,13 +138,19 @@ def test_q_minus_one_answers_or_the_timer_end_the_recall_and_a_waiting_proposal_
     actions = c.step(MessageReceived(3, wire(RecallAnswer(0, ()))))
     assert [(v.kind, v.digest) for v in own_votes(actions)] == [(VoteKind.NOTARIZE, b.digest)]
     assert not c.abstaining
-    # With fewer answers the timer ends it (one view timeout), and the leader proposes.
+    # With fewer answers the timer ends it: the request is sent again each round (links may
+    # have come up since), the last round ends it, and the leader proposes.
     leader, _ = restarted(1)
     leader.step(MessageReceived(0, wire(RecallAnswer(1, ()))))
-    assert leader.abstaining
-    actions = leader.step(TimerFired(TimerKind.RECALL, 1))
+    interval = CONFIG.view_timeout_ms // RECALL_ROUNDS
+    for r in range(1, RECALL_ROUNDS):
+        assert leader.step(TimerFired(TimerKind.RECALL, r)) == [
+            Broadcast(RecallRequest()), SetTimer(TimerKind.RECALL, r + 1, interval)]
+        assert leader.abstaining
+    actions = leader.step(TimerFired(TimerKind.RECALL, RECALL_ROUNDS))
     assert SetTimer(TimerKind.BATCH, 1, CONFIG.batch_interval_ms) in actions
     assert not leader.abstaining
+    assert leader.step(TimerFired(TimerKind.RECALL, RECALL_ROUNDS)) == []  # ended once
 
 
 def test_a_peer_answers_each_requester_once_per_view_with_its_newest_of_each_kind() -> None:
@@ -225,7 +236,7 @@ def test_the_core_refuses_answers_it_did_not_ask_for() -> None:
     assert refusals(c.step(MessageReceived(1, wire(RecallAnswer(0, ()))))) == []
     assert refusals(c.step(MessageReceived(1, wire(mine)))) == [
         "second recall answer from member 1"]
-    c.step(TimerFired(TimerKind.RECALL, 1))
+    end_recall(c)
     # Closed: a peer replaying our own vote of the current view must not silence us.
     assert refusals(c.step(MessageReceived(2, wire(mine)))) == [
         "recall answer while no recall is open"]

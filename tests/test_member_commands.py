@@ -37,6 +37,7 @@ from coalitiond.consensus.events import (
     TimerFired,
     TimerKind,
 )
+from coalitiond.consensus.limits import RECALL_ROUNDS
 from coalitiond.consensus.messages import Proposal
 from coalitiond.consensus.voter import Core
 from coalitiond.primitives.crypto import SigningKey
@@ -199,7 +200,8 @@ def _proposed(actions: list[Any]) -> list[tuple[bytes, ...]]:
 
 def started(c: Core) -> list[Any]:
     """Start `c` and end its start-up recall (docs/protocol.md §8) on the timer."""
-    return [*c.step(Start()), *c.step(TimerFired(TimerKind.RECALL, c.view))]
+    return [*c.step(Start()), *[a for r in range(1, RECALL_ROUNDS + 1)
+                                for a in c.step(TimerFired(TimerKind.RECALL, r))]]
 
 
 def test_a_leader_puts_its_member_commands_first_and_proposes_for_them_alone() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_consensus_core import CONFIG, KEYS, blk, core, vote
+from test_consensus_core import CONFIG, KEYS, blk, core, end_recall, vote
 
 from coalitiond.commands.envelope import Acl
 from coalitiond.components.executor import Executor
@@ -19,8 +19,6 @@ from coalitiond.consensus.events import (
     RecordSeen,
     SeenStatement,
     Start,
-    TimerFired,
-    TimerKind,
 )
 from coalitiond.consensus.evidence import EvidenceKind
 from coalitiond.consensus.limits import MAX_VIEWS_BEHIND
@@ -76,7 +74,7 @@ def test_the_store_keeps_them_across_a_restart_and_recovery_hands_them_to_the_co
     def started(durable: DurableState | None = None) -> Core:
         c = Core(committee, keys[0], CONFIG, durable)
         c.step(Start())
-        c.step(TimerFired(TimerKind.RECALL, c.view))
+        end_recall(c)
         return c
 
     first = Vote.sign(keys[3], committee, 3, VoteKind.FINALIZE, 2, D1)

@@ -95,7 +95,7 @@ class TimerKind(enum.IntEnum):
     LEADER = 0
     VIEW = 1
     BATCH = 2
-    #: The start-up recall's deadline (§8); its view is the one the core started in.
+    #: The start-up recall's rounds (§8); its `view` field counts the rounds, from 1.
     RECALL = 3
 
 

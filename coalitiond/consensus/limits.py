@@ -24,6 +24,10 @@ MAX_FETCH_BLOCKS: Final = 256
 MAX_ROOTS_KEPT: Final = 1024
 #: Amnesia rule margin (docs/protocol.md §8).
 AMNESIA_MARGIN_VIEWS: Final = 1
+#: The start-up recall lasts one base view timeout, in this many rounds: each round
+#: re-sends the request (links may still be coming up when the member starts), the last
+#: one ends it (docs/protocol.md §8).
+RECALL_ROUNDS: Final = 4
 #: Statements in one recall answer (docs/protocol.md §8): the requester's newest of each of
 #: the four signed kinds.
 MAX_RECALL_STATEMENTS: Final = 4

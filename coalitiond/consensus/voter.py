@@ -69,6 +69,7 @@ from .limits import (
     MAX_PENDING_EVIDENCE,
     MAX_ROOTS_KEPT,
     MAX_VIEWS_BEHIND,
+    RECALL_ROUNDS,
 )
 from .messages import (
     EvidenceMessage,
@@ -227,8 +228,7 @@ class Core:
             self._on_fetched(event.chain)
         elif isinstance(event, Start):
             if self._recall.open:
-                self._emit(Broadcast(RecallRequest()))
-                self._emit(SetTimer(TimerKind.RECALL, self.view, self.config.view_timeout_ms))
+                self._recall_round(1)
             self._enter_view(self.view)
         else:  # pragma: no cover - the Event union is closed
             raise LocalError(f"unknown event {event!r}")
@@ -332,7 +332,7 @@ class Core:
 
     def _on_timer(self, kind: TimerKind, view: int) -> None:
         if kind is TimerKind.RECALL:
-            self._end_recall()
+            self._on_recall_timer(view)
             return
         if view != self.view:
             return  # stale timer: timers are never cancelled, only outlived
@@ -589,11 +589,20 @@ class Core:
             self._emit(Send(sender, RecallAnswer(sender,
                                                  recall.own_statements(self._seen, sender))))
 
-    def _end_recall(self) -> None:
-        """The recall timer fired: go on with the answers we have."""
-        if self._recall.open:
-            self._recall.close()
-            self._progress()  # a waiting proposal, or our own, may now be decided
+    def _recall_round(self, n: int) -> None:
+        """Ask (again: links may have come up since) and arm the next round's timer."""
+        self._emit(Broadcast(RecallRequest()))
+        self._emit(SetTimer(TimerKind.RECALL, n,
+                            max(1, self.config.view_timeout_ms // RECALL_ROUNDS)))
+
+    def _on_recall_timer(self, n: int) -> None:
+        if not self._recall.open:
+            return
+        if n < RECALL_ROUNDS:
+            self._recall_round(n + 1)
+            return
+        self._recall.close()  # the last round: go on with the answers we have
+        self._progress()  # a waiting proposal, or our own, may now be decided
 
     def _learn_block(self, block: Block) -> None:
         """Keep a block some certificate of ours refers to (late proposal, cert with block)."""
