@@ -26,9 +26,15 @@ from coalitiond.consensus.messages import Nullification, Proposal
 from coalitiond.consensus.statements import SignedKind
 from coalitiond.consensus.types import Certificate, Vote, VoteKind
 from coalitiond.consensus.voter import Core
-from coalitiond.log import EvidenceRecord, Store
+from coalitiond.log import EvidenceRecord, SeenRecord, Store
 from coalitiond.node.journal import BlockJournal
-from coalitiond.node.voter import VoterStatus, recover, seen_records
+from coalitiond.node.voter import (
+    MAX_PENDING_SEEN,
+    VoterStatus,
+    queue_seen,
+    recover,
+    seen_records,
+)
 from coalitiond.testing.chain import ChainBuilder
 
 D1, D2 = b"\x01" * 32, b"\x02" * 32
@@ -99,3 +105,12 @@ def test_the_store_keeps_them_across_a_restart_and_recovery_hands_them_to_the_co
     with Store.open(path, committee, signing_key=keys[0]) as s:
         s.record_event(evidence=[EvidenceRecord.of(found[0])])
         assert s.evidence()[0].kind == "nullify-finalize"
+
+
+def test_statements_waiting_for_a_commit_are_bounded_oldest_dropped() -> None:
+    """A member that signs nothing (abstaining) makes no commit: what waits stays bounded."""
+    records = [SeenRecord(1, 0, v, 0, D1, b"\x00" * 64) for v in range(1, MAX_PENDING_SEEN + 6)]
+    pending: list[SeenRecord] = []
+    assert queue_seen(pending, records[:10]) == 0
+    assert queue_seen(pending, records[10:]) == 5
+    assert len(pending) == MAX_PENDING_SEEN and pending[0].view == 6

@@ -86,6 +86,8 @@ MAX_WAITING_SUBMITTERS: Final = 65_536
 #: own); beyond this the oldest are dropped and counted: only detection across a restart
 #: is weakened, never safety.
 MAX_PENDING_SEEN: Final = 4096
+#: The seen_votes table is pruned when its floor (view − MAX_VIEWS_BEHIND) moved this far.
+SEEN_PRUNE_VIEWS: Final = 16
 
 CORE_REFUSED = counter("consensus_refused_total", "Inputs the consensus core refused",
                        ("reason",))
@@ -152,6 +154,18 @@ def seen_records(epoch: int, actions: Sequence[Action]) -> list[SeenRecord]:
     return [SeenRecord(a.statement.member, epoch, a.statement.view, int(a.statement.kind),
                        a.statement.digest, a.statement.signature)
             for a in actions if isinstance(a, RecordSeen)]
+
+
+def queue_seen(pending: list[SeenRecord], records: Sequence[SeenRecord],
+               limit: int = MAX_PENDING_SEEN) -> int:
+    """Append `records` to the statements waiting for a commit, keeping the newest `limit`;
+    returns how many of the oldest were dropped."""
+    pending.extend(records)
+    excess = len(pending) - limit
+    if excess <= 0:
+        return 0
+    del pending[:excess]
+    return excess
 
 
 def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: BlockJournal,
@@ -232,6 +246,7 @@ class Voter:
         self._sends_since_yield = 0
         #: First-seen statements for the next commit (docs/formats.md, seen statements).
         self._seen_pending: list[SeenRecord] = []
+        self._seen_floor = -SEEN_PRUNE_VIEWS  # prune at the first commit
 
     async def run(self) -> None:
         await self._round([Start()])
@@ -387,17 +402,18 @@ class Voter:
 
     def _note_seen(self, records: Sequence[SeenRecord]) -> None:
         """Queue first-seen statements for the next commit, bounded (MAX_PENDING_SEEN)."""
-        self._seen_pending.extend(records)
-        excess = len(self._seen_pending) - MAX_PENDING_SEEN
-        if excess > 0:
-            del self._seen_pending[:excess]
-            SEEN_DROPPED.inc(excess)
+        SEEN_DROPPED.inc(queue_seen(self._seen_pending, records))
 
-    def _take_seen(self) -> tuple[list[SeenRecord], int]:
-        """The queued first-seen statements and the view below which the store drops them
-        (the core refuses statements that old, so they can no longer prove anything)."""
+    def _take_seen(self) -> tuple[list[SeenRecord], int | None]:
+        """The queued first-seen statements, and the view below which the store drops them
+        (the core refuses statements that old, so they can no longer prove anything): only
+        every SEEN_PRUNE_VIEWS views, so most commits do not scan the table."""
         seen, self._seen_pending = self._seen_pending, []
-        return seen, self.core.view - MAX_VIEWS_BEHIND
+        floor = self.core.view - MAX_VIEWS_BEHIND
+        if floor < self._seen_floor + SEEN_PRUNE_VIEWS:
+            return seen, None
+        self._seen_floor = floor
+        return seen, floor
 
     # -- finalisation: store, execute, tell submitters ----------------------------------
 

@@ -44,7 +44,9 @@ from ..consensus.events import (
     GuardRecord,
     MessageReceived,
     PersistSignerGuard,
+    RecordSeen,
     Refused,
+    SeenStatement,
     Send,
     SetTimer,
     Start,
@@ -89,6 +91,10 @@ SIM_CORE_CONFIG: Final = CoreConfig(leader_timeout_ms=200, view_timeout_ms=300,
 class SimulationFailure(AssertionError):
     """An invariant broke. The message starts with `seed=S` so the run can be replayed."""
 
+
+#: First-seen statements a simulated member keeps across restarts (the daemon prunes its
+#: seen_votes table to the core's view window; this keeps the newest).
+SEEN_KEPT: Final = 4096
 
 @dataclass(frozen=True, slots=True)
 class NetworkConfig:
@@ -187,6 +193,8 @@ class SimNode:
     exec_root: bytes = ZERO_DIGEST
     crash_cut: int | None = None  # armed torn crash: execute this many actions, then die
     backup: tuple[int, int, bytes] | None = None  # (guard records, blocks, exec root) saved
+    #: First-seen statements of others, durable as the daemon's seen_votes (newest kept).
+    seen: list[SeenStatement] = field(default_factory=list)
     restarted_at: int = 0
     last_final_ms: int = -1
     finals_since_stable: int = 0
@@ -401,7 +409,10 @@ class Simulation:
             del node.guard[guard_len:], node.finalized[blocks_len:]
         tip, cert = node.finalized[-1] if node.finalized else (None, None)
         executed = (tip.height, node.exec_root) if tip is not None else None
-        self._boot(node, DurableState(tuple(node.guard), tip, cert, executed, wipe_guard))
+        if wipe_guard or from_backup:
+            node.seen.clear()  # a wiped or restored store has lost them too
+        self._boot(node, DurableState(tuple(node.guard), tip, cert, executed, wipe_guard,
+                                      tuple(node.seen)))
 
     # -- network ----------------------------------------------------------------------------
 
@@ -505,6 +516,10 @@ class Simulation:
         elif isinstance(action, StateDivergence):
             if not node.faulty:
                 raise self.fail(f"state divergence at node {node.node}: {action}")
+        elif isinstance(action, RecordSeen):
+            node.seen.append(action.statement)
+            if len(node.seen) > SEEN_KEPT:
+                del node.seen[: len(node.seen) - SEEN_KEPT]
         elif isinstance(action, Refused):
             reason = action.reason
             self.stats.refused_core[reason] = self.stats.refused_core.get(reason, 0) + 1
