@@ -112,6 +112,30 @@ def test_a_member_restored_from_an_old_backup_does_not_sign_over_what_it_signed_
         (VoteKind.NULLIFY, 4)]
 
 
+def test_recalled_statements_enter_the_guard_so_a_second_restart_keeps_them() -> None:
+    """Peers answer each asker once per view: a member restarted twice while the committee
+    waits in one view gets no answers the second time. What the first recall returned is
+    in its guard (durably) by then, and the guard refuses the conflicting vote."""
+    a = blk(3, 3, commands=(b"a",))
+    before = Vote.sign(KEYS[0], COMMITTEE, 0, VoteKind.NOTARIZE, 3, a.digest)
+    peer = core(1)
+    peer.step(MessageReceived(0, wire(before)))
+    backup = DurableState(guard=(GuardRecord(0, 1, SignedKind.NULLIFY, ZERO_DIGEST),))
+    first, _ = restarted(0, backup)
+    [answer] = answers_to(peer, 0)
+    actions = first.step(MessageReceived(1, answer))
+    record = PersistSignerGuard(0, 3, SignedKind.NOTARIZE, a.digest)
+    assert actions == [record]  # durable before anything else happens
+    assert answers_to(peer, 0) == []  # the second run asks in the same view: no answer
+    second, _ = restarted(0, DurableState(guard=(*backup.guard, GuardRecord(
+        record.epoch, record.view, record.kind, record.digest))))
+    end_recall(second)
+    for v in (1, 2):
+        second.step(MessageReceived(1, wire(Nullification(cert(VoteKind.NULLIFY, v)))))
+    assert second.view == 3
+    assert own_votes(second.step(proposal(blk(3, 3, commands=(b"b",))))) == []
+
+
 def test_a_wiped_member_recalls_its_proposal_too() -> None:
     """A wiped data directory looks like a fresh start: it asks all the same. Its own
     proposal for view 1, which peers saw, keeps it from proposing another one there."""

@@ -471,7 +471,9 @@ class Core:
             refusal = self._recall.take(self.me, self.committee.n, sender, msg)
             if refusal is not None:
                 self._refuse(sender, refusal)
-            elif not self._recall.open:
+                return
+            self._guard_recalled(msg)
+            if not self._recall.open:
                 self._progress()  # q − 1 answers: a waiting proposal may now be decided
         else:
             self._on_evidence(sender, msg.evidence)
@@ -588,6 +590,16 @@ class Core:
         if recall.should_answer(self._recall_answered, sender, self.view):
             self._emit(Send(sender, RecallAnswer(sender,
                                                  recall.own_statements(self._seen, sender))))
+
+    def _guard_recalled(self, answer: RecallAnswer) -> None:
+        """Our own statements a peer returned are ours: into the guard, durably, so a second
+        restart (its peers may not answer again in the same view) still holds them (§8)."""
+        for st in answer.statements:
+            if self._guard.get((st.view, st.kind)) is None and \
+                    rules.guard_allows(self._guard, self.view, st.view, st.kind, st.digest):
+                self._guard[(st.view, st.kind)] = st.digest
+                self._emit(PersistSignerGuard(self.committee.epoch, st.view, st.kind,
+                                              st.digest))
 
     def _recall_round(self, n: int) -> None:
         """Ask (again: links may have come up since) and arm the next round's timer."""
