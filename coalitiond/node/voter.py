@@ -54,7 +54,7 @@ from ..consensus.types import Certificate, VoteKind
 from ..consensus.voter import Core
 from ..log.aio import AsyncStore
 from ..log.records import FinalizedBlock
-from ..log.sqlite import BlockToAppend, EvidenceRecord, SeenRecord, Store
+from ..log.sqlite import MAX_EVENT_ITEMS, BlockToAppend, EvidenceRecord, SeenRecord, Store
 from ..log.sqlite import GuardRecord as StoreGuardRecord
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
@@ -85,7 +85,7 @@ MAX_WAITING_SUBMITTERS: Final = 65_536
 #: First-seen statements waiting for the next commit (they never cost a commit of their
 #: own); beyond this the oldest are dropped and counted: only detection across a restart
 #: is weakened, never safety.
-MAX_PENDING_SEEN: Final = 4096
+MAX_PENDING_SEEN: Final = 2048
 #: The seen_votes table is pruned when its floor (view − MAX_VIEWS_BEHIND) moved this far.
 SEEN_PRUNE_VIEWS: Final = 16
 
@@ -404,11 +404,12 @@ class Voter:
         """Queue first-seen statements for the next commit, bounded (MAX_PENDING_SEEN)."""
         SEEN_DROPPED.inc(queue_seen(self._seen_pending, records))
 
-    def _take_seen(self) -> tuple[list[SeenRecord], int | None]:
-        """The queued first-seen statements, and the view below which the store drops them
-        (the core refuses statements that old, so they can no longer prove anything): only
-        every SEEN_PRUNE_VIEWS views, so most commits do not scan the table."""
-        seen, self._seen_pending = self._seen_pending, []
+    def _take_seen(self, room: int = MAX_PENDING_SEEN) -> tuple[list[SeenRecord], int | None]:
+        """The queued first-seen statements the commit has `room` for (the rest wait for the
+        next one), and the view below which the store drops them (the core refuses
+        statements that old, so they can no longer prove anything): only every
+        SEEN_PRUNE_VIEWS views, so most commits do not scan the table."""
+        seen, self._seen_pending = self._seen_pending[:room], self._seen_pending[room:]
         floor = self.core.view - MAX_VIEWS_BEHIND
         if floor < self._seen_floor + SEEN_PRUNE_VIEWS:
             return seen, None
@@ -434,7 +435,8 @@ class Voter:
             # Blocks final through a descendant whose own finalization we have not been
             # handed yet wait: the store takes a chain only when its last block carries one.
             if guard:
-                seen, floor = self._take_seen()
+                # One event transaction holds at most MAX_EVENT_ITEMS items in all.
+                seen, floor = self._take_seen(max(0, MAX_EVENT_ITEMS - len(guard) - len(late)))
                 await self.store.write_soon(lambda s: s.record_event(
                     guard=guard, late_votes=late, seen=seen, seen_floor=floor))
                 LATE_VOTES.labels("stored").inc(len(late))
