@@ -25,8 +25,10 @@ from coalitiond.consensus.events import (
     Send,
     SetTimer,
     Start,
+    StateDivergence,
     TimerFired,
     TimerKind,
+    WrongRootFound,
 )
 from coalitiond.consensus.limits import MAX_VIEWS_AHEAD, RECALL_ROUNDS
 from coalitiond.consensus.messages import (
@@ -39,9 +41,11 @@ from coalitiond.consensus.messages import (
 )
 from coalitiond.consensus.statements import SignedKind
 from coalitiond.consensus.types import (
+    EMPTY_LOG_ROOT,
     ZERO_DIGEST,
     Block,
     Certificate,
+    CertifiedRoots,
     Vote,
     VoteKind,
     genesis_block,
@@ -62,6 +66,11 @@ def core(member: int, durable: DurableState | None = None, **kw: object) -> Core
     return c
 
 
+def roots(height: int, state_root: bytes, log_size: int = 0,
+          log_root: bytes = EMPTY_LOG_ROOT) -> CertifiedRoots:
+    return CertifiedRoots(height, state_root, log_size, log_root)
+
+
 def end_recall(c: Core) -> list[Any]:
     """Fire every round of the recall timer: the recall ends with the answers it has."""
     return [a for r in range(1, RECALL_ROUNDS + 1)
@@ -74,9 +83,10 @@ def started(c: Core) -> list[Any]:
 
 
 def blk(view: int, proposer: int, parent: Block = GENESIS, commands: tuple[bytes, ...] = (),
-        executed: tuple[int, bytes] = (0, ZERO_DIGEST)) -> Block:
-    return Block(COMMITTEE.epoch, parent.height + 1, view, parent.digest, proposer, commands,
-                 executed[0], executed[1])
+        executed: tuple[int, bytes] | CertifiedRoots = (0, ZERO_DIGEST)) -> Block:
+    claimed = executed if isinstance(executed, CertifiedRoots) else roots(*executed)
+    return Block.with_roots(COMMITTEE.epoch, parent.height + 1, view, parent.digest, proposer,
+                            commands, claimed)
 
 
 def proposal(b: Block) -> MessageReceived:
@@ -208,20 +218,76 @@ def finalized_at_height_1(member: int) -> tuple[Core, Block]:
     return core(member, durable), b1
 
 
-def test_state_root_rule() -> None:
-    mine, theirs = b"\x0a" * 32, b"\x0b" * 32
+def wrong_roots(actions: list[object]) -> list[WrongRootFound]:
+    return [a for a in actions if isinstance(a, WrongRootFound)]
+
+
+def test_roots_checked_against_our_own_before_notarising() -> None:
+    """docs/protocol.md §7: roots a voter executed must be its own; a wrong claim is refused
+    and kept as evidence against the proposer that verifies offline."""
+    mine = roots(1, b"\x0a" * 32, 5, b"\x0e" * 32)
+    for theirs in (roots(1, b"\x0b" * 32, 5, b"\x0e" * 32),   # state root
+                   roots(1, b"\x0a" * 32, 6, b"\x0e" * 32),   # log size
+                   roots(1, b"\x0a" * 32, 5, b"\x0f" * 32)):  # log root
+        c, b1 = finalized_at_height_1(0)
+        assert c.view == 2
+        c.step(BlockExecuted(mine))
+        actions = c.step(proposal(blk(2, 2, b1, executed=theirs)))
+        assert refusals(actions) == [
+            "proposal for view 2: the roots claimed for height 1 differ from ours"]
+        assert own_votes(actions) == []
+        assert not any(isinstance(a, StateDivergence) for a in actions)
+        (found,) = wrong_roots(actions)
+        found.evidence.verify(COMMITTEE)
+        assert (found.evidence.member, found.evidence.view) == (2, 2)
+        assert found.evidence.local == mine and found.evidence.header.roots == theirs
     c, b1 = finalized_at_height_1(0)
-    assert c.view == 2
-    c.step(BlockExecuted(1, mine))
-    actions = c.step(proposal(blk(2, 2, b1, executed=(1, theirs))))
-    assert refusals(actions) == ["proposal for view 2: state root for height 1 differs from ours"]
-    # Matching root: vote.
+    c.step(BlockExecuted(mine))
+    assert len(own_votes(c.step(proposal(blk(2, 2, b1, executed=mine))))) == 1
+
+
+def test_roots_not_yet_executed_are_waited_for_then_checked() -> None:
+    """A claim the voter cannot check yet is waited for (no blind vote, no sync request to
+    the leader), then decided when it executes that height."""
+    mine = roots(1, b"\x0a" * 32, 3, b"\x0e" * 32)
     c, b1 = finalized_at_height_1(0)
-    c.step(BlockExecuted(1, mine))
-    assert len(own_votes(c.step(proposal(blk(2, 2, b1, executed=(1, mine)))))) == 1
-    # Not executed yet: do not block liveness, vote.
+    actions = c.step(proposal(blk(2, 2, b1, executed=mine)))
+    assert own_votes(actions) == [] and refusals(actions) == []
+    assert not any(isinstance(a, Send) for a in actions)
+    assert len(own_votes(c.step(BlockExecuted(mine)))) == 1
     c, b1 = finalized_at_height_1(0)
-    assert len(own_votes(c.step(proposal(blk(2, 2, b1, executed=(1, theirs)))))) == 1
+    c.step(proposal(blk(2, 2, b1, executed=roots(1, b"\x0b" * 32, 3, b"\x0e" * 32))))
+    actions = c.step(BlockExecuted(mine))
+    assert own_votes(actions) == [] and len(wrong_roots(actions)) == 1
+
+
+def test_one_leader_cannot_put_an_honest_member_into_divergence() -> None:
+    """Issue #14, hole 1: a leader claims a wrong root for a height its voters have not
+    executed. Before, they notarised it blind and all diverged on execution."""
+    mine = roots(1, b"\x0a" * 32)
+    c, b1 = finalized_at_height_1(0)
+    bad = blk(2, 2, b1, executed=roots(1, b"\x0b" * 32))
+    out = c.step(proposal(bad))
+    out += c.step(BlockExecuted(mine))
+    assert not any(isinstance(a, StateDivergence) for a in out)
+    assert own_votes(out) == []
+    assert not c.abstaining
+
+
+def test_a_certified_root_that_differs_from_ours_is_a_local_fault() -> None:
+    """A finalised block certifies roots (a quorum checked them): ours differing means this
+    member is at fault; it says so once and never signs again."""
+    certified, ours = roots(1, b"\x0b" * 32), roots(1, b"\x0a" * 32)
+    c, b1 = finalized_at_height_1(0)
+    b2 = blk(2, 2, b1, executed=certified)
+    c.step(MessageReceived(2, Finalization(cert(VoteKind.FINALIZE, 2, b2.digest), b2)))
+    actions = c.step(BlockExecuted(ours))
+    assert [a for a in actions if isinstance(a, StateDivergence)] == [
+        StateDivergence(certified, ours)]
+    assert c.abstaining
+    b3 = blk(3, 3, b2, executed=certified)
+    assert own_votes(c.step(proposal(b3))) == []
+    assert own_votes(c.step(TimerFired(TimerKind.VIEW, c.view))) == []
 
 
 def test_restart_refuses_conflicting_notarize() -> None:
@@ -394,7 +460,7 @@ def test_below_tip_and_executed_height_refusals() -> None:
         "proposal for view 3: executed_height 0 goes below the parent's 1"]
     c = core(0, DurableState(tip=b2, tip_certificate=cert(VoteKind.FINALIZE, 2, b2.digest)))
     assert refusals(c.step(proposal(blk(3, 3, b2, executed=(1, b"\x0d" * 32))))) == [
-        "proposal for view 3: state root differs from the parent's for the same executed height"]
+        "proposal for view 3: roots differ from the parent's for the same executed height"]
 
 
 def test_command_repeating_an_unfinalised_ancestor_refused() -> None:

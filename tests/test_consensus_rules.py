@@ -10,9 +10,11 @@ from coalitiond.consensus import rules
 from coalitiond.consensus.limits import AMNESIA_MARGIN_VIEWS, MAX_VIEWS_AHEAD, MAX_VIEWS_BEHIND
 from coalitiond.consensus.statements import SignedKind
 from coalitiond.consensus.types import (
+    EMPTY_LOG_ROOT,
     ZERO_DIGEST,
     Block,
     Certificate,
+    CertifiedRoots,
     Vote,
     VoteKind,
     genesis_block,
@@ -51,10 +53,15 @@ def notarized(b: Block) -> V:
 NULLIFIED = V(nullification=cert(VoteKind.NULLIFY, 1))
 
 
+def roots(height: int, state_root: bytes) -> CertifiedRoots:
+    return CertifiedRoots(height, state_root, 0, EMPTY_LOG_ROOT)
+
+
 def check(b: Block, views: dict[int, V], blocks: dict[bytes, Block] | None = None,
-          roots: dict[int, bytes] | None = None, accept: bool = True) -> rules.Verdict:
-    return rules.check_proposal(b, GENESIS, blocks or {}, views, roots or {}, COMMITTEE,
-                                lambda commands: accept)
+          mine: dict[int, bytes] | None = None, accept: bool = True) -> rules.Verdict:
+    own = {h: roots(h, r) for h, r in (mine or {}).items()}
+    return rules.check_proposal(b, GENESIS, blocks or {}, views, own, max(own, default=0),
+                                COMMITTEE, lambda commands: accept)
 
 
 def test_view_window_bounds_single_statements() -> None:
@@ -139,10 +146,8 @@ def test_proposal_waits_for_a_notarised_parent_and_nullified_skipped_views() -> 
 def test_proposal_content_rules_refuse_with_the_broken_rule() -> None:
     with pytest.raises(rules.InvalidProposal, match="a command appears twice"):
         check(blk(1, commands=(b"a", b"a")), {})
-    with pytest.raises(rules.InvalidProposal, match="state root differs from the parent's"):
+    with pytest.raises(rules.InvalidProposal, match="roots differ from the parent's"):
         check(blk(1, executed=(0, D1)), {})
-    with pytest.raises(rules.InvalidProposal, match="state root for height 1 differs from ours"):
-        check(blk(1, executed=(1, D1)), {}, roots={1: D2})
     with pytest.raises(rules.InvalidProposal, match="evidence does not decode"):
         check(blk(1, evidence=(b"junk",)), {})
     with pytest.raises(rules.InvalidProposal, match="the component refused"):
@@ -151,6 +156,25 @@ def test_proposal_content_rules_refuse_with_the_broken_rule() -> None:
     b2 = blk(2, parent=b1, commands=(b"a",))
     with pytest.raises(rules.InvalidProposal, match="repeats one in an unfinalised ancestor"):
         check(b2, {1: notarized(b1)}, {b1.digest: b1})
+
+
+def test_roots_rule_checks_every_claim_against_our_own_or_waits() -> None:
+    """docs/protocol.md §7, one case per branch of `check_roots`."""
+    parent = roots(3, D1)
+    mine = {5: roots(5, D2)}
+    check_roots = rules.check_roots
+    with pytest.raises(rules.InvalidProposal, match="goes below the parent's 3"):
+        check_roots(roots(2, D1), parent, mine, 5)
+    assert check_roots(parent, parent, mine, 5) is rules.Verdict.VALID
+    with pytest.raises(rules.InvalidProposal, match="differ from the parent's"):
+        check_roots(roots(3, D2), parent, mine, 5)
+    assert check_roots(roots(5, D2), parent, mine, 5) is rules.Verdict.VALID
+    with pytest.raises(rules.WrongRoots) as wrong:
+        check_roots(roots(5, D1), parent, mine, 5)
+    assert (wrong.value.claimed, wrong.value.mine) == (roots(5, D1), roots(5, D2))
+    assert check_roots(roots(6, D1), parent, mine, 5) is rules.Verdict.WAIT_EXECUTION
+    with pytest.raises(rules.InvalidProposal, match="cannot check them"):
+        check_roots(roots(4, D1), parent, mine, 5)
 
 
 def test_finalisation_finalises_the_block_and_its_unfinalised_ancestors() -> None:

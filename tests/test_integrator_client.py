@@ -403,22 +403,25 @@ def _lies(s: Served) -> None:
                 pytest.raises(BadStateRead, match="must carry a state proof"):
             c.state("entry", {"index": 3}, allow_unproven=True)
 
-        # (4) Member 0 signs a note over a fabricated log for the real certified block.
+        # (4) Member 0 signs a note over a fabricated log for the real certified block: the
+        # size and root are not the ones the finalised chain commits to (issue #15).
         fake = encode(["entry", 1, s.spec.epoch, 1, b"\x11" * 32, 0, b"FORGED COMMAND"])
-        with _forged_note_and_entries(s, real, [fake]) as c:
-            cp = c.checkpoint()
-            with pytest.raises(BadInclusionProof, match="entry 0: is not command 0 of the "
-                               "certified block 1"):
-                c.entries(0, 1, cp)
-            with pytest.raises(BadInclusionProof, match="certified block 1"):
-                c.inclusion(0, cp)
+        with _forged_note_and_entries(s, real, [fake]) as c, \
+                pytest.raises(BadCheckpoint, match=r"the note says size 1 root .* certifies "
+                              "size"):
+            c.checkpoint()
         # ... or over the real entries with one left out (each one genuine on its own).
         with CoalitionClient(s.base_url, s.spec) as honest:
             genuine = [e.leaf for e in honest.entries(0, 1000, honest.checkpoint())]
         assert len(genuine) >= 3
         with _forged_note_and_entries(s, real, genuine[:1] + genuine[2:]) as c, \
-                pytest.raises(BadInclusionProof, match="entry 1: does not follow entry 0"):
-            c.entries(0, 1000, c.checkpoint())
+                pytest.raises(BadCheckpoint, match="certifies size"):
+            c.checkpoint()
+        # ... and a checkpoint answer without the block that certifies it rests on one
+        # member's signature: refused.
+        with tampered(s, "/v1/checkpoint", lambda o: _set(o, "certifier", o["height"])) as c, \
+                pytest.raises(BadCheckpoint, match="would rest on one member's signature"):
+            c.checkpoint()
 
         # (5) A block page that does not start at the height asked.
         with tampered(s, "/v1/blocks", lambda o: o["blocks"].pop(0)) as c, \

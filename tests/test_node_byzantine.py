@@ -13,9 +13,11 @@ from node_harness import all_reach, client_for, in_process, write_committee
 
 from coalitiond.commands.client import EnvelopeSigner, publish
 from coalitiond.consensus.messages import Message, Proposal, encode_message
+from coalitiond.consensus.root_evidence import WRONG_ROOT_KIND, WrongRoot
 from coalitiond.consensus.types import Vote, VoteKind
 from coalitiond.log.records import FinalizedBlock
 from coalitiond.node.member import Member
+from coalitiond.testing.byzantine_member import behave
 from coalitiond.transport.router import Channel
 
 pytestmark = pytest.mark.live
@@ -128,3 +130,39 @@ async def test_a_reader_asking_for_more_than_fits_gets_what_fits(tmp_path: Path)
             assert reply.blocks[-1].height < max(heights), "the reply should have been capped"
             # The member is alive and still finalising.
             await all_reach(running.members(), max(heights) + 2)
+
+
+async def test_a_leader_claiming_wrong_roots_is_refused_and_honest_members_never_diverge(
+        tmp_path: Path) -> None:
+    """Issue #14, hole 1, with real members: member 0's proposals claim a wrong state root
+    for the height it executed. Honest voters refuse them (waiting first if they have not
+    executed that height), record wrong-root evidence against member 0, keep finalising on
+    the other leaders' views and stay ready; before roots were checked, every honest member
+    notarised such a block and went into divergence when it executed the height."""
+    committee = write_committee(tmp_path, 4)
+    with trio.fail_after(120):
+        async with in_process(committee) as running:
+            members = running.members()
+            await all_reach(members, 3)
+            byzantine = members[0]
+            assert byzantine.voter is not None
+            behave(byzantine.voter, "bad-root")
+            honest = members[1:]
+            target = max(m.height for m in members) + 12  # spans several of member 0's views
+            await all_reach(honest, target)
+            for m in honest:
+                assert m.diverged is None and m.ready
+                assert m.store is not None
+                records = await m.store.run(lambda s: s.evidence())
+                wrong = [r for r in records if r.kind == WRONG_ROOT_KIND]
+                assert wrong and all(r.member == 0 for r in wrong)
+                for r in wrong:
+                    WrongRoot.decode(r.body).verify(m.committee)
+                await m.store.run(lambda s: s.audit())
+            # Every finalised block's roots are the ones the honest members executed.
+            assert honest[0].store is not None
+            blocks = await honest[0].store.run(
+                lambda s: [s.block(h) for h in range(1, s.height + 1)])
+            claimed = {b.executed_height: b.roots for b in blocks if b.executed_height}
+            assert all(honest[0].core is not None and
+                       honest[0].core._roots.get(h, r) == r for h, r in claimed.items())

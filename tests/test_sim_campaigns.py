@@ -87,6 +87,8 @@ def test_byzantine_catalogue(behaviour: str, sim_seeds: list[int],
         if equivocates:
             assert honest_evidence, f"seed={sim.seed}: no evidence against {behaviour}"
             assert {m for m, _, _ in honest_evidence} == {1}
+        if behaviour == "bad-root":  # refused by its voters, who never diverge (§7)
+            assert set(sim.stats.wrong_roots) == {1}, f"seed={sim.seed}: {sim.stats}"
 
 
 def test_two_byzantine_members_at_the_safety_bound(sim_seeds: list[int],

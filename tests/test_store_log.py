@@ -22,6 +22,7 @@ from coalitiond.log import (
     entry_leaf,
 )
 from coalitiond.log.records import entry_leaves
+from coalitiond.log.schema import SCHEMA_VERSION
 from coalitiond.primitives.committee import CommitteeSpec
 from coalitiond.primitives.encoding import decode
 from coalitiond.testing.chain import ChainBuilder, seeded_key
@@ -169,7 +170,7 @@ def test_open_refuses_other_committee_member_schema(tmp_path: Path, chain: Chain
     conn.commit()
     conn.close()
     with pytest.raises(SchemaMismatch, match=r"store schema version 7, this coalitiond reads "
-                       r"version 1"):
+                       rf"version {SCHEMA_VERSION}"):
         Store.open(path, c)
 
 

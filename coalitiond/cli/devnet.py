@@ -77,6 +77,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="feed commands signed together in one envelope (default 1)")
     parser.add_argument("--generate-only", action="store_true",
                         help="write keys and configs, print the summary, start nothing")
+    parser.add_argument("--byzantine", action="append", default=[], metavar="I=BEHAVIOUR",
+                        help="TEST ONLY: run member I with a Byzantine behaviour of the "
+                             "simulator's catalogue (e.g. 1=bad-root); repeatable up to the "
+                             "committee's fault bound")
+
+
+def parse_byzantine(items: list[str], members: int, fault_bound: int) -> dict[int, str]:
+    """`I=BEHAVIOUR` items → {member: behaviour}; the behaviour name is checked by the member
+    process (coalitiond.testing.byzantine_member), which the runtime does not import."""
+    out: dict[int, str] = {}
+    for item in items:
+        index, sep, name = item.partition("=")
+        if not sep or not index.isdigit() or not name:
+            raise OperatorError(f"--byzantine {item!r}: expected I=BEHAVIOUR, e.g. 1=bad-root")
+        i = int(index)
+        if not 0 <= i < members:
+            raise OperatorError(f"--byzantine {item!r}: member {i} is not in 0..{members - 1}")
+        if i in out:
+            raise OperatorError(f"--byzantine: member {i} given twice")
+        out[i] = name
+    if len(out) > fault_bound:
+        raise OperatorError(f"--byzantine: {len(out)} Byzantine members, the committee "
+                            f"tolerates {fault_bound}")
+    return out
 
 
 def generate_devnet(members: int, component: str, dir: Path, base_port: int) -> list[Path]:
@@ -161,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
     paths = generate_devnet(args.members, args.component, args.dir, args.base_port)
     configs = [load_config(p) for p in paths]
     spec = configs[0].committee_spec()
+    byzantine = parse_byzantine(args.byzantine, args.members, spec.fault_bound)
     # Every member must derive the same committee id, or they would never form a quorum.
     if any(c.committee_spec().committee_id != spec.committee_id for c in configs):
         raise LocalError("devnet members derived different committee ids")
@@ -181,6 +206,9 @@ def run(args: argparse.Namespace) -> int:
 
     rate = args.rate if args.rate is not None else DEFAULT_RATES.get(args.component,
                                                                      DEFAULT_RATE)
+    for i, name in sorted(byzantine.items()):
+        print(f"member {i} runs the Byzantine TEST behaviour {name!r} "
+              f"(python -m coalitiond.testing.byzantine_member)")
     return run_devnet(args.dir, paths, duration=args.duration, rate=rate,
                       commands_per_envelope=args.commands_per_envelope, kind=args.component,
-                      companions=followed)
+                      companions=followed, byzantine=byzantine)

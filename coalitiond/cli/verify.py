@@ -8,6 +8,10 @@ committee) or from the config text the archive carries (`coalitiond export --con
 `coalitiond verify --data-dir D` runs the same checks (plus the store's own: every Merkle
 node, row counts, checksums) directly on a member's store, read-only.
 
+`coalitiond verify --bundle FILE [--committee-id HEX | --config C]` checks a proof bundle
+(`coalitiond prove`, docs/formats.md §7) with no network: one line `FILE: OK: …` saying
+what it proved, or `FILE: FAILED: <reason>`.
+
 Exit 0: everything verifies (and, with --against, one archive is a prefix of the other).
 Exit 1: a check failed; the first failure is named (height, entry, what).
 Exit 2: the operator must fix something (unreadable file, bad arguments).
@@ -33,14 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--archive", type=Path, help="archive to verify")
     what.add_argument("--data-dir", type=Path,
                       help="verify a member's store (log.sqlite3) in place, read-only")
+    what.add_argument("--bundle", type=Path,
+                      help="verify a proof bundle of one log entry (coalitiond prove), offline")
     parser.add_argument("--against", type=Path, default=None,
                         help="a second archive of the same log: report where they diverge")
     parser.add_argument("--config", type=Path, default=None,
                         help="a member config of the archives' committee: the component "
-                             "parameters a Chronicle comparison replays under")
+                             "parameters a Chronicle comparison replays under; with --bundle, "
+                             "the committee the bundle must be for")
     parser.add_argument("--committee-id", default=None,
                         help="the committee id (64 hex) you expect; without it the archive's "
-                             "own committee is trusted and printed")
+                             "(or bundle's) own committee is trusted and printed")
 
 
 def _check(path: Path, expect: bytes | None) -> bool:
@@ -102,6 +109,29 @@ def _check_store(data_dir: Path, expect: bytes | None) -> bool:
     return True
 
 
+def _check_bundle(path: Path, expect: bytes | None) -> bool:
+    from ..integrator.answers import VerificationFailed
+    from ..integrator.bundle import MAX_BUNDLE_BYTES, verify_bundle
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_BUNDLE_BYTES + 1)
+    except OSError as e:
+        raise OperatorError(f"{path}: cannot read the bundle: {e.strerror or e}") from None
+    if len(data) > MAX_BUNDLE_BYTES:
+        print(f"{path}: FAILED: bundle exceeds {MAX_BUNDLE_BYTES} bytes")
+        return False
+    try:
+        verified = verify_bundle(data, expect)
+    except VerificationFailed as e:
+        print(f"{path}: FAILED: {e}")
+        return False
+    pinned = "" if expect is not None else (
+        " (committee not pinned: compare its id, or pass --committee-id or --config)")
+    print(f"{path}: {verified.summary()}{pinned}")
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     expect = None
     if args.committee_id is not None:
@@ -111,6 +141,14 @@ def run(args: argparse.Namespace) -> int:
             expect = b""
         if len(expect) != 32:
             raise OperatorError("--committee-id must be 64 hex characters")
+    if args.bundle is not None:
+        if args.against is not None:
+            raise OperatorError("--against compares archives: use it with --archive")
+        if args.config is not None:
+            if expect is not None:
+                raise OperatorError("--bundle: pass --committee-id or --config, not both")
+            expect = load_config(args.config, check_key=False).committee_spec().committee_id
+        return EXIT_OK if _check_bundle(args.bundle, expect) else EXIT_CHECK_FAILED
     if args.data_dir is not None:
         if args.against is not None:
             raise OperatorError("--against compares archives: use it with --archive")

@@ -18,8 +18,9 @@ from ..primitives.errors import LocalError
 from .evidence import Evidence
 from .limits import BLOCK_OVERHEAD_RESERVE
 from .messages import Message
+from .root_evidence import WrongRoot
 from .statements import SignedKind
-from .types import MAX_BLOCK_SIZE, MAX_COMMANDS_PER_BLOCK, Block, Certificate
+from .types import MAX_BLOCK_SIZE, MAX_COMMANDS_PER_BLOCK, Block, Certificate, CertifiedRoots
 
 # ---------------------------------------------------------------------------------------------
 # configuration and durable state
@@ -79,7 +80,8 @@ class DurableState:
     guard: tuple[GuardRecord, ...] = ()
     tip: Block | None = None  # None: genesis
     tip_certificate: Certificate | None = None
-    executed: tuple[int, bytes] | None = None
+    #: The roots after the last executed block (None: nothing executed).
+    executed: CertifiedRoots | None = None
     guard_lost: bool = False
     #: First-seen statements of other members, in the store's window (§5).
     seen: tuple[SeenStatement, ...] = ()
@@ -90,13 +92,15 @@ class DurableState:
 
 
 class TimerKind(enum.IntEnum):
-    """The core's timers (docs/protocol.md §3.5, §6): never cancelled, only outlived."""
+    """The core's timers (docs/protocol.md §3.5, §6, §9): never cancelled, only outlived.
+    A FETCH timer's `view` is the number of the `nullifications?` request it times out."""
 
     LEADER = 0
     VIEW = 1
     BATCH = 2
+    FETCH = 3
     #: The start-up recall's rounds (§8); its `view` field counts the rounds, from 1.
-    RECALL = 3
+    RECALL = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +133,14 @@ class CommandSubmitted:
 
 @dataclass(frozen=True, slots=True)
 class BlockExecuted:
-    """The component executed every block up to `height`; its state root then (§7)."""
+    """Every block up to `roots.height` is in this member's log and executed: the state root
+    and the log's (size, root) then (§7)."""
 
-    height: int
-    state_root: bytes
+    roots: CertifiedRoots
+
+    @property
+    def height(self) -> int:
+        return self.roots.height
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,11 +216,32 @@ class FetchBlocks:
 
 @dataclass(frozen=True, slots=True)
 class StateDivergence:
-    """A block claims another state root than ours for one height: alarm, stop reads (§7)."""
+    """A finalised block certifies other roots than ours for one height: this member has a
+    local fault (a determinism bug, a damaged store). It has stopped signing; the shell must
+    alarm, stop serving reads, and say so on one line (§7)."""
 
-    height: int
-    claimed_root: bytes
-    local_root: bytes
+    certified: CertifiedRoots
+    local: CertifiedRoots
+
+    @property
+    def height(self) -> int:
+        return self.certified.height
+
+    def describe(self) -> str:
+        c, m = self.certified, self.local
+        parts = [f"{name} certified {a}, ours {b}" for name, a, b in (
+            ("state root", c.state_root.hex()[:16], m.state_root.hex()[:16]),
+            ("log size", c.log_size, m.log_size),
+            ("log root", c.log_root.hex()[:16], m.log_root.hex()[:16])) if a != b]
+        return f"height {c.height}: " + "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class WrongRootFound:
+    """A proposal claimed roots this member knows to be wrong: refused; keep the evidence
+    against its proposer (§7)."""
+
+    evidence: WrongRoot
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +261,7 @@ class RecordSeen:
 
 
 Action = (PersistSignerGuard | Broadcast | Send | SetTimer | Finalized | EvidenceFound
-          | FetchBlocks | StateDivergence | Refused | RecordSeen)
+          | WrongRootFound | FetchBlocks | StateDivergence | Refused | RecordSeen)
 
 #: Asked before voting for a block: may the component apply these commands (§6)? Pure.
 ValidationHook = Callable[[tuple[bytes, ...]], bool]

@@ -36,5 +36,15 @@ MAX_RECALL_STATEMENTS: Final = 4
 MAX_RECALL_ANSWER_SIZE: Final = 1024
 #: Certificates sent in answer to one SyncRequest (parent + intervening nullifications).
 MAX_SYNC_CERTS: Final = MAX_VIEWS_BEHIND
+#: Views asked for in one `nullifications?` request, and certificates in one answer
+#: (docs/protocol.md §9, fetching nullifications by view).
+MAX_FETCH_VIEWS: Final = 256
+#: Bytes of one `nullifications` answer (the whole wire message): the server stops adding
+#: certificates before this, the receiver refuses a larger one before decoding it.
+MAX_FETCH_ANSWER_BYTES: Final = 512 * 1024
+#: `nullifications?` requests answered per member and per view of ours (a member pages
+#: through a long run of nullified views a few pages per view; a Byzantine one cannot make
+#: us send more than this many answers per view).
+MAX_FETCH_ANSWERS_PER_VIEW: Final = 8
 #: Room kept in a block for the header and evidence when batching commands.
 BLOCK_OVERHEAD_RESERVE: Final = 512 * 1024

@@ -18,7 +18,12 @@ from ..primitives.crypto import SIGNATURE_LEN, SigningKey
 from ..primitives.encoding import decode, encode
 from ..primitives.errors import RemoteError
 from .evidence import Evidence
-from .limits import MAX_RECALL_ANSWER_SIZE, MAX_RECALL_STATEMENTS
+from .limits import (
+    MAX_FETCH_ANSWER_BYTES,
+    MAX_FETCH_VIEWS,
+    MAX_RECALL_ANSWER_SIZE,
+    MAX_RECALL_STATEMENTS,
+)
 from .statements import SignedKind, sign_statement, statement_is_valid
 from .types import (
     MAX_BLOCK_SIZE,
@@ -107,6 +112,29 @@ class SyncRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class NullificationsRequest:
+    """"Send me the nullifications you hold for views `first..last`" (docs/protocol.md §9):
+    a member that must check a proposal built on a parent many views back fetches the
+    certificates of the views in between by range. Unsigned, like `sync`: the transport
+    authenticates the sender and the answer is certified data. At most `MAX_FETCH_VIEWS`
+    views."""
+
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, slots=True)
+class NullificationsAnswer:
+    """The nullification certificates the sender holds for views `first..last` (the range of
+    the request it answers), ascending by view, at most `MAX_FETCH_VIEWS` of them and
+    `MAX_FETCH_ANSWER_BYTES` in all; views it holds none for are left out."""
+
+    first: int
+    last: int
+    certificates: tuple[Certificate, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RecallRequest:
     """"What have you seen me sign?" Sent once by every member when it starts, before it
     signs anything (docs/protocol.md §8). Unsigned, like a sync request: the transport
@@ -138,7 +166,8 @@ class RecallAnswer:
 
 
 Message = (Proposal | ProposalHeader | Vote | Notarization | Nullification | Finalization
-           | EvidenceMessage | SyncRequest | RecallRequest | RecallAnswer)
+           | EvidenceMessage | SyncRequest | NullificationsRequest | NullificationsAnswer
+           | RecallRequest | RecallAnswer)
 
 _TYPE_NAMES: Final[dict[type, str]] = {
     Proposal: "proposal",
@@ -149,6 +178,8 @@ _TYPE_NAMES: Final[dict[type, str]] = {
     Finalization: "finalization",
     EvidenceMessage: "evidence",
     SyncRequest: "sync",
+    NullificationsRequest: "nullifications?",
+    NullificationsAnswer: "nullifications",
     RecallRequest: "recall",
     RecallAnswer: "recalled",
 }
@@ -168,6 +199,10 @@ def _body(msg: Message) -> Any:
         return [msg.certificate.to_wire()]
     if isinstance(msg, SyncRequest):
         return [msg.view]
+    if isinstance(msg, NullificationsRequest):
+        return [msg.first, msg.last]
+    if isinstance(msg, NullificationsAnswer):
+        return [msg.first, msg.last, [c.to_wire() for c in msg.certificates]]
     if isinstance(msg, RecallRequest):
         return []
     if isinstance(msg, RecallAnswer):
@@ -233,6 +268,13 @@ def decode_message(committee: CommitteeSpec, data: bytes) -> Message:
         _expect(isinstance(body, list) and len(body) == 1 and _uint(body[0]),
                 "sync: expected [view]")
         return SyncRequest(body[0])
+    if kind == "nullifications?":
+        _expect(isinstance(body, list) and len(body) == 2,
+                "nullifications?: expected [first, last]")
+        first, last = _fetch_range(body[0], body[1], "nullifications?")
+        return NullificationsRequest(first, last)
+    if kind == "nullifications":
+        return _decode_nullifications(body, len(data))
     if kind == "recall":
         _expect(body == [], "recall: expected an empty body")
         return RecallRequest()
@@ -242,6 +284,33 @@ def decode_message(committee: CommitteeSpec, data: bytes) -> Message:
                                    f"{MAX_RECALL_ANSWER_SIZE}")
         return _decode_recall_answer(body)
     raise MalformedMessage(f"message: unknown type {kind!r}")
+
+
+def _fetch_range(first: Any, last: Any, what: str) -> tuple[int, int]:
+    _expect(_uint(first) and _uint(last) and 0 < first <= last
+            and last - first < MAX_FETCH_VIEWS,
+            f"{what}: expected views 0 < first <= last, at most {MAX_FETCH_VIEWS} of them")
+    return first, last
+
+
+def _decode_nullifications(body: Any, size: int) -> NullificationsAnswer:
+    """docs/protocol.md §9: bounded in bytes and count, nullifications only, one per view,
+    ascending, inside the range asked for."""
+    _expect(size <= MAX_FETCH_ANSWER_BYTES,
+            f"nullifications: {size} bytes, the limit is {MAX_FETCH_ANSWER_BYTES}")
+    _expect(isinstance(body, list) and len(body) == 3 and isinstance(body[2], list),
+            "nullifications: expected [first, last, [certificate, ...]]")
+    first, last = _fetch_range(body[0], body[1], "nullifications")
+    _expect(len(body[2]) <= MAX_FETCH_VIEWS,
+            f"nullifications: at most {MAX_FETCH_VIEWS} certificates")
+    certs = tuple(Certificate.from_wire(c) for c in body[2])
+    previous = first - 1
+    for c in certs:
+        _expect(c.kind is VoteKind.NULLIFY, "nullifications: a certificate is not a nullify one")
+        _expect(previous < c.view <= last,
+                "nullifications: certificates must be ascending by view, inside the range")
+        previous = c.view
+    return NullificationsAnswer(first, last, certs)
 
 
 def _decode_recall_answer(body: Any) -> RecallAnswer:
@@ -396,6 +465,10 @@ def verify_message(committee: CommitteeSpec, msg: Message,
                             known)
     elif isinstance(msg, EvidenceMessage):
         msg.evidence.verify(committee)
+    elif isinstance(msg, NullificationsAnswer):
+        for cert in msg.certificates:
+            _verify_certificate(committee, cert, VoteKind.NULLIFY, "fetched nullification",
+                                known)
     elif isinstance(msg, RecallAnswer):
         if not 0 <= msg.member < committee.n:
             raise BadSignature(f"recalled statements of member index {msg.member}, "
@@ -405,7 +478,7 @@ def verify_message(committee: CommitteeSpec, msg: Message,
                                       st.signature):
                 raise BadSignature(f"recalled {st.kind.name.lower()} of member {msg.member} "
                                    f"for view {st.view} does not verify")
-    # SyncRequest and RecallRequest carry no signature.
+    # SyncRequest, NullificationsRequest and RecallRequest carry no signature.
 
 
 def verify_fetched(committee: CommitteeSpec,

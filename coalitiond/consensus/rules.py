@@ -20,7 +20,7 @@ from ..primitives.identity import digest as blake3_digest
 from .evidence import Evidence
 from .limits import AMNESIA_MARGIN_VIEWS, MAX_VIEWS_AHEAD, MAX_VIEWS_BEHIND
 from .statements import SignedKind, conflicts
-from .types import Block, Certificate, Vote
+from .types import Block, Certificate, CertifiedRoots, Vote
 
 #: The signer guard: what this member signed, by (view, kind) → digest (§8).
 Guard = Mapping[tuple[int, SignedKind], bytes]
@@ -175,15 +175,28 @@ def select_parent(view: int, tip: Block, blocks: Mapping[bytes, Block],
 
 
 class Verdict(enum.Enum):
-    """A proposal this member can decide: VALID (notarise it), or WAIT (not yet decidable:
-    its parent or the nullifications in between are missing; kept and re-examined)."""
+    """A proposal this member can decide: VALID (notarise it), WAIT (not yet decidable: its
+    parent or the nullifications in between are missing; kept and re-examined, and the
+    leader is asked for them), or WAIT_EXECUTION (it claims roots for a height this member
+    has not executed yet: kept and re-examined after each execution, §7)."""
 
     VALID = 0
     WAIT = 1
+    WAIT_EXECUTION = 2
 
 
 class InvalidProposal(Exception):
     """A proposal that breaks a rule: refused, never voted for. The message names the rule."""
+
+
+class WrongRoots(InvalidProposal):
+    """The proposal claims roots for a height this member executed, and they differ from its
+    own: refused, and evidence against the proposer (§7)."""
+
+    def __init__(self, claimed: CertifiedRoots, mine: CertifiedRoots) -> None:
+        super().__init__(f"the roots claimed for height {claimed.height} differ from ours")
+        self.claimed = claimed
+        self.mine = mine
 
 
 def proposer_is_leader(committee: CommitteeSpec, block: Block) -> bool:
@@ -204,14 +217,15 @@ def skipped_views_nullified(parent_view: int, view: int,
 
 
 def check_proposal(block: Block, tip: Block, blocks: Mapping[bytes, Block],
-                   views: Mapping[int, CertifiedView], roots: Mapping[int, bytes],
-                   committee: CommitteeSpec,
+                   views: Mapping[int, CertifiedView], roots: Mapping[int, CertifiedRoots],
+                   executed: int, committee: CommitteeSpec,
                    validate: Callable[[tuple[bytes, ...]], bool]) -> Verdict:
     """May this member notarise `block` (the first proposal of its current view, from the
     view's leader)? docs/protocol.md §3.2: the parent is the finalised tip or a notarised block
     at a lower view, every view in between is nullified, the height follows the parent's; and
-    the block's content rules (`check_block_content`). VALID or WAIT; raises InvalidProposal
-    naming the broken rule."""
+    the block's content rules (`check_block_content`) and its roots (`check_roots`, against
+    `roots`, this member's own by height, `executed` the highest it executed). A verdict, or
+    InvalidProposal naming the broken rule."""
     if block.height <= tip.height:
         raise InvalidProposal(f"height {block.height} is at or below our finalised tip "
                               f"{tip.height}")
@@ -235,34 +249,47 @@ def check_proposal(block: Block, tip: Block, blocks: Mapping[bytes, Block],
     ancestors = unfinalized_ancestors(parent, tip, blocks)
     if ancestors is None:
         return Verdict.WAIT
-    check_block_content(block, parent, ancestors, roots, committee, validate)
-    return Verdict.VALID
+    check_block_content(block, ancestors, committee, validate)
+    return check_roots(block.roots, parent.roots, roots, executed)
 
 
-def check_block_content(block: Block, parent: Block, ancestors: list[Block],
-                        roots: Mapping[int, bytes], committee: CommitteeSpec,
+def check_roots(claimed: CertifiedRoots, parent: CertifiedRoots,
+                mine: Mapping[int, CertifiedRoots], executed: int) -> Verdict:
+    """The roots rule, docs/protocol.md §7: a voter notarises only roots it has checked.
+    The certified height never goes below the parent's; at the parent's height the roots are
+    the parent's (a quorum notarised them, so an honest member checked them); above it they
+    are this member's own for that height — not executed yet: WAIT_EXECUTION; executed and
+    different: WrongRoots; executed but no longer remembered: refused (cannot check)."""
+    if claimed.height < parent.height:
+        raise InvalidProposal(f"executed_height {claimed.height} goes below the parent's "
+                              f"{parent.height}")
+    if claimed.height == parent.height:
+        if claimed != parent:
+            raise InvalidProposal("roots differ from the parent's for the same executed height")
+        return Verdict.VALID
+    own = mine.get(claimed.height)
+    if own is not None:
+        if own != claimed:
+            raise WrongRoots(claimed, own)
+        return Verdict.VALID
+    if claimed.height > executed:
+        return Verdict.WAIT_EXECUTION
+    raise InvalidProposal(f"roots for height {claimed.height}: older than the heights this "
+                          f"member remembers, cannot check them")
+
+
+def check_block_content(block: Block, ancestors: list[Block], committee: CommitteeSpec,
                         validate: Callable[[tuple[bytes, ...]], bool]) -> None:
     """The content rules a voter checks before notarising; raises InvalidProposal.
     docs/protocol.md §3.2 with §6 (no command repeated in the block or an unfinalised ancestor;
-    the validation hook accepts the commands), §7 (the state-root rule: executed_height never
-    goes back, an equal height keeps the parent's root, a height this member executed has its
-    root) and §5 (every evidence item decodes and names this committee)."""
+    the validation hook accepts the commands) and §5 (every evidence item decodes and names
+    this committee). The roots are `check_roots`'."""
     digests = [blake3_digest(c) for c in block.commands]
     if len(set(digests)) != len(digests):
         raise InvalidProposal("a command appears twice in the block")
     seen = {blake3_digest(c) for a in ancestors for c in a.commands}
     if any(d in seen for d in digests):
         raise InvalidProposal("a command repeats one in an unfinalised ancestor")
-    if block.executed_height < parent.executed_height:
-        raise InvalidProposal(f"executed_height {block.executed_height} goes below the "
-                              f"parent's {parent.executed_height}")
-    if block.executed_height == parent.executed_height and \
-            block.state_root != parent.state_root:
-        raise InvalidProposal("state root differs from the parent's for the same executed "
-                              "height")
-    mine = roots.get(block.executed_height)
-    if mine is not None and mine != block.state_root:
-        raise InvalidProposal(f"state root for height {block.executed_height} differs from ours")
     if len(set(block.evidence)) != len(block.evidence):
         raise InvalidProposal("an evidence item appears twice")
     for item in block.evidence:

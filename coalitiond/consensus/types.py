@@ -26,9 +26,14 @@ from ..primitives.crypto import SIGNATURE_LEN, SigningKey, is_valid
 from ..primitives.encoding import decode, encode
 from ..primitives.errors import LocalError, RemoteError
 from ..primitives.identity import digest as blake3_digest
+from ..primitives.merkle import EMPTY_ROOT
 
 SCHEMA: Final = 1
+#: Blocks are at schema 2: they commit to the log's (size, root) and hash as a header.
+BLOCK_SCHEMA: Final = 2
 ZERO_DIGEST: Final = b"\x00" * 32
+#: The RFC 6962 root of the empty log: what genesis (nothing executed) commits to.
+EMPTY_LOG_ROOT: Final = EMPTY_ROOT
 #: Hard limits (TigerBeetle habit): every size that arrives from outside is bounded.
 MAX_COMMANDS_PER_BLOCK: Final = 10_000
 MAX_COMMAND_SIZE: Final = 64 * 1024
@@ -76,12 +81,109 @@ def _is_uint(x: Any) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class CertifiedRoots:
+    """What a block vouches for (docs/protocol.md §7): after every block up to and including
+    `height`, the component state root and the log's RFC 6962 (size, root).
+
+    Every member derives these from the finalised chain alone, so all honest members agree on
+    them; a block carries them for a height below its own (execution lags consensus) and its
+    voters check them against their own replica before notarising."""
+
+    height: int
+    state_root: bytes
+    log_size: int
+    log_root: bytes
+
+
+#: Nothing executed yet: height 0, the zero state root, the empty log.
+NOTHING_EXECUTED: Final = CertifiedRoots(0, ZERO_DIGEST, 0, EMPTY_LOG_ROOT)
+
+
+def _list_digest(items: Sequence[bytes]) -> bytes:
+    return blake3_digest(encode(list(items)))
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    """A block without its commands and evidence, which it names by digest (docs/formats.md
+    §2). The block digest is the BLAKE3 of the header's encoding, so a header with a finalize
+    certificate proves the block's roots without its commands (checkpoints, proof bundles,
+    evidence against a wrong root)."""
+
+    epoch: int
+    height: int
+    view: int
+    parent: bytes
+    proposer: int
+    commands_digest: bytes
+    executed_height: int
+    state_root: bytes
+    log_size: int
+    log_root: bytes
+    evidence_digest: bytes
+
+    def to_wire(self) -> list[Any]:
+        return ["block-header", BLOCK_SCHEMA, self.epoch, self.height, self.view, self.parent,
+                self.proposer, self.commands_digest, self.executed_height, self.state_root,
+                self.log_size, self.log_root, self.evidence_digest]
+
+    def encode(self) -> bytes:
+        return encode(self.to_wire())
+
+    @property
+    def digest(self) -> bytes:
+        return blake3_digest(self.encode())
+
+    @property
+    def roots(self) -> CertifiedRoots:
+        return CertifiedRoots(self.executed_height, self.state_root, self.log_size,
+                              self.log_root)
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> BlockHeader:
+        _expect(isinstance(obj, list) and len(obj) == 13,
+                "block header: expected a 13-item array")
+        (tag, schema, epoch, height, view, parent, proposer, commands_digest, executed_height,
+         state_root, log_size, log_root, evidence_digest) = obj
+        _expect(tag == "block-header" and schema == BLOCK_SCHEMA,
+                "block header: wrong type tag or schema")
+        _expect(all(_is_uint(x) for x in (epoch, height, view, proposer, executed_height,
+                                          log_size)),
+                "block header: epoch/height/view/proposer/executed_height/log_size must be "
+                "unsigned integers")
+        _expect(all(_is_bytes(x, 32) for x in (parent, commands_digest, state_root, log_root,
+                                               evidence_digest)),
+                "block header: parent, digests and roots must be 32 bytes")
+        _check_roots(height, executed_height, state_root, log_size, log_root)
+        return cls(epoch, height, view, parent, proposer, commands_digest, executed_height,
+                   state_root, log_size, log_root, evidence_digest)
+
+    @classmethod
+    def decode(cls, data: bytes) -> BlockHeader:
+        return cls.from_wire(decode(data, max_size=MAX_HEADER_SIZE))
+
+
+#: A header is 13 small items; anything larger is not one.
+MAX_HEADER_SIZE: Final = 1024
+
+
+def _check_roots(height: int, executed_height: int, state_root: bytes, log_size: int,
+                 log_root: bytes) -> None:
+    _expect(height == 0 or executed_height < height,
+            "block: executed_height must be below height")
+    _expect(executed_height > 0 or (state_root == ZERO_DIGEST and log_size == 0
+                                    and log_root == EMPTY_LOG_ROOT),
+            "block: executed_height 0 carries the zero state root and the empty log")
+
+
+@dataclass(frozen=True, slots=True)
 class Block:
     """One proposed block (SPEC §2).
 
-    `state_root` is the component state root after executing every block up to and
-    including height `executed_height` (≤ height − 1): execution lags consensus, and the
-    root of executed blocks is committed by a later block.
+    `executed_height`, `state_root`, `log_size`, `log_root` are the block's certified roots
+    (`CertifiedRoots`, docs/protocol.md §7): the state root and the log's size and root after
+    every block up to and including `executed_height` (< height). Execution lags consensus;
+    voters check the claim against their own replica before notarising.
     """
 
     epoch: int
@@ -93,15 +195,36 @@ class Block:
     executed_height: int
     state_root: bytes
     evidence: tuple[bytes, ...] = ()
+    log_size: int = 0
+    log_root: bytes = EMPTY_LOG_ROOT
     digest: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "digest", blake3_digest(self.encode()))
+        object.__setattr__(self, "digest", self.header.digest)
+
+    @classmethod
+    def with_roots(cls, epoch: int, height: int, view: int, parent: bytes, proposer: int,
+                   commands: tuple[bytes, ...], roots: CertifiedRoots,
+                   evidence: tuple[bytes, ...] = ()) -> Block:
+        return cls(epoch, height, view, parent, proposer, commands, roots.height,
+                   roots.state_root, evidence, roots.log_size, roots.log_root)
+
+    @property
+    def header(self) -> BlockHeader:
+        return BlockHeader(self.epoch, self.height, self.view, self.parent, self.proposer,
+                           _list_digest(self.commands), self.executed_height, self.state_root,
+                           self.log_size, self.log_root, _list_digest(self.evidence))
+
+    @property
+    def roots(self) -> CertifiedRoots:
+        return CertifiedRoots(self.executed_height, self.state_root, self.log_size,
+                              self.log_root)
 
     def to_wire(self) -> list[Any]:
         return [
-            "block", SCHEMA, self.epoch, self.height, self.view, self.parent, self.proposer,
-            list(self.commands), self.executed_height, self.state_root, list(self.evidence),
+            "block", BLOCK_SCHEMA, self.epoch, self.height, self.view, self.parent,
+            self.proposer, list(self.commands), self.executed_height, self.state_root,
+            self.log_size, self.log_root, list(self.evidence),
         ]
 
     def encode(self) -> bytes:
@@ -109,14 +232,16 @@ class Block:
 
     @classmethod
     def from_wire(cls, obj: Any) -> Block:
-        _expect(isinstance(obj, list) and len(obj) == 11, "block: expected an 11-item array")
+        _expect(isinstance(obj, list) and len(obj) == 13, "block: expected a 13-item array")
         (tag, schema, epoch, height, view, parent, proposer, commands, executed_height,
-         state_root, evidence) = obj
-        _expect(tag == "block" and schema == SCHEMA, "block: wrong type tag or schema")
-        _expect(all(_is_uint(x) for x in (epoch, height, view, proposer, executed_height)),
-                "block: epoch/height/view/proposer/executed_height must be unsigned integers")
-        _expect(_is_bytes(parent, 32) and _is_bytes(state_root, 32),
-                "block: parent and state_root must be 32 bytes")
+         state_root, log_size, log_root, evidence) = obj
+        _expect(tag == "block" and schema == BLOCK_SCHEMA, "block: wrong type tag or schema")
+        _expect(all(_is_uint(x) for x in (epoch, height, view, proposer, executed_height,
+                                          log_size)),
+                "block: epoch/height/view/proposer/executed_height/log_size must be unsigned "
+                "integers")
+        _expect(_is_bytes(parent, 32) and _is_bytes(state_root, 32) and _is_bytes(log_root, 32),
+                "block: parent, state_root and log_root must be 32 bytes")
         _expect(isinstance(commands, list) and len(commands) <= MAX_COMMANDS_PER_BLOCK,
                 f"block: at most {MAX_COMMANDS_PER_BLOCK} commands")
         _expect(all(_is_bytes(c) and len(c) <= MAX_COMMAND_SIZE for c in commands),
@@ -125,10 +250,9 @@ class Block:
                 f"block: at most {MAX_EVIDENCE_PER_BLOCK} evidence items")
         _expect(all(_is_bytes(e) and len(e) <= MAX_EVIDENCE_SIZE for e in evidence),
                 "block: evidence items must be bounded byte strings")
-        _expect(height == 0 or executed_height < height,
-                "block: executed_height must be below height")
+        _check_roots(height, executed_height, state_root, log_size, log_root)
         return cls(epoch, height, view, parent, proposer, tuple(commands), executed_height,
-                   state_root, tuple(evidence))
+                   state_root, tuple(evidence), log_size, log_root)
 
     @classmethod
     def decode(cls, data: bytes) -> Block:

@@ -60,6 +60,7 @@ from .events import (
     TimerFired,
     TimerKind,
     ValidationHook,
+    WrongRootFound,
     accept_all,
     no_member_commands,
 )
@@ -77,6 +78,8 @@ from .messages import (
     Message,
     Notarization,
     Nullification,
+    NullificationsAnswer,
+    NullificationsRequest,
     Proposal,
     ProposalHeader,
     RecallAnswer,
@@ -84,12 +87,15 @@ from .messages import (
     SyncRequest,
 )
 from .relay import ViewRelay
+from .root_evidence import WrongRoot
 from .statements import SignedKind, conflicts
 from .types import (
     MAX_EVIDENCE_PER_BLOCK,
+    NOTHING_EXECUTED,
     ZERO_DIGEST,
     Block,
     Certificate,
+    CertifiedRoots,
     Vote,
     VoteKind,
     genesis_block,
@@ -192,16 +198,21 @@ class Core:
         self._known_evidence: set[bytes] = set()
         self._known_evidence_order: deque[bytes] = deque()
         self._batcher = Batcher()
-        self._roots: dict[int, bytes] = {}
-        self._claims: dict[int, bytes] = {}
+        #: Our own roots by executed height, and the roots finalised blocks certified.
+        self._roots: dict[int, CertifiedRoots] = {}
+        self._claims: dict[int, CertifiedRoots] = {}
+        #: Views whose proposal we refused for wrong roots (one evidence per view).
+        self._wrong_roots_reported: set[int] = set()
+        #: A finalised block certified other roots than ours: a local fault, never sign again.
+        self._diverged = False
         #: Commands of blocks finalised but not yet reported executed, by height: the shell
         #: executes after sending, so a proposal may be built before the executor (and the
         #: drivers that offer member commands) has seen them.
         self._unexecuted: dict[int, frozenset[bytes]] = {}
-        self._executed: tuple[int, bytes] = (0, ZERO_DIGEST)
-        if durable.executed is not None and durable.executed[0] > 0:
+        self._executed: CertifiedRoots = NOTHING_EXECUTED
+        if durable.executed is not None and durable.executed.height > 0:
             self._executed = durable.executed
-            self._roots[durable.executed[0]] = durable.executed[1]
+            self._roots[durable.executed.height] = durable.executed
         self._consecutive_nulls = 0
         #: Highest-view certificate of each kind, re-sent when a view is stuck.
         self._latest: dict[VoteKind, Certificate] = {}
@@ -210,6 +221,11 @@ class Core:
         #: Amnesia (docs/protocol.md §8): None and amnesiac → sign nothing yet.
         self._amnesiac = durable.guard_lost
         self._abstain_through: int | None = None
+        #: Fetching nullifications by view (docs/protocol.md §9): our one open request, the
+        #: number of the last one, and how many answers each member got from us in a view.
+        self._fetch: catchup.NullificationFetch | None = None
+        self._fetch_seq = 0
+        self._fetch_served: dict[int, tuple[int, int]] = {}
         self._out: list[Action] = []
 
     # -- public ---------------------------------------------------------------------------
@@ -223,7 +239,7 @@ class Core:
         elif isinstance(event, CommandSubmitted):
             self._on_command(event.command)
         elif isinstance(event, BlockExecuted):
-            self._on_executed(event.height, event.state_root)
+            self._on_executed(event.roots)
         elif isinstance(event, BlocksFetched):
             self._on_fetched(event.chain)
         elif isinstance(event, Start):
@@ -294,7 +310,8 @@ class Core:
         return base_ms * (1 << min(self._consecutive_nulls, self.config.max_backoff_exponent))
 
     def _may_sign(self, view: int) -> bool:
-        return rules.recall_allows(self._recall.open, self._recall.through, view) and \
+        return not self._diverged and \
+            rules.recall_allows(self._recall.open, self._recall.through, view) and \
             rules.may_sign(self._amnesiac, self._abstain_through, view)
 
     def _sign_guarded(self, view: int, kind: SignedKind, digest: bytes) -> bool:
@@ -331,6 +348,9 @@ class Core:
             self._try_propose()
 
     def _on_timer(self, kind: TimerKind, view: int) -> None:
+        if kind is TimerKind.FETCH:
+            self._on_fetch_timeout(view)
+            return
         if kind is TimerKind.RECALL:
             self._on_recall_timer(view)
             return
@@ -351,6 +371,8 @@ class Core:
                 self._nullify(view)
             if s.view_timer_fired > 1:
                 self._rebroadcast(view)
+                if catchup.restart_fetch(self._fetch, view):
+                    self._progress()
             self._emit(SetTimer(TimerKind.VIEW, view,
                                 self._backoff(self.config.view_timeout_ms)))
             if self._pending_final is not None:
@@ -424,14 +446,13 @@ class Core:
             # Everything waiting is already in a block on its way: wait as when idle.
             self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))
             return
-        executed_height, root = self._executed
-        if executed_height <= parent.executed_height:
-            executed_height, root = parent.executed_height, parent.state_root
+        roots = self._executed if self._executed.height > parent.executed_height \
+            else parent.roots
         in_chain = {e for b in ancestors for e in b.evidence}
         evidence = tuple(ev.encode() for ev in self._pending_evidence.values()
                          if ev.encode() not in in_chain)[:MAX_EVIDENCE_PER_BLOCK]
-        block = Block(self.committee.epoch, parent.height + 1, view, parent.digest, self.me,
-                      commands, executed_height, root, evidence)
+        block = Block.with_roots(self.committee.epoch, parent.height + 1, view, parent.digest,
+                                 self.me, commands, roots, evidence)
         if not self._sign_guarded(view, SignedKind.PROPOSE, block.digest):
             return
         s.enter(Phase.PROPOSED)
@@ -465,6 +486,10 @@ class Core:
                                  formed=False)
         elif isinstance(msg, SyncRequest):
             self._on_sync_request(sender, msg.view)
+        elif isinstance(msg, NullificationsRequest):
+            self._serve_nullifications(sender, msg)
+        elif isinstance(msg, NullificationsAnswer):
+            self._on_nullifications(sender, msg)
         elif isinstance(msg, RecallRequest):
             self._on_recall_request(sender)
         elif isinstance(msg, RecallAnswer):
@@ -545,9 +570,16 @@ class Core:
             return
         try:
             verdict = rules.check_proposal(b, self.tip, self._blocks, self._views, self._roots,
-                                           self.committee, self._validate)
+                                           self._executed.height, self.committee,
+                                           self._validate)
         except rules.InvalidProposal as exc:
             self._refuse(sender, f"proposal for view {v}: {exc}")
+            if isinstance(exc, rules.WrongRoots):
+                self._report_wrong_roots(proposal, exc.mine)
+            return
+        if verdict is rules.Verdict.WAIT_EXECUTION:
+            if s.waiting is None:
+                s.waiting = proposal  # re-examined after each BlockExecuted (§7)
             return
         if verdict is rules.Verdict.WAIT:
             if s.waiting is None:
@@ -557,10 +589,10 @@ class Core:
                 # without this a member that missed them could never vote again.
                 s.enter(Phase.SYNC_ASKED)
                 self._emit(Send(b.proposer, SyncRequest(v)))
+            self._fetch_nullifications(b)
             return
         s.proposal = b
         self._blocks[b.digest] = b
-        self._claim_root(b)
         if not rules.may_notarize(self._guard, v):
             return  # Simplex: no notarise after nullify
         if not self._sign_guarded(v, SignedKind.NOTARIZE, b.digest):
@@ -624,7 +656,6 @@ class Core:
         certs = (s.notarization, s.finalization) if s is not None else ()
         if any(c is not None and c.digest == block.digest for c in certs):
             self._blocks[block.digest] = block
-            self._claim_root(block)
             self._retry_pending_final()
 
     # -- votes and certificates -----------------------------------------------------------
@@ -658,7 +689,8 @@ class Core:
         if cert.epoch != self.committee.epoch or cert.view == 0:
             self._refuse(sender, f"certificate for epoch {cert.epoch} view {cert.view}")
             return
-        if cert.view < self.view - MAX_VIEWS_BEHIND and cert.kind is not VoteKind.FINALIZE:
+        if cert.view < self.view - MAX_VIEWS_BEHIND and cert.kind is not VoteKind.FINALIZE \
+                and not self._needed_by_waiting(cert):
             return  # old news
         self._max_view_seen = max(self._max_view_seen, cert.view)
         if self._amnesiac and self._abstain_through is None:
@@ -719,6 +751,92 @@ class Core:
             self._advance_past(cert.view)
         if cert.view < self.view:
             self._progress()
+
+    # -- fetching nullifications by view (docs/protocol.md §9) ------------------------------
+
+    def _waiting_parent_view(self) -> tuple[Block, int] | None:
+        """The current view's waiting proposal and its parent's view, if the parent is known."""
+        s = self._views.get(self.view)
+        if s is None or s.waiting is None or s.proposal is not None:
+            return None
+        b = s.waiting.block
+        parent = self.tip if b.parent == self.tip.digest else self._blocks.get(b.parent)
+        return None if parent is None else (b, parent.view)
+
+    def _needed_by_waiting(self, cert: Certificate) -> bool:
+        """An old certificate the current view's waiting proposal needs: its parent's
+        notarisation, or a nullification of a view between the parent and it (§9)."""
+        s = self._views.get(self.view)
+        if s is None or s.waiting is None or s.proposal is not None:
+            return False
+        if cert.kind is VoteKind.NOTARIZE:
+            return cert.digest == s.waiting.block.parent
+        known = self._waiting_parent_view()
+        return cert.kind is VoteKind.NULLIFY and known is not None and \
+            known[1] < cert.view < known[0].view
+
+    def _fetch_nullifications(self, block: Block) -> None:
+        """The proposal `block` of our view waits: if views between its (known) parent and
+        it lack nullifications, ask one peer for the next page of them (§9)."""
+        known = self._waiting_parent_view()
+        if known is None or known[0].digest != block.digest:
+            return
+        wanted = catchup.missing_nullifications(known[1], block.view, self._views)
+        if wanted is None:
+            return
+        fetch = catchup.next_fetch(self._fetch, self.view, block.proposer, self.me,
+                                   self.committee.n, wanted, self._fetch_seq + 1)
+        if fetch is None:
+            return
+        self._fetch_seq += 1
+        self._fetch = fetch
+        self._emit(Send(fetch.peer, NullificationsRequest(fetch.first, fetch.last)))
+        self._emit(SetTimer(TimerKind.FETCH, fetch.seq, self.config.leader_timeout_ms))
+
+    def _on_fetch_timeout(self, seq: int) -> None:
+        """No answer in time: the peer is slow, down, or withholding; ask the next one."""
+        f = self._fetch
+        if f is None or f.seq != seq or not f.open:
+            return
+        f.open = False
+        if f.view == self.view:
+            self._progress()
+
+    def _on_nullifications(self, sender: int | None, msg: NullificationsAnswer) -> None:
+        """Only the asked peer's answer to the open request counts: anything else is late or
+        unsolicited, and dropped unread (a peer cannot make us keep certificates we did not
+        ask for). Every certificate was verified by the shell; a view counts as nullified
+        only on one (§9)."""
+        f = self._fetch
+        if f is None or not f.open or sender != f.peer or (msg.first, msg.last) != (f.first,
+                                                                                    f.last):
+            self._refuse(sender, "nullifications answer to no open request")
+            return
+        f.open = False
+        f.answered = True
+        for cert in msg.certificates:
+            if cert.kind is not VoteKind.NULLIFY or cert.epoch != self.committee.epoch or \
+                    not f.first <= cert.view <= f.last:
+                self._refuse(sender, f"fetched nullification for view {cert.view} was not "
+                                     "asked for")
+                continue
+            if cert.view <= self.tip.view:
+                continue
+            ws = self._vs(cert.view)
+            if ws.nullification is None:
+                ws.nullification = cert
+        if f.view == self.view:
+            self._progress()
+
+    def _serve_nullifications(self, sender: int | None, msg: NullificationsRequest) -> None:
+        """Answer a member's `nullifications?` with what we hold, a bounded number of times
+        per member and view (§9, §10)."""
+        if sender is None or sender == self.me or not 0 <= sender < self.committee.n:
+            return
+        if not catchup.may_answer_fetch(self._fetch_served, sender, self.view):
+            self._refuse(sender, "nullifications? beyond the answers per view")
+            return
+        self._emit(Send(sender, catchup.nullifications_answer(msg, self._views)))
 
     # -- finalisation and catch-up --------------------------------------------------------
 
@@ -805,31 +923,48 @@ class Core:
             # interval; while a block is in flight, commands gather for the next view.
             self._try_propose()
 
-    def _claim_root(self, block: Block) -> None:
-        h = block.executed_height
-        if h == 0:
+    def _report_wrong_roots(self, proposal: Proposal, mine: CertifiedRoots) -> None:
+        view = proposal.block.view
+        if view in self._wrong_roots_reported:
             return
-        mine = self._roots.get(h)
-        if mine is not None and mine != block.state_root:
-            self._emit(StateDivergence(h, block.state_root, mine))
-        self._claims.setdefault(h, block.state_root)
+        self._wrong_roots_reported.add(view)
+        self._emit(WrongRootFound(WrongRoot(self.committee.committee_id, self.committee.epoch,
+                                            proposal.block.header, proposal.signature, mine)))
+
+    def _claim_root(self, block: Block) -> None:
+        """A finalised block certifies its roots (a quorum notarised them, so an honest member
+        checked them): ours must agree, now or when we execute that height (§7)."""
+        certified = block.roots
+        if certified.height == 0:
+            return
+        mine = self._roots.get(certified.height)
+        if mine is not None and mine != certified:
+            self._diverge(certified, mine)
+        self._claims.setdefault(certified.height, certified)
         self._trim(self._claims)
 
-    def _on_executed(self, height: int, root: bytes) -> None:
+    def _diverge(self, certified: CertifiedRoots, mine: CertifiedRoots) -> None:
+        if not self._diverged:
+            self._diverged = True
+            self._emit(StateDivergence(certified, mine))
+
+    def _on_executed(self, roots: CertifiedRoots) -> None:
+        height = roots.height
         if height == 0:
             return  # executed_height 0 means "nothing executed" (docs/protocol.md §7)
-        self._roots[height] = root
+        self._roots[height] = roots
         self._trim(self._roots)
-        if height > self._executed[0]:
-            self._executed = (height, root)
+        if height > self._executed.height:
+            self._executed = roots
         for h in [h for h in self._unexecuted if h <= height]:
             del self._unexecuted[h]
-        claimed = self._claims.get(height)
-        if claimed is not None and claimed != root:
-            self._emit(StateDivergence(height, claimed, root))
+        certified = self._claims.get(height)
+        if certified is not None and certified != roots:
+            self._diverge(certified, roots)
+        self._progress()  # a proposal may have been waiting for this height
 
     @staticmethod
-    def _trim(table: dict[int, bytes]) -> None:
+    def _trim(table: dict[int, CertifiedRoots]) -> None:
         while len(table) > MAX_ROOTS_KEPT:
             del table[min(table)]
 
@@ -849,6 +984,7 @@ class Core:
                 break
             del self._seen[key]
         self._reported = {k for k in self._reported if k[0] >= floor}
+        self._wrong_roots_reported = {v for v in self._wrong_roots_reported if v >= floor}
         for gk in sorted(self._guard):
             if gk[0] >= floor - 1:
                 break

@@ -70,13 +70,16 @@ class BadEvidence(VerificationFailed):
 
 @dataclass(frozen=True, slots=True)
 class VerifiedCheckpoint:
-    """A checkpoint signed by `signers` (member indices) whose block a quorum finalised."""
+    """A checkpoint whose (size, root) a quorum certified: `certifier`, a block of the
+    finalised chain ending at `finalization`, commits to them (docs/protocol.md §7). The note
+    is signed by `signers` (member indices); `block` is the block at its height."""
 
     checkpoint: Checkpoint
     note: str
     signers: tuple[int, ...]
     block: Block
     finalization: Certificate
+    certifier: Block
 
     @property
     def size(self) -> int:

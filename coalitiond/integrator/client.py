@@ -2,7 +2,7 @@
 
     committee = load_config(path, check_key=False).committee_spec()
     with CoalitionClient("http://127.0.0.1:9100", committee) as client:
-        cp = client.checkpoint()               # note signed by a member + quorum certificate
+        cp = client.checkpoint()               # size and root certified by a finalised block
         entries = client.entries(0, 10, cp)    # proven in cp's tree, certified by their blocks
         read = client.state("entry", {"index": 0})   # rebuilt from a proven, certified leaf
 
@@ -12,9 +12,10 @@ certificate checks of `coalitiond.node.client` and `check_state_proof`. Anything
 not verify raises a `VerificationFailed` subclass (a `RemoteError`) naming what failed;
 a member's refusal (HTTP 4xx/5xx) raises `ApiError` with the member's message.
 
-What rests on one member's signature only (docs/api.md §3): a checkpoint's tree (size,
-root), hence log indices. Log entries are each checked against their quorum-finalised block,
-so their contents never rest on it. State reads return what their proof proves
+Nothing rests on one member's signature (docs/api.md §3): a checkpoint's tree (size, root) is
+the one a finalised block commits to, so log indices and consistency proofs are the
+committee's; log entries are also each checked against their finalised block. A member only
+chooses which certified checkpoint it serves. State reads return what their proof proves
 (`PROVEN_READS`); reads without a proof are refused unless `allow_unproven=True`.
 
 Every operation is written once, as a generator that yields the requests it needs and
@@ -31,6 +32,7 @@ from typing import Any, Final, TypeVar
 import httpx
 
 from ..consensus.evidence import Evidence
+from ..consensus.root_evidence import WrongRoot
 from ..consensus.types import Block
 from ..primitives.committee import CommitteeSpec
 from ..primitives.encoding import decode, encode
@@ -148,7 +150,7 @@ class _Operations:
         obj = yield (f"/v1/state/{name}", params)
         return self.verify.state(obj, name, args, allow_uncertified, allow_unproven)
 
-    def evidence_op(self, start: int, limit: int | None) -> Op[list[Evidence]]:
+    def evidence_op(self, start: int, limit: int | None) -> Op[list[Evidence | WrongRoot]]:
         params = {"from": str(start)}
         if limit is not None:
             params["limit"] = str(limit)
@@ -239,7 +241,7 @@ class CoalitionClient(_Operations):
         return self._run(self.state_op(name, args or {}, wait, allow_uncertified,
                                        allow_unproven))
 
-    def evidence(self, start: int = 0, limit: int | None = None) -> list[Evidence]:
+    def evidence(self, start: int = 0, limit: int | None = None) -> list[Evidence | WrongRoot]:
         return self._run(self.evidence_op(start, limit))
 
 
@@ -309,5 +311,5 @@ class AsyncCoalitionClient(_Operations):
         return await self._run(self.state_op(name, args or {}, wait, allow_uncertified,
                                              allow_unproven))
 
-    async def evidence(self, start: int = 0, limit: int | None = None) -> list[Evidence]:
+    async def evidence(self, start: int = 0, limit: int | None = None) -> list[Evidence | WrongRoot]:
         return await self._run(self.evidence_op(start, limit))

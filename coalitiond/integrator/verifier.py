@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from ..components.base import BadStateProof, check_state_proof
 from ..consensus.evidence import Evidence
+from ..consensus.root_evidence import WRONG_ROOT_KIND, WrongRoot
 from ..consensus.types import Block, Certificate, InvalidCertificate, Vote, VoteKind
 from ..log.chain import ChainVerifier, check_certificate
 from ..log.checkpoint import Checkpoint, CheckpointError, key_name, split_note, verify_checkpoint
@@ -47,7 +48,7 @@ from .proven_reads import (
 )
 
 #: Blocks linking a certified block to the descendant whose finalization covers it.
-MAX_CHAIN: Final = 64
+MAX_CHAIN: Final = 128
 
 
 # ---------------------------------------------------------------------------------------
@@ -89,6 +90,10 @@ class AnswerVerifier:
     def finalized(self, block: Block, chain_raw: Any, cert_raw: Any, what: str) -> Certificate:
         """Check `block` final: `chain_raw` (encoded blocks) links it to the block that the
         finalization `cert_raw` certifies (itself when the chain is empty)."""
+        return self._final_chain(block, chain_raw, cert_raw, what)[1]
+
+    def _final_chain(self, block: Block, chain_raw: Any, cert_raw: Any, what: str
+                     ) -> tuple[list[Block], Certificate]:
         if block.epoch != self.committee.epoch:
             raise BadCertificate(f"{what}: block of epoch {block.epoch}, committee epoch "
                                  f"{self.committee.epoch}")
@@ -96,18 +101,20 @@ class AnswerVerifier:
             raise MalformedResponse(f"{what}: chain must be a list of at most {MAX_CHAIN} "
                                     "blocks")
         last = block
+        chain = [block]
         for raw in chain_raw:
             nxt = decode_block(raw, what)
             if nxt.parent != last.digest or nxt.height != last.height + 1:
                 raise BadCertificate(f"{what}: chain block {nxt.height} does not link to "
                                      f"block {last.height}")
             last = nxt
+            chain.append(nxt)
         cert = decode_certificate(cert_raw, what)
         try:
             check_certificate(self.committee, cert, VoteKind.FINALIZE, last)
         except RemoteError as e:
             raise BadCertificate(f"{what}: finalization of height {last.height}: {e}") from None
-        return cert
+        return chain, cert
 
     def checkpoint(self, obj: Any) -> VerifiedCheckpoint:
         what = "checkpoint"
@@ -116,9 +123,24 @@ class AnswerVerifier:
         if block.digest != cp.block_digest or block.height != cp.height:
             raise BadCheckpoint(f"{what}: the block sent is not the block the note names "
                                 f"(height {cp.height})")
-        cert = self.finalized(block, expect_field(obj, "chain", list, what),
-                              expect_field(obj, "finalization", bytes, what), what)
-        return VerifiedCheckpoint(cp, obj["note"], signers, block, cert)
+        chain, cert = self._final_chain(block, expect_field(obj, "chain", list, what),
+                                        expect_field(obj, "finalization", bytes, what), what)
+        # The size and root must not rest on the note's signer: a finalised block of the
+        # chain commits to them (docs/protocol.md §7), and a quorum finalised it.
+        certifier_height = expect_uint(obj, "certifier", what)
+        certifier = next((b for b in chain[1:] if b.height == certifier_height), None)
+        if certifier is None:
+            raise BadCheckpoint(f"{what}: no block at certifier height {certifier_height} in "
+                                f"the finalised chain {block.height + 1}..{chain[-1].height}: "
+                                "the size and root would rest on one member's signature")
+        claimed = certifier.roots
+        if (claimed.height, claimed.log_size, claimed.log_root) != (cp.height, cp.size, cp.root):
+            raise BadCheckpoint(
+                f"{what}: the note says size {cp.size} root {cp.root.hex()[:16]} at height "
+                f"{cp.height}; the finalised block {certifier.height} certifies size "
+                f"{claimed.log_size} root {claimed.log_root.hex()[:16]} at height "
+                f"{claimed.height}")
+        return VerifiedCheckpoint(cp, obj["note"], signers, block, cert, certifier)
 
     def entries(self, obj: Any, start: int, cp: VerifiedCheckpoint) -> list[LogEntry]:
         """The entries of a page, each proven in the checkpoint's tree. Their contents are
@@ -325,13 +347,20 @@ class AnswerVerifier:
                                    "leaf says")
         return rebuilt, leaf, unproven
 
-    def evidence(self, obj: Any) -> list[Evidence]:
-        out = []
+    def evidence(self, obj: Any) -> list[Evidence | WrongRoot]:
+        """Equivocation evidence (two conflicting statements), and wrong-root evidence (a
+        proposal claiming roots that differ from the recording member's, docs/protocol.md
+        §7), each verified against the committee."""
+        out: list[Evidence | WrongRoot] = []
         for k, item in enumerate(expect_field(obj, "evidence", list, "evidence")):
             w = f"evidence record {k}"
             body = expect_field(item, "body", bytes, w)
+            ev: Evidence | WrongRoot
             try:
-                ev = Evidence.decode(body)
+                if expect_field(item, "kind", str, w) == WRONG_ROOT_KIND:
+                    ev = WrongRoot.decode(body)
+                else:
+                    ev = Evidence.decode(body)
                 ev.verify(self.committee)
             except RemoteError as e:
                 raise BadEvidence(f"{w}: {e}") from None

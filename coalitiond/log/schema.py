@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 #: Written into the SQLite header (PRAGMA application_id) so `file` and our open can tell a
 #: coalitiond store from any other SQLite database. ASCII "cOaL".
 APPLICATION_ID: Final = 0x634F614C

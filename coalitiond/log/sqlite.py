@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from ..consensus.evidence import Evidence
+from ..consensus.root_evidence import WRONG_ROOT_KIND, WrongRoot
 from ..consensus.types import (
     Block,
     Certificate,
@@ -118,9 +119,9 @@ class GuardRecord:
 
 @dataclass(frozen=True, slots=True)
 class EvidenceRecord:
-    """One piece of misbehaviour evidence: `body` is an encoded consensus `Evidence`
-    (docs/protocol.md §5, the one evidence format), the other fields its columns.
-    Deduplicated by the blake3 digest of the body."""
+    """One piece of misbehaviour evidence: `body` is what the consensus core made, an encoded
+    `Evidence` (an equivocation, docs/protocol.md §5) or `WrongRoot` (kind `wrong-root`,
+    §7); the other fields are its columns. Deduplicated by the blake3 digest of the body."""
 
     member: int
     epoch: int
@@ -129,8 +130,9 @@ class EvidenceRecord:
     body: bytes
 
     @classmethod
-    def of(cls, ev: Evidence) -> EvidenceRecord:
-        return cls(ev.member, ev.epoch, ev.view, ev.kind.value, ev.encode())
+    def of(cls, ev: Evidence | WrongRoot) -> EvidenceRecord:
+        kind = WRONG_ROOT_KIND if isinstance(ev, WrongRoot) else ev.kind.value
+        return cls(ev.member, ev.epoch, ev.view, kind, ev.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,15 +177,17 @@ def _conflicting_guard_kind(kind: int) -> int | None:
 
 
 def _evidence_refusal(e: EvidenceRecord) -> str | None:
-    """Why an evidence record is not one the store keeps: its body must decode as consensus
-    `Evidence` and agree with the record's columns (one evidence format)."""
+    """Why an evidence record is not one the store keeps: its body must decode as what the
+    consensus core makes (`Evidence`, or `WrongRoot` for kind `wrong-root`) and agree with
+    the record's columns (one format per kind, the core's)."""
     if len(e.body) > MAX_EVIDENCE_SIZE:
         return f"evidence of {len(e.body)} bytes exceeds {MAX_EVIDENCE_SIZE}"
     try:
-        ev = Evidence.decode(e.body)
+        ev: Evidence | WrongRoot = (WrongRoot.decode(e.body) if e.kind == WRONG_ROOT_KIND
+                                    else Evidence.decode(e.body))
     except (RemoteError, EncodingError) as exc:
         return f"evidence body is not consensus evidence: {exc}"
-    if (ev.member, ev.epoch, ev.view, ev.kind.value) != (e.member, e.epoch, e.view, e.kind):
+    if EvidenceRecord.of(ev) != e:
         return (f"evidence record (member {e.member}, epoch {e.epoch}, view {e.view}, "
                 f"{e.kind}) differs from its body")
     return None

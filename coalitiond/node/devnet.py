@@ -81,7 +81,7 @@ class Progress:
 class Devnet:
     def __init__(self, dir: Path, configs: list[Path], *, rate: float, commands_per_envelope: int,
                  kind: str = "feed", companions: Sequence[Path] = (),
-                 out: TextIO = sys.stdout) -> None:
+                 byzantine: dict[int, str] | None = None, out: TextIO = sys.stdout) -> None:
         self.kind = kind
         self.dir = dir
         self.configs = configs
@@ -93,6 +93,10 @@ class Devnet:
         self.processes: list[trio.Process | None] = [None] * len(configs)
         self.companion_processes: list[trio.Process | None] = [None] * len(self.companions)
         self.progress = Progress()
+        #: Members run as Byzantine test members: {index: catalogue behaviour}.
+        self.byzantine = dict(byzantine or {})
+        #: The last status of each member, by index (None: never answered).
+        self.last_status: list[dict[str, Any] | None] = [None] * len(configs)
         self.client_config: ClientConfig = load_client_config(write_client_config(dir))
 
     # -- members ------------------------------------------------------------------------
@@ -103,8 +107,13 @@ class Devnet:
         log = config.with_suffix(".log").open("ab")
         try:
             async with trio.open_nursery() as nursery:
+                behaviour = None if companion else self.byzantine.get(i)
+                command = coalitiond_command("run", "--config", str(config)) \
+                    if behaviour is None else [
+                        sys.executable, "-m", "coalitiond.testing.byzantine_member",
+                        "--behaviour", behaviour, "--config", str(config)]
                 process = await nursery.start(lambda task_status: trio.run_process(
-                    coalitiond_command("run", "--config", str(config)),
+                    command,
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=False,
                     task_status=task_status))
                 (self.companion_processes if companion else self.processes)[i] = process
@@ -187,6 +196,8 @@ class Devnet:
                     except CoalitiondError:
                         continue  # the member went away between listing and asking
                     heights.append(int(status.get("height", 0)))
+                    if member in client.committee.members:
+                        self.last_status[client.committee.members.index(member)] = status
                     if heights[-1] == max(heights):
                         best = status
                     up += 1
@@ -246,11 +257,43 @@ class Devnet:
             print(f"devnet: members {bad} exited with {[codes[i] for i in bad]}",
                   file=self.out)
             status = status or 1
+        if duration is not None and status == 0 and self.byzantine:
+            status = await trio.to_thread.run_sync(self.check_honest)
         if duration is not None and status == 0:
             status = await trio.to_thread.run_sync(self.check_archives)
         return status
 
     # -- after the run: export, verify, agree -------------------------------------------
+
+    def check_honest(self) -> int:
+        """With Byzantine members: every honest member was ready and not diverged at its last
+        status, and what each recorded as evidence (by kind and accused member)."""
+        from ..log.sqlite import Store, store_path
+
+        status = 0
+        for i in range(len(self.configs)):
+            if i in self.byzantine:
+                continue
+            last = self.last_status[i]
+            if last is None or not last.get("ready") or last.get("diverged"):
+                print(f"devnet: honest member {i} was not ready at the end: "
+                      f"{'no status' if last is None else last.get('diverged') or 'not ready'}",
+                      file=self.out)
+                status = 1
+            with Store.open(store_path(self.dir / f"member-{i}-data"), read_only=True) as s:
+                found: dict[tuple[str, int], int] = {}
+                for record in s.evidence():
+                    key = (record.kind, record.member)
+                    found[key] = found.get(key, 0) + 1
+            against_honest = sorted({m for _, m in found} - set(self.byzantine))
+            if against_honest:
+                print(f"devnet: member {i} recorded evidence against honest members "
+                      f"{against_honest}", file=self.out)
+                status = 1
+            summary = ", ".join(f"{kind} x{count} against member {m}"
+                                for (kind, m), count in sorted(found.items())) or "none"
+            print(f"devnet: honest member {i}: ready; evidence: {summary}", file=self.out)
+        return status
 
     def check_archives(self) -> int:
         archives = []
@@ -297,13 +340,13 @@ def _ms_value(x: float | None) -> float | None:
 
 def run_devnet(dir: Path, configs: list[Path], *, duration: float | None, rate: float,
                commands_per_envelope: int, kind: str = "feed",
-               companions: Sequence[Path] = ()) -> int:
+               companions: Sequence[Path] = (), byzantine: dict[int, str] | None = None) -> int:
     if rate <= 0:
         raise OperatorError("--rate must be positive")
     # The supervisor's own transport chatter (dials before members listen) is noise here;
     # each member's log is in DIR/member-<i>.log.
     configure("console", "warning")
     devnet = Devnet(dir, configs, rate=rate, commands_per_envelope=commands_per_envelope,
-                    kind=kind, companions=companions)
+                    kind=kind, companions=companions, byzantine=byzantine)
     result: Any = trio.run(devnet.run, duration)
     return int(result)

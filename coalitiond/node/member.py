@@ -67,7 +67,7 @@ from .inbox import open_inbox
 from .journal import BlockJournal
 from .mempool import Mempool
 from .quote_driver import ProviderQuoteDriver
-from .resolver import Resolver
+from .resolver import Resolver, SolicitedNullifications
 from .timers import TimerService
 from .verifier import CheckedEnvelopes, SeenMessages, Verifier
 from .voter import Voter, VoterStatus, recover
@@ -204,8 +204,10 @@ class Member:
             status = self.voter_status
             inbox, inbox_recv = open_inbox()
             timers = TimerService(inbox.send)
+            solicited = SolicitedNullifications()
             self.verifier = verifier = Verifier(self.committee, self.executor, router,
-                                                self.checked_envelopes, self.seen, inbox)
+                                                self.checked_envelopes, self.seen, inbox,
+                                                admit=solicited.admit)
             self.resolver = resolver = Resolver(
                 self.committee, self.key.public, self.executor, store, router,
                 manager.member_links, self.journal, self.checked_envelopes, inbox,
@@ -219,7 +221,7 @@ class Member:
                 journal=self.journal, checked=self.checked_envelopes, seen=self.seen,
                 remember_verified=verifier.remember_verified, inbox=inbox_recv, timers=timers,
                 relay_outbox=mempool.relay_outbox, fetch_requests=resolver.fetch_requests,
-                wake_readers=resolver.wake_parked, status=status)
+                wake_readers=resolver.wake_parked, status=status, asked=solicited.asked)
             async with trio.open_nursery() as nursery:
                 try:
                     await nursery.start(manager.run)

@@ -5,6 +5,12 @@ when a fetch is under way the core asks again if still behind); the fetcher asks
 members in turn, checks everything a reply holds on a worker thread (`check_fetched`)
 before the core sees it, and hands the chain to the voter's inbox (BlocksFetched).
 
+Nullifications by view (docs/protocol.md §9) are fetched by the core itself (it picks the
+peer, sends `nullifications?` and times the answer out), over the consensus channel; what
+the shell adds is `SolicitedNullifications`: an answer is verified only if it answers a
+request the core sent to that member, so no peer can make us spend signature checks on
+certificates we did not ask for.
+
 Serving: `blocks?` requests from the sync channel (catch-up) and the client channel
 (readers, queued here by the mempool's client intake) each have their own bounded queue and
 server, so readers cannot crowd out catch-up. A `wait` request for a block we do not hold
@@ -23,7 +29,12 @@ import trio
 from ..commands.envelope import CommandRefused
 from ..components.executor import Executor
 from ..consensus.events import BlocksFetched, FetchBlocks
-from ..consensus.messages import verify_fetched
+from ..consensus.messages import (
+    Message,
+    NullificationsAnswer,
+    NullificationsRequest,
+    verify_fetched,
+)
 from ..consensus.types import Block, Certificate, VoteKind
 from ..log.aio import AsyncStore
 from ..log.records import FinalizedBlock
@@ -55,6 +66,26 @@ CATCHUP = counter("sync_fetches_total", "Catch-up fetches, by result", ("result"
 BLOCK_REQUESTS_DROPPED = counter("blocks_requests_dropped_total",
                                  "blocks? requests dropped because their queue was full",
                                  ("channel",))
+
+
+class SolicitedNullifications:
+    """The open `nullifications?` request the core sent each member (docs/protocol.md §9):
+    at most one per member, so at most n entries. `asked` is called by the voter when the
+    request leaves; `admit` by the verifier before it checks any signature of an answer. An
+    answer consumes its sender's entry whatever it holds, so each request lets in at most
+    one answer (dict operations only: `admit` may run on the verifier's worker thread)."""
+
+    def __init__(self) -> None:
+        self._open: dict[int, tuple[int, int]] = {}
+
+    def asked(self, member: int, request: NullificationsRequest) -> None:
+        self._open[member] = (request.first, request.last)
+
+    def admit(self, member: int, msg: Message) -> bool:
+        """False for an answer nobody asked this member for; True for anything else."""
+        if not isinstance(msg, NullificationsAnswer):
+            return True
+        return self._open.pop(member, None) == (msg.first, msg.last)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ finality-latency histogram.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 import trio
@@ -35,6 +35,7 @@ from ..consensus.messages import (
     Message,
     Notarization,
     Nullification,
+    NullificationsAnswer,
     Proposal,
     ProposalHeader,
     RecallAnswer,
@@ -145,10 +146,13 @@ class Verifier:
 
     def __init__(self, committee: CommitteeSpec, executor: Executor, router: Router,
                  checked: CheckedEnvelopes, seen: SeenMessages,
-                 inbox: trio.MemorySendChannel[VoterInput]) -> None:
+                 inbox: trio.MemorySendChannel[VoterInput],
+                 admit: Callable[[int, Message], bool] | None = None) -> None:
         self.committee = committee
         self.executor = executor
         self.router = router
+        #: Unsolicited fetch answers are dropped before any signature check (§9).
+        self.admit = admit
         self.checked = checked
         self.seen = seen
         self.inbox = inbox
@@ -164,10 +168,15 @@ class Verifier:
                 CONSENSUS_REJECTED.labels("not a member").inc()
                 continue
             try:
-                out.append((index, decode_message(self.committee, data)))
+                msg = decode_message(self.committee, data)
             except RemoteError as e:
                 CONSENSUS_REJECTED.labels(type(e).__name__).inc()
                 log.debug("consensus.rejected", sender=short(sender), error=str(e))
+                continue
+            if self.admit is not None and not self.admit(index, msg):
+                CONSENSUS_REJECTED.labels("unsolicited answer").inc()
+                continue
+            out.append((index, msg))
         return out
 
     def _signature_checks(self, msg: Message) -> int:
@@ -180,6 +189,8 @@ class Verifier:
             return self._verified_votes.unknown_in(msg.certificate) + extra
         if isinstance(msg, Nullification):
             return self._verified_votes.unknown_in(msg.certificate)
+        if isinstance(msg, NullificationsAnswer):
+            return sum(self._verified_votes.unknown_in(c) for c in msg.certificates)
         if isinstance(msg, ProposalHeader):
             return 0 if self._verified_votes.knows_proposal(
                 self.committee.epoch, msg.view, msg.digest, msg.proposer, msg.signature) else 1

@@ -46,13 +46,16 @@ from ..consensus.events import (
     SetTimer,
     Start,
     StateDivergence,
+    WrongRootFound,
 )
 from ..consensus.limits import MAX_VIEWS_BEHIND
-from ..consensus.messages import Message, encode_message
+from ..consensus.messages import Message, NullificationsRequest, encode_message
+from ..consensus.root_evidence import WRONG_ROOT_KIND
 from ..consensus.statements import SignedKind
-from ..consensus.types import Certificate, VoteKind
+from ..consensus.types import Certificate, CertifiedRoots, VoteKind
 from ..consensus.voter import Core
 from ..log.aio import AsyncStore
+from ..log.checkpoint import Checkpoint
 from ..log.records import FinalizedBlock
 from ..log.sqlite import MAX_EVENT_ITEMS, BlockToAppend, EvidenceRecord, SeenRecord, Store
 from ..log.sqlite import GuardRecord as StoreGuardRecord
@@ -201,7 +204,8 @@ def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: Blo
         guard=guard,
         tip=None if tip is None else tip.block,
         tip_certificate=tip_cert,
-        executed=(status.height, status.state_root) if status.height else None,
+        executed=CertifiedRoots(status.height, status.state_root, s.size, s.root())
+        if status.height else None,
         guard_lost=guard_lost,
         seen=seen,
     )
@@ -220,7 +224,8 @@ class Voter:
                  inbox: trio.MemoryReceiveChannel[VoterInput], timers: TimerService,
                  relay_outbox: trio.MemorySendChannel[bytes],
                  fetch_requests: trio.MemorySendChannel[FetchBlocks],
-                 wake_readers: Callable[[], None], status: VoterStatus) -> None:
+                 wake_readers: Callable[[], None], status: VoterStatus,
+                 asked: Callable[[int, NullificationsRequest], None] | None = None) -> None:
         self.committee = committee
         self.me = me
         self.executor = executor
@@ -236,6 +241,8 @@ class Voter:
         self.fetch_requests = fetch_requests
         self.wake_readers = wake_readers
         self.status = status
+        #: Told of every `nullifications?` the core sends, so the verifier admits the answer.
+        self.asked = asked
         self.core = Core(committee, key, core_config, durable,
                          validate_block_commands=self._validate_block_commands,
                          member_commands=drivers.member_commands)
@@ -361,9 +368,11 @@ class Voter:
         Returns the BlockExecuted events for the core."""
         guard = [StoreGuardRecord(a.epoch, a.view, _guard_kind(a.kind), a.digest)
                  for a in actions if isinstance(a, PersistSignerGuard)]
-        self._note_seen(seen_records(self.committee.epoch, actions))
+        seen = seen_records(self.committee.epoch, actions)
+        if seen:
+            self._note_seen(seen)
         finalized = [a for a in actions if isinstance(a, Finalized)]
-        appended = await self._persist(guard, finalized) if guard or finalized else []
+        appended = await self._persist(guard, finalized) if guard or finalized else ([], [])
         for action in actions:
             # Queued without yielding: the links' writers run after the round and send
             # everything it produced for a peer in one write.
@@ -372,6 +381,8 @@ class Voter:
                     Channel.CONSENSUS, encode_message(self.committee, action.message))
                 await self._sent_nowait()
             elif isinstance(action, Send):
+                if self.asked is not None and isinstance(action.message, NullificationsRequest):
+                    self.asked(action.to, action.message)
                 if action.to != self.me:
                     self.router.send_nowait(
                         Channel.CONSENSUS, self.committee.members[action.to],
@@ -389,13 +400,18 @@ class Voter:
                 # When a fetch is already under way the core asks again if still behind.
                 with contextlib.suppress(trio.WouldBlock):
                     self.fetch_requests.send_nowait(action)
+            elif isinstance(action, WrongRootFound):
+                wrong = action.evidence
+                EVIDENCE.labels(WRONG_ROOT_KIND).inc()
+                log.warning("consensus.evidence", member=wrong.member, view=wrong.view,
+                            kind=WRONG_ROOT_KIND, height=wrong.local.height)
+                await self.store.record_event(evidence=[EvidenceRecord.of(wrong)])
             elif isinstance(action, StateDivergence):
-                self.status.diverged = (f"height {action.height}: a block claims state root "
-                                        f"{action.claimed_root.hex()[:16]}, ours is "
-                                        f"{action.local_root.hex()[:16]}")
+                # A local fault: the core has stopped signing. One line says why.
+                self.status.diverged = (f"our roots differ from the certified ones at "
+                                        f"{action.describe()}; this member stopped signing")
                 DIVERGED.set(1)
-                log.critical("state.divergence", height=action.height,
-                             claimed=action.claimed_root.hex(), local=action.local_root.hex())
+                log.critical("state.divergence", reason=self.status.diverged)
             elif isinstance(action, Refused):
                 CORE_REFUSED.labels(action.reason.split(":")[0][:48]).inc()
         return await self._apply_finalized(appended)
@@ -419,9 +435,10 @@ class Voter:
     # -- finalisation: store, execute, tell submitters ----------------------------------
 
     async def _persist(self, guard: list[StoreGuardRecord], finalized: list[Finalized]
-                       ) -> list[BlockToAppend]:
+                       ) -> tuple[list[BlockToAppend], list[Checkpoint]]:
         """One store transaction for a round: guard records, finalised blocks and the late
-        votes of blocks stored before. Returns the blocks appended, in height order.
+        votes of blocks stored before. Returns the blocks appended, in height order, and the
+        log's checkpoint after each.
 
         A guard refusal means the core and the store disagree about what we signed: a bug.
         It propagates and stops the member rather than risk an equivocation.
@@ -442,7 +459,7 @@ class Voter:
                 LATE_VOTES.labels("stored").inc(len(late))
             else:
                 self.journal.put_back_late_votes(late)
-            return []
+            return [], []
         # Every signature here was verified before it reached the core. Small appends run
         # on the event loop when the store is free (AsyncStore.write_soon): this is the
         # critical path of every view, and a thread hand-off costs more than the commit.
@@ -450,25 +467,28 @@ class Voter:
         # where SQLite's C code runs alongside the loop.
         seen, floor = self._take_seen()
         if sum(len(item.block.commands) for item in items) <= INLINE_APPEND_COMMANDS:
-            await self.store.write_soon(lambda s: s.append_blocks(
+            checkpoints = await self.store.write_soon(lambda s: s.append_blocks(
                 items, verify_signatures=False, guard=guard, late_votes=late, seen=seen,
                 seen_floor=floor))
         else:
-            await self.store.append_blocks(items, verify_signatures=False, guard=guard,
-                                           late_votes=late, seen=seen, seen_floor=floor)
+            checkpoints = await self.store.append_blocks(
+                items, verify_signatures=False, guard=guard, late_votes=late, seen=seen,
+                seen_floor=floor)
         self.journal.stored(items)
         LATE_VOTES.labels("stored").inc(len(late))
-        return items
+        return items, checkpoints
 
-    async def _apply_finalized(self, items: Sequence[BlockToAppend]) -> list[Event]:
+    async def _apply_finalized(self, appended: tuple[list[BlockToAppend], list[Checkpoint]]
+                               ) -> list[Event]:
         """Execute blocks already appended, tell their submitters; BlockExecuted events for
-        the core."""
+        the core (the roots after each: state, and the log as its checkpoint states it)."""
+        items, checkpoints = appended
         if not items:
             return []
         executed: list[Event] = []
         now = trio.current_time()
         status = self.status
-        for item in items:
+        for item, checkpoint in zip(items, checkpoints, strict=True):
             block = item.block
             log_index = status.log_size
             status.log_size += len(block.commands)
@@ -484,7 +504,8 @@ class Voter:
             seen = self.seen.take_first_seen(block.digest)
             if seen is not None:
                 FINALITY_LATENCY.observe(now - seen)
-            executed.append(BlockExecuted(block.height, result.state_root))
+            executed.append(BlockExecuted(CertifiedRoots(block.height, result.state_root,
+                                                         checkpoint.size, checkpoint.root)))
             self.drivers.on_applied(result)
             await self._tell_submitters(result, log_index)
         self.wake_readers()

@@ -205,15 +205,18 @@ def _cert_bytes(cert: Any) -> bytes | None:
     return None if cert is None else bytes(cert.encode())
 
 
-def _finalizing_chain(s: Store, height: int) -> tuple[list[bytes], bytes] | None:
+def _finalizing_chain(s: Store, height: int, through: int | None = None
+                      ) -> tuple[list[bytes], bytes] | None:
     """For the stored block at `height`: (encoded blocks height+1..F, F's finalization)
-    where F is the first block from `height` on with its own finalize certificate."""
+    where F is the first block from `through` (default `height`) on with its own finalize
+    certificate."""
     chain: list[bytes] = []
-    for h in range(height, min(s.height, height + MAX_CERTIFY_SCAN) + 1):
+    first = height if through is None else through
+    for h in range(height, min(s.height, first + MAX_CERTIFY_SCAN) + 1):
         fb = s.finalized(h)
         if h > height:
             chain.append(fb.block.encode())
-        if fb.finalization is not None:
+        if fb.finalization is not None and h >= first:
             return chain, fb.finalization.encode()
     return None
 
@@ -228,20 +231,39 @@ def _certified(s: Store, height: int) -> dict[str, Any] | None:
 
 
 def _read_checkpoint(s: Store, height: int | None) -> dict[str, Any]:
-    h = s.height if height is None else height
+    """The checkpoint of the lowest certified height ≥ `height` (default: the newest
+    certified height), with what certifies it: the chain from its block to a finalised one,
+    in which the block at `certifier` commits to the checkpoint's (size, root)
+    (docs/api.md §3, docs/protocol.md §7)."""
     if s.height == 0:
         raise HttpError(404, "no checkpoint yet: nothing has been finalised")
-    if h > s.height:
-        raise HttpError(404, f"height: no block at height {h} (head is {s.height})")
-    fb = s.finalized(h)
-    found = _finalizing_chain(s, h)
+    newest = s.block(s.height).executed_height
+    if newest == 0:
+        raise HttpError(503, "no certified checkpoint yet: no finalised block commits to a "
+                             "log root so far")
+    at_least = newest if height is None else height
+    if at_least > newest:
+        raise HttpError(404, f"height: {at_least} is not certified yet (certified up to "
+                             f"height {newest})")
+    certifier = None
+    for c in range(at_least + 1, min(s.height, at_least + MAX_CERTIFY_SCAN) + 1):
+        if s.block(c).executed_height >= at_least:
+            certifier = c
+            break
+    if certifier is None:
+        raise HttpError(503, f"height: no block within {MAX_CERTIFY_SCAN} of {at_least} "
+                             "certifies it")
+    h = s.block(certifier).executed_height
+    found = _finalizing_chain(s, h, certifier)
     if found is None:
         raise HttpError(503, f"height: no finalization within {MAX_CERTIFY_SCAN} blocks of "
-                        f"{h} is stored yet")
+                        f"{certifier} is stored yet")
     chain, finalization = found
+    fb = s.finalized(h)
     cp = Checkpoint.parse_text(split_note(fb.checkpoint)[0])  # informational: readers verify
     return {"height": h, "size": cp.size, "root": cp.root, "note": fb.checkpoint,
-            "block": fb.block.encode(), "finalization": finalization, "chain": chain}
+            "block": fb.block.encode(), "finalization": finalization, "chain": chain,
+            "certifier": certifier}
 
 
 def _block_view(fb: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ on the wire as is.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -240,6 +241,27 @@ class Replayer(Behaviour):
         return out
 
 
+class BadRootProposer(Behaviour):
+    """Votes honestly (its own replica stays right) but every block it proposes claims a
+    wrong state root for the height it executed (docs/protocol.md §7). Honest voters must
+    refuse the proposal and record wrong-root evidence; none may diverge."""
+
+    name = "bad-root"
+
+    def step(self, event: Event) -> list[Action | RawSend]:
+        core = self.core
+        executed = core._executed
+        if executed.height == 0:
+            return super().step(event)
+        lie = dataclasses.replace(executed, state_root=_fake_digest(executed.state_root))
+        core._executed = lie
+        try:
+            return super().step(event)
+        finally:
+            if core._executed is lie:  # not advanced by a BlockExecuted in this step
+                core._executed = executed
+
+
 BehaviourFactory = Callable[[Core, random.Random], Behaviour]
 
 CATALOGUE: Final[dict[str, BehaviourFactory]] = {
@@ -251,4 +273,5 @@ CATALOGUE: Final[dict[str, BehaviourFactory]] = {
     "withholder": Withholder,
     "garbage": GarbageSender,
     "replayer": Replayer,
+    "bad-root": BadRootProposer,
 }

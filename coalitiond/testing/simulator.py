@@ -52,6 +52,7 @@ from ..consensus.events import (
     Start,
     StateDivergence,
     TimerFired,
+    WrongRootFound,
 )
 from ..consensus.evidence import Evidence, EvidenceKind, evidence_kind
 from ..consensus.limits import MAX_VIEWS_AHEAD, MAX_VIEWS_BEHIND
@@ -68,10 +69,12 @@ from ..consensus.messages import (
     verify_message,
 )
 from ..consensus.statements import SignedKind, conflicts
-from ..consensus.types import ZERO_DIGEST, Block, Certificate, Vote
+from ..consensus.types import ZERO_DIGEST, Block, Certificate, CertifiedRoots, Vote
 from ..consensus.voter import Core
+from ..primitives import merkle
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
+from ..primitives.encoding import encode
 from ..primitives.errors import RemoteError
 from ..primitives.identity import digest as blake3_digest
 from .byzantine import CATALOGUE, Behaviour, BehaviourFactory, RawSend
@@ -191,8 +194,13 @@ class SimNode:
     guard: list[GuardRecord] = field(default_factory=list)  # durable
     finalized: list[tuple[Block, Certificate]] = field(default_factory=list)  # durable
     exec_root: bytes = ZERO_DIGEST
+    #: The node's log as a Merkle frontier (durable, like `finalized`): one leaf per command.
+    log: merkle.Frontier = field(default_factory=merkle.Frontier)
+    #: Roots after the last block the node executed (what its restart is rebuilt from).
+    executed: CertifiedRoots | None = None
     crash_cut: int | None = None  # armed torn crash: execute this many actions, then die
-    backup: tuple[int, int, bytes] | None = None  # (guard records, blocks, exec root) saved
+    #: What a backup saved: guard records and blocks kept, exec root, log, executed roots.
+    backup: tuple[int, int, bytes, merkle.Frontier, CertifiedRoots | None] | None = None
     #: First-seen statements of others, durable as the daemon's seen_votes (newest kept).
     seen: list[SeenStatement] = field(default_factory=list)
     restarted_at: int = 0
@@ -215,6 +223,8 @@ class SimStats:
     refused_wire: dict[str, int] = field(default_factory=dict)
     refused_core: dict[str, int] = field(default_factory=dict)
     evidence: int = 0
+    #: Wrong-root evidence recorded by honest nodes, by accused member.
+    wrong_roots: dict[int, int] = field(default_factory=dict)
     max_height: int = 0
 
 
@@ -347,10 +357,11 @@ class Simulation:
             if node.up and node.incarnation == inc:
                 self._step(node, TimerFired(tkind, view))
         elif kind == "execute":
-            idx, inc, height, root = payload
+            idx, inc, roots = payload
             node = self.nodes[idx]
             if node.up and node.incarnation == inc:
-                self._step(node, BlockExecuted(height, root))
+                node.executed = roots
+                self._step(node, BlockExecuted(roots))
         elif kind == "fetched":
             idx, inc, chain = payload
             node = self.nodes[idx]
@@ -387,7 +398,8 @@ class Simulation:
             self._restart(self.nodes[crash.node], crash.wipe_guard, crash.backup_ms is not None)
         elif kind == "backup":
             node = self.nodes[payload[0]]
-            node.backup = (len(node.guard), len(node.finalized), node.exec_root)
+            node.backup = (len(node.guard), len(node.finalized), node.exec_root,
+                           merkle.Frontier(node.log.size, node.log.stack), node.executed)
         else:  # pragma: no cover
             raise self.fail(f"unknown event kind {kind}")
 
@@ -405,14 +417,14 @@ class Simulation:
         if wipe_guard:
             node.guard.clear()
         if from_backup and node.backup is not None:
-            guard_len, blocks_len, node.exec_root = node.backup
+            guard_len, blocks_len, node.exec_root, log, node.executed = node.backup
+            node.log = merkle.Frontier(log.size, log.stack)
             del node.guard[guard_len:], node.finalized[blocks_len:]
         tip, cert = node.finalized[-1] if node.finalized else (None, None)
-        executed = (tip.height, node.exec_root) if tip is not None else None
         if wipe_guard or from_backup:
             node.seen.clear()  # a wiped or restored store has lost them too
-        self._boot(node, DurableState(tuple(node.guard), tip, cert, executed, wipe_guard,
-                                      tuple(node.seen)))
+        self._boot(node, DurableState(tuple(node.guard), tip, cert, node.executed, wipe_guard,
+                                      seen=tuple(node.seen)))
 
     # -- network ----------------------------------------------------------------------------
 
@@ -511,6 +523,19 @@ class Simulation:
                 raise self.fail(f"evidence against honest member {ev.member}: {ev.kind.value}")
             node.evidence.add((ev.member, ev.view, ev.kind))
             self.stats.evidence += 1
+        elif isinstance(action, WrongRootFound):
+            wrong = action.evidence
+            try:
+                wrong.verify(self.committee)
+            except RemoteError as exc:
+                raise self.fail(f"node {node.node} produced wrong-root evidence that does not "
+                                f"verify: {exc}") from None
+            if not node.faulty:
+                if wrong.member in self.honest_members:
+                    raise self.fail(f"wrong-root evidence against honest member "
+                                    f"{wrong.member} (view {wrong.view})")
+                self.stats.wrong_roots[wrong.member] = \
+                    self.stats.wrong_roots.get(wrong.member, 0) + 1
         elif isinstance(action, FetchBlocks):
             self._serve_fetch(node, action)
         elif isinstance(action, StateDivergence):
@@ -535,8 +560,10 @@ class Simulation:
             ev = Evidence.decode(item)
             node.evidence.add((ev.member, ev.view, ev.kind))
         node.exec_root = blake3_digest(node.exec_root + block.digest)
-        self._push(self.now + EXECUTE_DELAY_MS, "execute",
-                   (node.node, node.incarnation, block.height, node.exec_root))
+        for i, command in enumerate(block.commands):
+            node.log.append(merkle.leaf_hash(encode([block.height, i, command])))
+        roots = CertifiedRoots(block.height, node.exec_root, node.log.size, node.log.root())
+        self._push(self.now + EXECUTE_DELAY_MS, "execute", (node.node, node.incarnation, roots))
         if node.faulty:
             return
         prior = self._final_at.setdefault(block.height, block.digest)
