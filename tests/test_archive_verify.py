@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from coalitiond.cli import main
+from coalitiond.consensus.evidence import Evidence, Statement
+from coalitiond.consensus.statements import SignedKind, sign_statement
 from coalitiond.consensus.types import Block, Certificate, Vote, VoteKind
 from coalitiond.log import EvidenceRecord, Store, StoreCorrupt, entry_leaf
 from coalitiond.log.archive import MAGIC, verify_archive
@@ -24,11 +26,19 @@ from coalitiond.verify import inclusion_proof, verify_checkpoint, verify_inclusi
 HEIGHTS = 6
 
 
+def _evidence(chain: ChainBuilder) -> EvidenceRecord:
+    """Member 3 notarised two blocks in view 2: the evidence every archive carries."""
+    a, b = (Statement(SignedKind.NOTARIZE, d, sign_statement(
+        chain.keys[3], chain.committee, SignedKind.NOTARIZE, 2, d))
+        for d in (b"\x01" * 32, b"\x02" * 32))
+    return EvidenceRecord.of(Evidence.build(chain.committee, 2, 3, a, b))
+
+
 def _build(d: Path, chain: ChainBuilder, member: int, items: list[Any]) -> None:
     d.mkdir(parents=True, exist_ok=True)
     with Store.open(d / "log.sqlite3", chain.committee, signing_key=chain.keys[member]) as s:
         s.append_blocks(items)
-        s.record_event(evidence=[EvidenceRecord(3, 0, 2, "notarize/notarize", b"evidence!")])
+        s.record_event(evidence=[_evidence(chain)])
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,9 @@ from coalitiond.consensus.events import (
     GuardRecord,
     MessageReceived,
     PersistSignerGuard,
+    RecordSeen,
     Refused,
+    SeenStatement,
     Send,
     SetTimer,
     Start,
@@ -28,13 +30,14 @@ from coalitiond.consensus.events import (
     TimerKind,
     WrongRootFound,
 )
-from coalitiond.consensus.limits import MAX_VIEWS_AHEAD
+from coalitiond.consensus.limits import MAX_VIEWS_AHEAD, RECALL_ROUNDS
 from coalitiond.consensus.messages import (
     EvidenceMessage,
     Finalization,
     Notarization,
     Nullification,
     Proposal,
+    RecallRequest,
 )
 from coalitiond.consensus.statements import SignedKind
 from coalitiond.consensus.types import (
@@ -57,14 +60,26 @@ GENESIS = genesis_block(COMMITTEE)
 
 
 def core(member: int, durable: DurableState | None = None, **kw: object) -> Core:
+    """A started core whose start-up recall (docs/protocol.md §8) ended with no answers."""
     c = Core(COMMITTEE, KEYS[member], CONFIG, durable, **kw)  # type: ignore[arg-type]
-    c.step(Start())
+    started(c)
     return c
 
 
 def roots(height: int, state_root: bytes, log_size: int = 0,
           log_root: bytes = EMPTY_LOG_ROOT) -> CertifiedRoots:
     return CertifiedRoots(height, state_root, log_size, log_root)
+
+
+def end_recall(c: Core) -> list[Any]:
+    """Fire every round of the recall timer: the recall ends with the answers it has."""
+    return [a for r in range(1, RECALL_ROUNDS + 1)
+            for a in c.step(TimerFired(TimerKind.RECALL, r))]
+
+
+def started(c: Core) -> list[Any]:
+    """Start `c` and end its recall on the timer: the actions of all those steps."""
+    return [*c.step(Start()), *end_recall(c)]
 
 
 def blk(view: int, proposer: int, parent: Block = GENESIS, commands: tuple[bytes, ...] = (),
@@ -97,9 +112,11 @@ def refusals(actions: list[object]) -> list[str]:
     return [a.reason for a in actions if isinstance(a, Refused)]
 
 
-def test_start_arms_view_timers() -> None:
+def test_start_asks_for_a_recall_and_arms_view_timers() -> None:
     c = Core(COMMITTEE, KEYS[0], CONFIG)
-    assert c.step(Start()) == [SetTimer(TimerKind.LEADER, 1, 200), SetTimer(TimerKind.VIEW, 1, 300)]
+    assert c.step(Start()) == [Broadcast(RecallRequest()), SetTimer(TimerKind.RECALL, 1, 75),
+                               SetTimer(TimerKind.LEADER, 1, 200),
+                               SetTimer(TimerKind.VIEW, 1, 300)]
 
 
 def test_leader_persists_guard_before_each_signature() -> None:
@@ -121,13 +138,13 @@ def _proposed(actions: list[Any]) -> list[tuple[bytes, ...]]:
 
 def test_an_idle_leader_waits_the_idle_interval_then_proposes_an_empty_block() -> None:
     leader = Core(COMMITTEE, KEYS[1], CONFIG)
-    assert SetTimer(TimerKind.BATCH, 1, 20) in leader.step(Start())
+    assert SetTimer(TimerKind.BATCH, 1, 20) in started(leader)
     assert _proposed(leader.step(TimerFired(TimerKind.BATCH, 1))) == [()]
 
 
 def test_a_command_reaching_a_leader_that_has_not_proposed_is_proposed_at_once() -> None:
     leader = Core(COMMITTEE, KEYS[1], CONFIG)
-    leader.step(Start())
+    started(leader)
     assert _proposed(leader.step(CommandSubmitted(b"one"))) == [(b"one",)]
     # Later commands of the view gather for the next one (batching by pipelining).
     assert _proposed(leader.step(CommandSubmitted(b"two"))) == []
@@ -150,7 +167,9 @@ def test_voter_notarizes_first_valid_proposal_and_relays_header() -> None:
     c = core(0)
     a = blk(1, 1, commands=(b"a",))
     actions = c.step(proposal(a))
-    assert actions[0] == PersistSignerGuard(0, 1, SignedKind.NOTARIZE, a.digest)
+    assert actions[0] == RecordSeen(SeenStatement(1, 1, SignedKind.PROPOSE, a.digest,
+                                                  Proposal.sign(KEYS[1], COMMITTEE, a).signature))
+    assert actions[1] == PersistSignerGuard(0, 1, SignedKind.NOTARIZE, a.digest)
     assert [v.digest for v in own_votes(actions)] == [a.digest]
     headers = [x.message for x in actions if isinstance(x, Broadcast)
                and not isinstance(x.message, Vote)]

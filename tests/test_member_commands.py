@@ -37,6 +37,7 @@ from coalitiond.consensus.events import (
     TimerFired,
     TimerKind,
 )
+from coalitiond.consensus.limits import RECALL_ROUNDS
 from coalitiond.consensus.messages import Proposal
 from coalitiond.consensus.voter import Core
 from coalitiond.primitives.crypto import SigningKey
@@ -197,17 +198,23 @@ def _proposed(actions: list[Any]) -> list[tuple[bytes, ...]]:
             if isinstance(a, Broadcast) and isinstance(a.message, Proposal)]
 
 
+def started(c: Core) -> list[Any]:
+    """Start `c` and end its start-up recall (docs/protocol.md §8) on the timer."""
+    return [*c.step(Start()), *[a for r in range(1, RECALL_ROUNDS + 1)
+                                for a in c.step(TimerFired(TimerKind.RECALL, r))]]
+
+
 def test_a_leader_puts_its_member_commands_first_and_proposes_for_them_alone() -> None:
     offered: list[bytes] = [b"member-tick"]
     leader = Core(COMMITTEE, KEYS[1], CONFIG, member_commands=lambda: tuple(offered))
     # Something to propose: no idle wait.
-    assert _proposed(leader.step(Start())) == [(b"member-tick",)]
+    assert _proposed(started(leader)) == [(b"member-tick",)]
 
 
 def test_member_commands_come_before_client_commands_within_the_batch_limit() -> None:
     offered: list[bytes] = []
     leader = Core(COMMITTEE, KEYS[1], CONFIG, member_commands=lambda: tuple(offered))
-    assert _proposed(leader.step(Start())) == []  # idle: waits the batch interval
+    assert _proposed(started(leader)) == []  # idle: waits the batch interval
     offered[:] = [b"m1", b"m2", b"m3"]
     # CONFIG.max_batch_commands == 2: member commands fill the block first.
     assert _proposed(leader.step(CommandSubmitted(b"client"))) == [(b"m1", b"m2")]
@@ -215,7 +222,7 @@ def test_member_commands_come_before_client_commands_within_the_batch_limit() ->
 
 def test_an_idle_leader_without_member_commands_still_waits() -> None:
     leader = Core(COMMITTEE, KEYS[1], CONFIG, member_commands=lambda: ())
-    leader.step(Start())
+    started(leader)
     assert _proposed(leader.step(TimerFired(TimerKind.BATCH, 1))) == [()]
 
 

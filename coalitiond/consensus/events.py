@@ -78,6 +78,19 @@ class GuardRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SeenStatement:
+    """The first statement the core saw from member `member` for (`view`, `kind`) in its
+    epoch, with that member's signature (docs/protocol.md §5): kept by the store so that an
+    equivocation whose halves straddle a restart is still caught."""
+
+    member: int
+    view: int
+    kind: SignedKind
+    digest: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class DurableState:
     """What the core is rebuilt from after a restart (docs/protocol.md §8)."""
 
@@ -87,6 +100,8 @@ class DurableState:
     #: The roots after the last executed block (None: nothing executed).
     executed: CertifiedRoots | None = None
     guard_lost: bool = False
+    #: First-seen statements of other members, in the store's window (§5).
+    seen: tuple[SeenStatement, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,6 +116,8 @@ class TimerKind(enum.IntEnum):
     VIEW = 1
     BATCH = 2
     FETCH = 3
+    #: The start-up recall's rounds (§8); its `view` field counts the rounds, from 1.
+    RECALL = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,8 +269,16 @@ class Refused:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class RecordSeen:
+    """Keep this first-seen statement of another member (§5). Not urgent: the shell may
+    write it with its next commit; one lost in a crash only weakens detection."""
+
+    statement: SeenStatement
+
+
 Action = (PersistSignerGuard | Broadcast | Send | SetTimer | Finalized | EvidenceFound
-          | WrongRootFound | FetchBlocks | StateDivergence | Refused)
+          | WrongRootFound | FetchBlocks | StateDivergence | Refused | RecordSeen)
 
 #: Asked before voting for a block: may the component apply these commands (§6)? Pure.
 ValidationHook = Callable[[tuple[bytes, ...]], bool]

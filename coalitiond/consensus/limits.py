@@ -24,6 +24,16 @@ MAX_FETCH_BLOCKS: Final = 256
 MAX_ROOTS_KEPT: Final = 1024
 #: Amnesia rule margin (docs/protocol.md §8).
 AMNESIA_MARGIN_VIEWS: Final = 1
+#: The start-up recall lasts one base view timeout, in this many rounds: each round
+#: re-sends the request (links may still be coming up when the member starts), the last
+#: one ends it (docs/protocol.md §8).
+RECALL_ROUNDS: Final = 4
+#: Statements in one recall answer (docs/protocol.md §8): the requester's newest of each of
+#: the four signed kinds.
+MAX_RECALL_STATEMENTS: Final = 4
+#: Bytes of one encoded recall answer (envelope included): four statements of 108 bytes at
+#: most plus the envelope is below 600; anything larger is refused before decoding further.
+MAX_RECALL_ANSWER_SIZE: Final = 1024
 #: Certificates sent in answer to one SyncRequest (parent + intervening nullifications).
 MAX_SYNC_CERTS: Final = MAX_VIEWS_BEHIND
 #: Views asked for in one `nullifications?` request, and certificates in one answer

@@ -66,11 +66,7 @@ def announce(committee: CommitteeSpec, me: int, cert: Certificate, message: Mess
     if cert.kind is VoteKind.NULLIFY:
         relay.announced[cert.kind] = True
         return [Broadcast(message)]
-    broadcasters = {committee.leader(cert.view + 1)}
-    if cert.kind is VoteKind.NOTARIZE:
-        # A notarisation moves the committee on: a second broadcaster, so a crashed or
-        # Byzantine next leader does not leave a member that lost one vote a view behind.
-        broadcasters.add(committee.leader(cert.view + 2))
+    broadcasters = _broadcasters(committee, cert)
     if me in broadcasters:
         relay.announced[cert.kind] = True
         return [Broadcast(message)]
@@ -87,6 +83,27 @@ def announce(committee: CommitteeSpec, me: int, cert: Certificate, message: Mess
                                      and cert.kind is VoteKind.NOTARIZE):
             out.append(Send(member, message))
     return out
+
+
+def _broadcasters(committee: CommitteeSpec, cert: Certificate) -> set[int]:
+    broadcasters = {committee.leader(cert.view + 1)}
+    if cert.kind is VoteKind.NOTARIZE:
+        # A notarisation moves the committee on: a second broadcaster, so a crashed or
+        # Byzantine next leader does not leave a member that lost one vote a view behind.
+        broadcasters.add(committee.leader(cert.view + 2))
+    return broadcasters
+
+
+def broadcasts_received(committee: CommitteeSpec, me: int, cert: Certificate,
+                        current: int) -> bool:
+    """Does a notarisation or finalisation we *received* before forming it go to everyone
+    from us all the same? Yes when it ends our current view (or a later one) and we are one
+    of its broadcasters (`announce`): the members that lost a vote count on the next
+    leaders, and a next leader that got the certificate from a signer before the last vote
+    reached it would otherwise never form it itself. Older certificates (catch-up, sync
+    answers) are not passed on."""
+    return (cert.kind is not VoteKind.NULLIFY and cert.view >= current
+            and me in _broadcasters(committee, cert))
 
 
 def answers_laggard(relay: ViewRelay, committee: CommitteeSpec, current: int, sender: int,

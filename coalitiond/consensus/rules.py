@@ -91,6 +91,12 @@ def may_sign(amnesiac: bool, abstain_through: int | None, view: int) -> bool:
     return abstain_through is None or view > abstain_through
 
 
+def recall_allows(recall_open: bool, recalled_through: int, view: int) -> bool:
+    """The start-up recall, docs/protocol.md §8: nothing is signed while the recall is open,
+    and never at or below the highest view a peer showed us our own signature for."""
+    return not recall_open and view > recalled_through
+
+
 def abstain_through(max_view_seen: int, certificate_view: int) -> int:
     """The view an amnesiac member abstains through, fixed by its first verified certificate:
     the highest view it has seen, plus a margin. docs/protocol.md §8 (Decision)."""

@@ -34,7 +34,7 @@ from ..primitives.crypto import SigningKey
 from ..primitives.encoding import encode
 from ..primitives.errors import LocalError
 from ..primitives.identity import digest as blake3_digest
-from . import catchup, relay, rules
+from . import catchup, recall, relay, rules
 from .batcher import Batcher, prefix_within, wire_size
 from .events import (
     Action,
@@ -50,7 +50,9 @@ from .events import (
     MemberCommandsHook,
     MessageReceived,
     PersistSignerGuard,
+    RecordSeen,
     Refused,
+    SeenStatement,
     Send,
     SetTimer,
     Start,
@@ -68,6 +70,7 @@ from .limits import (
     MAX_PENDING_EVIDENCE,
     MAX_ROOTS_KEPT,
     MAX_VIEWS_BEHIND,
+    RECALL_ROUNDS,
 )
 from .messages import (
     EvidenceMessage,
@@ -79,6 +82,8 @@ from .messages import (
     NullificationsRequest,
     Proposal,
     ProposalHeader,
+    RecallAnswer,
+    RecallRequest,
     SyncRequest,
 )
 from .relay import ViewRelay
@@ -181,6 +186,13 @@ class Core:
         self._views: dict[int, _View] = {}
         self._blocks: dict[bytes, Block] = {}
         self._seen: dict[tuple[int, int], dict[SignedKind, Statement]] = {}
+        for st in durable.seen:  # first-seen statements kept across the restart (§5)
+            self._seen.setdefault((st.view, st.member), {}).setdefault(
+                st.kind, Statement(st.kind, st.digest, st.signature))
+        #: The start-up recall (§8): sign nothing until peers said what they saw us sign.
+        self._recall = recall.Recall(committee.quorum - 1)
+        #: The view in which we last answered each peer's recall (one answer per view).
+        self._recall_answered: dict[int, int] = {}
         self._reported: set[tuple[int, int, EvidenceKind]] = set()
         self._pending_evidence: dict[bytes, Evidence] = {}
         self._known_evidence: set[bytes] = set()
@@ -231,6 +243,8 @@ class Core:
         elif isinstance(event, BlocksFetched):
             self._on_fetched(event.chain)
         elif isinstance(event, Start):
+            if self._recall.open:
+                self._recall_round(1)
             self._enter_view(self.view)
         else:  # pragma: no cover - the Event union is closed
             raise LocalError(f"unknown event {event!r}")
@@ -275,7 +289,8 @@ class Core:
         guard = sorted([v, int(k), d] for (v, k), d in self._guard.items())
         return blake3_digest(encode([self.view, self.tip.digest, guard, views,
                                      self._consecutive_nulls, self._abstain_through or 0,
-                                     self._amnesiac]))
+                                     self._amnesiac, self._recall.open,
+                                     self._recall.through]))
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -295,8 +310,9 @@ class Core:
         return base_ms * (1 << min(self._consecutive_nulls, self.config.max_backoff_exponent))
 
     def _may_sign(self, view: int) -> bool:
-        return not self._diverged and rules.may_sign(self._amnesiac, self._abstain_through,
-                                                     view)
+        return not self._diverged and \
+            rules.recall_allows(self._recall.open, self._recall.through, view) and \
+            rules.may_sign(self._amnesiac, self._abstain_through, view)
 
     def _sign_guarded(self, view: int, kind: SignedKind, digest: bytes) -> bool:
         """Check the guard and emit the durable record; False means do not sign."""
@@ -334,6 +350,9 @@ class Core:
     def _on_timer(self, kind: TimerKind, view: int) -> None:
         if kind is TimerKind.FETCH:
             self._on_fetch_timeout(view)
+            return
+        if kind is TimerKind.RECALL:
+            self._on_recall_timer(view)
             return
         if view != self.view:
             return  # stale timer: timers are never cancelled, only outlived
@@ -472,6 +491,16 @@ class Core:
             self._serve_nullifications(sender, msg)
         elif isinstance(msg, NullificationsAnswer):
             self._on_nullifications(sender, msg)
+        elif isinstance(msg, RecallRequest):
+            self._on_recall_request(sender)
+        elif isinstance(msg, RecallAnswer):
+            refusal = self._recall.take(self.me, self.committee.n, sender, msg)
+            if refusal is not None:
+                self._refuse(sender, refusal)
+                return
+            self._guard_recalled(msg)
+            if not self._recall.open:
+                self._progress()  # q − 1 answers: a waiting proposal may now be decided
         else:
             self._on_evidence(sender, msg.evidence)
 
@@ -493,7 +522,10 @@ class Core:
             old = table[k]
             if conflicts(old.kind, old.digest, kind, digest):
                 self._report(Evidence.build(self.committee, view, member, old, new))
-        table.setdefault(kind, new)
+        if kind not in table:
+            table[kind] = new
+            if member != self.me:
+                self._emit(RecordSeen(SeenStatement(member, view, kind, digest, signature)))
 
     def _report(self, ev: Evidence) -> None:
         key = (ev.view, ev.member, ev.kind)
@@ -532,6 +564,10 @@ class Core:
                 s.waiting = proposal
             elif v < self.view:
                 self._learn_block(b)
+            return
+        if self._recall.open:
+            if s.waiting is None:
+                s.waiting = proposal  # decided when the recall ends (§8)
             return
         try:
             verdict = rules.check_proposal(b, self.tip, self._blocks, self._views, self._roots,
@@ -580,6 +616,39 @@ class Core:
         for msg in catchup.sync_answer(s.proposal, view, self.tip, self.tip_certificate,
                                        self._blocks, self._views):
             self._emit(Send(sender, msg))
+
+    def _on_recall_request(self, sender: int | None) -> None:
+        """A peer (re)started and asks what we saw it sign (§8): its newest statements."""
+        if sender is None or not 0 <= sender < self.committee.n or sender == self.me:
+            return
+        if recall.should_answer(self._recall_answered, sender, self.view):
+            self._emit(Send(sender, RecallAnswer(sender,
+                                                 recall.own_statements(self._seen, sender))))
+
+    def _guard_recalled(self, answer: RecallAnswer) -> None:
+        """Our own statements a peer returned are ours: into the guard, durably, so a second
+        restart (its peers may not answer again in the same view) still holds them (§8)."""
+        for st in answer.statements:
+            if self._guard.get((st.view, st.kind)) is None and \
+                    rules.guard_allows(self._guard, self.view, st.view, st.kind, st.digest):
+                self._guard[(st.view, st.kind)] = st.digest
+                self._emit(PersistSignerGuard(self.committee.epoch, st.view, st.kind,
+                                              st.digest))
+
+    def _recall_round(self, n: int) -> None:
+        """Ask (again: links may have come up since) and arm the next round's timer."""
+        self._emit(Broadcast(RecallRequest()))
+        self._emit(SetTimer(TimerKind.RECALL, n,
+                            max(1, self.config.view_timeout_ms // RECALL_ROUNDS)))
+
+    def _on_recall_timer(self, n: int) -> None:
+        if not self._recall.open:
+            return
+        if n < RECALL_ROUNDS:
+            self._recall_round(n + 1)
+            return
+        self._recall.close()  # the last round: go on with the answers we have
+        self._progress()  # a waiting proposal, or our own, may now be decided
 
     def _learn_block(self, block: Block) -> None:
         """Keep a block some certificate of ours refers to (late proposal, cert with block)."""
@@ -642,7 +711,7 @@ class Core:
             if block is not None:
                 self._learn_block(block)
             self._note_latest(cert)
-            if formed:
+            if formed or relay.broadcasts_received(self.committee, self.me, cert, self.view):
                 self._announce(cert, s)
             if cert.view >= self.view:
                 self._consecutive_nulls = 0
@@ -673,7 +742,8 @@ class Core:
                 self._learn_block(block)
             if first:
                 self._note_latest(cert)
-                if formed:
+                if formed or relay.broadcasts_received(self.committee, self.me, cert,
+                                                       self.view):
                     self._announce(cert, s)
                 if cert.view >= self.view:
                     self._consecutive_nulls = 0

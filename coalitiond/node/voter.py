@@ -39,7 +39,9 @@ from ..consensus.events import (
     GuardRecord,
     MessageReceived,
     PersistSignerGuard,
+    RecordSeen,
     Refused,
+    SeenStatement,
     Send,
     SetTimer,
     Start,
@@ -55,7 +57,7 @@ from ..consensus.voter import Core
 from ..log.aio import AsyncStore
 from ..log.checkpoint import Checkpoint
 from ..log.records import FinalizedBlock
-from ..log.sqlite import BlockToAppend, EvidenceRecord, Store
+from ..log.sqlite import MAX_EVENT_ITEMS, BlockToAppend, EvidenceRecord, SeenRecord, Store
 from ..log.sqlite import GuardRecord as StoreGuardRecord
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
@@ -84,6 +86,12 @@ INLINE_APPEND_COMMANDS: Final = 64
 SENDS_PER_YIELD: Final = 64
 #: Submitters waiting for outcomes.
 MAX_WAITING_SUBMITTERS: Final = 65_536
+#: First-seen statements waiting for the next commit (they never cost a commit of their
+#: own); beyond this the oldest are dropped and counted: only detection across a restart
+#: is weakened, never safety.
+MAX_PENDING_SEEN: Final = 2048
+#: The seen_votes table is pruned when its floor (view − MAX_VIEWS_BEHIND) moved this far.
+SEEN_PRUNE_VIEWS: Final = 16
 
 CORE_REFUSED = counter("consensus_refused_total", "Inputs the consensus core refused",
                        ("reason",))
@@ -99,6 +107,8 @@ EVIDENCE = counter("consensus_evidence_total", "Equivocation evidence found", ("
 DIVERGED = gauge("state_diverged", "1 when this member's executed state disagrees with a block")
 VOTE_CHECK_REFUSED = counter("vote_checks_refused_total",
                              "Proposals not voted for because a driver's check refused them")
+SEEN_DROPPED = counter("log_seen_statements_dropped_total",
+                       "First-seen statements dropped before a commit took them")
 LATE_VOTES = counter("log_late_votes_total",
                      "Votes that arrived after their block was handed to the log: stored with a "
                      "later commit, or dropped because too many were waiting", ("result",))
@@ -145,6 +155,25 @@ def _decoded_unverified(command: bytes) -> Envelope | None:
         return None  # the executor refuses it again, as it did the first time
 
 
+def seen_records(epoch: int, actions: Sequence[Action]) -> list[SeenRecord]:
+    """The store's rows for the first-seen statements among a step's actions."""
+    return [SeenRecord(a.statement.member, epoch, a.statement.view, int(a.statement.kind),
+                       a.statement.digest, a.statement.signature)
+            for a in actions if isinstance(a, RecordSeen)]
+
+
+def queue_seen(pending: list[SeenRecord], records: Sequence[SeenRecord],
+               limit: int = MAX_PENDING_SEEN) -> int:
+    """Append `records` to the statements waiting for a commit, keeping the newest `limit`;
+    returns how many of the oldest were dropped."""
+    pending.extend(records)
+    excess = len(pending) - limit
+    if excess <= 0:
+        return 0
+    del pending[:excess]
+    return excess
+
+
 def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: BlockJournal,
             status: VoterStatus, guard_lost: bool,
             snapshots: SnapshotStore | None = None) -> DurableState:
@@ -174,6 +203,9 @@ def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: Blo
                   for epoch, view, kind, digest in s.guard_records(
                       committee.epoch, since_view=start - MAX_VIEWS_BEHIND - 1))
     guard_lost = guard_lost or (tip is not None and not guard)
+    start_view = max([tip.block.view + 1 if tip is not None else 1, *(g.view for g in guard)])
+    seen = tuple(SeenStatement(r.member, r.view, SignedKind(r.kind), r.digest, r.signature)
+                 for r in s.seen_statements(committee.epoch, start_view - MAX_VIEWS_BEHIND))
     tip_cert: Certificate | None = None
     if tip is not None:
         tip_cert = tip.finalization or tip.notarization
@@ -181,7 +213,7 @@ def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: Blo
     log.info("member.recovered", height=status.height, log_size=status.log_size,
              snapshot=restored.snapshot_height, replayed=restored.replayed,
              certified_at=restored.certified_at,
-             guard_records=len(guard), guard_lost=guard_lost,
+             guard_records=len(guard), seen_statements=len(seen), guard_lost=guard_lost,
              state_root=status.state_root.hex()[:16])
     return DurableState(
         guard=guard,
@@ -190,6 +222,7 @@ def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: Blo
         executed=CertifiedRoots(status.height, status.state_root, s.size, s.root())
         if status.height else None,
         guard_lost=guard_lost,
+        seen=seen,
     )
 
 
@@ -235,6 +268,9 @@ class Voter:
         #: Commands a driver's vote-time check refused during the current step.
         self._refused_by_drivers: list[bytes] = []
         self._sends_since_yield = 0
+        #: First-seen statements for the next commit (docs/formats.md, seen statements).
+        self._seen_pending: list[SeenRecord] = []
+        self._seen_floor = -SEEN_PRUNE_VIEWS  # prune at the first commit
 
     async def run(self) -> None:
         await self._round([Start()])
@@ -349,6 +385,9 @@ class Voter:
         Returns the BlockExecuted events for the core."""
         guard = [StoreGuardRecord(a.epoch, a.view, _guard_kind(a.kind), a.digest)
                  for a in actions if isinstance(a, PersistSignerGuard)]
+        seen = seen_records(self.committee.epoch, actions)
+        if seen:
+            self._note_seen(seen)
         finalized = [a for a in actions if isinstance(a, Finalized)]
         appended = await self._persist(guard, finalized) if guard or finalized else ([], [])
         for action in actions:
@@ -373,8 +412,7 @@ class Voter:
                 EVIDENCE.labels(ev.kind.value).inc()
                 log.warning("consensus.evidence", member=ev.member, view=ev.view,
                             kind=ev.kind.value)
-                await self.store.record_event(evidence=[EvidenceRecord(
-                    ev.member, self.committee.epoch, ev.view, ev.kind.value, ev.encode())])
+                await self.store.record_event(evidence=[EvidenceRecord.of(ev)])
             elif isinstance(action, FetchBlocks):
                 # When a fetch is already under way the core asks again if still behind.
                 with contextlib.suppress(trio.WouldBlock):
@@ -384,9 +422,7 @@ class Voter:
                 EVIDENCE.labels(WRONG_ROOT_KIND).inc()
                 log.warning("consensus.evidence", member=wrong.member, view=wrong.view,
                             kind=WRONG_ROOT_KIND, height=wrong.local.height)
-                await self.store.record_event(evidence=[EvidenceRecord(
-                    wrong.member, self.committee.epoch, wrong.view, WRONG_ROOT_KIND,
-                    wrong.encode())])
+                await self.store.record_event(evidence=[EvidenceRecord.of(wrong)])
             elif isinstance(action, StateDivergence):
                 # A local fault: the core has stopped signing. One line says why.
                 self.status.diverged = (f"our roots differ from the certified ones at "
@@ -396,6 +432,22 @@ class Voter:
             elif isinstance(action, Refused):
                 CORE_REFUSED.labels(action.reason.split(":")[0][:48]).inc()
         return await self._apply_finalized(appended)
+
+    def _note_seen(self, records: Sequence[SeenRecord]) -> None:
+        """Queue first-seen statements for the next commit, bounded (MAX_PENDING_SEEN)."""
+        SEEN_DROPPED.inc(queue_seen(self._seen_pending, records))
+
+    def _take_seen(self, room: int = MAX_PENDING_SEEN) -> tuple[list[SeenRecord], int | None]:
+        """The queued first-seen statements the commit has `room` for (the rest wait for the
+        next one), and the view below which the store drops them (the core refuses
+        statements that old, so they can no longer prove anything): only every
+        SEEN_PRUNE_VIEWS views, so most commits do not scan the table."""
+        seen, self._seen_pending = self._seen_pending[:room], self._seen_pending[room:]
+        floor = self.core.view - MAX_VIEWS_BEHIND
+        if floor < self._seen_floor + SEEN_PRUNE_VIEWS:
+            return seen, None
+        self._seen_floor = floor
+        return seen, floor
 
     # -- finalisation: store, execute, tell submitters ----------------------------------
 
@@ -417,8 +469,10 @@ class Voter:
             # Blocks final through a descendant whose own finalization we have not been
             # handed yet wait: the store takes a chain only when its last block carries one.
             if guard:
-                await self.store.write_soon(lambda s: s.record_event(guard=guard,
-                                                                     late_votes=late))
+                # One event transaction holds at most MAX_EVENT_ITEMS items in all.
+                seen, floor = self._take_seen(max(0, MAX_EVENT_ITEMS - len(guard) - len(late)))
+                await self.store.write_soon(lambda s: s.record_event(
+                    guard=guard, late_votes=late, seen=seen, seen_floor=floor))
                 LATE_VOTES.labels("stored").inc(len(late))
             else:
                 self.journal.put_back_late_votes(late)
@@ -428,12 +482,15 @@ class Voter:
         # critical path of every view, and a thread hand-off costs more than the commit.
         # Large ones (Merkle nodes and entries for many commands) go to the worker thread,
         # where SQLite's C code runs alongside the loop.
+        seen, floor = self._take_seen()
         if sum(len(item.block.commands) for item in items) <= INLINE_APPEND_COMMANDS:
             checkpoints = await self.store.write_soon(lambda s: s.append_blocks(
-                items, verify_signatures=False, guard=guard, late_votes=late))
+                items, verify_signatures=False, guard=guard, late_votes=late, seen=seen,
+                seen_floor=floor))
         else:
-            checkpoints = await self.store.append_blocks(items, verify_signatures=False,
-                                                         guard=guard, late_votes=late)
+            checkpoints = await self.store.append_blocks(
+                items, verify_signatures=False, guard=guard, late_votes=late, seen=seen,
+                seen_floor=floor)
         self.journal.stored(items)
         LATE_VOTES.labels("stored").inc(len(late))
         return items, checkpoints

@@ -44,7 +44,9 @@ from ..consensus.events import (
     GuardRecord,
     MessageReceived,
     PersistSignerGuard,
+    RecordSeen,
     Refused,
+    SeenStatement,
     Send,
     SetTimer,
     Start,
@@ -93,6 +95,10 @@ class SimulationFailure(AssertionError):
     """An invariant broke. The message starts with `seed=S` so the run can be replayed."""
 
 
+#: First-seen statements a simulated member keeps across restarts (the daemon prunes its
+#: seen_votes table to the core's view window; this keeps the newest).
+SEEN_KEPT: Final = 4096
+
 @dataclass(frozen=True, slots=True)
 class NetworkConfig:
     min_delay_ms: int = 2
@@ -128,6 +134,9 @@ class Crash:
     at_ms: int
     restart_ms: int | None = None
     wipe_guard: bool = False  # amnesiac restart: the member counts as faulty
+    #: Restart from a backup taken at this time (guard and log behind, not lost): the
+    #: member stays honest, its start-up recall must keep it safe (docs/protocol.md §8).
+    backup_ms: int | None = None
     torn: bool = True  # the crash cuts the actions of the step it interrupts
 
 
@@ -190,6 +199,10 @@ class SimNode:
     #: Roots after the last block the node executed (what its restart is rebuilt from).
     executed: CertifiedRoots | None = None
     crash_cut: int | None = None  # armed torn crash: execute this many actions, then die
+    #: What a backup saved: guard records and blocks kept, exec root, log, executed roots.
+    backup: tuple[int, int, bytes, merkle.Frontier, CertifiedRoots | None] | None = None
+    #: First-seen statements of others, durable as the daemon's seen_votes (newest kept).
+    seen: list[SeenStatement] = field(default_factory=list)
     restarted_at: int = 0
     last_final_ms: int = -1
     finals_since_stable: int = 0
@@ -252,6 +265,8 @@ class Simulation:
         for sim_node in self.nodes:
             self._boot(sim_node, DurableState())
         for crash in config.crashes:
+            if crash.backup_ms is not None:
+                self._push(crash.backup_ms, "backup", (crash.node,))
             self._push(crash.at_ms, "crash", (crash,))
             self._stable_since = max(self._stable_since, crash.at_ms + TORN_CRASH_GRACE_MS)
             if crash.restart_ms is not None:
@@ -380,7 +395,11 @@ class Simulation:
                 self._crash(node)
         elif kind == "restart":
             (crash,) = payload
-            self._restart(self.nodes[crash.node], crash.wipe_guard)
+            self._restart(self.nodes[crash.node], crash.wipe_guard, crash.backup_ms is not None)
+        elif kind == "backup":
+            node = self.nodes[payload[0]]
+            node.backup = (len(node.guard), len(node.finalized), node.exec_root,
+                           merkle.Frontier(node.log.size, node.log.stack), node.executed)
         else:  # pragma: no cover
             raise self.fail(f"unknown event kind {kind}")
 
@@ -389,7 +408,7 @@ class Simulation:
         node.crash_cut = None
         node.incarnation += 1
 
-    def _restart(self, node: SimNode, wipe_guard: bool) -> None:
+    def _restart(self, node: SimNode, wipe_guard: bool, from_backup: bool = False) -> None:
         if node.up:
             self._crash(node)
         node.up = True
@@ -397,8 +416,15 @@ class Simulation:
         node.finals_since_stable = 0
         if wipe_guard:
             node.guard.clear()
+        if from_backup and node.backup is not None:
+            guard_len, blocks_len, node.exec_root, log, node.executed = node.backup
+            node.log = merkle.Frontier(log.size, log.stack)
+            del node.guard[guard_len:], node.finalized[blocks_len:]
         tip, cert = node.finalized[-1] if node.finalized else (None, None)
-        self._boot(node, DurableState(tuple(node.guard), tip, cert, node.executed, wipe_guard))
+        if wipe_guard or from_backup:
+            node.seen.clear()  # a wiped or restored store has lost them too
+        self._boot(node, DurableState(tuple(node.guard), tip, cert, node.executed, wipe_guard,
+                                      seen=tuple(node.seen)))
 
     # -- network ----------------------------------------------------------------------------
 
@@ -515,6 +541,10 @@ class Simulation:
         elif isinstance(action, StateDivergence):
             if not node.faulty:
                 raise self.fail(f"state divergence at node {node.node}: {action}")
+        elif isinstance(action, RecordSeen):
+            node.seen.append(action.statement)
+            if len(node.seen) > SEEN_KEPT:
+                del node.seen[: len(node.seen) - SEEN_KEPT]
         elif isinstance(action, Refused):
             reason = action.reason
             self.stats.refused_core[reason] = self.stats.refused_core.get(reason, 0) + 1
