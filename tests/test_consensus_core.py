@@ -30,7 +30,7 @@ from coalitiond.consensus.events import (
     TimerKind,
     WrongRootFound,
 )
-from coalitiond.consensus.limits import MAX_VIEWS_AHEAD, RECALL_ROUNDS
+from coalitiond.consensus.limits import MAX_VIEWS_AHEAD
 from coalitiond.consensus.messages import (
     EvidenceMessage,
     Finalization,
@@ -51,6 +51,7 @@ from coalitiond.consensus.types import (
     genesis_block,
 )
 from coalitiond.consensus.voter import Core
+from coalitiond.testing.cores import started
 from coalitiond.testing.simulator import make_committee
 
 COMMITTEE, KEYS = make_committee(4)  # q = 3; leader of view v is v % 4
@@ -69,17 +70,6 @@ def core(member: int, durable: DurableState | None = None, **kw: object) -> Core
 def roots(height: int, state_root: bytes, log_size: int = 0,
           log_root: bytes = EMPTY_LOG_ROOT) -> CertifiedRoots:
     return CertifiedRoots(height, state_root, log_size, log_root)
-
-
-def end_recall(c: Core) -> list[Any]:
-    """Fire every round of the recall timer: the recall ends with the answers it has."""
-    return [a for r in range(1, RECALL_ROUNDS + 1)
-            for a in c.step(TimerFired(TimerKind.RECALL, r))]
-
-
-def started(c: Core) -> list[Any]:
-    """Start `c` and end its recall on the timer: the actions of all those steps."""
-    return [*c.step(Start()), *end_recall(c)]
 
 
 def blk(view: int, proposer: int, parent: Block = GENESIS, commands: tuple[bytes, ...] = (),

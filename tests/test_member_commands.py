@@ -33,15 +33,14 @@ from coalitiond.consensus.events import (
     Broadcast,
     CommandSubmitted,
     CoreConfig,
-    Start,
     TimerFired,
     TimerKind,
 )
-from coalitiond.consensus.limits import RECALL_ROUNDS
 from coalitiond.consensus.messages import Proposal
 from coalitiond.consensus.voter import Core
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import encode
+from coalitiond.testing.cores import started
 from coalitiond.testing.simulator import make_committee
 
 COMMITTEE_ID = b"\x33" * 32
@@ -196,12 +195,6 @@ def test_feed_state_proof_verifies_and_tampering_is_refused() -> None:
 def _proposed(actions: list[Any]) -> list[tuple[bytes, ...]]:
     return [a.message.block.commands for a in actions
             if isinstance(a, Broadcast) and isinstance(a.message, Proposal)]
-
-
-def started(c: Core) -> list[Any]:
-    """Start `c` and end its start-up recall (docs/protocol.md §8) on the timer."""
-    return [*c.step(Start()), *[a for r in range(1, RECALL_ROUNDS + 1)
-                                for a in c.step(TimerFired(TimerKind.RECALL, r))]]
 
 
 def test_a_leader_puts_its_member_commands_first_and_proposes_for_them_alone() -> None:

@@ -22,7 +22,6 @@ from coalitiond.consensus.events import (
     Refused,
     Send,
     SetTimer,
-    Start,
     TimerFired,
     TimerKind,
 )
@@ -30,7 +29,6 @@ from coalitiond.consensus.limits import (
     MAX_FETCH_ANSWER_BYTES,
     MAX_FETCH_ANSWERS_PER_VIEW,
     MAX_FETCH_VIEWS,
-    RECALL_ROUNDS,
 )
 from coalitiond.consensus.messages import (
     Message,
@@ -59,6 +57,7 @@ from coalitiond.node.verifier import Verifier
 from coalitiond.node.voter import Voter
 from coalitiond.primitives.encoding import encode
 from coalitiond.primitives.errors import RemoteError
+from coalitiond.testing.cores import started
 from coalitiond.testing.simulator import Crash, SimConfig, Simulation, make_committee
 
 COMMITTEE, KEYS = make_committee(4)  # q = 3; leader of view v is v % 4
@@ -82,9 +81,7 @@ def null(view: int) -> Certificate:
 def core(member: int) -> Core:
     """A started core whose start-up recall (docs/protocol.md §8) ended with no answers."""
     c = Core(COMMITTEE, KEYS[member], CONFIG)
-    c.step(Start())
-    for r in range(1, RECALL_ROUNDS + 1):
-        c.step(TimerFired(TimerKind.RECALL, r))
+    started(c)
     return c
 
 
