@@ -28,3 +28,6 @@ AMNESIA_MARGIN_VIEWS: Final = 1
 MAX_SYNC_CERTS: Final = MAX_VIEWS_BEHIND
 #: Room kept in a block for the header and evidence when batching commands.
 BLOCK_OVERHEAD_RESERVE: Final = 512 * 1024
+#: Dead-leader skip (docs/protocol.md §3.10): a leader whose last this-many led views were
+#: nullified, with nothing signed by it seen since the earliest of them, is nullified at once.
+SKIP_AFTER_SILENT_LEADS: Final = 1
