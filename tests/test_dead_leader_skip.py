@@ -13,6 +13,7 @@ The two simulator measurements run with the daemon's timings (leader timeout 1 s
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -225,9 +226,10 @@ def test_one_member_down_costs_no_leader_timeout_once_skipped() -> None:
                            target_new_blocks=10_000, check_liveness=False))
     sim.run()
     times = [t for t in sim.final_times[0] if t >= 3_000]  # well after the first silent turn
-    assert len(times) > 100, len(times)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    print(f"{len(times)} finalisations from 3 s to 20 s; largest gaps {sorted(gaps)[-3:]} ms")
     assert max(gaps) < DAEMON.leader_timeout_ms // 2, sorted(gaps)[-5:]
+    assert len(times) > 100, len(times)
 
 
 def restart_config(seed: int) -> tuple[SimConfig, int, int]:
