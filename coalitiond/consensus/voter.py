@@ -268,7 +268,7 @@ class Core:
         guard = sorted([v, int(k), d] for (v, k), d in self._guard.items())
         return blake3_digest(encode([self.view, self.tip.digest, guard, views,
                                      self._consecutive_nulls, self._abstain_through or 0,
-                                     self._amnesiac]))
+                                     self._amnesiac, sorted(self._last_active.items())]))
 
     # -- helpers --------------------------------------------------------------------------
 
