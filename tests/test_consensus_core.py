@@ -338,8 +338,11 @@ def test_nullify_on_leader_timeout_then_backoff() -> None:
     assert actions[0] == PersistSignerGuard(0, 1, SignedKind.NULLIFY, ZERO_DIGEST)
     assert [v.kind for v in own_votes(actions)] == [VoteKind.NULLIFY]
     actions = c.step(MessageReceived(1, Nullification(cert(VoteKind.NULLIFY, 1))))
-    assert SetTimer(TimerKind.LEADER, 2, 400) in actions  # one nullification: x2
-    assert SetTimer(TimerKind.VIEW, 2, 600) in actions
+    # One nullified view does not slow the next (a dead leader, §3.6); two in a row: x2.
+    assert SetTimer(TimerKind.LEADER, 2, 200) in actions
+    actions = c.step(MessageReceived(1, Nullification(cert(VoteKind.NULLIFY, 2))))
+    assert SetTimer(TimerKind.LEADER, 3, 400) in actions
+    assert SetTimer(TimerKind.VIEW, 3, 600) in actions
     # Once nullified, never finalise that view.
     b = blk(1, 1)
     actions = c.step(MessageReceived(1, Notarization(cert(VoteKind.NOTARIZE, 1, b.digest), b)))

@@ -61,3 +61,6 @@ MAX_SERVABLE_BLOCK_BYTES: Final = 3 * 1024 * 1024
 DEFAULT_MAX_BLOCK_BYTES: Final = 2 * 1024 * 1024
 #: The smallest `max_block_bytes`: the reserve above plus the largest single command.
 MIN_MAX_BLOCK_BYTES: Final = 1024 * 1024
+#: Dead-leader skip (docs/protocol.md §3.10): a leader whose last this-many led views were
+#: nullified, with nothing signed by it seen since the earliest of them, is nullified at once.
+SKIP_AFTER_SILENT_LEADS: Final = 1

@@ -18,7 +18,12 @@ from ..primitives.committee import CommitteeSpec
 from ..primitives.errors import RemoteError
 from ..primitives.identity import digest as blake3_digest
 from .evidence import Evidence
-from .limits import AMNESIA_MARGIN_VIEWS, MAX_VIEWS_AHEAD, MAX_VIEWS_BEHIND
+from .limits import (
+    AMNESIA_MARGIN_VIEWS,
+    MAX_VIEWS_AHEAD,
+    MAX_VIEWS_BEHIND,
+    SKIP_AFTER_SILENT_LEADS,
+)
 from .statements import SignedKind, conflicts
 from .types import Block, Certificate, CertifiedRoots, Vote
 
@@ -361,3 +366,45 @@ def finalized_chain(cert: Certificate, tip: Block,
         chain.append(parent)
         cur = parent
     return tuple(reversed(chain))
+
+
+# ---------------------------------------------------------------------------------------------
+# ending a view early (§3.10): nullifying sooner than a timer is always safe (§4)
+
+
+def skip_leader(committee: CommitteeSpec, me: int, view: int, last_active: Mapping[int, int],
+                views: Mapping[int, CertifiedView]) -> bool:
+    """Dead-leader skip, docs/protocol.md §3.10: nullify `view` at once, without waiting for
+    its leader timer? Yes when its leader is not this member, each of the leader's last
+    `SKIP_AFTER_SILENT_LEADS` views (`view − n`, `view − 2n`, …) is nullified and not
+    notarised as this member knows it, and nothing signed by the leader (a proposal, header
+    or vote of any kind) was seen for any view at or above the earliest of them
+    (`last_active`: highest such view per member). Any statement of the leader lets it back
+    in; a member that knows no certificates (just restarted) skips no one."""
+    leader = committee.leader(view)
+    if leader == me:
+        return False
+    led = [view - j * committee.n for j in range(1, SKIP_AFTER_SILENT_LEADS + 1)]
+    if led[-1] <= 0 or last_active.get(leader, 0) >= led[-1]:
+        return False
+    for u in led:
+        s = views.get(u)
+        if s is None or s.nullification is None or s.notarization is not None:
+            return False
+    return True
+
+
+def cannot_finalize(nullify_votes: int, committee: CommitteeSpec) -> bool:
+    """Have so many members nullified a view that it can no longer be finalised? A member
+    never both nullifies and finalises one view (§3, signer guard), so once more than
+    `n − q` members nullified it, fewer than `q` can finalise it: nullifying it too costs
+    nothing and ends the view without waiting for a timer (docs/protocol.md §3.10)."""
+    return nullify_votes > committee.n - committee.quorum
+
+
+def backoff_exponent(consecutive_nulls: int, max_exponent: int) -> int:
+    """Timers are multiplied by 2 to the power of this (docs/protocol.md §3.6): one less than
+    the views ended in a row by nullification, capped. The first nullified view does not slow
+    the next: it is most often a dead or just-restarted leader, which a longer timer does not
+    help; a second one in a row may be a network slower than the timers, and doubles them."""
+    return min(max(consecutive_nulls - 1, 0), max_exponent)

@@ -226,6 +226,13 @@ class Core:
         self._fetch: catchup.NullificationFetch | None = None
         self._fetch_seq = 0
         self._fetch_served: dict[int, tuple[int, int]] = {}
+        #: Dead-leader skip (§3.10): highest view of a statement seen signed by each member
+        #: (at most n entries: statements naming other indices are refused first).
+        self._last_active: dict[int, int] = {}
+        #: Peers sent our newest certificates for a vote from far behind: peer → our view.
+        self._far_answered: dict[int, int] = {}
+        #: Built from durable state: re-send our last votes at once on Start (§3.10).
+        self._restarted = bool(self._guard) or durable.tip is not None
         self._out: list[Action] = []
 
     # -- public ---------------------------------------------------------------------------
@@ -246,6 +253,8 @@ class Core:
             if self._recall.open:
                 self._recall_round(1)
             self._enter_view(self.view)
+            if self._restarted:
+                self._rebroadcast(self.view)  # ask peers for what ended our views (§3.10)
         else:  # pragma: no cover - the Event union is closed
             raise LocalError(f"unknown event {event!r}")
         out, self._out = self._out, []
@@ -290,7 +299,7 @@ class Core:
         return blake3_digest(encode([self.view, self.tip.digest, guard, views,
                                      self._consecutive_nulls, self._abstain_through or 0,
                                      self._amnesiac, self._recall.open,
-                                     self._recall.through]))
+                                     self._recall.through, sorted(self._last_active.items())]))
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -307,7 +316,8 @@ class Core:
         return s
 
     def _backoff(self, base_ms: int) -> int:
-        return base_ms * (1 << min(self._consecutive_nulls, self.config.max_backoff_exponent))
+        return base_ms * (1 << rules.backoff_exponent(self._consecutive_nulls,
+                                                     self.config.max_backoff_exponent))
 
     def _may_sign(self, view: int) -> bool:
         return not self._diverged and \
@@ -332,7 +342,20 @@ class Core:
         self._emit(SetTimer(TimerKind.LEADER, view, self._backoff(self.config.leader_timeout_ms)))
         self._emit(SetTimer(TimerKind.VIEW, view, self._backoff(self.config.view_timeout_ms)))
         self._prune()
+        self._end_early()
         self._progress()
+
+    def _end_early(self) -> None:
+        """Nullify the current view now rather than on a timer (docs/protocol.md §3.10): its
+        leader is silent (dead-leader skip), or enough members nullified it that it can no
+        longer be finalised. Always safe: nullifying is what a timer would do anyway."""
+        view = self.view
+        if self._guard.get((view, SignedKind.NULLIFY)) is not None:
+            return
+        nullifies = len(self._vs(view).votes.get(VoteKind.NULLIFY, {}))
+        if rules.skip_leader(self.committee, self.me, view, self._last_active, self._views) \
+                or rules.cannot_finalize(nullifies, self.committee):
+            self._nullify(view)
 
     def _advance_past(self, view: int) -> None:
         if view >= self.view:
@@ -466,6 +489,7 @@ class Core:
     def _on_message(self, sender: int | None, msg: Message) -> None:
         if isinstance(msg, Vote):
             if not self._vote_acceptable(sender, msg.epoch, msg.view, msg.signer, "vote"):
+                self._help_far_laggard(sender, msg)
                 return
             self._observe(msg.signer, msg.view, SignedKind.of_vote(msg.kind), msg.digest,
                           msg.signature)
@@ -511,6 +535,8 @@ class Core:
             self._refuse(sender, refusal)
             return False
         self._max_view_seen = max(self._max_view_seen, view)
+        if view > self._last_active.get(signer, 0):
+            self._last_active[signer] = view  # the signer is alive (§3.10)
         return True
 
     def _observe(self, member: int, view: int, kind: SignedKind, digest: bytes,
@@ -677,6 +703,19 @@ class Core:
         same = rules.quorum_votes(table, vote.digest, self.committee.quorum)
         if same is not None:
             self._on_certificate(sender, Certificate.from_votes(same), None, formed=True)
+        elif vote.kind is VoteKind.NULLIFY and vote.view == self.view:
+            self._end_early()
+
+    def _help_far_laggard(self, sender: int | None, vote: Vote) -> None:
+        """A member's own vote from too far behind to look at: it restarted after a long
+        absence; send it our newest certificates (relay.answers_far_laggard, §3.10)."""
+        if sender is None or vote.epoch != self.committee.epoch \
+                or not 0 < vote.view < self.view - MAX_VIEWS_BEHIND \
+                or not relay.answers_far_laggard(self._far_answered, self.committee,
+                                                 self.view, sender, vote):
+            return
+        for out in relay.newest_certificates(self._latest, self._blocks, self.tip):
+            self._emit(Send(sender, out.message))
 
     def _help_laggard(self, sender: int, vote: Vote, s: _View) -> None:
         """A peer still votes in a view we have left: maybe send it the certificate that
@@ -685,6 +724,12 @@ class Core:
         if ended is not None and relay.answers_laggard(s.relay, self.committee, self.view,
                                                        sender, vote, ended):
             self._emit(Send(sender, self._cert_message(ended)))
+            here = self._vs(self.view)
+            current = relay.restatements(self._key, self.committee, self.me, self.view,
+                                         here.proposal, self._views.get(self.view - 1),
+                                         self._guard)
+            for msg in relay.catch_up(ended, self._latest, self._blocks, self.tip, current):
+                self._emit(Send(sender, msg))
 
     def _on_certificate(self, sender: int | None, cert: Certificate, block: Block | None,
                         formed: bool) -> None:
