@@ -12,10 +12,13 @@ from typing import Any
 import pytest
 
 from coalitiond.cli import main
-from coalitiond.consensus.types import Certificate, Vote, VoteKind
+from coalitiond.consensus.evidence import Evidence, Statement
+from coalitiond.consensus.statements import SignedKind, sign_statement
+from coalitiond.consensus.types import Block, Certificate, Vote, VoteKind
 from coalitiond.log import EvidenceRecord, Store, StoreCorrupt, entry_leaf
 from coalitiond.log.archive import MAGIC, verify_archive
 from coalitiond.log.checkpoint import Checkpoint, key_name, sign_note, split_note
+from coalitiond.log.records import entry_leaves
 from coalitiond.primitives.encoding import decode, encode
 from coalitiond.testing.chain import ChainBuilder
 from coalitiond.verify import inclusion_proof, verify_checkpoint, verify_inclusion
@@ -23,11 +26,19 @@ from coalitiond.verify import inclusion_proof, verify_checkpoint, verify_inclusi
 HEIGHTS = 6
 
 
+def _evidence(chain: ChainBuilder) -> EvidenceRecord:
+    """Member 3 notarised two blocks in view 2: the evidence every archive carries."""
+    a, b = (Statement(SignedKind.NOTARIZE, d, sign_statement(
+        chain.keys[3], chain.committee, SignedKind.NOTARIZE, 2, d))
+        for d in (b"\x01" * 32, b"\x02" * 32))
+    return EvidenceRecord.of(Evidence.build(chain.committee, 2, 3, a, b))
+
+
 def _build(d: Path, chain: ChainBuilder, member: int, items: list[Any]) -> None:
     d.mkdir(parents=True, exist_ok=True)
     with Store.open(d / "log.sqlite3", chain.committee, signing_key=chain.keys[member]) as s:
         s.append_blocks(items)
-        s.record_event(evidence=[EvidenceRecord(3, 0, 2, "notarize/notarize", b"evidence!")])
+        s.record_event(evidence=[_evidence(chain)])
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +50,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     _build(root / "a", chain, 0, items)
     _build(root / "prefix", chain, 2, items[:4])
     # A fork at height 5, same view: members 1..3 signed both sides (equivocation).
-    fork = ChainBuilder(5)
-    fork.head, fork.view = items[3].block, items[3].block.view
-    alt = fork.block([b"the other history"], view=items[4].block.view)
+    alt = chain.block([b"the other history"], parent=items[3].block, view=items[4].block.view)
     _build(root / "fork", chain, 1,
-           [*items[:4], fork.certify(alt, signers=[1, 2, 3, 4], all_votes=False)])
+           [*items[:4], chain.certify(alt, signers=[1, 2, 3, 4], all_votes=False)])
     for name in ("a", "prefix", "fork"):
         assert main(["export", "--data-dir", str(root / name), "--out",
                      str(root / f"{name}.arc")]) == 0
@@ -91,13 +100,15 @@ def test_export_and_verify_round_trip(world: dict[str, Any],
 def test_an_integrator_checks_one_entry_from_the_archive(world: dict[str, Any]) -> None:
     frames = _frames(world["a"])
     blocks = [f for f in frames if f[0] == "block"]
-    leaves = [e for b in blocks for e in b[5]]
+    # A record carries each command once; the entry leaves are derived from the block.
+    assert all(f[1] == 2 and len(f) == 7 for f in blocks)
+    leaves = [e for b in blocks for e in entry_leaves(Block.decode(b[2]))]
     cp = verify_checkpoint(blocks[-1][6], world["chain"].keys[0].public)
     assert cp.size == len(leaves) and cp.height == HEIGHTS
     proof = inclusion_proof(leaves, 5)
     assert verify_inclusion(leaves[5], 5, cp.size, proof, cp.root)
     # The finalize certificate beside the checkpoint says a quorum finalised that block.
-    Certificate.decode(blocks[-1][2]).verify(world["chain"].committee)
+    Certificate.decode(blocks[-1][3]).verify(world["chain"].committee)
 
 
 def _mutate_block(h: int, fn: Callable[[list[Any]], None]) -> Callable[[list[Any]], None]:
@@ -115,19 +126,19 @@ def _resign(world: dict[str, Any], frame: list[Any], **changes: Any) -> None:
 
 
 def _forge_vote(frame: list[Any]) -> None:
-    frame[4][-1][7] = bytes(64)
+    frame[5][-1][7] = bytes(64)
 
 
 def _drop_cert_sig(frame: list[Any]) -> None:
-    cert = decode(frame[2])
+    cert = decode(frame[3])
     cert[6] = cert[6][:3]
-    frame[2] = encode(cert)
+    frame[3] = encode(cert)
 
 
 def _bad_cert_sig(frame: list[Any]) -> None:
-    cert = decode(frame[2])
+    cert = decode(frame[3])
     cert[6][1][1] = cert[6][0][1]
-    frame[2] = encode(cert)
+    frame[3] = encode(cert)
 
 
 def _other_signer(world: dict[str, Any]) -> Callable[[list[Any]], None]:
@@ -140,20 +151,39 @@ def _other_signer(world: dict[str, Any]) -> Callable[[list[Any]], None]:
 
 
 def _notarized_only(frame: list[Any]) -> None:
-    notes = [Vote.from_wire(v) for v in frame[4] if v[2] == int(VoteKind.NOTARIZE)]
-    frame[2], frame[3] = None, Certificate.from_votes(notes[:4]).encode()
+    notes = [Vote.from_wire(v) for v in frame[5] if v[2] == int(VoteKind.NOTARIZE)]
+    frame[3], frame[4] = None, Certificate.from_votes(notes[:4]).encode()
 
 
 def _no_certificate(frame: list[Any]) -> None:
-    frame[2], frame[3] = None, None
+    frame[3], frame[4] = None, None
+
+
+def _legacy(frame: list[Any]) -> None:
+    """Rewrite a record in the schema-1 layout, entries carried beside the block."""
+    leaves = entry_leaves(Block.decode(frame[2]))
+    frame[:] = ["block", frame[2], frame[3], frame[4], frame[5], leaves, frame[6]]
+
+
+def _legacy_then(fn: Callable[[list[Any]], None]) -> Callable[[list[Any]], None]:
+    def apply(frame: list[Any]) -> None:
+        _legacy(frame)
+        fn(frame)
+    return apply
 
 
 CASES: list[tuple[str, Any, str]] = [
-    ("entry", _mutate_block(2, lambda f: f[5].__setitem__(1, f[5][1] + b"!")),
-     "height 2, entry 3: entry bytes do not match the block's command 1"),
-    ("missing entry", _mutate_block(2, lambda f: f[5].pop()),
-     "height 2: 2 entries for 3 commands"),
-    ("command", _mutate_block(2, lambda f: f.__setitem__(1, f[1].replace(b"cmd 2.1", b"cmd 2.X"))),
+    ("schema-1 entry", _mutate_block(2, _legacy_then(
+        lambda f: f[5].__setitem__(1, f[5][1] + b"!"))),
+     r"height 2: block record does not decode: block record \(schema 1\): its entries are not "
+     r"the block's entry leaves"),
+    ("schema-1 missing entry", _mutate_block(2, _legacy_then(lambda f: f[5].pop())),
+     r"height 2: block record does not decode: block record \(schema 1\): its entries are not "
+     r"the block's entry leaves"),
+    ("unknown record schema", _mutate_block(2, lambda f: f.__setitem__(1, 3)),
+     r"height 2: block record does not decode: block record: schema 3, this coalitiond reads "
+     r"2 \(and 1\)"),
+    ("command", _mutate_block(2, lambda f: f.__setitem__(2, f[2].replace(b"cmd 2.1", b"cmd 2.X"))),
      r"height 2: finalize certificate is for view 2 digest [0-9a-f]{16}, not this block"),
     ("cert below quorum", _mutate_block(3, _drop_cert_sig),
      "height 3: finalize certificate: certificate has 3 signatures, quorum is 4"),
@@ -321,9 +351,23 @@ def test_export_refuses_a_damaged_store(world: dict[str, Any], tmp_path: Path,
 def test_vote_helpers_agree_with_the_archive(world: dict[str, Any]) -> None:
     b = world["items"][0].block
     frames = _frames(world["a"])
-    votes = [Vote.from_wire(v) for v in frames[1][4]]
+    votes = [Vote.from_wire(v) for v in frames[1][5]]
     assert {(v.kind, v.signer) for v in votes} >= {(VoteKind.FINALIZE, i) for i in range(5)}
-    assert frames[1][5][0] == entry_leaf(b, 0)
+    assert entry_leaves(Block.decode(frames[1][2]))[0] == entry_leaf(b, 0)
+
+
+def test_a_version_1_archive_with_schema_1_records_still_verifies(
+        world: dict[str, Any], tmp_path: Path) -> None:
+    """Archives written before records stopped carrying entries are still read: each
+    schema-1 record's entries must be exactly its block's leaves (the tampering cases)."""
+    frames = _frames(world["a"])
+    assert frames[0][1] == 2
+    frames[0][1] = 1
+    for f in frames:
+        if f[0] == "block":
+            _legacy(f)
+    old = _write(tmp_path / "v1.arc", frames)
+    assert verify_archive(old).summary == verify_archive(world["a"]).summary
 
 
 def test_framing_refusals_are_named(world: dict[str, Any], tmp_path: Path) -> None:
@@ -335,8 +379,8 @@ def test_framing_refusals_are_named(world: dict[str, Any], tmp_path: Path) -> No
         with pytest.raises(AuditFailure, match=message):
             verify_archive(_write(tmp_path / "f.arc", fs))
 
-    check([["header", 2, *frames[0][2:]], *frames[1:]],
-          r"^archive format version 2, this coalitiond reads 1$")
+    check([["header", 3, *frames[0][2:]], *frames[1:]],
+          r"^archive format version 3, this coalitiond reads 1, 2$")
     check([["header", 1], *frames[1:]],
           r'^archive header: expected \["header", version, committee, signer, config\]$')
     check([[*frames[0][:3], b"\x01" * 32, None], *frames[1:]],

@@ -83,11 +83,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         chain.next([env(4, append_command("note", SUBJECT, 5))]),
     ]
     # Another history from height 3 on, in the same view: members 1..4 finalised it too.
-    fork = _chain(committee, keys)
-    fork.head, fork.view = items[1].block, items[1].block.view
-    alt = fork.block([env(3, append_command("note", SUBJECT, "the other history"))],
-                     view=items[2].block.view)
-    alt_item = fork.certify(alt, signers=[1, 2, 3, 4], all_votes=False)
+    alt = chain.block([env(3, append_command("note", SUBJECT, "the other history"))],
+                      parent=items[1].block, view=items[2].block.view)
+    alt_item = chain.certify(alt, signers=[1, 2, 3, 4], all_votes=False)
     feed = ChainBuilder(5)
     feed_items = [feed.next([b"cmd"])]
     return {

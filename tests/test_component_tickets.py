@@ -499,7 +499,7 @@ def certified(*commands: bytes, signers: int | None = None) -> FinalizedBlock:
     block = Block(SPEC.epoch, 3, 7, b"\x09" * 32, 3, tuple(commands), 2, b"\x00" * 32)
     votes = [Vote.sign(m, SPEC, i, VoteKind.FINALIZE, block.view, block.digest)
              for i, m in enumerate(MEMBERS)][: SPEC.quorum if signers is None else signers]
-    return FinalizedBlock(block, Certificate.from_votes(votes), None, tuple(votes), (), "")
+    return FinalizedBlock(block, Certificate.from_votes(votes), None, tuple(votes), "")
 
 
 def issued_by(key: SigningKey, *tickets: Ticket, nonce: int = 1) -> bytes:

@@ -143,6 +143,7 @@ def test_base_config_parses_with_defaults() -> None:
     assert c.committee.members[0].operator == "a" and c.committee.members[1].operator == ""
     assert c.committee.timing.leader_timeout_ms == 1000
     assert c.committee.timing.view_timeout_ms == 2000
+    assert c.committee.max_block_bytes == 2 * 1024 * 1024
     assert c.committee.acl.clients == ()
     assert c.attestation.mode == "none" and c.attestation.tcb_statuses == ("UpToDate",)
     assert c.component == FeedConfig(publishers=(CLIENT.public,))
@@ -285,13 +286,14 @@ def test_unknown_keys() -> None:
             "unknown key (allowed here: attestation, coalition, committee, component, network, node)")
     refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\ndatadir = "x"'), "node.datadir",
             "unknown key (allowed here: advertise, almanac_config, data_dir, key_file, listen, log_format, "
-            "log_level, metrics, ticket_issuer_configs)")
+            "log_level, metrics, snapshot_interval, snapshots_kept, ticket_issuer_configs)")
     refused(BASE.replace('operator = "a"', 'operator = "a"\nweight = 2'),
             "committee.members[0].weight",
             "unknown key (allowed here: address, operator, peer_id)")
     refused(BASE.replace('name = "test-feed"', 'name = "test-feed"\nfault_bnd = 1'),
             "committee.fault_bnd",
-            "unknown key (allowed here: acl, component, epoch, fault_bound, members, name, timing)")
+            "unknown key (allowed here: acl, component, epoch, fault_bound, max_block_bytes, "
+            "members, name, timing)")
     refused(BASE + "operators = []\n", "component.operators",
             "unknown key (allowed here: follow_almanac, max_body_bytes, publishers)")
 
@@ -410,6 +412,13 @@ def test_value_problems() -> None:
             "committee.timing.leader_timeout_ms", "must not exceed view_timeout_ms (3000 > 2000)")
     refused(BASE + "\n[committee.timing]\nbatch_max_commands = 20000\n",
             "committee.timing.batch_max_commands", "must be at most 10000, got 20000")
+    # The size rule's ceiling: any larger block could not be served (docs/protocol.md §10).
+    refused(BASE.replace('name = "test-feed"', 'name = "test-feed"\nmax_block_bytes = 3145729'),
+            "committee.max_block_bytes",
+            "must be at most 3145728 (3 MiB), got 3145729: a larger block could not be served "
+            "to catch-up, followers and readers (its record must fit one 4 MiB reply)")
+    refused(BASE.replace('name = "test-feed"', 'name = "test-feed"\nmax_block_bytes = 1000'),
+            "committee.max_block_bytes", "must be at least 1048576, got 1000")
     refused(with_component("chronicle", '[component.anchor_sink]\nkind = "http"\nurl = "ftp://x"'),
             "component.anchor_sink.url", "expected an http:// or https:// URL, got 'ftp://x'")
     refused(BASE.replace('mode = "none"', 'mode = "none"\ntcb_statuses = ["Revoked"]'),
@@ -589,3 +598,17 @@ def test_file_problems(tmp_path: Path) -> None:
     dup.write_text(BASE.replace('name = "testnet"', 'name = "testnet"\nname = "again"'))
     with pytest.raises(ConfigError, match="invalid TOML: Cannot overwrite a value"):
         load_config(dup)
+
+
+def test_snapshot_keys() -> None:
+    c = parse(BASE)
+    assert (c.node.snapshot_interval, c.node.snapshots_kept) == (1000, 3)
+    c = parse(BASE.replace('data_dir = "data"',
+                           'data_dir = "data"\nsnapshot_interval = 0\nsnapshots_kept = 16'))
+    assert (c.node.snapshot_interval, c.node.snapshots_kept) == (0, 16)
+    refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\nsnapshots_kept = 0'),
+            "node.snapshots_kept", "must be at least 1, got 0")
+    refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\nsnapshots_kept = 17'),
+            "node.snapshots_kept", "must be at most 16, got 17")
+    refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\nsnapshot_interval = -1'),
+            "node.snapshot_interval", "must be at least 0, got -1")

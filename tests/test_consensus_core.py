@@ -19,7 +19,9 @@ from coalitiond.consensus.events import (
     GuardRecord,
     MessageReceived,
     PersistSignerGuard,
+    RecordSeen,
     Refused,
+    SeenStatement,
     Send,
     SetTimer,
     Start,
@@ -35,6 +37,7 @@ from coalitiond.consensus.messages import (
     Notarization,
     Nullification,
     Proposal,
+    RecallRequest,
 )
 from coalitiond.consensus.statements import SignedKind
 from coalitiond.consensus.types import (
@@ -48,6 +51,7 @@ from coalitiond.consensus.types import (
     genesis_block,
 )
 from coalitiond.consensus.voter import Core
+from coalitiond.testing.cores import started
 from coalitiond.testing.simulator import make_committee
 
 COMMITTEE, KEYS = make_committee(4)  # q = 3; leader of view v is v % 4
@@ -57,8 +61,9 @@ GENESIS = genesis_block(COMMITTEE)
 
 
 def core(member: int, durable: DurableState | None = None, **kw: object) -> Core:
+    """A started core whose start-up recall (docs/protocol.md §8) ended with no answers."""
     c = Core(COMMITTEE, KEYS[member], CONFIG, durable, **kw)  # type: ignore[arg-type]
-    c.step(Start())
+    started(c)
     return c
 
 
@@ -97,9 +102,11 @@ def refusals(actions: list[object]) -> list[str]:
     return [a.reason for a in actions if isinstance(a, Refused)]
 
 
-def test_start_arms_view_timers() -> None:
+def test_start_asks_for_a_recall_and_arms_view_timers() -> None:
     c = Core(COMMITTEE, KEYS[0], CONFIG)
-    assert c.step(Start()) == [SetTimer(TimerKind.LEADER, 1, 200), SetTimer(TimerKind.VIEW, 1, 300)]
+    assert c.step(Start()) == [Broadcast(RecallRequest()), SetTimer(TimerKind.RECALL, 1, 75),
+                               SetTimer(TimerKind.LEADER, 1, 200),
+                               SetTimer(TimerKind.VIEW, 1, 300)]
 
 
 def test_leader_persists_guard_before_each_signature() -> None:
@@ -121,13 +128,13 @@ def _proposed(actions: list[Any]) -> list[tuple[bytes, ...]]:
 
 def test_an_idle_leader_waits_the_idle_interval_then_proposes_an_empty_block() -> None:
     leader = Core(COMMITTEE, KEYS[1], CONFIG)
-    assert SetTimer(TimerKind.BATCH, 1, 20) in leader.step(Start())
+    assert SetTimer(TimerKind.BATCH, 1, 20) in started(leader)
     assert _proposed(leader.step(TimerFired(TimerKind.BATCH, 1))) == [()]
 
 
 def test_a_command_reaching_a_leader_that_has_not_proposed_is_proposed_at_once() -> None:
     leader = Core(COMMITTEE, KEYS[1], CONFIG)
-    leader.step(Start())
+    started(leader)
     assert _proposed(leader.step(CommandSubmitted(b"one"))) == [(b"one",)]
     # Later commands of the view gather for the next one (batching by pipelining).
     assert _proposed(leader.step(CommandSubmitted(b"two"))) == []
@@ -150,7 +157,9 @@ def test_voter_notarizes_first_valid_proposal_and_relays_header() -> None:
     c = core(0)
     a = blk(1, 1, commands=(b"a",))
     actions = c.step(proposal(a))
-    assert actions[0] == PersistSignerGuard(0, 1, SignedKind.NOTARIZE, a.digest)
+    assert actions[0] == RecordSeen(SeenStatement(1, 1, SignedKind.PROPOSE, a.digest,
+                                                  Proposal.sign(KEYS[1], COMMITTEE, a).signature))
+    assert actions[1] == PersistSignerGuard(0, 1, SignedKind.NOTARIZE, a.digest)
     assert [v.digest for v in own_votes(actions)] == [a.digest]
     headers = [x.message for x in actions if isinstance(x, Broadcast)
                and not isinstance(x.message, Vote)]
@@ -329,8 +338,11 @@ def test_nullify_on_leader_timeout_then_backoff() -> None:
     assert actions[0] == PersistSignerGuard(0, 1, SignedKind.NULLIFY, ZERO_DIGEST)
     assert [v.kind for v in own_votes(actions)] == [VoteKind.NULLIFY]
     actions = c.step(MessageReceived(1, Nullification(cert(VoteKind.NULLIFY, 1))))
-    assert SetTimer(TimerKind.LEADER, 2, 400) in actions  # one nullification: x2
-    assert SetTimer(TimerKind.VIEW, 2, 600) in actions
+    # One nullified view does not slow the next (a dead leader, §3.6); two in a row: x2.
+    assert SetTimer(TimerKind.LEADER, 2, 200) in actions
+    actions = c.step(MessageReceived(1, Nullification(cert(VoteKind.NULLIFY, 2))))
+    assert SetTimer(TimerKind.LEADER, 3, 400) in actions
+    assert SetTimer(TimerKind.VIEW, 3, 600) in actions
     # Once nullified, never finalise that view.
     b = blk(1, 1)
     actions = c.step(MessageReceived(1, Notarization(cert(VoteKind.NOTARIZE, 1, b.digest), b)))

@@ -7,7 +7,12 @@ from dataclasses import dataclass
 import pytest
 
 from coalitiond.consensus import rules
-from coalitiond.consensus.limits import AMNESIA_MARGIN_VIEWS, MAX_VIEWS_AHEAD, MAX_VIEWS_BEHIND
+from coalitiond.consensus.limits import (
+    AMNESIA_MARGIN_VIEWS,
+    DEFAULT_MAX_BLOCK_BYTES,
+    MAX_VIEWS_AHEAD,
+    MAX_VIEWS_BEHIND,
+)
 from coalitiond.consensus.statements import SignedKind
 from coalitiond.consensus.types import (
     EMPTY_LOG_ROOT,
@@ -61,7 +66,8 @@ def check(b: Block, views: dict[int, V], blocks: dict[bytes, Block] | None = Non
           mine: dict[int, bytes] | None = None, accept: bool = True) -> rules.Verdict:
     own = {h: roots(h, r) for h, r in (mine or {}).items()}
     return rules.check_proposal(b, GENESIS, blocks or {}, views, own, max(own, default=0),
-                                COMMITTEE, lambda commands: accept)
+                                COMMITTEE, lambda commands: accept,
+                                max_block_bytes=DEFAULT_MAX_BLOCK_BYTES)
 
 
 def test_view_window_bounds_single_statements() -> None:

@@ -33,7 +33,6 @@ from coalitiond.consensus.events import (
     Broadcast,
     CommandSubmitted,
     CoreConfig,
-    Start,
     TimerFired,
     TimerKind,
 )
@@ -41,6 +40,7 @@ from coalitiond.consensus.messages import Proposal
 from coalitiond.consensus.voter import Core
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import encode
+from coalitiond.testing.cores import started
 from coalitiond.testing.simulator import make_committee
 
 COMMITTEE_ID = b"\x33" * 32
@@ -201,13 +201,13 @@ def test_a_leader_puts_its_member_commands_first_and_proposes_for_them_alone() -
     offered: list[bytes] = [b"member-tick"]
     leader = Core(COMMITTEE, KEYS[1], CONFIG, member_commands=lambda: tuple(offered))
     # Something to propose: no idle wait.
-    assert _proposed(leader.step(Start())) == [(b"member-tick",)]
+    assert _proposed(started(leader)) == [(b"member-tick",)]
 
 
 def test_member_commands_come_before_client_commands_within_the_batch_limit() -> None:
     offered: list[bytes] = []
     leader = Core(COMMITTEE, KEYS[1], CONFIG, member_commands=lambda: tuple(offered))
-    assert _proposed(leader.step(Start())) == []  # idle: waits the batch interval
+    assert _proposed(started(leader)) == []  # idle: waits the batch interval
     offered[:] = [b"m1", b"m2", b"m3"]
     # CONFIG.max_batch_commands == 2: member commands fill the block first.
     assert _proposed(leader.step(CommandSubmitted(b"client"))) == [(b"m1", b"m2")]
@@ -215,7 +215,7 @@ def test_member_commands_come_before_client_commands_within_the_batch_limit() ->
 
 def test_an_idle_leader_without_member_commands_still_waits() -> None:
     leader = Core(COMMITTEE, KEYS[1], CONFIG, member_commands=lambda: ())
-    leader.step(Start())
+    started(leader)
     assert _proposed(leader.step(TimerFired(TimerKind.BATCH, 1))) == [()]
 
 

@@ -38,7 +38,7 @@ class Almanac:
         block = Block(self.spec.epoch, height, height, parent, 0, (), height - 1, b"\x00" * 32)
         votes = [Vote.sign(k, self.spec, i, VoteKind.FINALIZE, block.view, block.digest)
                  for i, k in enumerate(self.committee.keys)][:self.spec.quorum]
-        return FinalizedBlock(block, Certificate.from_votes(votes), None, tuple(votes), (), "")
+        return FinalizedBlock(block, Certificate.from_votes(votes), None, tuple(votes), "")
 
 
 def follower(almanac: Almanac) -> AlmanacFollower:

@@ -18,7 +18,7 @@ from node_harness import Committee, client_for, in_process, write_committee
 from coalitiond.commands.client import EnvelopeSigner, publish
 from coalitiond.components.base import check_state_proof
 from coalitiond.components.executor import CommandOutcome
-from coalitiond.consensus.types import Block, Certificate, VoteKind
+from coalitiond.consensus.types import Block, BlockHeader, Certificate, VoteKind
 from coalitiond.log.checkpoint import verify_checkpoint
 from coalitiond.node.member import Member
 from coalitiond.ops.http import OpsApp, serve_ops
@@ -129,7 +129,7 @@ async def test_every_endpoint_serves_what_the_log_and_the_state_hold(tmp_path: P
         assert (block.digest, block.height) == (note.block_digest, note.height)
         final = block
         for raw in cp["chain"]:
-            nxt = Block.decode(raw)
+            nxt = BlockHeader.decode(raw)
             assert nxt.parent == final.digest
             final = nxt
         cert = Certificate.decode(cp["finalization"])
@@ -137,8 +137,8 @@ async def test_every_endpoint_serves_what_the_log_and_the_state_hold(tmp_path: P
         cert.verify(committee)
         assert (cp["size"], cp["root"]) == (note.size, note.root)
         # ... and the block of the chain that certifies the note's size and root.
-        (certifier,) = [Block.decode(raw) for raw in cp["chain"]
-                        if Block.decode(raw).height == cp["certifier"]]
+        (certifier,) = [BlockHeader.decode(raw) for raw in cp["chain"]
+                        if BlockHeader.decode(raw).height == cp["certifier"]]
         assert (certifier.executed_height, certifier.log_size, certifier.log_root) == \
             (note.height, note.size, note.root)
         # An earlier checkpoint by height: the lowest certified height at or above it.

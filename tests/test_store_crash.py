@@ -35,8 +35,7 @@ rng = random.Random(seed)
 chain = ChainBuilder(4)
 s = Store.open(path, chain.committee, signing_key=chain.keys[0])
 if s.height:
-    chain.head = s.block(s.height)
-    chain.view = chain.head.view
+    chain.resume(s.block(s.height), s.frontier)
 view = (s.highest_signed_view(0) or 0) + 1
 while True:
     if rng.random() < 0.3:

@@ -82,6 +82,21 @@ def test_flip_in_an_old_block_is_found_by_audit(pristine: Any, tmp_path: Path) -
         assert s.height == BLOCKS  # nothing was truncated
 
 
+def test_flip_in_an_old_entry_is_found_by_audit(pristine: Any, tmp_path: Path) -> None:
+    """Records carry no entries (the auditor derives them from the blocks), so the store's
+    copy in the entries table is checked against the blocks by audit() itself."""
+    from coalitiond.log import entry_leaf
+
+    path = _copy(pristine, tmp_path)
+    items = pristine[2]
+    first = sum(len(it.block.commands) for it in items[:2])
+    _flip(path, entry_leaf(items[2].block, 1), 50)  # height 3: outside the open-time window
+    with _open(path, pristine[1]) as s, pytest.raises(
+            StoreCorrupt, match=rf"\(table entries, height 3\): entry {first + 1} does not "
+                                r"match its command"):
+        s.audit()
+
+
 def test_flip_in_an_entry_or_checkpoint_or_guard_is_refused(pristine: Any, tmp_path: Path) -> None:
     chain, items = pristine[1], pristine[2]
     from coalitiond.log import entry_leaf

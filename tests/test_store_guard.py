@@ -1,4 +1,5 @@
-"""Signer guard, first-seen votes and evidence: semantics, atomicity, survival of restarts."""
+"""Signer guard, first-seen statements and evidence: semantics, atomicity, survival of
+restarts."""
 
 from __future__ import annotations
 
@@ -6,16 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from coalitiond.consensus.types import ZERO_DIGEST, Vote, VoteKind
+from coalitiond.consensus.evidence import Evidence, Statement
+from coalitiond.consensus.statements import SignedKind, sign_statement
+from coalitiond.consensus.types import ZERO_DIGEST, VoteKind
 from coalitiond.log import (
     EvidenceRecord,
     GuardRecord,
+    SeenRecord,
     SignerConflict,
     Store,
     StoreUsageError,
-    equivocation_evidence,
 )
-from coalitiond.primitives.encoding import decode
 from coalitiond.testing.chain import ChainBuilder
 
 D1, D2 = b"\x01" * 32, b"\x02" * 32
@@ -29,6 +31,18 @@ def chain() -> ChainBuilder:
 
 def _open(tmp_path: Path, chain: ChainBuilder) -> Store:
     return Store.open(tmp_path / "log.sqlite3", chain.committee, signing_key=chain.keys[0])
+
+
+def _seen(chain: ChainBuilder, member: int, view: int, kind: SignedKind,
+          digest: bytes) -> SeenRecord:
+    sig = sign_statement(chain.keys[member], chain.committee, kind, view, digest)
+    return SeenRecord(member, chain.committee.epoch, view, int(kind), digest, sig)
+
+
+def _evidence(chain: ChainBuilder, member: int, view: int) -> EvidenceRecord:
+    a, b = (Statement(SignedKind.NOTARIZE, d, sign_statement(
+        chain.keys[member], chain.committee, SignedKind.NOTARIZE, view, d)) for d in (D1, D2))
+    return EvidenceRecord.of(Evidence.build(chain.committee, view, member, a, b))
 
 
 def test_guard_is_idempotent_and_refuses_conflicts_also_after_restart(
@@ -63,10 +77,10 @@ def test_guard_is_idempotent_and_refuses_conflicts_also_after_restart(
 def test_a_refused_event_writes_nothing(tmp_path: Path, chain: ChainBuilder) -> None:
     with _open(tmp_path, chain) as s:
         s.guard(0, 1, N, D1)
-        vote = Vote.sign(chain.keys[2], chain.committee, 2, N, 9, D1)
+        seen = _seen(chain, 2, 9, SignedKind.NOTARIZE, D1)
         with pytest.raises(SignerConflict):
             s.record_event(guard=[GuardRecord(0, 2, N, D1), GuardRecord(0, 1, N, D2)],
-                           seen=[vote], evidence=[EvidenceRecord(2, 0, 9, "x", b"e")])
+                           seen=[seen], evidence=[_evidence(chain, 2, 9)])
         assert s.signed(0, 2, N) is None
         assert s.first_seen(2, 0, 9, N) is None
         assert s.evidence() == []
@@ -76,29 +90,43 @@ def test_a_refused_event_writes_nothing(tmp_path: Path, chain: ChainBuilder) -> 
             s.record_event(evidence=[EvidenceRecord(0, 0, 0, "x", b"\x00" * 65537)])
 
 
-def test_first_seen_votes_yield_equivocations(tmp_path: Path, chain: ChainBuilder) -> None:
-    k, c = chain.keys, chain.committee
-    first = Vote.sign(k[1], c, 1, N, 3, D1)
-    again = Vote.sign(k[1], c, 1, N, 3, D1)
-    second = Vote.sign(k[1], c, 1, N, 3, D2)
-    fin = Vote.sign(k[2], c, 2, F, 4, D1)
-    nul = Vote.sign(k[2], c, 2, X, 4, ZERO_DIGEST)
+def test_first_seen_statements_survive_a_restart_and_the_first_stays(
+        tmp_path: Path, chain: ChainBuilder) -> None:
+    """The half of an equivocation seen before a restart is still there after it, for the
+    consensus core to compare the other half with (docs/formats.md, seen statements)."""
+    first = _seen(chain, 1, 3, SignedKind.NOTARIZE, D1)
+    proposal = _seen(chain, 2, 4, SignedKind.PROPOSE, D1)
     with _open(tmp_path, chain) as s:
-        r = s.record_event(seen=[first, again, fin])
-        assert r.equivocations == ()
+        assert s.record_event(seen=[first, first, proposal]).seen_added == 2
     with _open(tmp_path, chain) as s:  # the first-seen table survives a restart
-        r = s.record_event(seen=[second, nul])
-        assert [(e.first, e.second) for e in r.equivocations] == [(first, second), (fin, nul)]
+        second = _seen(chain, 1, 3, SignedKind.NOTARIZE, D2)
+        assert s.record_event(seen=[second]).seen_added == 0
         assert s.first_seen(1, 0, 3, N) == first  # the first one stays
-        assert s.first_seen(2, 0, 4, X) is None
-        ev = [equivocation_evidence(e) for e in r.equivocations]
-        assert ev[1].kind == "finalize/nullify"
-        body = decode(ev[0].body)
-        assert body[:2] == ["equivocation", 1]
-        assert [Vote.from_wire(w).verify(c) for w in body[2:]] == [True, True]
-        assert s.record_event(evidence=ev).evidence_added == 2
-        assert s.record_event(evidence=ev).evidence_added == 0  # deduplicated by digest
-        assert s.evidence() == ev
+        assert s.seen_statements(0) == [first, proposal]
+        assert s.seen_statements(0, from_view=4) == [proposal]
+        # The window: statements of views below the floor are dropped, and not taken.
+        late = _seen(chain, 3, 2, SignedKind.NULLIFY, ZERO_DIGEST)
+        assert s.record_event(seen=[late], seen_floor=4).seen_added == 0
+        assert s.seen_statements(0) == [proposal]
+        with pytest.raises(StoreUsageError, match=r"^seen statement: member 1 view 3 kind 7"):
+            s.record_event(seen=[SeenRecord(1, 0, 3, 7, D1, first.signature)])
+        s.audit()
+
+
+def test_evidence_is_consensus_evidence_only(tmp_path: Path, chain: ChainBuilder) -> None:
+    """One evidence format: the store keeps encoded consensus `Evidence` whose columns
+    agree with its body, and refuses anything else."""
+    ev = _evidence(chain, 1, 3)
+    with _open(tmp_path, chain) as s:
+        assert s.record_event(evidence=[ev]).evidence_added == 1
+        assert s.record_event(evidence=[ev]).evidence_added == 0  # deduplicated by digest
+        assert s.evidence() == [ev]
+        assert ev.kind == "conflicting-notarize"
+        with pytest.raises(StoreUsageError, match=r"^evidence body is not consensus evidence"):
+            s.record_event(evidence=[EvidenceRecord(1, 0, 3, ev.kind, b"evidence!")])
+        with pytest.raises(StoreUsageError, match=r"^evidence record \(member 2, epoch 0, "
+                                                  r"view 3, conflicting-notarize\) differs"):
+            s.record_event(evidence=[EvidenceRecord(2, 0, 3, ev.kind, ev.body)])
 
 
 def test_proposal_guard_kind_and_reload(tmp_path: Path, chain: ChainBuilder) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from coalitiond.log import (
     CommitteeMismatch,
     SchemaMismatch,
     Store,
+    StoreCorrupt,
     StoreOpenError,
     StoreUsageError,
     entry_leaf,
@@ -291,3 +293,22 @@ def test_an_ancestor_final_through_a_descendant_needs_no_certificate(
         assert summary.blocks == 2
     with _open(path, chain) as s:  # reopens cleanly: only the head needs its own certificate
         assert s.height == 2
+
+
+def test_audit_refuses_a_block_certifying_another_log_root(tmp_path: Path) -> None:
+    """A block's roots are checked against the log rebuilt at its executed height
+    (docs/protocol.md §7): an archive or store whose chain certifies another log is damaged,
+    even when every signature verifies."""
+    chain = ChainBuilder(4)
+    first = chain.next([b"one", b"two"])
+    honest = chain.block([b"three"])
+    chain.head, chain.view = honest, honest.view
+    lie = dataclasses.replace(honest.roots, log_size=honest.log_size + 1)
+    forged = Block.with_roots(honest.epoch, honest.height, honest.view, honest.parent,
+                              honest.proposer, honest.commands, lie)
+    with Store.open(tmp_path / "log.sqlite3", chain.committee,
+                    signing_key=chain.keys[0]) as s:
+        s.append_blocks([first, chain.certify(forged)])
+        with pytest.raises(StoreCorrupt, match=r"height 2\): the block certifies log size 3 .* "
+                                               r"at height 1; the log there has size 2"):
+            s.audit()

@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="member configuration")
     parser.add_argument("--guard-lost", action="store_true",
                         help="this member's signer guard was lost or restored from a backup: "
-                             "abstain until it is safe to sign (docs/protocol.md §8)")
+                             "also abstain until a certificate shows where the committee is "
+                             "(every start asks the peers what this member signed first; "
+                             "docs/protocol.md §8)")
 
 
 def run(args: argparse.Namespace) -> int:

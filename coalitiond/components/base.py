@@ -147,6 +147,13 @@ class Component(abc.ABC):
     def restore(self, data: bytes) -> None:
         """Replace the state by `data` (from `snapshot`); MalformedSnapshot leaves it as is."""
 
+    def restore_own(self, data: bytes) -> None:
+        """`restore` for bytes this member's own `snapshot` wrote (a snapshot file whose
+        checksum held). A component may skip the per-row checks a peer's bytes need; the
+        caller then compares `state_root()` with the root the snapshot was taken at, and that
+        root commits to every row. Default: `restore`."""
+        self.restore(data)
+
 
 # ---------------------------------------------------------------------------------------
 # State proofs: one shape for every component, so one integrator-side check covers all.

@@ -526,9 +526,10 @@ class Executor:
                                 None if self.stamp is None else self.stamp.to_args(),
                                 self._ticket_clients_wire())
 
-    def restore(self, data: bytes) -> None:
+    def restore(self, data: bytes, *, own: bool = False) -> None:
         """Replace the whole state; on MalformedSnapshot nothing changes. The caller compares
-        `state_root()` afterwards with the root a certified block committed to."""
+        `state_root()` afterwards with the root a certified block committed to. `own`: the
+        bytes are this member's own snapshot (`Component.restore_own`)."""
         (signature, height, last_digest, dedup_wire, component_bytes, stamp_args,
          ticket_rows) = _SNAPSHOT.decode(data)
         ticket_clients = _ticket_clients_from_wire(ticket_rows, self.acl)
@@ -554,7 +555,11 @@ class Executor:
             dedup = DedupState.from_wire(dedup_wire)
         except RemoteError as exc:
             raise MalformedSnapshot(f"executor snapshot: {exc}") from None
-        self.component.restore(component_bytes)  # atomic on its own; last thing that can fail
+        # Atomic on its own; the last thing that can fail.
+        if own:
+            self.component.restore_own(component_bytes)
+        else:
+            self.component.restore(component_bytes)
         self._broken = None
         self.dedup = dedup
         self.executed_height = height

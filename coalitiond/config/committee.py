@@ -6,6 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ..consensus.limits import (
+    DEFAULT_MAX_BLOCK_BYTES,
+    MAX_SERVABLE_BLOCK_BYTES,
+    MIN_MAX_BLOCK_BYTES,
+)
 from ..consensus.types import MAX_COMMANDS_PER_BLOCK
 from ..primitives.committee import MAX_COMMITTEE_MEMBERS, default_fault_bound, quorum_size
 from ..primitives.crypto import PUBLIC_KEY_LEN
@@ -62,6 +67,9 @@ class CommitteeConfig:
     epoch: int = 0
     timing: TimingConfig = TimingConfig()
     acl: AclConfig = AclConfig()
+    #: The size rule (docs/protocol.md §10): voters refuse larger blocks, leaders never
+    #: build one. Committee-wide, like timing; not part of the committee id.
+    max_block_bytes: int = DEFAULT_MAX_BLOCK_BYTES
 
     @property
     def effective_fault_bound(self) -> int:
@@ -158,6 +166,15 @@ def parse_committee(t: Table) -> CommitteeConfig:
             f"q > n: fault bound f_s={f_s} needs quorum q={q} = ceil((n + f_s + 1)/2), "
             f"but the committee has only n={n} members",
         )
+    max_block_bytes = t.integer("max_block_bytes", DEFAULT_MAX_BLOCK_BYTES,
+                                minimum=MIN_MAX_BLOCK_BYTES)
+    if max_block_bytes > MAX_SERVABLE_BLOCK_BYTES:
+        raise t.error(
+            "max_block_bytes",
+            f"must be at most {MAX_SERVABLE_BLOCK_BYTES} (3 MiB), got {max_block_bytes}: a "
+            f"larger block could not be served to catch-up, followers and readers (its record "
+            f"must fit one 4 MiB reply)",
+        )
     committee = CommitteeConfig(
         component=component,
         name=name,
@@ -166,6 +183,7 @@ def parse_committee(t: Table) -> CommitteeConfig:
         epoch=t.integer("epoch", 0),
         timing=_parse_timing(t.optional_table("timing")),
         acl=_parse_acl(t.optional_table("acl")),
+        max_block_bytes=max_block_bytes,
     )
     t.finish()
     return committee

@@ -241,6 +241,9 @@ epoch = 0
 # Byzantine members to stay safe against (f_s). Default ceil(n/2) - 1; the quorum is
 # q = ceil((n + f_s + 1) / 2) and must not exceed n.
 # fault_bound = 1
+# The largest encoded block (bytes) voters accept and leaders build; the same in every
+# member's file. Default 2 MiB, at most 3 MiB (the largest block every member can serve).
+# max_block_bytes = 2097152
 
 [committee.timing]
 leader_timeout_ms = {DEFAULT_LEADER_TIMEOUT_MS}

@@ -7,7 +7,7 @@ so taking a batch never depends on hashing.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from ..primitives.identity import digest as blake3_digest
@@ -18,6 +18,25 @@ MAX_PENDING_COMMANDS: Final = 50_000
 MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
 #: How many recently finalised command digests are remembered to drop resubmissions.
 RECENT_COMMITTED_WINDOW: Final = 100_000
+
+
+def wire_size(command: bytes) -> int:
+    """Bytes `command` takes in an encoded block: the CBOR byte-string head and the bytes."""
+    n = len(command)
+    head = 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5
+    return head + n
+
+
+def prefix_within(commands: Sequence[bytes], max_bytes: int) -> tuple[bytes, ...]:
+    """The longest prefix of `commands` whose `wire_size`s add up to at most `max_bytes`."""
+    out: list[bytes] = []
+    size = 0
+    for cmd in commands:
+        size += wire_size(cmd)
+        if size > max_bytes:
+            break
+        out.append(cmd)
+    return tuple(out)
 
 
 class Batcher:
@@ -58,7 +77,8 @@ class Batcher:
         return len(self._pending) >= max_count or self._bytes >= max_bytes
 
     def take(self, max_count: int, max_bytes: int, exclude: set[bytes]) -> tuple[bytes, ...]:
-        """Up to `max_count` commands / `max_bytes` bytes, oldest first, skipping `exclude`
+        """Up to `max_count` commands / `max_bytes` encoded bytes (`wire_size`: each command
+        with its CBOR head, as the block will hold it), oldest first, skipping `exclude`
         (digests already in unfinalised ancestors). Does not remove them: a command leaves
         the queue only when a block holding it is finalised."""
         out: list[bytes] = []
@@ -68,10 +88,10 @@ class Batcher:
                 break
             if key in exclude:
                 continue
-            if size + len(cmd) > max_bytes:
+            if size + wire_size(cmd) > max_bytes:
                 break
             out.append(cmd)
-            size += len(cmd)
+            size += wire_size(cmd)
         return tuple(out)
 
     def discard(self, commands: Iterable[bytes]) -> None:

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 
 from ..primitives.errors import LocalError
 from .evidence import Evidence
-from .limits import BLOCK_OVERHEAD_RESERVE
+from .limits import (
+    BLOCK_OVERHEAD_RESERVE,
+    DEFAULT_MAX_BLOCK_BYTES,
+    MAX_SERVABLE_BLOCK_BYTES,
+    MIN_MAX_BLOCK_BYTES,
+)
 from .messages import Message
 from .root_evidence import WrongRoot
 from .statements import SignedKind
@@ -36,6 +41,8 @@ class CoreConfig:
     max_batch_commands: int = 1000
     max_batch_bytes: int = 1024 * 1024
     max_backoff_exponent: int = 4
+    #: The size rule (docs/protocol.md §10): a committee-wide parameter, as the timing.
+    max_block_bytes: int = DEFAULT_MAX_BLOCK_BYTES
 
     def __post_init__(self) -> None:
         if not 0 < self.leader_timeout_ms <= self.view_timeout_ms:
@@ -48,6 +55,16 @@ class CoreConfig:
             raise LocalError("max_batch_bytes too large for one block")
         if not 0 <= self.max_backoff_exponent <= 16:
             raise LocalError("max_backoff_exponent must be in 0..16")
+        if not MIN_MAX_BLOCK_BYTES <= self.max_block_bytes <= MAX_SERVABLE_BLOCK_BYTES:
+            raise LocalError(f"max_block_bytes must be in {MIN_MAX_BLOCK_BYTES}.."
+                             f"{MAX_SERVABLE_BLOCK_BYTES} (the largest block every member "
+                             "can serve)")
+
+    @property
+    def batch_budget(self) -> int:
+        """Encoded bytes of commands (each with its CBOR head) a leader puts in one block:
+        `max_batch_bytes`, and never so many that the block could exceed `max_block_bytes`."""
+        return min(self.max_batch_bytes, self.max_block_bytes - BLOCK_OVERHEAD_RESERVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +78,19 @@ class GuardRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SeenStatement:
+    """The first statement the core saw from member `member` for (`view`, `kind`) in its
+    epoch, with that member's signature (docs/protocol.md §5): kept by the store so that an
+    equivocation whose halves straddle a restart is still caught."""
+
+    member: int
+    view: int
+    kind: SignedKind
+    digest: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class DurableState:
     """What the core is rebuilt from after a restart (docs/protocol.md §8)."""
 
@@ -70,6 +100,8 @@ class DurableState:
     #: The roots after the last executed block (None: nothing executed).
     executed: CertifiedRoots | None = None
     guard_lost: bool = False
+    #: First-seen statements of other members, in the store's window (§5).
+    seen: tuple[SeenStatement, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,6 +116,8 @@ class TimerKind(enum.IntEnum):
     VIEW = 1
     BATCH = 2
     FETCH = 3
+    #: The start-up recall's rounds (§8); its `view` field counts the rounds, from 1.
+    RECALL = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +269,16 @@ class Refused:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class RecordSeen:
+    """Keep this first-seen statement of another member (§5). Not urgent: the shell may
+    write it with its next commit; one lost in a crash only weakens detection."""
+
+    statement: SeenStatement
+
+
 Action = (PersistSignerGuard | Broadcast | Send | SetTimer | Finalized | EvidenceFound
-          | WrongRootFound | FetchBlocks | StateDivergence | Refused)
+          | WrongRootFound | FetchBlocks | StateDivergence | Refused | RecordSeen)
 
 #: Asked before voting for a block: may the component apply these commands (§6)? Pure.
 ValidationHook = Callable[[tuple[bytes, ...]], bool]

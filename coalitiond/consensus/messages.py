@@ -18,7 +18,12 @@ from ..primitives.crypto import SIGNATURE_LEN, SigningKey
 from ..primitives.encoding import decode, encode
 from ..primitives.errors import RemoteError
 from .evidence import Evidence
-from .limits import MAX_FETCH_ANSWER_BYTES, MAX_FETCH_VIEWS
+from .limits import (
+    MAX_FETCH_ANSWER_BYTES,
+    MAX_FETCH_VIEWS,
+    MAX_RECALL_ANSWER_SIZE,
+    MAX_RECALL_STATEMENTS,
+)
 from .statements import SignedKind, sign_statement, statement_is_valid
 from .types import (
     MAX_BLOCK_SIZE,
@@ -129,8 +134,40 @@ class NullificationsAnswer:
     certificates: tuple[Certificate, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class RecallRequest:
+    """"What have you seen me sign?" Sent once by every member when it starts, before it
+    signs anything (docs/protocol.md §8). Unsigned, like a sync request: the transport
+    authenticates the sender, and the answer is data the sender signed itself."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecalledStatement:
+    """One statement of the requester, as a peer saw it: `(kind, view, digest)` and the
+    requester's own signature on it."""
+
+    kind: SignedKind
+    view: int
+    digest: bytes
+    signature: bytes
+
+    def to_wire(self) -> list[Any]:
+        return [int(self.kind), self.view, self.digest, self.signature]
+
+
+@dataclass(frozen=True, slots=True)
+class RecallAnswer:
+    """The answer to a RecallRequest: the latest statements signed by `member` (the
+    requester) that the answering peer holds, at most MAX_RECALL_STATEMENTS (its newest of
+    each kind). Empty when the peer holds none."""
+
+    member: int
+    statements: tuple[RecalledStatement, ...]
+
+
 Message = (Proposal | ProposalHeader | Vote | Notarization | Nullification | Finalization
-           | EvidenceMessage | SyncRequest | NullificationsRequest | NullificationsAnswer)
+           | EvidenceMessage | SyncRequest | NullificationsRequest | NullificationsAnswer
+           | RecallRequest | RecallAnswer)
 
 _TYPE_NAMES: Final[dict[type, str]] = {
     Proposal: "proposal",
@@ -143,6 +180,8 @@ _TYPE_NAMES: Final[dict[type, str]] = {
     SyncRequest: "sync",
     NullificationsRequest: "nullifications?",
     NullificationsAnswer: "nullifications",
+    RecallRequest: "recall",
+    RecallAnswer: "recalled",
 }
 
 
@@ -164,6 +203,10 @@ def _body(msg: Message) -> Any:
         return [msg.first, msg.last]
     if isinstance(msg, NullificationsAnswer):
         return [msg.first, msg.last, [c.to_wire() for c in msg.certificates]]
+    if isinstance(msg, RecallRequest):
+        return []
+    if isinstance(msg, RecallAnswer):
+        return [msg.member, [st.to_wire() for st in msg.statements]]
     return msg.evidence.to_wire()
 
 
@@ -232,6 +275,14 @@ def decode_message(committee: CommitteeSpec, data: bytes) -> Message:
         return NullificationsRequest(first, last)
     if kind == "nullifications":
         return _decode_nullifications(body, len(data))
+    if kind == "recall":
+        _expect(body == [], "recall: expected an empty body")
+        return RecallRequest()
+    if kind == "recalled":
+        if len(data) > MAX_RECALL_ANSWER_SIZE:
+            raise MalformedMessage(f"recalled: {len(data)} bytes, at most "
+                                   f"{MAX_RECALL_ANSWER_SIZE}")
+        return _decode_recall_answer(body)
     raise MalformedMessage(f"message: unknown type {kind!r}")
 
 
@@ -260,6 +311,27 @@ def _decode_nullifications(body: Any, size: int) -> NullificationsAnswer:
                 "nullifications: certificates must be ascending by view, inside the range")
         previous = c.view
     return NullificationsAnswer(first, last, certs)
+
+
+def _decode_recall_answer(body: Any) -> RecallAnswer:
+    _expect(isinstance(body, list) and len(body) == 2 and _uint(body[0])
+            and isinstance(body[1], list), "recalled: expected [member, [statement, ...]]")
+    member, items = body
+    _expect(len(items) <= MAX_RECALL_STATEMENTS,
+            f"recalled: {len(items)} statements, at most {MAX_RECALL_STATEMENTS}")
+    statements = []
+    for item in items:
+        _expect(isinstance(item, list) and len(item) == 4,
+                "recalled: a statement is [kind, view, digest, signature]")
+        kind, view, digest, sig = item
+        _expect(_uint(kind) and kind in (0, 1, 2, 3), "recalled: unknown statement kind")
+        _expect(_uint(view) and view > 0, "recalled: view must be a positive integer")
+        _expect(isinstance(digest, bytes) and len(digest) == 32,
+                "recalled: digest must be 32 bytes")
+        _expect(isinstance(sig, bytes) and len(sig) == SIGNATURE_LEN,
+                "recalled: signature must be 64 bytes")
+        statements.append(RecalledStatement(SignedKind(kind), view, digest, sig))
+    return RecallAnswer(member, tuple(statements))
 
 
 def _check_epoch(committee: CommitteeSpec, epoch: int, what: str) -> None:
@@ -397,7 +469,16 @@ def verify_message(committee: CommitteeSpec, msg: Message,
         for cert in msg.certificates:
             _verify_certificate(committee, cert, VoteKind.NULLIFY, "fetched nullification",
                                 known)
-    # SyncRequest and NullificationsRequest carry no signature.
+    elif isinstance(msg, RecallAnswer):
+        if not 0 <= msg.member < committee.n:
+            raise BadSignature(f"recalled statements of member index {msg.member}, "
+                               f"n={committee.n}")
+        for st in msg.statements:
+            if not statement_is_valid(committee, msg.member, st.kind, st.view, st.digest,
+                                      st.signature):
+                raise BadSignature(f"recalled {st.kind.name.lower()} of member {msg.member} "
+                                   f"for view {st.view} does not verify")
+    # SyncRequest, NullificationsRequest and RecallRequest carry no signature.
 
 
 def verify_fetched(committee: CommitteeSpec,

@@ -10,7 +10,7 @@ has left (`answers_laggard`), and re-sending what it said in a view that does no
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ..primitives.committee import CommitteeSpec
@@ -66,11 +66,7 @@ def announce(committee: CommitteeSpec, me: int, cert: Certificate, message: Mess
     if cert.kind is VoteKind.NULLIFY:
         relay.announced[cert.kind] = True
         return [Broadcast(message)]
-    broadcasters = {committee.leader(cert.view + 1)}
-    if cert.kind is VoteKind.NOTARIZE:
-        # A notarisation moves the committee on: a second broadcaster, so a crashed or
-        # Byzantine next leader does not leave a member that lost one vote a view behind.
-        broadcasters.add(committee.leader(cert.view + 2))
+    broadcasters = _broadcasters(committee, cert)
     if me in broadcasters:
         relay.announced[cert.kind] = True
         return [Broadcast(message)]
@@ -87,6 +83,27 @@ def announce(committee: CommitteeSpec, me: int, cert: Certificate, message: Mess
                                      and cert.kind is VoteKind.NOTARIZE):
             out.append(Send(member, message))
     return out
+
+
+def _broadcasters(committee: CommitteeSpec, cert: Certificate) -> set[int]:
+    broadcasters = {committee.leader(cert.view + 1)}
+    if cert.kind is VoteKind.NOTARIZE:
+        # A notarisation moves the committee on: a second broadcaster, so a crashed or
+        # Byzantine next leader does not leave a member that lost one vote a view behind.
+        broadcasters.add(committee.leader(cert.view + 2))
+    return broadcasters
+
+
+def broadcasts_received(committee: CommitteeSpec, me: int, cert: Certificate,
+                        current: int) -> bool:
+    """Does a notarisation or finalisation we *received* before forming it go to everyone
+    from us all the same? Yes when it ends our current view (or a later one) and we are one
+    of its broadcasters (`announce`): the members that lost a vote count on the next
+    leaders, and a next leader that got the certificate from a signer before the last vote
+    reached it would otherwise never form it itself. Older certificates (catch-up, sync
+    answers) are not passed on."""
+    return (cert.kind is not VoteKind.NULLIFY and cert.view >= current
+            and me in _broadcasters(committee, cert))
 
 
 def answers_laggard(relay: ViewRelay, committee: CommitteeSpec, current: int, sender: int,
@@ -144,3 +161,31 @@ def newest_certificates(latest: Mapping[VoteKind, Certificate], blocks: Mapping[
     """Re-broadcast the newest certificate of each kind while a view is stuck: lost or torn-off
     messages must not stall the committee forever (docs/protocol.md §3.5)."""
     return [Broadcast(certificate_message(latest[kind], blocks, tip)) for kind in sorted(latest)]
+
+
+def catch_up(answered: Certificate, latest: Mapping[VoteKind, Certificate],
+             blocks: Mapping[bytes, Block], tip: Block,
+             current: Iterable[Proposal | Vote]) -> Iterator[Proposal | Vote | Message]:
+    """What to send a laggard besides the certificate that `answered` its vote (§3.8): our
+    newer certificates, so it jumps to our view (§3.9) instead of advancing one view per
+    re-send of its votes, and what we said in our current view (`current`: our proposal and
+    votes, all in the guard), so it finds the view already voted on when it gets there
+    (docs/protocol.md §3.10). Sent as often as the answer itself: once per peer and view."""
+    for kind in sorted(latest):
+        if latest[kind].view > answered.view:
+            yield certificate_message(latest[kind], blocks, tip)
+    yield from current
+
+
+def answers_far_laggard(answered: dict[int, int], committee: CommitteeSpec, current: int,
+                        sender: int, vote: Vote) -> bool:
+    """A member re-sends its own vote for a view so far behind that we keep nothing of it
+    (below `current − MAX_VIEWS_BEHIND`: it restarted after a long absence): send it our newest
+    certificates so it can jump (§3.9) and fetch what it missed? Once per peer while we are in
+    one view (`answered`: peer → our view when last answered, at most n entries).
+    docs/protocol.md §3.10."""
+    if vote.signer != sender or not 0 <= sender < committee.n \
+            or answered.get(sender) == current:
+        return False
+    answered[sender] = current
+    return True

@@ -18,7 +18,12 @@ from ..primitives.committee import CommitteeSpec
 from ..primitives.errors import RemoteError
 from ..primitives.identity import digest as blake3_digest
 from .evidence import Evidence
-from .limits import AMNESIA_MARGIN_VIEWS, MAX_VIEWS_AHEAD, MAX_VIEWS_BEHIND
+from .limits import (
+    AMNESIA_MARGIN_VIEWS,
+    MAX_VIEWS_AHEAD,
+    MAX_VIEWS_BEHIND,
+    SKIP_AFTER_SILENT_LEADS,
+)
 from .statements import SignedKind, conflicts
 from .types import Block, Certificate, CertifiedRoots, Vote
 
@@ -89,6 +94,12 @@ def may_sign(amnesiac: bool, abstain_through: int | None, view: int) -> bool:
     if amnesiac and abstain_through is None:
         return False
     return abstain_through is None or view > abstain_through
+
+
+def recall_allows(recall_open: bool, recalled_through: int, view: int) -> bool:
+    """The start-up recall, docs/protocol.md §8: nothing is signed while the recall is open,
+    and never at or below the highest view a peer showed us our own signature for."""
+    return not recall_open and view > recalled_through
 
 
 def abstain_through(max_view_seen: int, certificate_view: int) -> int:
@@ -210,16 +221,30 @@ def skipped_views_nullified(parent_view: int, view: int,
     return True
 
 
+def check_block_size(block: Block, max_block_bytes: int) -> None:
+    """The size rule, docs/protocol.md §10: a voter refuses a block whose encoding is above
+    the committee's `max_block_bytes` (at most `MAX_SERVABLE_BLOCK_BYTES`), so every block
+    the committee finalises can be served to catch-up, followers and readers. Raises
+    InvalidProposal naming both sizes."""
+    size = len(block.encode())
+    if size > max_block_bytes:
+        raise InvalidProposal(f"block of {size} bytes is above max_block_bytes "
+                              f"{max_block_bytes} (the largest block every member can serve)")
+
+
 def check_proposal(block: Block, tip: Block, blocks: Mapping[bytes, Block],
                    views: Mapping[int, CertifiedView], roots: Mapping[int, CertifiedRoots],
                    executed: int, committee: CommitteeSpec,
-                   validate: Callable[[tuple[bytes, ...]], bool]) -> Verdict:
+                   validate: Callable[[tuple[bytes, ...]], bool],
+                   *, max_block_bytes: int) -> Verdict:
     """May this member notarise `block` (the first proposal of its current view, from the
     view's leader)? docs/protocol.md §3.2: the parent is the finalised tip or a notarised block
-    at a lower view, every view in between is nullified, the height follows the parent's; and
-    the block's content rules (`check_block_content`) and its roots (`check_roots`, against
+    at a lower view, every view in between is nullified, the height follows the parent's; the
+    size rule first (`check_block_size`, §10: refused at once, never waited on); and the
+    block's content rules (`check_block_content`) and its roots (`check_roots`, against
     `roots`, this member's own by height, `executed` the highest it executed). A verdict, or
     InvalidProposal naming the broken rule."""
+    check_block_size(block, max_block_bytes)
     if block.height <= tip.height:
         raise InvalidProposal(f"height {block.height} is at or below our finalised tip "
                               f"{tip.height}")
@@ -341,3 +366,45 @@ def finalized_chain(cert: Certificate, tip: Block,
         chain.append(parent)
         cur = parent
     return tuple(reversed(chain))
+
+
+# ---------------------------------------------------------------------------------------------
+# ending a view early (§3.10): nullifying sooner than a timer is always safe (§4)
+
+
+def skip_leader(committee: CommitteeSpec, me: int, view: int, last_active: Mapping[int, int],
+                views: Mapping[int, CertifiedView]) -> bool:
+    """Dead-leader skip, docs/protocol.md §3.10: nullify `view` at once, without waiting for
+    its leader timer? Yes when its leader is not this member, each of the leader's last
+    `SKIP_AFTER_SILENT_LEADS` views (`view − n`, `view − 2n`, …) is nullified and not
+    notarised as this member knows it, and nothing signed by the leader (a proposal, header
+    or vote of any kind) was seen for any view at or above the earliest of them
+    (`last_active`: highest such view per member). Any statement of the leader lets it back
+    in; a member that knows no certificates (just restarted) skips no one."""
+    leader = committee.leader(view)
+    if leader == me:
+        return False
+    led = [view - j * committee.n for j in range(1, SKIP_AFTER_SILENT_LEADS + 1)]
+    if led[-1] <= 0 or last_active.get(leader, 0) >= led[-1]:
+        return False
+    for u in led:
+        s = views.get(u)
+        if s is None or s.nullification is None or s.notarization is not None:
+            return False
+    return True
+
+
+def cannot_finalize(nullify_votes: int, committee: CommitteeSpec) -> bool:
+    """Have so many members nullified a view that it can no longer be finalised? A member
+    never both nullifies and finalises one view (§3, signer guard), so once more than
+    `n − q` members nullified it, fewer than `q` can finalise it: nullifying it too costs
+    nothing and ends the view without waiting for a timer (docs/protocol.md §3.10)."""
+    return nullify_votes > committee.n - committee.quorum
+
+
+def backoff_exponent(consecutive_nulls: int, max_exponent: int) -> int:
+    """Timers are multiplied by 2 to the power of this (docs/protocol.md §3.6): one less than
+    the views ended in a row by nullification, capped. The first nullified view does not slow
+    the next: it is most often a dead or just-restarted leader, which a longer timer does not
+    help; a second one in a row may be a network slower than the timers, and doubles them."""
+    return min(max(consecutive_nulls - 1, 0), max_exponent)

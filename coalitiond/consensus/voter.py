@@ -34,8 +34,8 @@ from ..primitives.crypto import SigningKey
 from ..primitives.encoding import encode
 from ..primitives.errors import LocalError
 from ..primitives.identity import digest as blake3_digest
-from . import catchup, relay, rules
-from .batcher import Batcher
+from . import catchup, recall, relay, rules
+from .batcher import Batcher, prefix_within, wire_size
 from .events import (
     Action,
     BlockExecuted,
@@ -50,7 +50,9 @@ from .events import (
     MemberCommandsHook,
     MessageReceived,
     PersistSignerGuard,
+    RecordSeen,
     Refused,
+    SeenStatement,
     Send,
     SetTimer,
     Start,
@@ -68,6 +70,7 @@ from .limits import (
     MAX_PENDING_EVIDENCE,
     MAX_ROOTS_KEPT,
     MAX_VIEWS_BEHIND,
+    RECALL_ROUNDS,
 )
 from .messages import (
     EvidenceMessage,
@@ -79,6 +82,8 @@ from .messages import (
     NullificationsRequest,
     Proposal,
     ProposalHeader,
+    RecallAnswer,
+    RecallRequest,
     SyncRequest,
 )
 from .relay import ViewRelay
@@ -181,6 +186,13 @@ class Core:
         self._views: dict[int, _View] = {}
         self._blocks: dict[bytes, Block] = {}
         self._seen: dict[tuple[int, int], dict[SignedKind, Statement]] = {}
+        for st in durable.seen:  # first-seen statements kept across the restart (§5)
+            self._seen.setdefault((st.view, st.member), {}).setdefault(
+                st.kind, Statement(st.kind, st.digest, st.signature))
+        #: The start-up recall (§8): sign nothing until peers said what they saw us sign.
+        self._recall = recall.Recall(committee.quorum - 1)
+        #: The view in which we last answered each peer's recall (one answer per view).
+        self._recall_answered: dict[int, int] = {}
         self._reported: set[tuple[int, int, EvidenceKind]] = set()
         self._pending_evidence: dict[bytes, Evidence] = {}
         self._known_evidence: set[bytes] = set()
@@ -214,6 +226,13 @@ class Core:
         self._fetch: catchup.NullificationFetch | None = None
         self._fetch_seq = 0
         self._fetch_served: dict[int, tuple[int, int]] = {}
+        #: Dead-leader skip (§3.10): highest view of a statement seen signed by each member
+        #: (at most n entries: statements naming other indices are refused first).
+        self._last_active: dict[int, int] = {}
+        #: Peers sent our newest certificates for a vote from far behind: peer → our view.
+        self._far_answered: dict[int, int] = {}
+        #: Built from durable state: re-send our last votes at once on Start (§3.10).
+        self._restarted = bool(self._guard) or durable.tip is not None
         self._out: list[Action] = []
 
     # -- public ---------------------------------------------------------------------------
@@ -231,7 +250,11 @@ class Core:
         elif isinstance(event, BlocksFetched):
             self._on_fetched(event.chain)
         elif isinstance(event, Start):
+            if self._recall.open:
+                self._recall_round(1)
             self._enter_view(self.view)
+            if self._restarted:
+                self._rebroadcast(self.view)  # ask peers for what ended our views (§3.10)
         else:  # pragma: no cover - the Event union is closed
             raise LocalError(f"unknown event {event!r}")
         out, self._out = self._out, []
@@ -275,7 +298,8 @@ class Core:
         guard = sorted([v, int(k), d] for (v, k), d in self._guard.items())
         return blake3_digest(encode([self.view, self.tip.digest, guard, views,
                                      self._consecutive_nulls, self._abstain_through or 0,
-                                     self._amnesiac]))
+                                     self._amnesiac, self._recall.open,
+                                     self._recall.through, sorted(self._last_active.items())]))
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -292,11 +316,13 @@ class Core:
         return s
 
     def _backoff(self, base_ms: int) -> int:
-        return base_ms * (1 << min(self._consecutive_nulls, self.config.max_backoff_exponent))
+        return base_ms * (1 << rules.backoff_exponent(self._consecutive_nulls,
+                                                     self.config.max_backoff_exponent))
 
     def _may_sign(self, view: int) -> bool:
-        return not self._diverged and rules.may_sign(self._amnesiac, self._abstain_through,
-                                                     view)
+        return not self._diverged and \
+            rules.recall_allows(self._recall.open, self._recall.through, view) and \
+            rules.may_sign(self._amnesiac, self._abstain_through, view)
 
     def _sign_guarded(self, view: int, kind: SignedKind, digest: bytes) -> bool:
         """Check the guard and emit the durable record; False means do not sign."""
@@ -316,7 +342,20 @@ class Core:
         self._emit(SetTimer(TimerKind.LEADER, view, self._backoff(self.config.leader_timeout_ms)))
         self._emit(SetTimer(TimerKind.VIEW, view, self._backoff(self.config.view_timeout_ms)))
         self._prune()
+        self._end_early()
         self._progress()
+
+    def _end_early(self) -> None:
+        """Nullify the current view now rather than on a timer (docs/protocol.md §3.10): its
+        leader is silent (dead-leader skip), or enough members nullified it that it can no
+        longer be finalised. Always safe: nullifying is what a timer would do anyway."""
+        view = self.view
+        if self._guard.get((view, SignedKind.NULLIFY)) is not None:
+            return
+        nullifies = len(self._vs(view).votes.get(VoteKind.NULLIFY, {}))
+        if rules.skip_leader(self.committee, self.me, view, self._last_active, self._views) \
+                or rules.cannot_finalize(nullifies, self.committee):
+            self._nullify(view)
 
     def _advance_past(self, view: int) -> None:
         if view >= self.view:
@@ -334,6 +373,9 @@ class Core:
     def _on_timer(self, kind: TimerKind, view: int) -> None:
         if kind is TimerKind.FETCH:
             self._on_fetch_timeout(view)
+            return
+        if kind is TimerKind.RECALL:
+            self._on_recall_timer(view)
             return
         if view != self.view:
             return  # stale timer: timers are never cancelled, only outlived
@@ -414,15 +456,16 @@ class Core:
         else:
             done = exclude
         own = tuple(c for c in offered if blake3_digest(c) not in done)[:cfg.max_batch_commands]
+        own = prefix_within(own, cfg.batch_budget)  # never a block above max_block_bytes
         # Commands waiting when we may propose: propose now, the batch is whatever gathered
         # while the previous block was in flight. Nothing waiting: wait the batch (idle)
         # interval for commands, then propose an empty block to keep views moving.
         if not (s.phase is Phase.BATCH_DUE or own or len(self._batcher) > 0):
             self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))
             return
-        own_bytes = sum(len(c) for c in own)
+        own_bytes = sum(wire_size(c) for c in own)
         commands = own + self._batcher.take(cfg.max_batch_commands - len(own),
-                                            cfg.max_batch_bytes - own_bytes, exclude)
+                                            cfg.batch_budget - own_bytes, exclude)
         if not commands and s.phase is not Phase.BATCH_DUE:
             # Everything waiting is already in a block on its way: wait as when idle.
             self._emit(SetTimer(TimerKind.BATCH, view, cfg.batch_interval_ms))
@@ -446,6 +489,7 @@ class Core:
     def _on_message(self, sender: int | None, msg: Message) -> None:
         if isinstance(msg, Vote):
             if not self._vote_acceptable(sender, msg.epoch, msg.view, msg.signer, "vote"):
+                self._help_far_laggard(sender, msg)
                 return
             self._observe(msg.signer, msg.view, SignedKind.of_vote(msg.kind), msg.digest,
                           msg.signature)
@@ -471,6 +515,16 @@ class Core:
             self._serve_nullifications(sender, msg)
         elif isinstance(msg, NullificationsAnswer):
             self._on_nullifications(sender, msg)
+        elif isinstance(msg, RecallRequest):
+            self._on_recall_request(sender)
+        elif isinstance(msg, RecallAnswer):
+            refusal = self._recall.take(self.me, self.committee.n, sender, msg)
+            if refusal is not None:
+                self._refuse(sender, refusal)
+                return
+            self._guard_recalled(msg)
+            if not self._recall.open:
+                self._progress()  # q − 1 answers: a waiting proposal may now be decided
         else:
             self._on_evidence(sender, msg.evidence)
 
@@ -481,6 +535,8 @@ class Core:
             self._refuse(sender, refusal)
             return False
         self._max_view_seen = max(self._max_view_seen, view)
+        if view > self._last_active.get(signer, 0):
+            self._last_active[signer] = view  # the signer is alive (§3.10)
         return True
 
     def _observe(self, member: int, view: int, kind: SignedKind, digest: bytes,
@@ -492,7 +548,10 @@ class Core:
             old = table[k]
             if conflicts(old.kind, old.digest, kind, digest):
                 self._report(Evidence.build(self.committee, view, member, old, new))
-        table.setdefault(kind, new)
+        if kind not in table:
+            table[kind] = new
+            if member != self.me:
+                self._emit(RecordSeen(SeenStatement(member, view, kind, digest, signature)))
 
     def _report(self, ev: Evidence) -> None:
         key = (ev.view, ev.member, ev.kind)
@@ -532,10 +591,15 @@ class Core:
             elif v < self.view:
                 self._learn_block(b)
             return
+        if self._recall.open:
+            if s.waiting is None:
+                s.waiting = proposal  # decided when the recall ends (§8)
+            return
         try:
             verdict = rules.check_proposal(b, self.tip, self._blocks, self._views, self._roots,
                                            self._executed.height, self.committee,
-                                           self._validate)
+                                           self._validate,
+                                           max_block_bytes=self.config.max_block_bytes)
         except rules.InvalidProposal as exc:
             self._refuse(sender, f"proposal for view {v}: {exc}")
             if isinstance(exc, rules.WrongRoots):
@@ -579,6 +643,39 @@ class Core:
                                        self._blocks, self._views):
             self._emit(Send(sender, msg))
 
+    def _on_recall_request(self, sender: int | None) -> None:
+        """A peer (re)started and asks what we saw it sign (§8): its newest statements."""
+        if sender is None or not 0 <= sender < self.committee.n or sender == self.me:
+            return
+        if recall.should_answer(self._recall_answered, sender, self.view):
+            self._emit(Send(sender, RecallAnswer(sender,
+                                                 recall.own_statements(self._seen, sender))))
+
+    def _guard_recalled(self, answer: RecallAnswer) -> None:
+        """Our own statements a peer returned are ours: into the guard, durably, so a second
+        restart (its peers may not answer again in the same view) still holds them (§8)."""
+        for st in answer.statements:
+            if self._guard.get((st.view, st.kind)) is None and \
+                    rules.guard_allows(self._guard, self.view, st.view, st.kind, st.digest):
+                self._guard[(st.view, st.kind)] = st.digest
+                self._emit(PersistSignerGuard(self.committee.epoch, st.view, st.kind,
+                                              st.digest))
+
+    def _recall_round(self, n: int) -> None:
+        """Ask (again: links may have come up since) and arm the next round's timer."""
+        self._emit(Broadcast(RecallRequest()))
+        self._emit(SetTimer(TimerKind.RECALL, n,
+                            max(1, self.config.view_timeout_ms // RECALL_ROUNDS)))
+
+    def _on_recall_timer(self, n: int) -> None:
+        if not self._recall.open:
+            return
+        if n < RECALL_ROUNDS:
+            self._recall_round(n + 1)
+            return
+        self._recall.close()  # the last round: go on with the answers we have
+        self._progress()  # a waiting proposal, or our own, may now be decided
+
     def _learn_block(self, block: Block) -> None:
         """Keep a block some certificate of ours refers to (late proposal, cert with block)."""
         if block.height <= self.tip.height or block.digest in self._blocks:
@@ -606,6 +703,19 @@ class Core:
         same = rules.quorum_votes(table, vote.digest, self.committee.quorum)
         if same is not None:
             self._on_certificate(sender, Certificate.from_votes(same), None, formed=True)
+        elif vote.kind is VoteKind.NULLIFY and vote.view == self.view:
+            self._end_early()
+
+    def _help_far_laggard(self, sender: int | None, vote: Vote) -> None:
+        """A member's own vote from too far behind to look at: it restarted after a long
+        absence; send it our newest certificates (relay.answers_far_laggard, §3.10)."""
+        if sender is None or vote.epoch != self.committee.epoch \
+                or not 0 < vote.view < self.view - MAX_VIEWS_BEHIND \
+                or not relay.answers_far_laggard(self._far_answered, self.committee,
+                                                 self.view, sender, vote):
+            return
+        for out in relay.newest_certificates(self._latest, self._blocks, self.tip):
+            self._emit(Send(sender, out.message))
 
     def _help_laggard(self, sender: int, vote: Vote, s: _View) -> None:
         """A peer still votes in a view we have left: maybe send it the certificate that
@@ -614,6 +724,12 @@ class Core:
         if ended is not None and relay.answers_laggard(s.relay, self.committee, self.view,
                                                        sender, vote, ended):
             self._emit(Send(sender, self._cert_message(ended)))
+            here = self._vs(self.view)
+            current = relay.restatements(self._key, self.committee, self.me, self.view,
+                                         here.proposal, self._views.get(self.view - 1),
+                                         self._guard)
+            for msg in relay.catch_up(ended, self._latest, self._blocks, self.tip, current):
+                self._emit(Send(sender, msg))
 
     def _on_certificate(self, sender: int | None, cert: Certificate, block: Block | None,
                         formed: bool) -> None:
@@ -640,7 +756,7 @@ class Core:
             if block is not None:
                 self._learn_block(block)
             self._note_latest(cert)
-            if formed:
+            if formed or relay.broadcasts_received(self.committee, self.me, cert, self.view):
                 self._announce(cert, s)
             if cert.view >= self.view:
                 self._consecutive_nulls = 0
@@ -671,7 +787,8 @@ class Core:
                 self._learn_block(block)
             if first:
                 self._note_latest(cert)
-                if formed:
+                if formed or relay.broadcasts_received(self.committee, self.me, cert,
+                                                       self.view):
                     self._announce(cert, s)
                 if cert.view >= self.view:
                     self._consecutive_nulls = 0

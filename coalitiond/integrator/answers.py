@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..consensus.types import Block, Certificate
+from ..consensus.types import Block, BlockHeader, Certificate
 from ..log.checkpoint import Checkpoint
 from ..log.records import FinalizedBlock
 from ..primitives.errors import RemoteError
@@ -79,7 +79,7 @@ class VerifiedCheckpoint:
     signers: tuple[int, ...]
     block: Block
     finalization: Certificate
-    certifier: Block
+    certifier: BlockHeader
 
     @property
     def size(self) -> int:
@@ -183,6 +183,15 @@ def decode_block(data: Any, what: str) -> Block:
         return Block.decode(data)
     except RemoteError as e:
         raise MalformedResponse(f"{what}: block does not decode: {e}") from None
+
+
+def decode_header(data: Any, what: str) -> BlockHeader:
+    if not isinstance(data, bytes):
+        raise MalformedResponse(f"{what}: block header must be bytes")
+    try:
+        return BlockHeader.decode(data)
+    except RemoteError as e:
+        raise MalformedResponse(f"{what}: block header does not decode: {e}") from None
 
 
 def decode_certificate(data: Any, what: str) -> Certificate:

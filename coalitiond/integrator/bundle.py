@@ -35,6 +35,7 @@ from .answers import (
     VerificationFailed,
     VerifiedCheckpoint,
     decode_block,
+    decode_header,
     expect_field,
     expect_hashes,
 )
@@ -259,7 +260,8 @@ def make_bundle_op(verifier: AnswerVerifier, index: int
         raise BadBundle(f"entry {index}: not in the newest certified checkpoint (size "
                         f"{vcp.size}, height {vcp.height}); try again once a later block "
                         "certifies it")
-    chain = [decode_header_of(raw) for raw in expect_field(obj, "chain", list, "checkpoint")]
+    chain = [decode_header(raw, "checkpoint") for raw in expect_field(obj, "chain", list,
+                                                                       "checkpoint")]
     inc = yield ("/v1/proof/inclusion", {"index": str(index), "size": str(vcp.size)})
     leaf = expect_field(inc, "leaf", bytes, f"entry {index}")
     proof = expect_hashes(inc, "proof", f"entry {index}")

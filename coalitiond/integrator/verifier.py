@@ -10,7 +10,7 @@ from typing import Any, Final
 from ..components.base import BadStateProof, check_state_proof
 from ..consensus.evidence import Evidence
 from ..consensus.root_evidence import WRONG_ROOT_KIND, WrongRoot
-from ..consensus.types import Block, Certificate, InvalidCertificate, Vote, VoteKind
+from ..consensus.types import Block, BlockHeader, Certificate, InvalidCertificate, Vote, VoteKind
 from ..log.chain import ChainVerifier, check_certificate
 from ..log.checkpoint import Checkpoint, CheckpointError, key_name, split_note, verify_checkpoint
 from ..log.records import FinalizedBlock, entry_leaf
@@ -35,6 +35,7 @@ from .answers import (
     VerifiedCheckpoint,
     decode_block,
     decode_certificate,
+    decode_header,
     expect_field,
     expect_hashes,
     expect_uint,
@@ -88,22 +89,24 @@ class AnswerVerifier:
         return cp, tuple(signers)
 
     def finalized(self, block: Block, chain_raw: Any, cert_raw: Any, what: str) -> Certificate:
-        """Check `block` final: `chain_raw` (encoded blocks) links it to the block that the
-        finalization `cert_raw` certifies (itself when the chain is empty)."""
+        """Check `block` final: `chain_raw` (encoded block headers) links it to the block
+        that the finalization `cert_raw` certifies (itself when the chain is empty)."""
         return self._final_chain(block, chain_raw, cert_raw, what)[1]
 
     def _final_chain(self, block: Block, chain_raw: Any, cert_raw: Any, what: str
-                     ) -> tuple[list[Block], Certificate]:
+                     ) -> tuple[list[BlockHeader], Certificate]:
+        """`block` and the encoded headers after it, linked by parent digest and height, the
+        last one finalised by `cert_raw`: the headers, `block`'s first, and the certificate."""
         if block.epoch != self.committee.epoch:
             raise BadCertificate(f"{what}: block of epoch {block.epoch}, committee epoch "
                                  f"{self.committee.epoch}")
         if not (isinstance(chain_raw, list) and len(chain_raw) <= MAX_CHAIN):
             raise MalformedResponse(f"{what}: chain must be a list of at most {MAX_CHAIN} "
                                     "blocks")
-        last = block
-        chain = [block]
+        last = block.header
+        chain = [last]
         for raw in chain_raw:
-            nxt = decode_block(raw, what)
+            nxt = decode_header(raw, what)
             if nxt.parent != last.digest or nxt.height != last.height + 1:
                 raise BadCertificate(f"{what}: chain block {nxt.height} does not link to "
                                      f"block {last.height}")
@@ -141,6 +144,7 @@ class AnswerVerifier:
                 f"{claimed.log_size} root {claimed.log_root.hex()[:16]} at height "
                 f"{claimed.height}")
         return VerifiedCheckpoint(cp, obj["note"], signers, block, cert, certifier)
+
 
     def entries(self, obj: Any, start: int, cp: VerifiedCheckpoint) -> list[LogEntry]:
         """The entries of a page, each proven in the checkpoint's tree. Their contents are
@@ -246,7 +250,7 @@ class AnswerVerifier:
                 raise BadCheckpoint(f"{w}: its checkpoint names another block")
             fb = FinalizedBlock(
                 block, None if fin is None else decode_certificate(fin, w),
-                None if nota is None else decode_certificate(nota, w), tuple(votes), (), note)
+                None if nota is None else decode_certificate(nota, w), tuple(votes), note)
             try:
                 final.extend(chain.feed(fb))
             except RemoteError as e:

@@ -24,12 +24,11 @@ from .records import FinalizedBlock, committee_from_record, committee_record, en
 from .sqlite import (
     STORE_FILENAME,
     BlockToAppend,
-    Equivocation,
     EventResult,
     EvidenceRecord,
     GuardRecord,
+    SeenRecord,
     Store,
-    equivocation_evidence,
     store_path,
 )
 
@@ -40,13 +39,13 @@ __all__ = [
     "AuditSummary",
     "BlockToAppend",
     "CommitteeMismatch",
-    "Equivocation",
     "EventResult",
     "EvidenceRecord",
     "FinalizedBlock",
     "GuardRecord",
     "LogAuditor",
     "SchemaMismatch",
+    "SeenRecord",
     "SignerConflict",
     "Store",
     "StoreCorrupt",
@@ -56,6 +55,5 @@ __all__ = [
     "committee_from_record",
     "committee_record",
     "entry_leaf",
-    "equivocation_evidence",
     "store_path",
 ]

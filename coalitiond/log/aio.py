@@ -20,7 +20,7 @@ from ..consensus.types import Block, Certificate, Vote, VoteKind
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from .checkpoint import Checkpoint
-from .sqlite import BlockToAppend, EventResult, EvidenceRecord, GuardRecord, Store
+from .sqlite import BlockToAppend, EventResult, EvidenceRecord, GuardRecord, SeenRecord, Store
 
 T = TypeVar("T")
 
@@ -95,15 +95,18 @@ class AsyncStore:
     async def append_blocks(self, items: Sequence[BlockToAppend], *,
                             verify_signatures: bool = True,
                             guard: Sequence[GuardRecord] = (),
-                            late_votes: Sequence[tuple[int, Vote]] = ()) -> list[Checkpoint]:
+                            late_votes: Sequence[tuple[int, Vote]] = (),
+                            seen: Sequence[SeenRecord] = (),
+                            seen_floor: int | None = None) -> list[Checkpoint]:
         return await self.run(lambda s: s.append_blocks(
-            items, verify_signatures=verify_signatures, guard=guard, late_votes=late_votes))
+            items, verify_signatures=verify_signatures, guard=guard, late_votes=late_votes,
+            seen=seen, seen_floor=seen_floor))
 
     async def guard(self, epoch: int, view: int, kind: VoteKind, digest: bytes) -> None:
         await self.run(lambda s: s.guard(epoch, view, kind, digest))
 
     async def record_event(self, *, guard: Sequence[GuardRecord] = (),
-                           seen: Sequence[Vote] = (),
+                           seen: Sequence[SeenRecord] = (),
                            evidence: Sequence[EvidenceRecord] = ()) -> EventResult:
         return await self.run(lambda s: s.record_event(guard=guard, seen=seen,
                                                        evidence=evidence))

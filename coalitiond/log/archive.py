@@ -33,9 +33,13 @@ from .records import FinalizedBlock, committee_from_record, committee_record
 from .sqlite import Store
 
 MAGIC: Final = b"coalitiond-archive/1\n"
-FORMAT_VERSION: Final = 1
-#: One frame holds at most one block (≤ 8 MiB) with its entries (≤ the block again, plus
-#: per-entry framing), votes and checkpoint: 32 MiB bounds it with room to spare.
+#: 2: block records of schema 2 (entries derived from the block, docs/formats.md). Version 1
+#: archives (schema-1 records, entries carried) are still read and verified.
+FORMAT_VERSION: Final = 2
+READABLE_VERSIONS: Final = (1, 2)
+#: One frame holds at most one block record (≤ 8 MiB of block — a schema-1 record carries its
+#: entries too, ≤ the block again plus per-entry framing — with votes and checkpoint):
+#: 32 MiB bounds it with room to spare.
 MAX_FRAME: Final = 32 * 1024 * 1024
 MAX_CONFIG_TEXT: Final = 1024 * 1024
 _LEN: Final = struct.Struct(">I")
@@ -91,7 +95,7 @@ def export_archive(store: Store, out: Path, *, config_text: str | None = None) -
             height = entries = 0
             for fb in store.iter_finalized():
                 put(_frame(fb.to_wire()))
-                height, entries = fb.height, entries + len(fb.entries)
+                height, entries = fb.height, entries + len(fb.block.commands)
             ev = store.evidence()
             for item in ev:
                 put(_frame(["evidence", item.member, item.epoch, item.view, item.kind,
@@ -172,9 +176,9 @@ def _header(r: _Reader) -> ArchiveHeader:
     if not (isinstance(obj, list) and len(obj) == 5 and obj[0] == "header"):
         raise AuditFailure("archive header: expected [\"header\", version, committee, signer, "
                            "config]")
-    if obj[1] != FORMAT_VERSION:
+    if obj[1] not in READABLE_VERSIONS or isinstance(obj[1], bool):
         raise AuditFailure(f"archive format version {obj[1]!r}, this coalitiond reads "
-                           f"{FORMAT_VERSION}")
+                           f"{', '.join(map(str, READABLE_VERSIONS))}")
     try:
         committee = committee_from_record(obj[2])
     except MalformedMessage as e:
@@ -345,4 +349,4 @@ def compare_archives(a: Path, b: Path) -> Comparison:
             if xa.block.digest != xb.block.digest:
                 return Comparison(committee, height, entries, (xa.height, xb.height), True,
                                   (_side(xa, committee), _side(xb, committee)))
-            height, entries = xa.height, entries + len(xa.entries)
+            height, entries = xa.height, entries + len(xa.block.commands)

@@ -1,16 +1,21 @@
 """Offline audit of a log: a pure, incremental checker (no I/O).
 
 Fed one FinalizedBlock at a time (from a store or an archive), it checks the hash chain,
-certificates (q distinct committee members, valid signatures), every collected vote, the
-entries against the block's commands, and each checkpoint (signature, size, root, committee,
-epoch, height, block digest) against the Merkle tree it rebuilds. The first problem raises
-AuditFailure naming the height, the entry index when there is one, and what failed.
+certificates (q distinct committee members, valid signatures), every collected vote, each
+checkpoint (signature, size, root, committee, epoch, height, block digest) against the Merkle
+tree it rebuilds, and the log roots each block certifies (`executed_height`, `log_size`,
+`log_root`, docs/protocol.md §7) against the tree at that height. The first problem raises
+AuditFailure naming the height, the entry index when there is one, and what failed. The
+entries are the block's own leaves (`entry_leaves`, a record carries no others); a store
+checks its stored copy of them against the same leaves (`Store.audit`).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from ..consensus.types import (
     Certificate,
@@ -22,7 +27,12 @@ from ..primitives.committee import CommitteeSpec
 from ..primitives.errors import CoalitiondError
 from ..primitives.merkle import Frontier, leaf_hash
 from .checkpoint import CheckpointError, verify_checkpoint
-from .records import FinalizedBlock, entry_leaf
+from .records import FinalizedBlock, entry_leaves
+
+#: Tree (size, root) remembered per height to check the roots later blocks certify. Honest
+#: voters never certify a height older than the roots they keep (1024), so a block that
+#: names one older than this window cannot be in a committee's chain.
+ROOTS_WINDOW: Final = 65_536
 
 
 class AuditFailure(CoalitiondError):
@@ -67,6 +77,8 @@ class LogAuditor:
         self.summary = AuditSummary(0, 0, self.tree.root(), genesis.digest)
         #: Heights notarised but not (yet) finalised by a descendant's finalize certificate.
         self.pending: list[int] = []
+        #: The tree (size, root) after each of the last ROOTS_WINDOW heights.
+        self.tree_at: OrderedDict[int, tuple[int, bytes]] = OrderedDict([(0, (0, self.tree.root()))])
 
     def feed(self, fb: FinalizedBlock) -> None:
         s = self.summary
@@ -83,6 +95,14 @@ class LogAuditor:
                        f"({s.head_digest.hex()[:16]}): the hash chain is broken")
         if b.epoch != self.committee.epoch:
             raise fail(f"block epoch {b.epoch}, committee epoch {self.committee.epoch}")
+        certified = self.tree_at.get(b.executed_height)
+        if certified is None:
+            raise fail(f"the block certifies the log at height {b.executed_height}, more than "
+                       f"{ROOTS_WINDOW} heights back")
+        if certified != (b.log_size, b.log_root):
+            raise fail(f"the block certifies log size {b.log_size} root "
+                       f"{b.log_root.hex()[:16]} at height {b.executed_height}; the log there "
+                       f"has size {certified[0]} root {certified[1].hex()[:16]}")
         for cert, kind in ((fb.finalization, VoteKind.FINALIZE),
                            (fb.notarization, VoteKind.NOTARIZE)):
             if cert is not None:
@@ -99,16 +119,13 @@ class LogAuditor:
             self.pending.clear()
         else:
             self.pending.append(h)
-        if len(fb.entries) != len(b.commands):
-            raise fail(f"{len(fb.entries)} entries for {len(b.commands)} commands")
-        for i, leaf in enumerate(fb.entries):
-            if leaf != entry_leaf(b, i):
-                raise fail(f"entry bytes do not match the block's command {i}", s.entries + i)
+        leaves = entry_leaves(b)
+        for leaf in leaves:
             lh = leaf_hash(leaf)
             self.tree.append(lh)
             if self.keep_leaf_hashes:
                 s.leaf_hashes.append(lh)
-        s.entries += len(fb.entries)
+        s.entries += len(leaves)
         try:
             cp = verify_checkpoint(fb.checkpoint, self.signer)
         except CheckpointError as e:
@@ -123,6 +140,9 @@ class LogAuditor:
                 self.committee.committee_id, b.epoch, h, b.digest):
             raise fail("checkpoint names another committee, epoch, height or block")
         s.height, s.head_digest, s.root = h, b.digest, root
+        self.tree_at[h] = (s.entries, root)
+        if len(self.tree_at) > ROOTS_WINDOW:
+            self.tree_at.popitem(last=False)
         s.blocks += 1
 
     def _check_certificate(self, fail: Callable[..., AuditFailure], cert: Certificate, kind: VoteKind,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ..consensus.types import Block, Certificate, VoteKind
+from ..consensus.types import Block, BlockHeader, Certificate, VoteKind
 from ..primitives.committee import CommitteeSpec
 from ..primitives.errors import RemoteError
 from .records import FinalizedBlock
@@ -52,7 +52,7 @@ class ChainVerifier:
 
 
 def check_certificate(committee: CommitteeSpec, cert: Certificate, kind: VoteKind,
-                      block: Block) -> None:
+                      block: Block | BlockHeader) -> None:
     """`cert` must be a valid `kind` certificate of exactly `block` (RemoteError if not)."""
     if cert.kind is not kind or cert.digest != block.digest or cert.view != block.view:
         raise RemoteError(f"height {block.height}: the {kind.name.lower()} certificate is "

@@ -6,7 +6,14 @@
   nothing else): `["committee", 1, network_name, component_kind, component_name,
   [member public keys], fault_bound, epoch, component_config_digest]`; the committee id is
   recomputed from it, never read.
-* FinalizedBlock: one block with everything this member holds about it.
+* FinalizedBlock: one block with everything this member holds about it. Its record (what
+  catch-up answers, followers, `tail` and archives carry) is
+  `["block", 2, block, finalization|null, notarization|null, [vote...], checkpoint]`: the
+  entries are not in it, since each entry leaf is `entry_leaf(block, index)`; a record
+  carries every command once (docs/formats.md, "Block record"). The schema-1 record
+  `["block", block, fin, nota, votes, [entry leaf...], checkpoint]` (every command twice) is
+  still read, from old archives and peers, and only when its entries are exactly the
+  block's leaves; it is never written.
 """
 
 from __future__ import annotations
@@ -15,16 +22,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ..consensus.limits import MAX_SERVABLE_BLOCK_BYTES
 from ..consensus.types import Block, Certificate, MalformedMessage, Vote, VoteKind
 from ..primitives.committee import CommitteeSpec
 from ..primitives.encoding import encode
 from ..primitives.errors import LocalError
+from .checkpoint import MAX_NOTE_SIZE
 from .errors import StoreUsageError
 
 ENTRY_SCHEMA: Final = 1
 COMMITTEE_RECORD_SCHEMA: Final = 1
 #: Votes one block can carry: every member's notarize and finalize vote.
 MAX_VOTES_PER_BLOCK: Final = 2 * 1024
+#: The block record's schema (2: entries derived from the block, not carried).
+RECORD_SCHEMA: Final = 2
+#: Bytes a served record adds to its block, at most, for a committee of up to 64 members:
+#: two certificates of 64 signatures (≤ 4 600 bytes each), 128 votes (≤ 140 bytes each),
+#: the checkpoint note (≤ MAX_NOTE_SIZE bytes) and the record's own heads — about 96 KiB.
+MAX_RECORD_OVERHEAD: Final = 128 * 1024
+#: The largest record of a block any committee accepts (docs/protocol.md §10): every
+#: serving limit is above it (tests/test_block_size.py).
+MAX_RECORD_BYTES: Final = MAX_SERVABLE_BLOCK_BYTES + MAX_RECORD_OVERHEAD
 
 
 def entry_leaf(block: Block, index: int) -> bytes:
@@ -83,24 +101,36 @@ class FinalizedBlock:
     finalization: Certificate | None
     notarization: Certificate | None
     votes: tuple[Vote, ...]
-    entries: tuple[bytes, ...]
     checkpoint: str
 
     @property
     def height(self) -> int:
         return self.block.height
 
+    @property
+    def entries(self) -> tuple[bytes, ...]:
+        """The block's entry leaves, derived (`entry_leaves`): never stored in the record."""
+        return tuple(entry_leaves(self.block))
+
     def to_wire(self) -> list[Any]:
-        return ["block", self.block.encode(),
+        return ["block", RECORD_SCHEMA, self.block.encode(),
                 None if self.finalization is None else self.finalization.encode(),
                 None if self.notarization is None else self.notarization.encode(),
-                [v.to_wire() for v in self.votes], list(self.entries), self.checkpoint]
+                [v.to_wire() for v in self.votes], self.checkpoint]
 
     @classmethod
     def from_wire(cls, obj: Any) -> FinalizedBlock:
         if not (isinstance(obj, list) and len(obj) == 7 and obj[0] == "block"):
             raise MalformedMessage("block record: expected [\"block\", ...7 items]")
-        _, body, fin, nota, votes, entries, note = obj
+        legacy = isinstance(obj[1], bytes)
+        if legacy:  # schema 1: ["block", block, fin, nota, votes, entries, note]
+            _, body, fin, nota, votes, entries, note = obj
+        else:
+            if not (obj[1] == RECORD_SCHEMA and isinstance(obj[1], int)
+                    and not isinstance(obj[1], bool)):
+                raise MalformedMessage(f"block record: schema {obj[1]!r}, this coalitiond "
+                                       f"reads {RECORD_SCHEMA} (and 1)")
+            _, _, body, fin, nota, votes, note = obj
         if not isinstance(body, bytes):
             raise MalformedMessage("block record: block must be bytes")
         if fin is not None and not isinstance(fin, bytes):
@@ -109,14 +139,17 @@ class FinalizedBlock:
             raise MalformedMessage("block record: notarization must be bytes or null")
         if not (isinstance(votes, list) and len(votes) <= MAX_VOTES_PER_BLOCK):
             raise MalformedMessage(f"block record: at most {MAX_VOTES_PER_BLOCK} votes")
-        if not (isinstance(entries, list) and all(isinstance(e, bytes) for e in entries)):
-            raise MalformedMessage("block record: entries must be a list of byte strings")
-        if not isinstance(note, str):
-            raise MalformedMessage("block record: checkpoint must be text")
-        return cls(Block.decode(body),
+        if not (isinstance(note, str) and len(note.encode()) <= MAX_NOTE_SIZE):
+            raise MalformedMessage(f"block record: checkpoint must be text of at most "
+                                   f"{MAX_NOTE_SIZE} bytes")
+        block = Block.decode(body)
+        if legacy and entries != entry_leaves(block):
+            raise MalformedMessage("block record (schema 1): its entries are not the block's "
+                                   "entry leaves")
+        return cls(block,
                    None if fin is None else Certificate.decode(fin),
                    None if nota is None else Certificate.decode(nota),
-                   tuple(Vote.from_wire(v) for v in votes), tuple(entries), note)
+                   tuple(Vote.from_wire(v) for v in votes), note)
 
 
 def vote_for(block: Block, kind: VoteKind, signer: int, signature: bytes) -> Vote:

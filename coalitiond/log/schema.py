@@ -70,7 +70,9 @@ DDL: Final = (
         check_ BLOB NOT NULL,
         PRIMARY KEY (epoch, view, kind)
     ) WITHOUT ROWID""",
-    # The first verified vote seen per (member, epoch, view, kind): equivocation detection.
+    # The first verified statement seen per (member, epoch, view, kind), kind as in
+    # signer_guard (3: a proposal), for a window of recent views: the consensus core reloads
+    # it at start, so an equivocation whose halves straddle a restart is still caught.
     # check: as for signer_guard, over ["seen", member, epoch, view, kind, digest, signature].
     """CREATE TABLE seen_votes (
         member INTEGER NOT NULL,

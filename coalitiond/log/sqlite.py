@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from ..consensus.evidence import Evidence
+from ..consensus.root_evidence import WRONG_ROOT_KIND, WrongRoot
 from ..consensus.types import (
     Block,
     Certificate,
@@ -43,7 +45,7 @@ from ..primitives import merkle
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.encoding import decode, encode
-from ..primitives.errors import EncodingError
+from ..primitives.errors import EncodingError, RemoteError
 from ..primitives.identity import digest as blake3_digest
 from ..primitives.logs import get_logger
 from ..primitives.metrics import counter, gauge, histogram
@@ -80,8 +82,10 @@ OPEN_CHECK_BLOCKS: Final = 16
 GUARD_OPEN_CHECK_ROWS: Final = 4096
 #: Blocks appended in one transaction at most (catch-up batches).
 MAX_BLOCKS_PER_TRANSACTION: Final = 1024
-#: Guard records, seen votes and evidence items in one event transaction at most.
+#: Guard records, seen statements and evidence items in one event transaction at most.
 MAX_EVENT_ITEMS: Final = 4096
+#: First-seen statements written with one append at most (the shell sends fewer).
+MAX_SEEN_PER_APPEND: Final = 4096
 MAX_EVIDENCE_SIZE: Final = 64 * 1024
 #: How long a second process (e.g. `export` while the daemon runs) waits for a lock.
 BUSY_TIMEOUT_MS: Final = 5000
@@ -115,8 +119,9 @@ class GuardRecord:
 
 @dataclass(frozen=True, slots=True)
 class EvidenceRecord:
-    """One piece of misbehaviour evidence; `body` is self-contained and opaque to the store
-    (deduplicated by its blake3 digest)."""
+    """One piece of misbehaviour evidence: `body` is what the consensus core made, an encoded
+    `Evidence` (an equivocation, docs/protocol.md §5) or `WrongRoot` (kind `wrong-root`,
+    §7); the other fields are its columns. Deduplicated by the blake3 digest of the body."""
 
     member: int
     epoch: int
@@ -124,19 +129,31 @@ class EvidenceRecord:
     kind: str
     body: bytes
 
+    @classmethod
+    def of(cls, ev: Evidence | WrongRoot) -> EvidenceRecord:
+        kind = WRONG_ROOT_KIND if isinstance(ev, WrongRoot) else ev.kind.value
+        return cls(ev.member, ev.epoch, ev.view, kind, ev.encode())
+
 
 @dataclass(frozen=True, slots=True)
-class Equivocation:
-    """Two votes of one member that conflict: `first` was stored, `second` was refused."""
+class SeenRecord:
+    """The first statement this member saw from `member` for (epoch, view, kind), with that
+    member's signature: kind 0 notarize, 1 finalize, 2 nullify, 3 propose (the guard's
+    kinds). Kept for a window of views so that an equivocation whose halves straddle a
+    restart is still caught (docs/formats.md, seen statements)."""
 
-    first: Vote
-    second: Vote
+    member: int
+    epoch: int
+    view: int
+    kind: int
+    digest: bytes
+    signature: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class EventResult:
-    equivocations: tuple[Equivocation, ...]
     evidence_added: int
+    seen_added: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +166,6 @@ class BlockToAppend:
     notarization: Certificate | None = None
 
 
-def equivocation_evidence(e: Equivocation) -> EvidenceRecord:
-    """Default evidence body for two conflicting votes: both signed votes, verifiable offline
-    with the committee alone."""
-    body = encode(["equivocation", 1, e.first.to_wire(), e.second.to_wire()])
-    return EvidenceRecord(e.first.signer, e.first.epoch, e.first.view,
-                          f"{e.first.kind.name.lower()}/{e.second.kind.name.lower()}", body)
-
-
 def _row_check(*fields: object) -> bytes:
     return blake3_digest(encode(list(fields)))[:8]
 
@@ -167,12 +176,20 @@ def _conflicting_guard_kind(kind: int) -> int | None:
             int(VoteKind.FINALIZE): int(VoteKind.NULLIFY)}.get(int(kind))
 
 
-def _conflicting_kind(kind: VoteKind) -> VoteKind | None:
-    """Nullify and finalize exclude each other within one view (DESIGN §2.5)."""
-    if kind is VoteKind.NULLIFY:
-        return VoteKind.FINALIZE
-    if kind is VoteKind.FINALIZE:
-        return VoteKind.NULLIFY
+def _evidence_refusal(e: EvidenceRecord) -> str | None:
+    """Why an evidence record is not one the store keeps: its body must decode as what the
+    consensus core makes (`Evidence`, or `WrongRoot` for kind `wrong-root`) and agree with
+    the record's columns (one format per kind, the core's)."""
+    if len(e.body) > MAX_EVIDENCE_SIZE:
+        return f"evidence of {len(e.body)} bytes exceeds {MAX_EVIDENCE_SIZE}"
+    try:
+        ev: Evidence | WrongRoot = (WrongRoot.decode(e.body) if e.kind == WRONG_ROOT_KIND
+                                    else Evidence.decode(e.body))
+    except (RemoteError, EncodingError) as exc:
+        return f"evidence body is not consensus evidence: {exc}"
+    if EvidenceRecord.of(ev) != e:
+        return (f"evidence record (member {e.member}, epoch {e.epoch}, view {e.view}, "
+                f"{e.kind}) differs from its body")
     return None
 
 
@@ -388,8 +405,11 @@ class Store:
             if count != len(b.commands):
                 raise self._corrupt("blocks", "entry count differs from commands", height)
             leaves = entry_leaves(b)
-            stored = c.execute("SELECT idx, body FROM entries WHERE height=? ORDER BY idx",
-                               (height,)).fetchall()
+            # By the primary key: entries has no index on height (a scan of the whole
+            # table per block made open O(log length)).
+            stored = c.execute("SELECT idx, body FROM entries WHERE idx >= ? AND idx < ? AND "
+                               "height=? ORDER BY idx", (first, first + count, height)
+                               ).fetchall()
             if [r[0] for r in stored] != list(range(first, first + count)):
                 raise self._corrupt("entries", "entries missing or misnumbered", height)
             for (idx, ebody), leaf in zip(stored, leaves, strict=True):
@@ -506,7 +526,9 @@ class Store:
     def append_blocks(self, items: Sequence[BlockToAppend], *,
                       verify_signatures: bool = True,
                       guard: Sequence[GuardRecord] = (),
-                      late_votes: Sequence[tuple[int, Vote]] = ()) -> list[Checkpoint]:
+                      late_votes: Sequence[tuple[int, Vote]] = (),
+                      seen: Sequence[SeenRecord] = (),
+                      seen_floor: int | None = None) -> list[Checkpoint]:
         """Append consecutive blocks atomically (one transaction): block, certificates, every
         vote held, entries, Merkle nodes and a signed checkpoint per block.
 
@@ -519,7 +541,8 @@ class Store:
 
         `guard`: signer-guard records of the same consensus event, committed in the same
         transaction (one fsync for the event instead of two); a conflict refuses it all.
-        `late_votes`: votes for blocks stored earlier, as `record_event` takes them.
+        `late_votes`: votes for blocks stored earlier, as `record_event` takes them;
+        `seen`, `seen_floor`: first-seen statements, likewise.
         """
         if self._key is None:
             raise StoreUsageError("append: store opened without the member's signing key")
@@ -532,6 +555,10 @@ class Store:
             raise StoreUsageError("append: the last block needs a finalize certificate")
         for it in items:
             self._check_item(it, verify_signatures)
+        if len(seen) > MAX_SEEN_PER_APPEND:
+            raise StoreUsageError(f"append: more than {MAX_SEEN_PER_APPEND} seen statements")
+        for r in seen:
+            self._check_seen(r)
         key = self._key
         frontier = merkle.Frontier(self.frontier.size, self.frontier.stack)
         height, head = self.height, self.head_digest
@@ -541,6 +568,7 @@ class Store:
             for g in guard:
                 self._guard_one(c, g)
             self._add_late_votes(c, late_votes)
+            self._add_seen(c, seen, seen_floor)
             out = []
             for it in items:
                 b = it.block
@@ -615,33 +643,33 @@ class Store:
         """
         self.record_event(guard=[GuardRecord(epoch, view, kind, digest)])
 
-    def record_event(self, *, guard: Sequence[GuardRecord] = (), seen: Sequence[Vote] = (),
+    def record_event(self, *, guard: Sequence[GuardRecord] = (),
+                     seen: Sequence[SeenRecord] = (), seen_floor: int | None = None,
                      evidence: Sequence[EvidenceRecord] = (),
                      late_votes: Sequence[tuple[int, Vote]] = ()) -> EventResult:
-        """One transaction: signer-guard records, first-seen votes, evidence, and votes for
-        blocks already stored (`late_votes`, see `_add_late_votes`).
+        """One transaction: signer-guard records, first-seen statements, evidence, and votes
+        for blocks already stored (`late_votes`, see `_add_late_votes`).
 
-        All or nothing: a guard conflict refuses the whole event. Seen votes that conflict
-        with the first one stored for (member, epoch, view, kind) — or a nullify against a
-        finalize of one view — are returned as Equivocations (the first stays stored); the
-        caller turns them into evidence. Vote signatures must have been verified by the
+        All or nothing: a guard conflict refuses the whole event. A seen statement is kept
+        only if none is stored for its (member, epoch, view, kind): the first stays (the
+        consensus core compares them, and makes the evidence); `seen_floor` drops the
+        stored ones of views below it (the window the core can still use). Evidence bodies
+        must be encoded consensus `Evidence`. Signatures must have been verified by the
         caller.
         """
         if len(guard) + len(seen) + len(evidence) + len(late_votes) > MAX_EVENT_ITEMS:
             raise StoreUsageError(f"event: more than {MAX_EVENT_ITEMS} items")
         for e in evidence:
-            if len(e.body) > MAX_EVIDENCE_SIZE:
-                raise StoreUsageError(f"evidence of {len(e.body)} bytes exceeds "
-                                      f"{MAX_EVIDENCE_SIZE}")
+            refusal = _evidence_refusal(e)
+            if refusal is not None:
+                raise StoreUsageError(refusal)
+        for r in seen:
+            self._check_seen(r)
 
         def write(c: sqlite3.Connection) -> EventResult:
             for g in guard:
                 self._guard_one(c, g)
-            found = []
-            for v in seen:
-                eq = self._seen_one(c, v)
-                if eq is not None:
-                    found.append(eq)
+            seen_added = self._add_seen(c, seen, seen_floor)
             added = 0
             for e in evidence:
                 cur = c.execute("INSERT OR IGNORE INTO evidence(digest, member, epoch, view, "
@@ -650,7 +678,7 @@ class Store:
                                  e.body))
                 added += cur.rowcount
             self._add_late_votes(c, late_votes)
-            return EventResult(tuple(found), added)
+            return EventResult(added, seen_added)
 
         return self._write("event", write)
 
@@ -706,33 +734,38 @@ class Store:
                   (g.epoch, g.view, kind, g.digest,
                    _row_check("guard", g.epoch, g.view, kind, g.digest)))
 
-    def _seen_row(self, c: sqlite3.Connection, member: int, epoch: int, view: int,
-                  kind: VoteKind) -> Vote | None:
-        row = c.execute("SELECT digest, signature, check_ FROM seen_votes WHERE member=? AND "
-                        "epoch=? AND view=? AND kind=?",
-                        (member, epoch, view, int(kind))).fetchone()
-        if row is None:
-            return None
-        if row[2] != _row_check("seen", member, epoch, view, int(kind), row[0], row[1]):
-            raise self._corrupt("seen_votes", f"row (member {member}, epoch {epoch}, view "
-                                f"{view}, {kind.name.lower()}) fails its checksum")
-        return Vote(kind, epoch, view, bytes(row[0]), member, bytes(row[1]))
+    @staticmethod
+    def _check_seen(r: SeenRecord) -> None:
+        if not 0 <= int(r.kind) < len(GUARD_KIND_NAMES) or len(r.digest) != 32 or \
+                len(r.signature) != 64 or r.view < 1 or r.member < 0:
+            raise StoreUsageError(f"seen statement: member {r.member} view {r.view} kind "
+                                  f"{int(r.kind)} / digest of {len(r.digest)} bytes / "
+                                  f"signature of {len(r.signature)} bytes is not one")
 
-    def _seen_one(self, c: sqlite3.Connection, v: Vote) -> Equivocation | None:
-        for kind in (v.kind, _conflicting_kind(v.kind)):
-            if kind is None:
+    def _add_seen(self, c: sqlite3.Connection, seen: Sequence[SeenRecord],
+                  floor: int | None) -> int:
+        """Keep the first statement per (member, epoch, view, kind); prune below `floor`."""
+        if floor is not None:
+            c.execute("DELETE FROM seen_votes WHERE epoch=? AND view<?",
+                      (self.committee.epoch, floor))
+        added = 0
+        for r in seen:
+            if floor is not None and r.view < floor:
                 continue
-            first = self._seen_row(c, v.signer, v.epoch, v.view, kind)
-            if first is None:
-                continue
-            if kind is v.kind and first.digest == v.digest:
-                return None  # the same vote again (or the same digest re-signed)
-            return Equivocation(first, v)
-        c.execute("INSERT INTO seen_votes VALUES (?, ?, ?, ?, ?, ?, ?)",
-                  (v.signer, v.epoch, v.view, int(v.kind), v.digest, v.signature,
-                   _row_check("seen", v.signer, v.epoch, v.view, int(v.kind), v.digest,
-                              v.signature)))
-        return None
+            kind = int(r.kind)
+            cur = c.execute("INSERT OR IGNORE INTO seen_votes VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (r.member, r.epoch, r.view, kind, r.digest, r.signature,
+                             _row_check("seen", r.member, r.epoch, r.view, kind, r.digest,
+                                        r.signature)))
+            added += cur.rowcount
+        return added
+
+    def _seen_record(self, row: tuple[Any, ...]) -> SeenRecord:
+        member, epoch, view, kind, digest, signature, check = row
+        if check != _row_check("seen", member, epoch, view, kind, digest, signature):
+            raise self._corrupt("seen_votes", f"row (member {member}, epoch {epoch}, view "
+                                f"{view}, {guard_kind_name(kind)}) fails its checksum")
+        return SeenRecord(member, epoch, view, kind, bytes(digest), bytes(signature))
 
     # ------------------------------------------------------------------ reading
 
@@ -750,21 +783,34 @@ class Store:
         self._guard_row(self._conn, epoch, row[0], row[1])  # checksum
         return int(row[0])
 
-    def guard_records(self, epoch: int) -> list[tuple[int, int, int, bytes]]:
-        """Every signer-guard record of `epoch` as (epoch, view, kind, digest), view order
-        (what the consensus core reloads after a restart). Checksums are verified."""
+    def guard_records(self, epoch: int, since_view: int = 0
+                      ) -> list[tuple[int, int, int, bytes]]:
+        """Every signer-guard record of `epoch` from view `since_view` on, as (epoch, view,
+        kind, digest), view order (what the consensus core reloads after a restart).
+        Checksums are verified."""
         out = []
         for view, kind, digest, check in self._conn.execute(
-                "SELECT view, kind, digest, check_ FROM signer_guard WHERE epoch=? "
-                "ORDER BY view, kind", (epoch,)):
+                "SELECT view, kind, digest, check_ FROM signer_guard WHERE epoch=? AND "
+                "view >= ? ORDER BY view, kind", (epoch, since_view)):
             if check != _row_check("guard", epoch, view, kind, digest):
                 raise self._corrupt("signer_guard", f"row (epoch {epoch}, view {view}, "
                                     f"{guard_kind_name(kind)}) fails its checksum")
             out.append((epoch, view, kind, bytes(digest)))
         return out
 
-    def first_seen(self, member: int, epoch: int, view: int, kind: VoteKind) -> Vote | None:
-        return self._seen_row(self._conn, member, epoch, view, kind)
+    def first_seen(self, member: int, epoch: int, view: int, kind: int) -> SeenRecord | None:
+        row = self._conn.execute(
+            "SELECT member, epoch, view, kind, digest, signature, check_ FROM seen_votes "
+            "WHERE member=? AND epoch=? AND view=? AND kind=?",
+            (member, epoch, view, int(kind))).fetchone()
+        return None if row is None else self._seen_record(row)
+
+    def seen_statements(self, epoch: int, from_view: int = 0) -> list[SeenRecord]:
+        """The first-seen statements of `epoch` from `from_view` on, in (view, member, kind)
+        order (what the consensus core reloads after a restart). Checksums are verified."""
+        return [self._seen_record(row) for row in self._conn.execute(
+            "SELECT member, epoch, view, kind, digest, signature, check_ FROM seen_votes "
+            "WHERE epoch=? AND view>=? ORDER BY view, member, kind", (epoch, from_view))]
 
     def evidence(self, start: int = 0, limit: int | None = None) -> list[EvidenceRecord]:
         """Evidence records in the order found; `start`/`limit` page through them."""
@@ -832,8 +878,8 @@ class Store:
         stop = self.height if stop is None else stop
         c = self._conn
         for height in range(max(start, 1), stop + 1):
-            row = c.execute("SELECT body, digest FROM blocks WHERE height=?", (height,)
-                            ).fetchone()
+            row = c.execute("SELECT body, digest, first_entry, entry_count FROM blocks "
+                            "WHERE height=?", (height,)).fetchone()
             if row is None:
                 raise self._corrupt("blocks", "block row is missing", height)
             b = self._decode_block(height, row[0], row[1])
@@ -852,12 +898,10 @@ class Store:
                 if kind not in (0, 1):
                     raise self._corrupt("block_votes", f"unknown vote kind {kind}", height)
                 votes.append(vote_for(b, VoteKind(kind), signer, bytes(sig)))
-            entries = tuple(bytes(r[0]) for r in c.execute(
-                "SELECT body FROM entries WHERE height=? ORDER BY idx", (height,)))
             note = c.execute("SELECT note FROM checkpoints WHERE height=?", (height,)
                              ).fetchone()
             yield FinalizedBlock(b, certs.get(int(VoteKind.FINALIZE)),
-                                 certs.get(int(VoteKind.NOTARIZE)), tuple(votes), entries,
+                                 certs.get(int(VoteKind.NOTARIZE)), tuple(votes),
                                  "" if note is None else str(note[0]))
 
     @contextmanager
@@ -908,11 +952,22 @@ class Store:
 
     def _audit(self) -> AuditSummary:
         auditor = LogAuditor(self.committee, self.member, keep_leaf_hashes=True)
-        seen = {"certificates": 0, "block_votes": 0, "checkpoints": 0}
+        seen = {"certificates": 0, "block_votes": 0, "checkpoints": 0, "entries": 0}
         with self.snapshot():
             try:
                 for fb in self.iter_finalized():
                     auditor.feed(fb)
+                    # The stored leaves (served by index, /v1/entries) are the block's own.
+                    first = auditor.summary.entries - len(fb.block.commands)
+                    stored = self._conn.execute(
+                        "SELECT idx, body FROM entries WHERE height=? ORDER BY idx",
+                        (fb.height,)).fetchall()
+                    for i, leaf in enumerate(fb.entries):
+                        if i >= len(stored) or stored[i][0] != first + i \
+                                or bytes(stored[i][1]) != leaf:
+                            raise self._corrupt("entries", f"entry {first + i} does not match "
+                                                f"its command", fb.height)
+                    seen["entries"] += len(stored)
                     seen["certificates"] += (fb.finalization is not None) + (
                         fb.notarization is not None)
                     seen["block_votes"] += len(fb.votes)

@@ -43,7 +43,7 @@ from ..components.executor import (
 )
 from ..components.tickets.component import Tickets
 from ..config import MemberConfig, load_config
-from ..consensus.types import Block, genesis_block
+from ..consensus.types import ZERO_DIGEST, Block, CertifiedRoots, genesis_block
 from ..log.chain import ChainVerifier
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
@@ -51,6 +51,14 @@ from ..primitives.errors import OperatorError, RemoteError
 from ..primitives.logs import get_logger
 from ..primitives.metrics import counter, gauge
 from .client import CommitteeClient
+from .snapshots import (
+    MAX_SNAPSHOT_CANDIDATES,
+    CertifiedReplay,
+    SnapshotFile,
+    SnapshotRefused,
+    SnapshotStore,
+    restore_replica,
+)
 
 log = get_logger(__name__)
 
@@ -125,7 +133,8 @@ class CommitteeFollower(Driver):
     through an executor of its own. Subclasses read the replayed state."""
 
     def __init__(self, key: SigningKey, executor: Executor, followed_config: MemberConfig,
-                 followed: CommitteeSpec) -> None:
+                 followed: CommitteeSpec, *, position: SnapshotStore | None = None,
+                 position_interval: int = 0) -> None:
         self.key = key
         self.executor = executor
         self.followed = followed
@@ -136,6 +145,15 @@ class CommitteeFollower(Driver):
         #: The last block replayed; the chain starts at the followed committee's genesis, so
         #: a member that answers with a later block than asked is refused (it does not link).
         self._last_block: Block = genesis_block(followed)
+        #: Where the replica's position is kept (snapshot files of the followed committee's
+        #: state, every `position_interval` blocks), so a restart resumes instead of
+        #: replaying the followed log from its genesis (docs/formats.md §8).
+        self.position = position
+        self.position_interval = position_interval
+        #: While resumed from a position file and not yet confirmed: checks the roots the
+        #: followed blocks certify against the replica's (node/snapshots.py).
+        self._unconfirmed: CertifiedReplay | None = None
+        self._log_size = 0
 
     def _fresh_replay(self) -> Executor:
         component = component_base.build(self.followed.component_kind,
@@ -143,7 +161,58 @@ class CommitteeFollower(Driver):
         component.bind(self.followed)
         return Executor(self.followed.committee_id, _acl_of(self._followed_config), component)
 
+    def resume(self) -> None:
+        """Start the replica from the newest position file that passes its checks; one that
+        does not is refused with a log line and the next older one tried (else: genesis)."""
+        if self.position is None:
+            return
+        for height in self.position.heights()[:MAX_SNAPSHOT_CANDIDATES]:
+            where = str(self.position.path(height))
+            try:
+                snap = self.position.read(height)
+                restore_replica(self.replay, snap, self.followed.committee_id, where)
+            except SnapshotRefused as exc:
+                log.warning("follow.position_refused", committee=self.followed.component_kind,
+                            reason=str(exc))
+                self.replay = self._fresh_replay()
+                continue
+            self._last_block = snap.block
+            self._log_size = snap.roots.log_size
+            self._unconfirmed = CertifiedReplay(snap.roots, check=True)
+            self.on_followed_block(snap.block)  # what the replica holds is verified here
+            log.info("follow.resumed", committee=self.followed.component_kind, height=height)
+            return
+
+    def _apply(self, block: Block) -> bytes:
+        return self.replay.apply_block(block.height, block.digest, block.commands).state_root
+
+    async def _replayed(self, block: Block) -> None:
+        """Apply one final block of the followed log (checking, while resumed and not yet
+        confirmed, the roots it certifies), then keep the position if due."""
+        if self._unconfirmed is not None:
+            where = "position file"
+            if self.position is not None:
+                where = str(self.position.path(self._unconfirmed.start))
+            self._unconfirmed.block(block, self._apply, where)  # SnapshotRefused: reset
+            if self._unconfirmed.certified_at is not None:
+                self._unconfirmed = None  # confirmed by a certified root
+            root = self.replay.state_root()
+        else:
+            root = self._apply(block)
+        self._log_size += len(block.commands)
+        if (self.position is not None and self.position_interval > 0
+                and block.height % self.position_interval == 0):
+            snap = SnapshotFile(self.followed.committee_id, block,
+                                CertifiedRoots(block.height, root, self._log_size, ZERO_DIGEST),
+                                self.replay.snapshot())
+            try:
+                await trio.to_thread.run_sync(self.position.write, snap)
+            except OSError as exc:
+                log.error("follow.position_write_failed", height=block.height,
+                          error=exc.strerror or str(exc))
+
     async def run(self) -> None:
+        self.resume()
         while True:
             try:
                 async with CommitteeClient.connect(self.key, self.followed,
@@ -164,6 +233,10 @@ class CommitteeFollower(Driver):
                 if not expected:
                     self.replay = self._fresh_replay()
                     self._last_block = genesis_block(self.followed)
+                    self._log_size = 0
+                    if self._unconfirmed is not None and self.position is not None:
+                        self.position.clear()  # they led to a state the chain disowns
+                    self._unconfirmed = None
                     self.on_replay_reset()
             await trio.sleep(FOLLOW_RETRY_S)
 
@@ -177,7 +250,7 @@ class CommitteeFollower(Driver):
             for fb in reply.blocks:
                 for final in verifier.feed(fb):
                     block = final.block
-                    self.replay.apply_block(block.height, block.digest, block.commands)
+                    await self._replayed(block)
                     self._last_block = block
                     self.on_followed_block(block)
 
@@ -197,8 +270,10 @@ class AlmanacFollower(CommitteeFollower):
     """
 
     def __init__(self, key: SigningKey, executor: Executor, almanac_config: MemberConfig,
-                 almanac: CommitteeSpec) -> None:
-        super().__init__(key, executor, almanac_config, almanac)
+                 almanac: CommitteeSpec, *, position: SnapshotStore | None = None,
+                 position_interval: int = 0) -> None:
+        super().__init__(key, executor, almanac_config, almanac, position=position,
+                         position_interval=position_interval)
         self.verified: OrderedDict[int, tuple[bytes, int | None]] = OrderedDict()
         self.latest: Stamp | None = None
         self.latest_known_at = 0.0
@@ -289,8 +364,10 @@ class TicketFollower(CommitteeFollower):
 
     def __init__(self, key: SigningKey, executor: Executor, root: bytes,
                  issuer_config: MemberConfig, issuer: CommitteeSpec,
-                 wall: Callable[[], float] = time.time) -> None:
-        super().__init__(key, executor, issuer_config, issuer)
+                 wall: Callable[[], float] = time.time, position: SnapshotStore | None = None,
+                 position_interval: int = 0) -> None:
+        super().__init__(key, executor, issuer_config, issuer, position=position,
+                         position_interval=position_interval)
         self.root = root
         self.wall = wall
         self._wanted: dict[bytes, bytes] = {}

@@ -68,6 +68,7 @@ from .journal import BlockJournal
 from .mempool import Mempool
 from .quote_driver import ProviderQuoteDriver
 from .resolver import Resolver, SolicitedNullifications
+from .snapshots import FOLLOW_DIR, SNAPSHOT_DIR, SnapshotStore, SnapshotWriter
 from .timers import TimerService
 from .verifier import CheckedEnvelopes, SeenMessages, Verifier
 from .voter import Voter, VoterStatus, recover
@@ -113,7 +114,8 @@ class Member:
         self.core_config = CoreConfig(leader_timeout_ms=t.leader_timeout_ms,
                                       view_timeout_ms=t.view_timeout_ms,
                                       batch_interval_ms=t.batch_interval_ms,
-                                      max_batch_commands=t.batch_max_commands)
+                                      max_batch_commands=t.batch_max_commands,
+                                      max_block_bytes=config.committee.max_block_bytes)
         self.guard_lost = guard_lost
         self.transport_config = transport_config
         self.store: AsyncStore | None = None
@@ -187,9 +189,12 @@ class Member:
                                            signing_key=self.key)
         store = self.store
         try:
+            snapshots = SnapshotStore(node.data_dir / SNAPSHOT_DIR, node.snapshots_kept)
             durable = await store.run(lambda s: recover(
                 s, self.committee, self.executor, self.journal, self.voter_status,
-                self.guard_lost))
+                self.guard_lost, snapshots))
+            snapshot_writer = SnapshotWriter(snapshots, self.committee.committee_id,
+                                             node.snapshot_interval)
             addresses = {m.peer_id: (m.address.host, m.address.port)
                          for m in self.config.committee.members}
             gate, tickets = self._attestation()
@@ -221,7 +226,8 @@ class Member:
                 journal=self.journal, checked=self.checked_envelopes, seen=self.seen,
                 remember_verified=verifier.remember_verified, inbox=inbox_recv, timers=timers,
                 relay_outbox=mempool.relay_outbox, fetch_requests=resolver.fetch_requests,
-                wake_readers=resolver.wake_parked, status=status, asked=solicited.asked)
+                wake_readers=resolver.wake_parked, status=status, asked=solicited.asked,
+                snapshot_writer=snapshot_writer)
             async with trio.open_nursery() as nursery:
                 try:
                     await nursery.start(manager.run)
@@ -233,6 +239,7 @@ class Member:
                     nursery.start_soon(run_expiry_rechecks, gate,
                                        manager.recheck_admission, time.time)
                 nursery.start_soon(timers.run)
+                nursery.start_soon(snapshot_writer.run)
                 nursery.start_soon(voter.run)
                 nursery.start_soon(verifier.run)
                 nursery.start_soon(mempool.gossip_intake)
@@ -283,11 +290,22 @@ class Member:
     def _build_drivers(self) -> list[Driver]:
         """The component's non-deterministic helpers (coalitiond/node/drivers.py)."""
         drivers: list[Driver] = []
+        node = self.config.node
+
+        def position(followed: CommitteeSpec) -> dict[str, Any]:
+            # Each followed committee's replica keeps its position next to our snapshots.
+            return {"position": SnapshotStore(node.data_dir / FOLLOW_DIR
+                                              / followed.committee_id.hex(),
+                                              node.snapshots_kept),
+                    "position_interval": node.snapshot_interval}
+
         if self.executor.follow_almanac is not None:
             almanac_config, almanac = load_almanac_spec(self.config)
-            drivers.append(AlmanacFollower(self.key, self.executor, almanac_config, almanac))
+            drivers.append(AlmanacFollower(self.key, self.executor, almanac_config, almanac,
+                                           **position(almanac)))
         for root, issuer_config, issuer in load_ticket_issuers(self.config):
-            drivers.append(TicketFollower(self.key, self.executor, root, issuer_config, issuer))
+            drivers.append(TicketFollower(self.key, self.executor, root, issuer_config, issuer,
+                                          **position(issuer)))
         if isinstance(self.component, Almanac):
             drivers.append(AlmanacTicker(self.committee, self.key, self.me, self.component,
                                          self.component.tick_interval_ms,

@@ -272,7 +272,7 @@ class Resolver:
                           and v.verify(self.committee))
             kept.append(FinalizedBlock(b, certified(fb.finalization, VoteKind.FINALIZE),
                                        certified(fb.notarization, VoteKind.NOTARIZE), votes,
-                                       fb.entries, fb.checkpoint))
+                                       fb.checkpoint))
             for command in b.commands:
                 # A refused envelope is refused again, deterministically, when applied.
                 with contextlib.suppress(CommandRefused):

@@ -38,6 +38,7 @@ from ..consensus.messages import (
     NullificationsAnswer,
     Proposal,
     ProposalHeader,
+    RecallAnswer,
     VerifiedVotes,
     decode_message,
     verify_message,
@@ -195,7 +196,9 @@ class Verifier:
                 self.committee.epoch, msg.view, msg.digest, msg.proposer, msg.signature) else 1
         if isinstance(msg, Vote):
             return 1
-        return 2 if isinstance(msg, EvidenceMessage) else 0  # a sync request has none
+        if isinstance(msg, RecallAnswer):
+            return len(msg.statements)
+        return 2 if isinstance(msg, EvidenceMessage) else 0  # sync and recall requests: none
 
     def _verify_decoded(self, decoded: list[tuple[int, Message]]
                         ) -> list[tuple[MessageReceived, Prechecked]]:

@@ -39,22 +39,25 @@ from ..consensus.events import (
     GuardRecord,
     MessageReceived,
     PersistSignerGuard,
+    RecordSeen,
     Refused,
+    SeenStatement,
     Send,
     SetTimer,
     Start,
     StateDivergence,
     WrongRootFound,
 )
+from ..consensus.limits import MAX_VIEWS_BEHIND
 from ..consensus.messages import Message, NullificationsRequest, encode_message
 from ..consensus.root_evidence import WRONG_ROOT_KIND
 from ..consensus.statements import SignedKind
-from ..consensus.types import Certificate, CertifiedRoots, VoteKind
+from ..consensus.types import Block, Certificate, CertifiedRoots, VoteKind
 from ..consensus.voter import Core
 from ..log.aio import AsyncStore
 from ..log.checkpoint import Checkpoint
 from ..log.records import FinalizedBlock
-from ..log.sqlite import BlockToAppend, EvidenceRecord, Store
+from ..log.sqlite import MAX_EVENT_ITEMS, BlockToAppend, EvidenceRecord, SeenRecord, Store
 from ..log.sqlite import GuardRecord as StoreGuardRecord
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
@@ -66,6 +69,7 @@ from . import wire
 from .drivers import Drivers
 from .inbox import SUBMISSIONS, Submission, VoterInput
 from .journal import BlockJournal, bounded_put
+from .snapshots import SnapshotStore, SnapshotWriter, restore_and_replay
 from .timers import TimerService
 from .verifier import CheckedEnvelopes, SeenMessages
 
@@ -82,6 +86,12 @@ INLINE_APPEND_COMMANDS: Final = 64
 SENDS_PER_YIELD: Final = 64
 #: Submitters waiting for outcomes.
 MAX_WAITING_SUBMITTERS: Final = 65_536
+#: First-seen statements waiting for the next commit (they never cost a commit of their
+#: own); beyond this the oldest are dropped and counted: only detection across a restart
+#: is weakened, never safety.
+MAX_PENDING_SEEN: Final = 2048
+#: The seen_votes table is pruned when its floor (view − MAX_VIEWS_BEHIND) moved this far.
+SEEN_PRUNE_VIEWS: Final = 16
 
 CORE_REFUSED = counter("consensus_refused_total", "Inputs the consensus core refused",
                        ("reason",))
@@ -97,6 +107,8 @@ EVIDENCE = counter("consensus_evidence_total", "Equivocation evidence found", ("
 DIVERGED = gauge("state_diverged", "1 when this member's executed state disagrees with a block")
 VOTE_CHECK_REFUSED = counter("vote_checks_refused_total",
                              "Proposals not voted for because a driver's check refused them")
+SEEN_DROPPED = counter("log_seen_statements_dropped_total",
+                       "First-seen statements dropped before a commit took them")
 LATE_VOTES = counter("log_late_votes_total",
                      "Votes that arrived after their block was handed to the log: stored with a "
                      "later commit, or dropped because too many were waiting", ("result",))
@@ -111,6 +123,8 @@ class VoterStatus:
         self.log_size = 0
         self.state_root = b"\x00" * 32
         self.finalized_commands = 0
+        #: Height of the snapshot the last start began from (0: replayed from genesis).
+        self.restored_from = 0
         #: Why our executed state disagrees with the chain; None while it agrees.
         self.diverged: str | None = None
         #: False once the member is stopping: new client commands are refused.
@@ -141,31 +155,65 @@ def _decoded_unverified(command: bytes) -> Envelope | None:
         return None  # the executor refuses it again, as it did the first time
 
 
+def seen_records(epoch: int, actions: Sequence[Action]) -> list[SeenRecord]:
+    """The store's rows for the first-seen statements among a step's actions."""
+    return [SeenRecord(a.statement.member, epoch, a.statement.view, int(a.statement.kind),
+                       a.statement.digest, a.statement.signature)
+            for a in actions if isinstance(a, RecordSeen)]
+
+
+def queue_seen(pending: list[SeenRecord], records: Sequence[SeenRecord],
+               limit: int = MAX_PENDING_SEEN) -> int:
+    """Append `records` to the statements waiting for a commit, keeping the newest `limit`;
+    returns how many of the oldest were dropped."""
+    pending.extend(records)
+    excess = len(pending) - limit
+    if excess <= 0:
+        return 0
+    del pending[:excess]
+    return excess
+
+
 def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: BlockJournal,
-            status: VoterStatus, guard_lost: bool) -> DurableState:
-    """Store thread, before the voter starts: rebuild the executor by replaying the log, and
-    the core's durable state."""
-    tip: FinalizedBlock | None = None
-    for fb in s.iter_finalized():
+            status: VoterStatus, guard_lost: bool,
+            snapshots: SnapshotStore | None = None) -> DurableState:
+    """Store thread, before the voter starts: rebuild the executor from the newest good
+    snapshot and the blocks after it (node/snapshots.py), and the core's durable state."""
+
+    def apply(block: Block) -> bytes:
         # Our own store holds only blocks whose envelopes were verified before they were
         # certified and stored: replay without checking every client signature again
         # (restart time would grow with the log). Admission is still decided afresh.
-        executor.apply_block(fb.height, fb.block.digest, fb.block.commands,
-                             checked=[_decoded_unverified(c) for c in fb.block.commands])
-        tip = fb
+        return executor.apply_block(block.height, block.digest, block.commands, checked=[
+            _decoded_unverified(c) for c in block.commands]).state_root
+
+    restored = restore_and_replay(s, executor, snapshots, apply)
+    tip: FinalizedBlock | None = s.finalized(s.height) if s.height else None
     status.height = s.height
+    status.restored_from = restored.snapshot_height
     journal.durable_height = s.height
     status.log_size = s.size
     status.state_root = executor.state_root()
+    # The core signs in no view below `start − MAX_VIEWS_BEHIND` (rules.guard_allows) and
+    # prunes its guard below that window: older records are never read, and loading them
+    # all would make every restart grow with the log (docs/decisions.md, snapshots).
+    highest = s.highest_signed_view(committee.epoch) or 0
+    start = max((0 if tip is None else tip.block.view) + 1, highest, 1)
     guard = tuple(GuardRecord(epoch, view, SignedKind(kind), digest)
-                  for epoch, view, kind, digest in s.guard_records(committee.epoch))
+                  for epoch, view, kind, digest in s.guard_records(
+                      committee.epoch, since_view=start - MAX_VIEWS_BEHIND - 1))
     guard_lost = guard_lost or (tip is not None and not guard)
+    start_view = max([tip.block.view + 1 if tip is not None else 1, *(g.view for g in guard)])
+    seen = tuple(SeenStatement(r.member, r.view, SignedKind(r.kind), r.digest, r.signature)
+                 for r in s.seen_statements(committee.epoch, start_view - MAX_VIEWS_BEHIND))
     tip_cert: Certificate | None = None
     if tip is not None:
         tip_cert = tip.finalization or tip.notarization
     FINALIZED_HEIGHT.set(status.height)
     log.info("member.recovered", height=status.height, log_size=status.log_size,
-             guard_records=len(guard), guard_lost=guard_lost,
+             snapshot=restored.snapshot_height, replayed=restored.replayed,
+             certified_at=restored.certified_at,
+             guard_records=len(guard), seen_statements=len(seen), guard_lost=guard_lost,
              state_root=status.state_root.hex()[:16])
     return DurableState(
         guard=guard,
@@ -174,6 +222,7 @@ def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: Blo
         executed=CertifiedRoots(status.height, status.state_root, s.size, s.root())
         if status.height else None,
         guard_lost=guard_lost,
+        seen=seen,
     )
 
 
@@ -191,7 +240,8 @@ class Voter:
                  relay_outbox: trio.MemorySendChannel[bytes],
                  fetch_requests: trio.MemorySendChannel[FetchBlocks],
                  wake_readers: Callable[[], None], status: VoterStatus,
-                 asked: Callable[[int, NullificationsRequest], None] | None = None) -> None:
+                 asked: Callable[[int, NullificationsRequest], None] | None = None,
+                 snapshot_writer: SnapshotWriter | None = None) -> None:
         self.committee = committee
         self.me = me
         self.executor = executor
@@ -209,6 +259,7 @@ class Voter:
         self.status = status
         #: Told of every `nullifications?` the core sends, so the verifier admits the answer.
         self.asked = asked
+        self.snapshot_writer = snapshot_writer
         self.core = Core(committee, key, core_config, durable,
                          validate_block_commands=self._validate_block_commands,
                          member_commands=drivers.member_commands)
@@ -217,6 +268,9 @@ class Voter:
         #: Commands a driver's vote-time check refused during the current step.
         self._refused_by_drivers: list[bytes] = []
         self._sends_since_yield = 0
+        #: First-seen statements for the next commit (docs/formats.md, seen statements).
+        self._seen_pending: list[SeenRecord] = []
+        self._seen_floor = -SEEN_PRUNE_VIEWS  # prune at the first commit
 
     async def run(self) -> None:
         await self._round([Start()])
@@ -331,6 +385,9 @@ class Voter:
         Returns the BlockExecuted events for the core."""
         guard = [StoreGuardRecord(a.epoch, a.view, _guard_kind(a.kind), a.digest)
                  for a in actions if isinstance(a, PersistSignerGuard)]
+        seen = seen_records(self.committee.epoch, actions)
+        if seen:
+            self._note_seen(seen)
         finalized = [a for a in actions if isinstance(a, Finalized)]
         appended = await self._persist(guard, finalized) if guard or finalized else ([], [])
         for action in actions:
@@ -355,8 +412,7 @@ class Voter:
                 EVIDENCE.labels(ev.kind.value).inc()
                 log.warning("consensus.evidence", member=ev.member, view=ev.view,
                             kind=ev.kind.value)
-                await self.store.record_event(evidence=[EvidenceRecord(
-                    ev.member, self.committee.epoch, ev.view, ev.kind.value, ev.encode())])
+                await self.store.record_event(evidence=[EvidenceRecord.of(ev)])
             elif isinstance(action, FetchBlocks):
                 # When a fetch is already under way the core asks again if still behind.
                 with contextlib.suppress(trio.WouldBlock):
@@ -366,9 +422,7 @@ class Voter:
                 EVIDENCE.labels(WRONG_ROOT_KIND).inc()
                 log.warning("consensus.evidence", member=wrong.member, view=wrong.view,
                             kind=WRONG_ROOT_KIND, height=wrong.local.height)
-                await self.store.record_event(evidence=[EvidenceRecord(
-                    wrong.member, self.committee.epoch, wrong.view, WRONG_ROOT_KIND,
-                    wrong.encode())])
+                await self.store.record_event(evidence=[EvidenceRecord.of(wrong)])
             elif isinstance(action, StateDivergence):
                 # A local fault: the core has stopped signing. One line says why.
                 self.status.diverged = (f"our roots differ from the certified ones at "
@@ -378,6 +432,22 @@ class Voter:
             elif isinstance(action, Refused):
                 CORE_REFUSED.labels(action.reason.split(":")[0][:48]).inc()
         return await self._apply_finalized(appended)
+
+    def _note_seen(self, records: Sequence[SeenRecord]) -> None:
+        """Queue first-seen statements for the next commit, bounded (MAX_PENDING_SEEN)."""
+        SEEN_DROPPED.inc(queue_seen(self._seen_pending, records))
+
+    def _take_seen(self, room: int = MAX_PENDING_SEEN) -> tuple[list[SeenRecord], int | None]:
+        """The queued first-seen statements the commit has `room` for (the rest wait for the
+        next one), and the view below which the store drops them (the core refuses
+        statements that old, so they can no longer prove anything): only every
+        SEEN_PRUNE_VIEWS views, so most commits do not scan the table."""
+        seen, self._seen_pending = self._seen_pending[:room], self._seen_pending[room:]
+        floor = self.core.view - MAX_VIEWS_BEHIND
+        if floor < self._seen_floor + SEEN_PRUNE_VIEWS:
+            return seen, None
+        self._seen_floor = floor
+        return seen, floor
 
     # -- finalisation: store, execute, tell submitters ----------------------------------
 
@@ -399,8 +469,10 @@ class Voter:
             # Blocks final through a descendant whose own finalization we have not been
             # handed yet wait: the store takes a chain only when its last block carries one.
             if guard:
-                await self.store.write_soon(lambda s: s.record_event(guard=guard,
-                                                                     late_votes=late))
+                # One event transaction holds at most MAX_EVENT_ITEMS items in all.
+                seen, floor = self._take_seen(max(0, MAX_EVENT_ITEMS - len(guard) - len(late)))
+                await self.store.write_soon(lambda s: s.record_event(
+                    guard=guard, late_votes=late, seen=seen, seen_floor=floor))
                 LATE_VOTES.labels("stored").inc(len(late))
             else:
                 self.journal.put_back_late_votes(late)
@@ -410,12 +482,15 @@ class Voter:
         # critical path of every view, and a thread hand-off costs more than the commit.
         # Large ones (Merkle nodes and entries for many commands) go to the worker thread,
         # where SQLite's C code runs alongside the loop.
+        seen, floor = self._take_seen()
         if sum(len(item.block.commands) for item in items) <= INLINE_APPEND_COMMANDS:
             checkpoints = await self.store.write_soon(lambda s: s.append_blocks(
-                items, verify_signatures=False, guard=guard, late_votes=late))
+                items, verify_signatures=False, guard=guard, late_votes=late, seen=seen,
+                seen_floor=floor))
         else:
-            checkpoints = await self.store.append_blocks(items, verify_signatures=False,
-                                                         guard=guard, late_votes=late)
+            checkpoints = await self.store.append_blocks(
+                items, verify_signatures=False, guard=guard, late_votes=late, seen=seen,
+                seen_floor=floor)
         self.journal.stored(items)
         LATE_VOTES.labels("stored").inc(len(late))
         return items, checkpoints
@@ -446,8 +521,11 @@ class Voter:
             seen = self.seen.take_first_seen(block.digest)
             if seen is not None:
                 FINALITY_LATENCY.observe(now - seen)
-            executed.append(BlockExecuted(CertifiedRoots(block.height, result.state_root,
-                                                         checkpoint.size, checkpoint.root)))
+            roots = CertifiedRoots(block.height, result.state_root, checkpoint.size,
+                                   checkpoint.root)
+            executed.append(BlockExecuted(roots))
+            if self.snapshot_writer is not None:
+                self.snapshot_writer.offer(block, roots, self.executor)
             self.drivers.on_applied(result)
             await self._tell_submitters(result, log_index)
         self.wake_readers()

@@ -8,7 +8,7 @@ Client channel (any authenticated peer, members and readers):
     ["submit", 1, request_id, envelope]            -> ["submitted", 1, request_id, envelope_id, accepted, reason|null]
                                                       later ["outcome", 1, request_id, height, log_index, [outcome...]]
     ["blocks?", 1, request_id, from_height, max_blocks, wait]
-                                                   -> ["blocks", 1, request_id, tip_height, [finalized block...]]
+                                                   -> ["blocks", 1, request_id, tip_height, [block record...]]
     ["status?", 1, request_id]                     -> ["status", 1, request_id, {status map}]
     any request may instead be answered           -> ["refused", 1, request_id, reason]
     (e.g. a member whose state diverged serves no reads, docs/protocol.md §7)
@@ -17,6 +17,11 @@ Gossip channel (members only): ["envelopes", 1, [envelope...]] — submitted env
 to every member, a few milliseconds' worth per message, so whichever member leads the next
 view can include them; ["observation", 1, bytes] — a member's signed input for a member
 command (an Almanac member's clock reading), which the component's driver decodes and checks.
+
+A block record is `FinalizedBlock.to_wire()` (docs/formats.md §2a): each command once, the
+entries derived from the block. A reply holds whole records only, up to the block servers'
+limit (4 MiB − 64 KiB); every block a committee accepts has a record below it
+(docs/protocol.md §10).
 
 `wait` asks the member to hold the request until a block beyond `from_height - 1` exists
 (bounded by BLOCKS_WAIT_S), which is how `tail --follow` avoids polling.

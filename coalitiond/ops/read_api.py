@@ -207,15 +207,16 @@ def _cert_bytes(cert: Any) -> bytes | None:
 
 def _finalizing_chain(s: Store, height: int, through: int | None = None
                       ) -> tuple[list[bytes], bytes] | None:
-    """For the stored block at `height`: (encoded blocks height+1..F, F's finalization)
-    where F is the first block from `through` (default `height`) on with its own finalize
-    certificate."""
+    """For the stored block at `height`: (encoded headers of the blocks height+1..F, F's
+    finalization) where F is the first block from `through` (default `height`) on with its
+    own finalize certificate. Headers, not blocks: the chain only has to link and to show
+    the certifier's roots, and a page of 3 MiB blocks would not fit one answer."""
     chain: list[bytes] = []
     first = height if through is None else through
     for h in range(height, min(s.height, first + MAX_CERTIFY_SCAN) + 1):
         fb = s.finalized(h)
         if h > height:
-            chain.append(fb.block.encode())
+            chain.append(fb.block.header.encode())
         if fb.finalization is not None and h >= first:
             return chain, fb.finalization.encode()
     return None

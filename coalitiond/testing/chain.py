@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from ..consensus.types import Block, Certificate, Vote, VoteKind, genesis_block
+from ..consensus.types import Block, Certificate, CertifiedRoots, Vote, VoteKind, genesis_block
+from ..log.records import entry_leaves
 from ..log.sqlite import BlockToAppend
+from ..primitives import merkle
 from ..primitives.committee import CommitteeSpec, default_fault_bound
 from ..primitives.crypto import SigningKey
 
@@ -29,14 +31,30 @@ class ChainBuilder:
                                        default_fault_bound(n))
         self.head = genesis_block(self.committee)
         self.view = 0
+        #: The log's Merkle frontier after each block built, by digest, so every block
+        #: certifies the real log at its parent's height (docs/protocol.md §7; the state
+        #: root stays zero: nothing is executed here).
+        self._log_after: dict[bytes, merkle.Frontier] = {self.head.digest: merkle.Frontier()}
 
     def block(self, commands: Sequence[bytes], *, parent: Block | None = None,
               view: int | None = None) -> Block:
         parent = self.head if parent is None else parent
         v = (max(self.view, parent.view) + 1) if view is None else view
-        return Block(self.committee.epoch, parent.height + 1, v, parent.digest,
-                     self.committee.leader(v), tuple(commands), parent.height,
-                     b"\x00" * 32)
+        log = self._log_after.get(parent.digest, merkle.Frontier())
+        certified = CertifiedRoots(parent.height, b"\x00" * 32, log.size, log.root()) \
+            if parent.height > 0 else CertifiedRoots(0, b"\x00" * 32, 0, merkle.EMPTY_ROOT)
+        block = Block.with_roots(self.committee.epoch, parent.height + 1, v, parent.digest,
+                                 self.committee.leader(v), tuple(commands), certified)
+        after = merkle.Frontier(log.size, log.stack)
+        for leaf in entry_leaves(block):
+            after.append(merkle.leaf_hash(leaf))
+        self._log_after[block.digest] = after
+        return block
+
+    def resume(self, head: Block, log: merkle.Frontier) -> None:
+        """Continue a chain a store already holds: its head block and its log's frontier."""
+        self.head, self.view = head, head.view
+        self._log_after[head.digest] = merkle.Frontier(log.size, log.stack)
 
     def votes(self, block: Block, kind: VoteKind, signers: Sequence[int] | None = None
               ) -> list[Vote]:

@@ -45,7 +45,9 @@ from ..consensus.events import (
     GuardRecord,
     MessageReceived,
     PersistSignerGuard,
+    RecordSeen,
     Refused,
+    SeenStatement,
     Send,
     SetTimer,
     Start,
@@ -100,6 +102,10 @@ class SimulationFailure(AssertionError):
     """An invariant broke. The message starts with `seed=S` so the run can be replayed."""
 
 
+#: First-seen statements a simulated member keeps across restarts (the daemon prunes its
+#: seen_votes table to the core's view window; this keeps the newest).
+SEEN_KEPT: Final = 4096
+
 @dataclass(frozen=True, slots=True)
 class NetworkConfig:
     min_delay_ms: int = 2
@@ -135,6 +141,9 @@ class Crash:
     at_ms: int
     restart_ms: int | None = None
     wipe_guard: bool = False  # amnesiac restart: the member counts as faulty
+    #: Restart from a backup taken at this time (guard and log behind, not lost): the
+    #: member stays honest, its start-up recall must keep it safe (docs/protocol.md §8).
+    backup_ms: int | None = None
     torn: bool = True  # the crash cuts the actions of the step it interrupts
 
 
@@ -212,6 +221,10 @@ class SimNode:
     fetching: FetchBlocks | None = None
     fetch_queued: FetchBlocks | None = None
     fetch_turn: int = 0
+    #: What a backup saved: guard records and stored blocks kept, exec root, log, roots.
+    backup: tuple[int, int, bytes, merkle.Frontier, CertifiedRoots | None] | None = None
+    #: First-seen statements of others, durable as the daemon's seen_votes (newest kept).
+    seen: list[SeenStatement] = field(default_factory=list)
     restarted_at: int = 0
     last_final_ms: int = -1
     finals_since_stable: int = 0
@@ -275,6 +288,8 @@ class Simulation:
         for sim_node in self.nodes:
             self._boot(sim_node, DurableState())
         for crash in config.crashes:
+            if crash.backup_ms is not None:
+                self._push(crash.backup_ms, "backup", (crash.node,))
             self._push(crash.at_ms, "crash", (crash,))
             self._stable_since = max(self._stable_since, crash.at_ms + TORN_CRASH_GRACE_MS)
             if crash.restart_ms is not None:
@@ -413,7 +428,11 @@ class Simulation:
                 self._crash(node)
         elif kind == "restart":
             (crash,) = payload
-            self._restart(self.nodes[crash.node], crash.wipe_guard)
+            self._restart(self.nodes[crash.node], crash.wipe_guard, crash.backup_ms is not None)
+        elif kind == "backup":
+            node = self.nodes[payload[0]]
+            node.backup = (len(node.guard), node.durable, node.exec_root,
+                           merkle.Frontier(node.log.size, node.log.stack), node.durable_roots)
         else:  # pragma: no cover
             raise self.fail(f"unknown event kind {kind}")
 
@@ -423,7 +442,7 @@ class Simulation:
         node.incarnation += 1
         node.fetching = node.fetch_queued = None
 
-    def _restart(self, node: SimNode, wipe_guard: bool) -> None:
+    def _restart(self, node: SimNode, wipe_guard: bool, from_backup: bool = False) -> None:
         if node.up:
             self._crash(node)
         node.up = True
@@ -431,10 +450,18 @@ class Simulation:
         node.finals_since_stable = 0
         if wipe_guard:
             node.guard.clear()
+        if from_backup and node.backup is not None:
+            guard_len, blocks_len, node.exec_root, log, node.durable_roots = node.backup
+            node.log = merkle.Frontier(log.size, log.stack)
+            del node.guard[guard_len:]
+            node.durable = min(node.durable, blocks_len)
         del node.finalized[node.durable:]  # finalised but not yet stored: lost
         tip, cert = node.finalized[-1] if node.finalized else (None, None)
         node.executed = node.durable_roots  # recovery replays the stored blocks
-        self._boot(node, DurableState(tuple(node.guard), tip, cert, node.executed, wipe_guard))
+        if wipe_guard or from_backup:
+            node.seen.clear()  # a wiped or restored store has lost them too
+        self._boot(node, DurableState(tuple(node.guard), tip, cert, node.executed, wipe_guard,
+                                      seen=tuple(node.seen)))
 
     # -- network ----------------------------------------------------------------------------
 
@@ -571,6 +598,10 @@ class Simulation:
         elif isinstance(action, StateDivergence):
             if not node.faulty:
                 raise self.fail(f"state divergence at node {node.node}: {action}")
+        elif isinstance(action, RecordSeen):
+            node.seen.append(action.statement)
+            if len(node.seen) > SEEN_KEPT:
+                del node.seen[: len(node.seen) - SEEN_KEPT]
         elif isinstance(action, Refused):
             reason = action.reason
             self.stats.refused_core[reason] = self.stats.refused_core.get(reason, 0) + 1

@@ -259,6 +259,21 @@ class Feed(Component):
     def restore(self, data: bytes) -> None:
         _SNAPSHOT.restore(self, data, self._state_from_snapshot)
 
+    def restore_own(self, data: bytes) -> None:
+        # Our own snapshot: every row is one of our entries' encodings, and the state root
+        # (count and tree root over the rows) is checked by the caller; decoding and
+        # checking each row again cost ~35 µs an entry (most of a restart).
+        def load(fields: list[Any]) -> dict[str, Any]:
+            (rows,) = fields
+            if len(rows) > MAX_FEED_ENTRIES or not all(isinstance(r, bytes) for r in rows):
+                raise _SNAPSHOT.error(f"expected at most {MAX_FEED_ENTRIES} byte strings")
+            tree = MemoryTree()
+            for row in rows:
+                tree.append_hash(leaf_hash(row))
+            return {"_entries": rows, "_tree": tree}
+
+        _SNAPSHOT.restore(self, data, load)
+
     def _state_from_snapshot(self, fields: list[Any]) -> dict[str, Any]:
         (rows,) = fields
         if len(rows) > MAX_FEED_ENTRIES:
