@@ -21,7 +21,6 @@ docs/verification.md §3 for the list of such layers.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import inspect
 import multiprocessing
 import os
@@ -134,13 +133,25 @@ def _quorum_off_by_one(p: Patcher) -> None:
 def _guard_lost_on_restart(p: Patcher) -> None:
     init = voter.Core.__init__
 
-    def forgetful(self: voter.Core, committee: Any, key: Any, config: Any,
+    def restarted(self: voter.Core, committee: Any, key: Any, config: Any,
                   durable: Any = None, *args: Any, **kwargs: Any) -> None:
-        if durable is not None:
-            durable = dataclasses.replace(durable, guard=())
         init(self, committee, key, config, durable, *args, **kwargs)
+        self._mutant_restarted = durable is not None and bool(durable.guard)  # type: ignore[attr-defined]
 
-    p.set(voter.Core, "__init__", forgetful)
+    p.set(voter.Core, "__init__", restarted)
+    # The start-up recall is the guard's other half after a restart (docs/protocol.md §8):
+    # never sign at or below a view peers showed us our own signature for. Kept alone, it
+    # makes the bypass harmless unless the last statements never left (equivalent mutant).
+    p.set(rules, "recall_allows", lambda recall_open, recalled_through, view: not recall_open)
+    p.source(voter.Core, "_sign_guarded", """
+        if not self._may_sign(view) or \\
+                not rules.guard_allows(self._guard, self.view, view, kind, digest):
+            return False
+        """, """
+        if not self._may_sign(view) or (not self._mutant_restarted and \\
+                not rules.guard_allows(self._guard, self.view, view, kind, digest)):
+            return False
+        """)
 
 
 def _finalize_after_nullify(p: Patcher) -> None:
@@ -194,8 +205,10 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
              "primitives.committee.quorum_size → q − 1, in every module that imported it "
              "(certificates formed and accepted with q − 1 signatures)", _quorum_off_by_one),
     Mutation("guard-lost-on-restart",
-             "voter.Core.__init__ ignores DurableState.guard (a restarted member signs as if "
-             "it had signed nothing, without the amnesia rule)", _guard_lost_on_restart),
+             "voter.Core._sign_guarded skips rules.guard_allows in a core restarted with "
+             "guard records, and rules.recall_allows without its `view > recalled_through` "
+             "(the durable and the recalled guard both bypassed after a restart; either "
+             "alone is an equivalent mutant: the other refuses)", _guard_lost_on_restart),
     Mutation("finalize-after-nullify",
              "rules.may_finalize_vote → True and rules.conflicts (the guard's) without the "
              "nullify/finalise pair (may_finalize_vote alone is an equivalent mutant: the "
@@ -307,6 +320,8 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mutant", action="append", choices=sorted(MUTATIONS),
                     help="run only this mutation (repeatable)")
+    ap.add_argument("--skip", action="append", default=[], choices=sorted(MUTATIONS),
+                    help="leave this mutation out (repeatable; CI skips a known survivor)")
     ap.add_argument("--only", help="run only this campaign run ('swarm seed=3') or campaign "
                                    "('swarm')")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -319,7 +334,7 @@ def main(argv: list[str]) -> int:
         for m in MUTATIONS.values():
             print(f"{m.name:28} {m.replaces}")
         return 0
-    names = args.mutant or list(MUTATIONS)
+    names = [n for n in args.mutant or list(MUTATIONS) if n not in args.skip]
     start = time.perf_counter()
     jobs = [(n, args.only, args.all) for n in names]
     if args.jobs > 1 and len(names) > 1:
