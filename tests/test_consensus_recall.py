@@ -15,7 +15,6 @@ from test_consensus_core import (
     blk,
     cert,
     core,
-    end_recall,
     own_votes,
     proposal,
     refusals,
@@ -53,6 +52,7 @@ from coalitiond.consensus.statements import SignedKind, sign_statement
 from coalitiond.consensus.types import ZERO_DIGEST, MalformedMessage, Vote, VoteKind
 from coalitiond.consensus.voter import Core
 from coalitiond.primitives.encoding import encode
+from coalitiond.testing.cores import end_recall
 
 
 def wire(msg: Message) -> Message:

@@ -34,13 +34,13 @@ from coalitiond.consensus.events import (
     GuardRecord,
     MessageReceived,
     Send,
-    Start,
 )
 from coalitiond.consensus.limits import MAX_VIEWS_BEHIND, SKIP_AFTER_SILENT_LEADS
 from coalitiond.consensus.messages import Nullification
 from coalitiond.consensus.statements import SignedKind
 from coalitiond.consensus.types import ZERO_DIGEST, Certificate, Vote, VoteKind
 from coalitiond.consensus.voter import Core
+from coalitiond.testing.cores import started
 from coalitiond.testing.simulator import (
     Crash,
     SimConfig,
@@ -122,7 +122,7 @@ def test_the_first_nullified_view_does_not_back_off() -> None:
 
 def _core(member: int, durable: DurableState | None = None) -> tuple[Core, list[Any]]:
     c = Core(COMMITTEE, KEYS[member], DAEMON, durable)
-    return c, c.step(Start())
+    return c, started(c)
 
 
 def _nullify_votes(actions: list[Any], me: int) -> list[int]:

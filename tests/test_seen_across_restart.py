@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_consensus_core import CONFIG, KEYS, blk, core, end_recall, vote
+from test_consensus_core import CONFIG, KEYS, blk, core, vote
 
 from coalitiond.commands.envelope import Acl
 from coalitiond.components.executor import Executor
@@ -36,6 +36,7 @@ from coalitiond.node.voter import (
     seen_records,
 )
 from coalitiond.testing.chain import ChainBuilder
+from coalitiond.testing.cores import end_recall
 
 D1, D2 = b"\x01" * 32, b"\x02" * 32
 
