@@ -229,7 +229,7 @@ def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: Blo
 
 
 class Voter:
-    """Owns the core (built here, with the block-validation hook) and the executor's
+    """Owns the core (built here; it answers the core's ValidateBlock) and the executor's
     progress; runs the rounds (`run`, its one task). It arms the core's timers on `timers`,
     which fire into the inbox like every other input."""
 
@@ -557,7 +557,7 @@ class Voter:
                              tuple(outcomes))))
             await self._sent_nowait()
 
-    # -- validation hook (called inside Core.step) ---------------------------------------
+    # -- validation (the answer to the core's ValidateBlock) -----------------------------
 
     def _validate_block_commands(self, commands: tuple[bytes, ...]) -> bool:
         for command in commands:
