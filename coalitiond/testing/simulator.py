@@ -34,6 +34,7 @@ from ..consensus.events import (
     Action,
     BlockExecuted,
     BlocksFetched,
+    BlockValidated,
     Broadcast,
     CommandSubmitted,
     CoreConfig,
@@ -53,9 +54,8 @@ from ..consensus.events import (
     Start,
     StateDivergence,
     TimerFired,
-    ValidationHook,
+    ValidateBlock,
     WrongRootFound,
-    accept_all,
 )
 from ..consensus.evidence import Evidence, EvidenceKind, evidence_kind
 from ..consensus.limits import MAX_VIEWS_AHEAD, MAX_VIEWS_BEHIND
@@ -173,7 +173,7 @@ class SimConfig:
     max_events: int = DEFAULT_MAX_EVENTS
     #: Fraction of client commands the (seeded) validation hook refuses, identically at
     #: every honest member: never queued by them (the daemon's mempool runs the same checks)
-    #: and refused in a Byzantine leader's block (`refusing_validation`).
+    #: and refused in a Byzantine leader's block (`ValidateBlock` answered false).
     refuse_commands: float = 0.0
 
 
@@ -319,14 +319,8 @@ class Simulation:
         share = self.config.refuse_commands
         return share > 0 and blake3_digest(b"%d/refuse/" % self.seed + command)[0] < 256 * share
 
-    def _validation(self, node: SimNode) -> ValidationHook:
-        if not self.config.refuse_commands or node.faulty:
-            return accept_all
-        return lambda commands: not any(self.refuses(c) for c in commands)
-
     def _boot(self, node: SimNode, durable: DurableState) -> None:
-        core = Core(self.committee, node.key, self.config.core, durable,
-                    validate_block_commands=self._validation(node))
+        core = Core(self.committee, node.key, self.config.core, durable)
         # The resolver asks its links in the order they came up: any peer may be first.
         node.fetch_turn = self._fetch.randrange(len(self.nodes))
         if node.behaviour != "honest":
@@ -392,6 +386,11 @@ class Simulation:
             node = self.nodes[idx]
             if node.up and node.incarnation == inc:
                 self._step(node, TimerFired(tkind, view))
+        elif kind == "validated":
+            idx, inc, view, digest, valid = payload
+            node = self.nodes[idx]
+            if node.up and node.incarnation == inc:
+                self._step(node, BlockValidated(view, digest, valid))
         elif kind == "execute":
             idx, inc, roots = payload
             node = self.nodes[idx]
@@ -513,6 +512,11 @@ class Simulation:
 
     # -- stepping and actions ---------------------------------------------------------------
 
+    def _validate(self, node: SimNode, commands: tuple[bytes, ...]) -> bool:
+        """The component's verdict on a block's commands: the seeded refusals
+        (`SimConfig.refuse_commands`) at honest members; a Byzantine member accepts all."""
+        return node.faulty or not any(self.refuses(c) for c in commands)
+
     def _step(self, node: SimNode, event: Event) -> None:
         actions = self._handle(node, event)
         cut = node.crash_cut
@@ -593,6 +597,10 @@ class Simulation:
                                     f"{wrong.member} (view {wrong.view})")
                 self.stats.wrong_roots[wrong.member] = \
                     self.stats.wrong_roots.get(wrong.member, 0) + 1
+        elif isinstance(action, ValidateBlock):
+            # The shell answers in the same round (node/voter.py): no time passes.
+            self._push(self.now, "validated", (node.node, node.incarnation, action.view,
+                                               action.digest, self._validate(node, action.commands)))
         elif isinstance(action, FetchBlocks):
             self._serve_fetch(node, action)
         elif isinstance(action, StateDivergence):
