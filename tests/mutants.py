@@ -141,7 +141,8 @@ def _guard_lost_on_restart(p: Patcher) -> None:
     p.set(voter.Core, "__init__", restarted)
     # The start-up recall is the guard's other half after a restart (docs/protocol.md §8):
     # never sign at or below a view peers showed us our own signature for. Kept alone, it
-    # makes the bypass harmless unless the last statements never left (equivalent mutant).
+    # makes the bypass harmless unless the last statements never left, as in the
+    # torn-proposal-restart scenario, which kills the durable bypass alone too.
     p.set(rules, "recall_allows", lambda recall_open, recalled_through, view: not recall_open)
     p.source(voter.Core, "_sign_guarded", """
         if not self._may_sign(view) or \\
@@ -207,8 +208,8 @@ MUTATIONS: dict[str, Mutation] = {m.name: m for m in [
     Mutation("guard-lost-on-restart",
              "voter.Core._sign_guarded skips rules.guard_allows in a core restarted with "
              "guard records, and rules.recall_allows without its `view > recalled_through` "
-             "(the durable and the recalled guard both bypassed after a restart; either "
-             "alone is an equivalent mutant: the other refuses)", _guard_lost_on_restart),
+             "(the durable and the recalled guard both bypassed after a restart; the recall's "
+             "alone is an equivalent mutant, the durable guard refuses)", _guard_lost_on_restart),
     Mutation("finalize-after-nullify",
              "rules.may_finalize_vote → True and rules.conflicts (the guard's) without the "
              "nullify/finalise pair (may_finalize_vote alone is an equivalent mutant: the "

@@ -85,3 +85,12 @@ def test_list_prints_what_each_mutation_replaces(capsys: pytest.CaptureFixture[s
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in MUTATIONS)
+
+
+def test_guard_lost_on_restart_is_killed_by_a_restart_into_an_unsent_proposal() -> None:
+    """The durable guard holds a proposal no peer saw (scripted torn write), so the recall
+    returns nothing for that view: bypassing the guard re-proposes, and the store refuses."""
+    verdict = attack("guard-lost-on-restart", only="scenario[torn-proposal-restart] seed=0")
+    assert verdict.killed and verdict.runs == 1, verdict
+    assert "store refused a guard record of honest node 2" in verdict.reason
+    assert "PROPOSE" in verdict.reason

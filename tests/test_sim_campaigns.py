@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from coalitiond.consensus.events import Finalized
+from coalitiond.consensus.statements import SignedKind
 from coalitiond.consensus.types import ZERO_DIGEST, Block, Certificate, Vote, VoteKind
 from coalitiond.consensus.voter import Core
 from coalitiond.testing.byzantine import CATALOGUE, GarbageSender
@@ -47,6 +48,15 @@ def campaign(seeds: list[int], make: Callable[[int], SimConfig]) -> list[Simulat
     return sims
 
 
+#: Scripted torn write (scenario "torn-proposal-restart").
+TORN_PROPOSER = 2
+
+
+def torn_proposal_restart(seed: int) -> SimConfig:
+    return SimConfig(seed=seed, n=5, target_new_blocks=10, crashes=(
+        Crash(TORN_PROPOSER, 300, cut_after_guard=SignedKind.PROPOSE, restart_after_ms=20),))
+
+
 SCENARIOS: dict[str, Callable[[int], SimConfig]] = {
     "clean-n4": lambda s: SimConfig(seed=s, n=4, target_new_blocks=10),
     "clean-n7": lambda s: SimConfig(seed=s, n=7, target_new_blocks=5),
@@ -64,6 +74,11 @@ SCENARIOS: dict[str, Callable[[int], SimConfig]] = {
     "crash-without-restart": lambda s: SimConfig(seed=s, n=5, crashes=(Crash(2, 500),)),
     "amnesiac-restart": lambda s: SimConfig(
         seed=s, n=5, crashes=(Crash(1, 600, 900, wipe_guard=True),)),
+    # Member 2's first proposal after t=300ms is cut off right after its guard record (a torn
+    # write: durable, never sent) and it restarts 20 ms later, back in that view: no peer saw
+    # the proposal, so the start-up recall cannot return it, and only the durable guard keeps
+    # it from proposing a second block in that view (kills `guard-lost-on-restart`).
+    "torn-proposal-restart": torn_proposal_restart,
     # Validation refuses a quarter of the commands at every honest member; a Byzantine
     # member's core takes them all, so its blocks carry refused commands.
     "validation-refusals": lambda s: SimConfig(
@@ -132,6 +147,19 @@ def test_network_and_crash_scenarios(name: str, sim_seeds: list[int],
                                      request: pytest.FixtureRequest) -> None:
     sims = campaign(pick(request, sim_seeds, DEFAULT_SEEDS), SCENARIOS[name])
     assert all(sim.stats.max_height > 0 for sim in sims)
+
+
+def test_restart_into_the_view_of_an_unsent_proposal(sim_seeds: list[int],
+                                                   request: pytest.FixtureRequest) -> None:
+    """docs/protocol.md §8, what the recall cannot cover: the member restarts in the view of
+    a proposal only its guard holds; it proposes nothing else in that view (the simulator's
+    store refuses a conflicting guard record), and it finalises again after the restart."""
+    for sim in campaign(pick(request, sim_seeds, DEFAULT_SEEDS), torn_proposal_restart):
+        node = sim.nodes[TORN_PROPOSER]
+        assert node.incarnation == 1 and node.up, f"seed={sim.seed}: the cut never happened"
+        proposed = [r for r in node.guard if r.kind is SignedKind.PROPOSE]
+        assert len({r.view for r in proposed}) == len(proposed), f"seed={sim.seed}: {proposed}"
+        assert node.finals_since_stable >= 10, f"seed={sim.seed}: {node.finals_since_stable}"
 
 
 @pytest.mark.parametrize("behaviour", sorted(CATALOGUE))

@@ -145,6 +145,12 @@ class Crash:
     #: member stays honest, its start-up recall must keep it safe (docs/protocol.md §8).
     backup_ms: int | None = None
     torn: bool = True  # the crash cuts the actions of the step it interrupts
+    #: A scripted torn write instead of a random cut: from `at_ms` on, the node's first step
+    #: that records a guard entry of this kind is cut right after that record (durable, never
+    #: sent: what the start-up recall cannot return, docs/protocol.md §8); the node restarts
+    #: `restart_after_ms` after the cut (`restart_ms` is not used).
+    cut_after_guard: SignedKind | None = None
+    restart_after_ms: int = 0
 
 
 #: Scripted routing for Twins: (src node, dst node, message, now) -> deliver?
@@ -216,6 +222,7 @@ class SimNode:
     #: Roots after the last block the node executed.
     executed: CertifiedRoots | None = None
     crash_cut: int | None = None  # armed torn crash: execute this many actions, then die
+    cut_after_guard: Crash | None = None  # armed scripted torn crash (Crash.cut_after_guard)
     #: Catch-up as node/resolver.py's fetcher: one request at a time, one more queued (later
     #: ones dropped), peers asked in turn until one answer verifies.
     fetching: FetchBlocks | None = None
@@ -416,7 +423,9 @@ class Simulation:
             node = self.nodes[crash.node]
             if not node.up:
                 return
-            if crash.torn:
+            if crash.cut_after_guard is not None:
+                node.cut_after_guard = crash
+            elif crash.torn:
                 node.crash_cut = self._faults.randint(0, 6)
                 self._push(self.now + TORN_CRASH_GRACE_MS, "hardcrash", (crash.node,))
             else:
@@ -437,7 +446,7 @@ class Simulation:
 
     def _crash(self, node: SimNode) -> None:
         node.up = False
-        node.crash_cut = None
+        node.crash_cut = node.cut_after_guard = None
         node.incarnation += 1
         node.fetching = node.fetch_queued = None
 
@@ -520,6 +529,15 @@ class Simulation:
     def _step(self, node: SimNode, event: Event) -> None:
         actions = self._handle(node, event)
         cut = node.crash_cut
+        scripted = node.cut_after_guard
+        if scripted is not None:
+            cut = next((i + 1 for i, a in enumerate(actions)
+                        if isinstance(a, PersistSignerGuard)
+                        and a.kind is scripted.cut_after_guard), None)
+            if cut is not None:  # restart_ms is unused: the restart counts from the cut
+                self._push(self.now + scripted.restart_after_ms, "restart", (scripted,))
+                self._stable_since = max(self._stable_since,
+                                         self.now + scripted.restart_after_ms)
         if cut is not None:
             actions = actions[:cut]
         for action in actions:
