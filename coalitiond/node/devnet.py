@@ -252,7 +252,10 @@ class Devnet:
                     print("devnet: stopping members", file=self.out, flush=True)
                     codes = await self.stop_members()
                     members.cancel_scope.cancel()
-        bad = [i for i, c in enumerate(codes) if c != 0]
+        for i in sorted(self.byzantine):
+            if codes[i] != 0:  # the attacker's own fate is not the committee's
+                print(f"devnet: Byzantine member {i} exited with {codes[i]}", file=self.out)
+        bad = [i for i, c in enumerate(codes) if c != 0 and i not in self.byzantine]
         if bad:
             print(f"devnet: members {bad} exited with {[codes[i] for i in bad]}",
                   file=self.out)

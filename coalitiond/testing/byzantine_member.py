@@ -29,7 +29,7 @@ from ..consensus.events import Action, Event
 from ..consensus.voter import Core
 from ..node import member as member_module
 from ..node.voter import Voter
-from ..primitives.errors import OperatorError
+from ..primitives.errors import LocalError, OperatorError
 from ..primitives.keys import load_key_file
 from ..primitives.logs import configure
 from ..transport.router import Channel
@@ -68,11 +68,17 @@ def behave(voter: Voter, behaviour: str, seed: int = 0) -> Behaviour:
         for action in actions:
             if not isinstance(action, RawSend):
                 rest.append(action)
-            elif action.to is None:
-                voter.router.broadcast_nowait(Channel.CONSENSUS, action.data)
-            elif action.to != voter.me:
-                voter.router.send_nowait(Channel.CONSENSUS,
-                                         voter.committee.members[action.to], action.data)
+                continue
+            try:
+                if action.to is None:
+                    voter.router.broadcast_nowait(Channel.CONSENSUS, action.data)
+                elif action.to != voter.me:
+                    voter.router.send_nowait(Channel.CONSENSUS,
+                                             voter.committee.members[action.to], action.data)
+            except LocalError:
+                # Our own router will not frame it (an oversize payload): the receivers'
+                # limits are the transport tests' (tests/test_transport_*.py), not this one's.
+                continue
         return await honest_execute(rest)
 
     voter._execute = execute  # type: ignore[method-assign]
