@@ -421,6 +421,10 @@ class Simulation:
             node.log = merkle.Frontier(log.size, log.stack)
             del node.guard[guard_len:], node.finalized[blocks_len:]
         tip, cert = node.finalized[-1] if node.finalized else (None, None)
+        if tip is not None and (node.executed is None or node.executed.height < tip.height):
+            # Recovery executes every stored block, as the daemon's does (node/voter.py).
+            node.executed = CertifiedRoots(tip.height, node.exec_root, node.log.size,
+                                           node.log.root())
         if wipe_guard or from_backup:
             node.seen.clear()  # a wiped or restored store has lost them too
         self._boot(node, DurableState(tuple(node.guard), tip, cert, node.executed, wipe_guard,
