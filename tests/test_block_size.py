@@ -47,7 +47,6 @@ from coalitiond.consensus.types import (
     VoteKind,
     genesis_block,
 )
-from coalitiond.consensus.voter import Core
 from coalitiond.integrator.client import MAX_RESPONSE_BYTES
 from coalitiond.integrator.verifier import AnswerVerifier
 from coalitiond.log.chain import ChainVerifier
@@ -65,7 +64,7 @@ from coalitiond.primitives.committee import MAX_COMMITTEE_MEMBERS, CommitteeSpec
 from coalitiond.primitives.crypto import SigningKey
 from coalitiond.primitives.encoding import decode, encode
 from coalitiond.primitives.merkle import Frontier, leaf_hash
-from coalitiond.testing.cores import started
+from coalitiond.testing.cores import AnsweringCore, started
 from coalitiond.testing.simulator import make_committee
 from coalitiond.transport.session import MAX_MESSAGE
 
@@ -112,7 +111,7 @@ def block_of_size(committee: CommitteeSpec, target: int, command_size: int = 20_
 def proposal_to(voter: int, block: Block, keys: list[SigningKey],
                 committee: CommitteeSpec, config: CoreConfig) -> list[object]:
     """What member `voter` does with `block` proposed by its view's leader."""
-    core = Core(committee, keys[voter], config)
+    core = AnsweringCore(committee, keys[voter], config)
     started(core)
     return core.step(MessageReceived(block.proposer,
                                      Proposal.sign(keys[block.proposer], committee, block)))
@@ -286,7 +285,7 @@ def test_a_leader_never_builds_a_block_above_max_block_bytes() -> None:
     config = CoreConfig(max_block_bytes=MIN_MAX_BLOCK_BYTES,
                         max_batch_bytes=8 * 1024 * 1024 - BLOCK_OVERHEAD_RESERVE,
                         max_batch_commands=MAX_COMMANDS_PER_BLOCK)
-    leader = Core(SMALL, SMALL_KEYS[2], config)  # leads view 2
+    leader = AnsweringCore(SMALL, SMALL_KEYS[2], config)  # leads view 2
     started(leader)
     for i in range(40):  # 2.5 MiB pending, gathered in view 1
         assert not leader.step(CommandSubmitted((b"%04d" % i) * (MAX_COMMAND_SIZE // 4)))

@@ -9,6 +9,7 @@ import pytest
 from coalitiond.consensus.events import (
     BlockExecuted,
     BlocksFetched,
+    BlockValidated,
     Broadcast,
     CommandSubmitted,
     CoreConfig,
@@ -28,6 +29,7 @@ from coalitiond.consensus.events import (
     StateDivergence,
     TimerFired,
     TimerKind,
+    ValidateBlock,
     WrongRootFound,
 )
 from coalitiond.consensus.limits import MAX_VIEWS_AHEAD
@@ -51,7 +53,7 @@ from coalitiond.consensus.types import (
     genesis_block,
 )
 from coalitiond.consensus.voter import Core
-from coalitiond.testing.cores import started
+from coalitiond.testing.cores import AnsweringCore, started
 from coalitiond.testing.simulator import make_committee
 
 COMMITTEE, KEYS = make_committee(4)  # q = 3; leader of view v is v % 4
@@ -62,7 +64,7 @@ GENESIS = genesis_block(COMMITTEE)
 
 def core(member: int, durable: DurableState | None = None, **kw: object) -> Core:
     """A started core whose start-up recall (docs/protocol.md §8) ended with no answers."""
-    c = Core(COMMITTEE, KEYS[member], CONFIG, durable, **kw)  # type: ignore[arg-type]
+    c = AnsweringCore(COMMITTEE, KEYS[member], CONFIG, durable, **kw)  # type: ignore[arg-type]
     started(c)
     return c
 
@@ -159,7 +161,8 @@ def test_voter_notarizes_first_valid_proposal_and_relays_header() -> None:
     actions = c.step(proposal(a))
     assert actions[0] == RecordSeen(SeenStatement(1, 1, SignedKind.PROPOSE, a.digest,
                                                   Proposal.sign(KEYS[1], COMMITTEE, a).signature))
-    assert actions[1] == PersistSignerGuard(0, 1, SignedKind.NOTARIZE, a.digest)
+    assert actions[1] == ValidateBlock(1, a.digest, (b"a",))  # answered valid by the shell
+    assert actions[2] == PersistSignerGuard(0, 1, SignedKind.NOTARIZE, a.digest)
     assert [v.digest for v in own_votes(actions)] == [a.digest]
     headers = [x.message for x in actions if isinstance(x, Broadcast)
                and not isinstance(x.message, Vote)]
@@ -189,11 +192,27 @@ def test_far_future_and_genesis_views_refused() -> None:
     assert refusals(c.step(vote(2, VoteKind.NULLIFY, 0))) == ["vote for view 0 (genesis)"]
 
 
-def test_validation_hook_refusal_means_no_vote() -> None:
-    c = core(0, validate_block_commands=lambda cmds: b"bad" not in cmds)
-    actions = c.step(proposal(blk(1, 1, commands=(b"bad",))))
+def test_validation_is_asked_of_the_shell_and_its_refusal_means_no_vote() -> None:
+    """The core reads no shell state: a proposal that passes its rules becomes a
+    ValidateBlock action, and only the answer decides the vote (docs/protocol.md §6)."""
+    c = Core(COMMITTEE, KEYS[0], CONFIG)
+    started(c)
+    bad = blk(1, 1, commands=(b"bad",))
+    actions = c.step(proposal(bad))
+    assert [a for a in actions if isinstance(a, ValidateBlock)] == [
+        ValidateBlock(1, bad.digest, (b"bad",))]
+    assert own_votes(actions) == []
+    actions = c.step(BlockValidated(1, bad.digest, False))
     assert refusals(actions) == ["proposal for view 1: the component refused the block's commands"]
     assert own_votes(actions) == []
+    c = Core(COMMITTEE, KEYS[0], CONFIG)
+    started(c)
+    good = blk(1, 1, commands=(b"good",))
+    c.step(proposal(good))
+    assert own_votes(c.step(BlockValidated(1, b"\x09" * 32, True))) == []  # not asked
+    assert [v.digest for v in own_votes(c.step(BlockValidated(1, good.digest, True)))] == [
+        good.digest]
+    assert own_votes(c.step(BlockValidated(1, good.digest, True))) == []  # answered once
 
 
 def test_command_repeated_in_block_refused() -> None:

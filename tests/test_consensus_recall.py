@@ -52,7 +52,7 @@ from coalitiond.consensus.statements import SignedKind, sign_statement
 from coalitiond.consensus.types import ZERO_DIGEST, MalformedMessage, Vote, VoteKind
 from coalitiond.consensus.voter import Core
 from coalitiond.primitives.encoding import encode
-from coalitiond.testing.cores import end_recall
+from coalitiond.testing.cores import AnsweringCore, end_recall
 
 
 def wire(msg: Message) -> Message:
@@ -70,7 +70,7 @@ def answers_to(peer: Core, requester: int) -> list[RecallAnswer]:
 
 
 def restarted(member: int, durable: DurableState | None = None) -> tuple[Core, list[Any]]:
-    c = Core(COMMITTEE, KEYS[member], CONFIG, durable)
+    c = AnsweringCore(COMMITTEE, KEYS[member], CONFIG, durable)
     return c, c.step(Start())
 
 

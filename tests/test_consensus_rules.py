@@ -63,10 +63,10 @@ def roots(height: int, state_root: bytes) -> CertifiedRoots:
 
 
 def check(b: Block, views: dict[int, V], blocks: dict[bytes, Block] | None = None,
-          mine: dict[int, bytes] | None = None, accept: bool = True) -> rules.Verdict:
+          mine: dict[int, bytes] | None = None) -> rules.Verdict:
     own = {h: roots(h, r) for h, r in (mine or {}).items()}
     return rules.check_proposal(b, GENESIS, blocks or {}, views, own, max(own, default=0),
-                                COMMITTEE, lambda commands: accept,
+                                COMMITTEE,
                                 max_block_bytes=DEFAULT_MAX_BLOCK_BYTES)
 
 
@@ -156,8 +156,6 @@ def test_proposal_content_rules_refuse_with_the_broken_rule() -> None:
         check(blk(1, executed=(0, D1)), {})
     with pytest.raises(rules.InvalidProposal, match="evidence does not decode"):
         check(blk(1, evidence=(b"junk",)), {})
-    with pytest.raises(rules.InvalidProposal, match="the component refused"):
-        check(blk(1, commands=(b"a",)), {}, accept=False)
     b1 = blk(1, commands=(b"a",))
     b2 = blk(2, parent=b1, commands=(b"a",))
     with pytest.raises(rules.InvalidProposal, match="repeats one in an unfinalised ancestor"):

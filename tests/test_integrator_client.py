@@ -408,7 +408,7 @@ def _lies(s: Served) -> None:
         # size and root are not the ones the finalised chain commits to (issue #15).
         fake = encode(["entry", 1, s.spec.epoch, 1, b"\x11" * 32, 0, b"FORGED COMMAND"])
         with _forged_note_and_entries(s, real, [fake]) as c, \
-                pytest.raises(BadCheckpoint, match=r"the note says size 1 root .* certifies "
+                pytest.raises(BadCheckpoint, match=r"the note says size 1 root .* commits to "
                               "size"):
             c.checkpoint()
         # ... or over the real entries with one left out (each one genuine on its own).
@@ -416,7 +416,7 @@ def _lies(s: Served) -> None:
             genuine = [e.leaf for e in honest.entries(0, 1000, honest.checkpoint())]
         assert len(genuine) >= 3
         with _forged_note_and_entries(s, real, genuine[:1] + genuine[2:]) as c, \
-                pytest.raises(BadCheckpoint, match="certifies size"):
+                pytest.raises(BadCheckpoint, match="commits to size"):
             c.checkpoint()
         # ... and a checkpoint answer without the block that certifies it rests on one
         # member's signature: refused.

@@ -167,7 +167,18 @@ class BlocksFetched:
     chain: tuple[tuple[Block, Certificate], ...]
 
 
-Event = Start | MessageReceived | TimerFired | CommandSubmitted | BlockExecuted | BlocksFetched
+@dataclass(frozen=True, slots=True)
+class BlockValidated:
+    """The shell's answer to `ValidateBlock`: may the component apply the commands of the
+    block `digest` proposed in `view` (§6)?"""
+
+    view: int
+    digest: bytes
+    valid: bool
+
+
+Event = (Start | MessageReceived | TimerFired | CommandSubmitted | BlockExecuted | BlocksFetched
+         | BlockValidated)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,6 +232,19 @@ class EvidenceFound:
     """Proven equivocation, found or adopted: log and store it (§5)."""
 
     evidence: Evidence
+
+
+@dataclass(frozen=True, slots=True)
+class ValidateBlock:
+    """Ask the shell whether the component accepts these commands (like Commonware's
+    `Automaton::verify`): the proposal of `view` passed every rule of the core and waits for
+    the answer, `BlockValidated`, before this member notarises it (§6). The answer may depend
+    on the shell's changing state (driver checks, followed committees); the core reads none
+    of it."""
+
+    view: int
+    digest: bytes
+    commands: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,21 +302,14 @@ class RecordSeen:
 
 
 Action = (PersistSignerGuard | Broadcast | Send | SetTimer | Finalized | EvidenceFound
-          | WrongRootFound | FetchBlocks | StateDivergence | Refused | RecordSeen)
-
-#: Asked before voting for a block: may the component apply these commands (§6)? Pure.
-ValidationHook = Callable[[tuple[bytes, ...]], bool]
-
+          | WrongRootFound | FetchBlocks | StateDivergence | Refused | RecordSeen
+          | ValidateBlock)
 
 #: Asked when this member is about to propose: the member commands (already encoded) the
 #: shell wants in the block, e.g. an Almanac tick. Like the commands clients submit they are
 #: input, not state: the core puts them first, skips any already in an unfinalised ancestor,
 #: and never remembers them.
 MemberCommandsHook = Callable[[], tuple[bytes, ...]]
-
-
-def accept_all(commands: tuple[bytes, ...]) -> bool:
-    return True
 
 
 def no_member_commands() -> tuple[bytes, ...]:

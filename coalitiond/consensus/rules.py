@@ -10,7 +10,7 @@ keeps state, signs, or emits anything, so each rule can be tested, and mutated, 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -235,7 +235,6 @@ def check_block_size(block: Block, max_block_bytes: int) -> None:
 def check_proposal(block: Block, tip: Block, blocks: Mapping[bytes, Block],
                    views: Mapping[int, CertifiedView], roots: Mapping[int, CertifiedRoots],
                    executed: int, committee: CommitteeSpec,
-                   validate: Callable[[tuple[bytes, ...]], bool],
                    *, max_block_bytes: int) -> Verdict:
     """May this member notarise `block` (the first proposal of its current view, from the
     view's leader)? docs/protocol.md §3.2: the parent is the finalised tip or a notarised block
@@ -268,7 +267,7 @@ def check_proposal(block: Block, tip: Block, blocks: Mapping[bytes, Block],
     ancestors = unfinalized_ancestors(parent, tip, blocks)
     if ancestors is None:
         return Verdict.WAIT
-    check_block_content(block, ancestors, committee, validate)
+    check_block_content(block, ancestors, committee)
     return check_roots(block.roots, parent.roots, roots, executed)
 
 
@@ -297,12 +296,12 @@ def check_roots(claimed: CertifiedRoots, parent: CertifiedRoots,
                           f"member remembers, cannot check them")
 
 
-def check_block_content(block: Block, ancestors: list[Block], committee: CommitteeSpec,
-                        validate: Callable[[tuple[bytes, ...]], bool]) -> None:
+def check_block_content(block: Block, ancestors: list[Block], committee: CommitteeSpec) -> None:
     """The content rules a voter checks before notarising; raises InvalidProposal.
-    docs/protocol.md §3.2 with §6 (no command repeated in the block or an unfinalised ancestor;
-    the validation hook accepts the commands) and §5 (every evidence item decodes and names
-    this committee). The roots are `check_roots`'."""
+    docs/protocol.md §3.2 with §6 (no command repeated in the block or an unfinalised ancestor)
+    and §5 (every evidence item decodes and names this committee). The roots are
+    `check_roots`'; whether the component accepts the commands is asked of the shell after
+    these pass (`ValidateBlock`, §6)."""
     digests = [blake3_digest(c) for c in block.commands]
     if len(set(digests)) != len(digests):
         raise InvalidProposal("a command appears twice in the block")
@@ -318,8 +317,6 @@ def check_block_content(block: Block, ancestors: list[Block], committee: Committ
             raise InvalidProposal(f"evidence does not decode: {exc}") from None
         if ev.committee_id != committee.committee_id:
             raise InvalidProposal("evidence for another committee")
-    if not validate(block.commands):
-        raise InvalidProposal("the component refused the block's commands")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from .events import (
     Action,
     BlockExecuted,
     BlocksFetched,
+    BlockValidated,
     Broadcast,
     CommandSubmitted,
     CoreConfig,
@@ -59,9 +60,8 @@ from .events import (
     StateDivergence,
     TimerFired,
     TimerKind,
-    ValidationHook,
+    ValidateBlock,
     WrongRootFound,
-    accept_all,
     no_member_commands,
 )
 from .evidence import Evidence, EvidenceKind, Statement
@@ -151,6 +151,8 @@ class _View:
     leader_timed_out: bool = False
     #: Members whose sync request for this view we answered (once each, §3.7).
     sync_answered: set[int] = field(default_factory=set)
+    #: The proposal the shell is validating (`ValidateBlock`); decided on its answer.
+    validating: Proposal | None = None
     relay: ViewRelay = field(default_factory=ViewRelay)
 
     def enter(self, phase: Phase) -> None:
@@ -164,7 +166,6 @@ class Core:
 
     def __init__(self, committee: CommitteeSpec, key: SigningKey, config: CoreConfig,
                  durable: DurableState | None = None,
-                 validate_block_commands: ValidationHook = accept_all,
                  member_commands: MemberCommandsHook = no_member_commands) -> None:
         me = committee.index_of(key.public)
         if me is None:
@@ -174,7 +175,6 @@ class Core:
         self.me = me
         self.config = config
         self._key = key
-        self._validate = validate_block_commands
         self._member_commands = member_commands
         genesis = genesis_block(committee)
         self.tip: Block = durable.tip or genesis
@@ -249,6 +249,8 @@ class Core:
             self._on_command(event.command)
         elif isinstance(event, BlockExecuted):
             self._on_executed(event.roots)
+        elif isinstance(event, BlockValidated):
+            self._on_validated(event.view, event.digest, event.valid)
         elif isinstance(event, BlocksFetched):
             self._on_fetched(event.chain)
         elif isinstance(event, Start):
@@ -587,7 +589,7 @@ class Core:
                                  f"the leader is {self.committee.leader(v)}")
             return
         s = self._vs(v)
-        if s.proposal is not None:
+        if s.proposal is not None or s.validating is not None:
             return  # only the first valid proposal of a view counts
         if v != self.view:
             if v > self.view and s.waiting is None:
@@ -602,7 +604,6 @@ class Core:
         try:
             verdict = rules.check_proposal(b, self.tip, self._blocks, self._views, self._roots,
                                            self._executed.height, self.committee,
-                                           self._validate,
                                            max_block_bytes=self.config.max_block_bytes)
         except rules.InvalidProposal as exc:
             self._refuse(sender, f"proposal for view {v}: {exc}")
@@ -623,6 +624,35 @@ class Core:
                 self._emit(Send(b.proposer, SyncRequest(v)))
             self._fetch_nullifications(b)
             return
+        if b.commands:
+            # Every rule of ours holds: ask the shell whether the component accepts the
+            # commands, and decide on its answer (`_on_validated`). The first proposal asked
+            # about is the view's: others wait for nothing.
+            if s.validating is None:
+                s.validating = proposal
+                self._emit(ValidateBlock(v, b.digest, b.commands))
+            return
+        self._accept_proposal(proposal)
+
+    def _on_validated(self, view: int, digest: bytes, valid: bool) -> None:
+        s = self._views.get(view)
+        if s is None or s.validating is None or s.validating.block.digest != digest:
+            return  # not asked, or pruned since
+        proposal, s.validating = s.validating, None
+        if not valid:
+            self._refuse(proposal.block.proposer,
+                         f"proposal for view {view}: the component refused the block's commands")
+            return
+        if view != self.view or s.proposal is not None:
+            self._learn_block(proposal.block)  # the view ended while the shell checked it
+            return
+        self._accept_proposal(proposal)
+
+    def _accept_proposal(self, proposal: Proposal) -> None:
+        """The view's first valid proposal: keep it, and notarise it if we may (§3.2)."""
+        b = proposal.block
+        v = b.view
+        s = self._vs(v)
         s.proposal = b
         self._blocks[b.digest] = b
         if not rules.may_notarize(self._guard, v):

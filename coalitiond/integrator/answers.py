@@ -3,7 +3,7 @@ the verified results, and the shape checks every decoded answer goes through fir
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,3 +201,24 @@ def decode_certificate(data: Any, what: str) -> Certificate:
         return Certificate.decode(data)
     except (RemoteError, ValueError) as e:
         raise MalformedResponse(f"{what}: certificate does not decode: {e}") from None
+
+
+def certifier_of(cp: Checkpoint, chain: Sequence[BlockHeader], certifier: int, what: str
+                 ) -> BlockHeader:
+    """The header of `chain` (the checkpoint's block first, then its finalised descendants)
+    at height `certifier`, which must commit to the checkpoint's height, size and root
+    (docs/protocol.md §7): then the size and root are a quorum's, not the note signer's.
+    BadCheckpoint naming what failed otherwise."""
+    found = next((h for h in chain[1:] if h.height == certifier), None)
+    if found is None:
+        raise BadCheckpoint(f"{what}: no block at certifier height {certifier} among the "
+                            f"finalised descendants {cp.height + 1}..{chain[-1].height} of "
+                            "the note's block: the size and root would rest on one member's "
+                            "signature")
+    roots = found.roots
+    if (roots.height, roots.log_size, roots.log_root) != (cp.height, cp.size, cp.root):
+        raise BadCheckpoint(
+            f"{what}: the note says size {cp.size} root {cp.root.hex()[:16]} at height "
+            f"{cp.height}; the finalised block {found.height} commits to size "
+            f"{roots.log_size} root {roots.log_root.hex()[:16]} at height {roots.height}")
+    return found

@@ -29,11 +29,11 @@ from ..primitives.errors import EncodingError, RemoteError
 from ..primitives.merkle import MAX_PROOF_LEN, leaf_hash
 from ..verify import verify_inclusion
 from .answers import (
-    BadCheckpoint,
     BadInclusionProof,
     MalformedResponse,
     VerificationFailed,
     VerifiedCheckpoint,
+    certifier_of,
     decode_block,
     decode_header,
     expect_field,
@@ -196,17 +196,7 @@ def verify_bundle(data: bytes, expect_committee: bytes | None = None) -> Verifie
     except RemoteError as e:
         raise BadBundle(f"finalization of block {last.height}: {e}") from None
     # 3. The certified root: a finalised header commits to the note's (size, root).
-    certifier = next((h for h in b.headers[1:] if h.height == b.certifier), None)
-    if certifier is None:
-        raise BadBundle(f"certifier: no header at height {b.certifier} among the finalised "
-                        f"descendants {cp.height + 1}..{last.height} of the note's block: the "
-                        "size and root would rest on one member's signature")
-    roots = certifier.roots
-    if (roots.height, roots.log_size, roots.log_root) != (cp.height, cp.size, cp.root):
-        raise BadCheckpoint(
-            f"certifier: the note says size {cp.size} root {cp.root.hex()[:16]} at height "
-            f"{cp.height}; the finalised block {certifier.height} commits to size "
-            f"{roots.log_size} root {roots.log_root.hex()[:16]} at height {roots.height}")
+    certifier = certifier_of(cp, b.headers, b.certifier, "certifier")
     # 4. The entry: in that certified tree, and the command of the block it names.
     if b.index >= cp.size:
         raise BadInclusionProof(f"entry {b.index}: outside the certified tree of size "

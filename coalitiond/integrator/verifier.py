@@ -33,6 +33,7 @@ from .answers import (
     UncertifiedState,
     UnprovenRead,
     VerifiedCheckpoint,
+    certifier_of,
     decode_block,
     decode_certificate,
     decode_header,
@@ -130,19 +131,7 @@ class AnswerVerifier:
                                         expect_field(obj, "finalization", bytes, what), what)
         # The size and root must not rest on the note's signer: a finalised block of the
         # chain commits to them (docs/protocol.md §7), and a quorum finalised it.
-        certifier_height = expect_uint(obj, "certifier", what)
-        certifier = next((b for b in chain[1:] if b.height == certifier_height), None)
-        if certifier is None:
-            raise BadCheckpoint(f"{what}: no block at certifier height {certifier_height} in "
-                                f"the finalised chain {block.height + 1}..{chain[-1].height}: "
-                                "the size and root would rest on one member's signature")
-        claimed = certifier.roots
-        if (claimed.height, claimed.log_size, claimed.log_root) != (cp.height, cp.size, cp.root):
-            raise BadCheckpoint(
-                f"{what}: the note says size {cp.size} root {cp.root.hex()[:16]} at height "
-                f"{cp.height}; the finalised block {certifier.height} certifies size "
-                f"{claimed.log_size} root {claimed.log_root.hex()[:16]} at height "
-                f"{claimed.height}")
+        certifier = certifier_of(cp, chain, expect_uint(obj, "certifier", what), what)
         return VerifiedCheckpoint(cp, obj["note"], signers, block, cert, certifier)
 
 

@@ -28,6 +28,7 @@ from ..components.executor import BlockResult, Executor
 from ..consensus.events import (
     Action,
     BlockExecuted,
+    BlockValidated,
     Broadcast,
     CommandSubmitted,
     CoreConfig,
@@ -46,6 +47,7 @@ from ..consensus.events import (
     SetTimer,
     Start,
     StateDivergence,
+    ValidateBlock,
     WrongRootFound,
 )
 from ..consensus.limits import MAX_VIEWS_BEHIND
@@ -227,7 +229,7 @@ def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: Blo
 
 
 class Voter:
-    """Owns the core (built here, with the block-validation hook) and the executor's
+    """Owns the core (built here; it answers the core's ValidateBlock) and the executor's
     progress; runs the rounds (`run`, its one task). It arms the core's timers on `timers`,
     which fire into the inbox like every other input."""
 
@@ -261,7 +263,6 @@ class Voter:
         self.asked = asked
         self.snapshot_writer = snapshot_writer
         self.core = Core(committee, key, core_config, durable,
-                         validate_block_commands=self._validate_block_commands,
                          member_commands=drivers.member_commands)
         self.timers = timers
         self._waiting: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
@@ -302,7 +303,8 @@ class Voter:
         VIEW.set(self.core.view)
 
     def _step_core(self, event: Event) -> tuple[list[Action], int]:
-        """Step the core on `event`, then on every message it sent itself, in order.
+        """Step the core on `event`, then on every message it sent itself and on the answer
+        to every block it asked us to validate, in order.
 
         Returns all their actions and how many of them the first step (on `event`) gave.
         What we send is noted here, before anything is committed, so a block finalised
@@ -312,12 +314,16 @@ class Voter:
         first = -1
         while pending:
             actions = self.core.step(pending.popleft())
-            if self._refused_by_drivers:
-                # Never propose what we would not vote for (or one bad command stalls us).
-                self.core.discard_pending(self._refused_by_drivers)
-                self._refused_by_drivers = []
             for action in actions:
-                if isinstance(action, Broadcast | Send):
+                if isinstance(action, ValidateBlock):
+                    valid = self._validate_block_commands(action.commands)
+                    if self._refused_by_drivers:
+                        # Never propose what we would not vote for (or one bad command
+                        # stalls us).
+                        self.core.discard_pending(self._refused_by_drivers)
+                        self._refused_by_drivers = []
+                    pending.append(BlockValidated(action.view, action.digest, valid))
+                elif isinstance(action, Broadcast | Send):
                     self.remember_verified(action.message)
                     self.seen.observe(action.message)
                     if isinstance(action, Broadcast) or action.to == self.me:
@@ -551,7 +557,7 @@ class Voter:
                              tuple(outcomes))))
             await self._sent_nowait()
 
-    # -- validation hook (called inside Core.step) ---------------------------------------
+    # -- validation (the answer to the core's ValidateBlock) -----------------------------
 
     def _validate_block_commands(self, commands: tuple[bytes, ...]) -> bool:
         for command in commands:

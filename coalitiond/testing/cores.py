@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from ..consensus.events import Action, Start, TimerFired, TimerKind
+from collections.abc import Callable
+
+from ..consensus.events import (
+    Action,
+    BlockValidated,
+    Event,
+    Start,
+    TimerFired,
+    TimerKind,
+    ValidateBlock,
+)
 from ..consensus.limits import RECALL_ROUNDS
 from ..consensus.voter import Core
 
@@ -17,3 +27,21 @@ def end_recall(core: Core) -> list[Action]:
 def started(core: Core) -> list[Action]:
     """Start `core` and end its recall on the timer: the actions of all those steps."""
     return [*core.step(Start()), *end_recall(core)]
+
+
+class AnsweringCore(Core):
+    """A core stepped as the shell steps it (node/voter.py): every `ValidateBlock` it emits
+    is answered at once with `BlockValidated` (valid unless `refuses(commands)`), and the
+    actions of that answer follow in the same list. For tests of everything but validation."""
+
+    refuses: Callable[[tuple[bytes, ...]], bool] = staticmethod(lambda commands: False)
+
+    def step(self, event: Event) -> list[Action]:
+        out: list[Action] = []
+        pending: list[Event] = [event]
+        while pending:
+            actions = super().step(pending.pop(0))
+            out.extend(actions)
+            pending.extend(BlockValidated(a.view, a.digest, not self.refuses(a.commands))
+                           for a in actions if isinstance(a, ValidateBlock))
+        return out

@@ -33,6 +33,7 @@ from ..consensus.events import (
     Action,
     BlockExecuted,
     BlocksFetched,
+    BlockValidated,
     Broadcast,
     CommandSubmitted,
     CoreConfig,
@@ -52,6 +53,7 @@ from ..consensus.events import (
     Start,
     StateDivergence,
     TimerFired,
+    ValidateBlock,
     WrongRootFound,
 )
 from ..consensus.evidence import Evidence, EvidenceKind, evidence_kind
@@ -356,6 +358,11 @@ class Simulation:
             node = self.nodes[idx]
             if node.up and node.incarnation == inc:
                 self._step(node, TimerFired(tkind, view))
+        elif kind == "validated":
+            idx, inc, view, digest, valid = payload
+            node = self.nodes[idx]
+            if node.up and node.incarnation == inc:
+                self._step(node, BlockValidated(view, digest, valid))
         elif kind == "execute":
             idx, inc, roots = payload
             node = self.nodes[idx]
@@ -479,6 +486,11 @@ class Simulation:
 
     # -- stepping and actions ---------------------------------------------------------------
 
+    @staticmethod
+    def _validate(commands: tuple[bytes, ...]) -> bool:
+        """The component's verdict on a block's commands (every command is valid here)."""
+        return True
+
     def _step(self, node: SimNode, event: Event) -> None:
         actions: list[Action | RawSend] = node.handler.step(event)
         cut = node.crash_cut
@@ -540,6 +552,10 @@ class Simulation:
                                     f"{wrong.member} (view {wrong.view})")
                 self.stats.wrong_roots[wrong.member] = \
                     self.stats.wrong_roots.get(wrong.member, 0) + 1
+        elif isinstance(action, ValidateBlock):
+            # The shell answers in the same round (node/voter.py): no time passes.
+            self._push(self.now, "validated", (node.node, node.incarnation, action.view,
+                                               action.digest, self._validate(action.commands)))
         elif isinstance(action, FetchBlocks):
             self._serve_fetch(node, action)
         elif isinstance(action, StateDivergence):
