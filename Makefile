@@ -13,7 +13,7 @@ JOBS ?= auto
 N ?= 20
 FLAKE_ARGS ?=
 
-.PHONY: all venv test lint bench devnet flake-hunt clean
+.PHONY: all venv test lint bench devnet flake-hunt mutants clean
 
 all: test
 
@@ -28,6 +28,11 @@ venv: $(STAMP)
 # In file order (-p no:randomly): a red run replays as it ran. `make flake-hunt` shuffles.
 test: $(STAMP)
 	$(BIN)/python -m pytest -p no:randomly -n $(JOBS) --dist worksteal $(PYTEST_ARGS)
+
+# Mutation testing of the consensus rules (tests/mutants.py): each named rule mutation must be
+# killed by the default simulator campaign. `MUTANTS_ARGS="--mutant NAME"` runs one.
+mutants: $(STAMP)
+	$(BIN)/python tests/mutants.py --jobs $(if $(filter auto,$(JOBS)),$(shell nproc),$(JOBS)) $(MUTANTS_ARGS)
 
 flake-hunt: $(STAMP)
 	$(BIN)/python tests/flake_hunt.py --runs $(N) --jobs $(JOBS) $(FLAKE_ARGS)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from coalitiond.consensus.events import Finalized
+from coalitiond.consensus.statements import SignedKind
 from coalitiond.consensus.types import ZERO_DIGEST, Block, Certificate, Vote, VoteKind
 from coalitiond.consensus.voter import Core
 from coalitiond.testing.byzantine import CATALOGUE, GarbageSender
@@ -29,6 +30,8 @@ from coalitiond.testing.simulator import (
 #: Seeds per scenario when neither --sim-seeds nor --sim-seed is given (CI budget).
 DEFAULT_SEEDS = 3
 SWARM_DEFAULT_SEEDS = 12
+#: Members fetch from the liar first in about a quarter of their returns: more seeds.
+LIAR_DEFAULT_SEEDS = 6
 
 
 def pick(request: pytest.FixtureRequest, seeds: list[int], default: int) -> list[int]:
@@ -43,6 +46,15 @@ def campaign(seeds: list[int], make: Callable[[int], SimConfig]) -> list[Simulat
         print(f"simulating seed {seed}")  # shown on failure; replay with --sim-seed
         sims.append(run(make(seed)))
     return sims
+
+
+#: Scripted torn write (scenario "torn-proposal-restart").
+TORN_PROPOSER = 2
+
+
+def torn_proposal_restart(seed: int) -> SimConfig:
+    return SimConfig(seed=seed, n=5, target_new_blocks=10, crashes=(
+        Crash(TORN_PROPOSER, 300, cut_after_guard=SignedKind.PROPOSE, restart_after_ms=20),))
 
 
 SCENARIOS: dict[str, Callable[[int], SimConfig]] = {
@@ -62,7 +74,72 @@ SCENARIOS: dict[str, Callable[[int], SimConfig]] = {
     "crash-without-restart": lambda s: SimConfig(seed=s, n=5, crashes=(Crash(2, 500),)),
     "amnesiac-restart": lambda s: SimConfig(
         seed=s, n=5, crashes=(Crash(1, 600, 900, wipe_guard=True),)),
+    # Member 2's first proposal after t=300ms is cut off right after its guard record (a torn
+    # write: durable, never sent) and it restarts 20 ms later, back in that view: no peer saw
+    # the proposal, so the start-up recall cannot return it, and only the durable guard keeps
+    # it from proposing a second block in that view (kills `guard-lost-on-restart`).
+    "torn-proposal-restart": torn_proposal_restart,
+    # Validation refuses a quarter of the commands at every honest member; a Byzantine
+    # member's core takes them all, so its blocks carry refused commands.
+    "validation-refusals": lambda s: SimConfig(
+        seed=s, n=5, refuse_commands=0.25, byzantine=((2, "selective-sender"),),
+        network=NetworkConfig(drop=0.05), gst_ms=1000, target_new_blocks=8),
 }
+
+#: Attacks at the safety bound (n = 5 tolerates 2 Byzantine members for safety, 1 for
+#: liveness): agreement and every other invariant must hold; progress is not promised.
+AT_THE_BOUND: dict[str, tuple[tuple[int, str], ...]] = {
+    "equivocating-leader+double-finalize": ((0, "equivocating-leader"), (3, "double-finalize")),
+    # Leaders of consecutive views: one plants an un-notarised block, the next builds on it.
+    "fork-seekers": ((1, "fork-seeker"), (2, "fork-seeker")),
+    "equivocating-voters": ((1, "double-notarize"), (3, "nullify-and-finalize")),
+}
+
+
+def catalogue_config(behaviour: str) -> Callable[[int], SimConfig]:
+    """One Byzantine member of 5 (safety bound 2) plus a lossy start."""
+    return lambda s: SimConfig(seed=s, n=5, byzantine=((1, behaviour),), gst_ms=1000,
+                               network=NetworkConfig(drop=0.05), target_new_blocks=8)
+
+
+def at_the_bound_config(byzantine: tuple[tuple[int, str], ...]) -> Callable[[int], SimConfig]:
+    """Ends once every honest member finalised 10 blocks after the heal (or at 20 s): long
+    enough for attackers that need their turn as leader."""
+    return lambda s: SimConfig(seed=s, n=5, byzantine=byzantine,
+                               network=NetworkConfig(drop=0.1, duplicate=0.1), gst_ms=2000,
+                               max_time_ms=20_000, target_new_blocks=10)
+
+
+def catch_up_from_liar(seed: int) -> SimConfig:
+    """Two members are down while the others finalise, so they fetch on their return: from
+    a lying fetch server too."""
+    return SimConfig(seed=seed, n=5, byzantine=((1, "lying-fetch-server"),),
+                     crashes=(Crash(3, 200, 2500, torn=False), Crash(4, 700, 3000),
+                              Crash(0, 3200, 5000), Crash(2, 3600, 5500, torn=False)),
+                     target_new_blocks=5)
+
+
+def twins_partition_config(seed: int) -> SimConfig:
+    """Member 1 runs twice (node 4 is its twin); each copy talks to one side until t=2s."""
+    def router(src: int, dst: int, msg: object, now: int) -> bool:
+        side = {0: "A", 4: "A"}
+        return now >= 2000 or side.get(src, "B") == side.get(dst, "B")
+
+    return SimConfig(seed=seed, n=4, twins=(1,), router=router)
+
+
+def default_campaigns() -> list[tuple[str, Callable[[int], SimConfig], list[int]]]:
+    """Every simulator run of this module's default (short) campaign: (name, config of a
+    seed, seeds). tests/mutants.py runs exactly these against each mutant."""
+    d, runs = list(range(DEFAULT_SEEDS)), []
+    runs += [(f"scenario[{name}]", SCENARIOS[name], d) for name in sorted(SCENARIOS)]
+    runs += [(f"catalogue[{b}]", catalogue_config(b), d) for b in sorted(CATALOGUE)]
+    runs += [(f"at-the-bound[{name}]", at_the_bound_config(AT_THE_BOUND[name]), d)
+             for name in AT_THE_BOUND]
+    runs += [("catch-up-from-liar", catch_up_from_liar, list(range(LIAR_DEFAULT_SEEDS))),
+             ("twins-partition", twins_partition_config, d),
+             ("swarm", swarm_config, list(range(SWARM_DEFAULT_SEEDS)))]
+    return runs
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -72,14 +149,25 @@ def test_network_and_crash_scenarios(name: str, sim_seeds: list[int],
     assert all(sim.stats.max_height > 0 for sim in sims)
 
 
+def test_restart_into_the_view_of_an_unsent_proposal(sim_seeds: list[int],
+                                                   request: pytest.FixtureRequest) -> None:
+    """docs/protocol.md §8, what the recall cannot cover: the member restarts in the view of
+    a proposal only its guard holds; it proposes nothing else in that view (the simulator's
+    store refuses a conflicting guard record), and it finalises again after the restart."""
+    for sim in campaign(pick(request, sim_seeds, DEFAULT_SEEDS), torn_proposal_restart):
+        node = sim.nodes[TORN_PROPOSER]
+        assert node.incarnation == 1 and node.up, f"seed={sim.seed}: the cut never happened"
+        proposed = [r for r in node.guard if r.kind is SignedKind.PROPOSE]
+        assert len({r.view for r in proposed}) == len(proposed), f"seed={sim.seed}: {proposed}"
+        assert node.finals_since_stable >= 10, f"seed={sim.seed}: {node.finals_since_stable}"
+
+
 @pytest.mark.parametrize("behaviour", sorted(CATALOGUE))
 def test_byzantine_catalogue(behaviour: str, sim_seeds: list[int],
                              request: pytest.FixtureRequest) -> None:
     """One Byzantine member of 5 (safety bound 2) plus a lossy start: every invariant holds;
     equivocating behaviours are caught and proven."""
-    sims = campaign(pick(request, sim_seeds, DEFAULT_SEEDS), lambda s: SimConfig(
-        seed=s, n=5, byzantine=((1, behaviour),), gst_ms=1000,
-        network=NetworkConfig(drop=0.05), target_new_blocks=8))
+    sims = campaign(pick(request, sim_seeds, DEFAULT_SEEDS), catalogue_config(behaviour))
     equivocates = behaviour in {"equivocating-leader", "double-notarize", "double-finalize",
                                 "nullify-and-finalize"}
     for sim in sims:
@@ -91,12 +179,19 @@ def test_byzantine_catalogue(behaviour: str, sim_seeds: list[int],
             assert set(sim.stats.wrong_roots) == {1}, f"seed={sim.seed}: {sim.stats}"
 
 
-def test_two_byzantine_members_at_the_safety_bound(sim_seeds: list[int],
+@pytest.mark.parametrize("name", list(AT_THE_BOUND))
+def test_two_byzantine_members_at_the_safety_bound(name: str, sim_seeds: list[int],
                                                    request: pytest.FixtureRequest) -> None:
     """n=5 tolerates 2 Byzantine for safety (not liveness): agreement must still hold."""
-    campaign(pick(request, sim_seeds, DEFAULT_SEEDS), lambda s: SimConfig(
-        seed=s, n=5, byzantine=((0, "equivocating-leader"), (3, "double-finalize")),
-        network=NetworkConfig(drop=0.1, duplicate=0.1), gst_ms=2000, max_time_ms=20_000))
+    campaign(pick(request, sim_seeds, DEFAULT_SEEDS), at_the_bound_config(AT_THE_BOUND[name]))
+
+
+def test_catch_up_from_a_lying_fetch_server(sim_seeds: list[int],
+                                            request: pytest.FixtureRequest) -> None:
+    """Members that fetch on their return also ask the liar; its answers are refused."""
+    sims = campaign(pick(request, sim_seeds, LIAR_DEFAULT_SEEDS), catch_up_from_liar)
+    refused = [r for sim in sims for r in sim.stats.refused_wire if r.startswith("fetched:")]
+    assert refused, "no fetch reached the lying server"
 
 
 def test_garbage_is_refused_with_named_reasons() -> None:
@@ -106,20 +201,16 @@ def test_garbage_is_refused_with_named_reasons() -> None:
                      "TrailingBytesError", "WrongCommittee: message for committee",
                      "MalformedMessage: vote: expected an 8-item array",
                      "BadSignature: notarize vote of member 3",  # impersonation
-                     "more than 64 views ahead"):
+                     "more than 64 views ahead",
+                     "certificate signers are not distinct"):  # duplicate-signer
         assert expected in reasons, (expected, reasons)
-    assert len(GarbageSender.KINDS) == 8
+    assert len(GarbageSender.KINDS) == 9
 
 
 def test_twins_same_key_on_both_sides_of_a_partition(sim_seeds: list[int],
                                                      request: pytest.FixtureRequest) -> None:
     """Member 1 runs twice (node 4 is its twin); each copy talks to one side until t=2s."""
-    def router(src: int, dst: int, msg: object, now: int) -> bool:
-        side = {0: "A", 4: "A"}
-        return now >= 2000 or side.get(src, "B") == side.get(dst, "B")
-
-    campaign(pick(request, sim_seeds, DEFAULT_SEEDS),
-             lambda s: SimConfig(seed=s, n=4, twins=(1,), router=router))
+    campaign(pick(request, sim_seeds, DEFAULT_SEEDS), twins_partition_config)
 
 
 def test_swarm(sim_seeds: list[int], request: pytest.FixtureRequest) -> None:
@@ -144,6 +235,7 @@ def test_liveness_failure_names_the_seed() -> None:
 
 def test_agreement_violation_detected() -> None:
     sim = Simulation(SimConfig(seed=1, n=4))
+    sim.oracle.finalized_refusal = lambda block, cert: None  # type: ignore[method-assign]
     g = Block(0, 0, 0, b"\x00" * 32, 0, (), 0, ZERO_DIGEST)
     a = Block(0, 1, 1, g.digest, 1, (b"a",), 0, ZERO_DIGEST)
     b = Block(0, 1, 1, g.digest, 1, (b"b",), 0, ZERO_DIGEST)

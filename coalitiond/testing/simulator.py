@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -71,7 +72,7 @@ from ..consensus.messages import (
     verify_message,
 )
 from ..consensus.statements import SignedKind, conflicts
-from ..consensus.types import ZERO_DIGEST, Block, Certificate, CertifiedRoots, Vote
+from ..consensus.types import ZERO_DIGEST, Block, Certificate, CertifiedRoots, Vote, VoteKind
 from ..consensus.voter import Core
 from ..primitives import merkle
 from ..primitives.committee import CommitteeSpec
@@ -79,12 +80,16 @@ from ..primitives.crypto import SigningKey
 from ..primitives.encoding import encode
 from ..primitives.errors import RemoteError
 from ..primitives.identity import digest as blake3_digest
-from .byzantine import CATALOGUE, Behaviour, BehaviourFactory, RawSend
+from .byzantine import CATALOGUE, Behaviour, BehaviourFactory, RawSend, message_view
+from .oracle import Oracle
 
 #: Virtual time a simulated "execution" of one finalised block takes.
 EXECUTE_DELAY_MS: Final = 1
 #: A torn crash interrupts the node's next step; if it does not step within this, it just dies.
 TORN_CRASH_GRACE_MS: Final = 50
+#: A fetch that gets no answer is given up after this (node/resolver.py FETCH_TIMEOUT_S,
+#: scaled like the simulator's view timers), then the next peer is asked.
+FETCH_TIMEOUT_MS: Final = 1_000
 #: Upper bound on simulated events per run (a runaway run is a failure, not a hang).
 DEFAULT_MAX_EVENTS: Final = 400_000
 #: Fast timings for simulation (the invariants do not depend on them, only run length).
@@ -140,6 +145,12 @@ class Crash:
     #: member stays honest, its start-up recall must keep it safe (docs/protocol.md §8).
     backup_ms: int | None = None
     torn: bool = True  # the crash cuts the actions of the step it interrupts
+    #: A scripted torn write instead of a random cut: from `at_ms` on, the node's first step
+    #: that records a guard entry of this kind is cut right after that record (durable, never
+    #: sent: what the start-up recall cannot return, docs/protocol.md §8); the node restarts
+    #: `restart_after_ms` after the cut (`restart_ms` is not used).
+    cut_after_guard: SignedKind | None = None
+    restart_after_ms: int = 0
 
 
 #: Scripted routing for Twins: (src node, dst node, message, now) -> deliver?
@@ -166,6 +177,10 @@ class SimConfig:
     target_new_blocks: int = 3
     check_liveness: bool = True
     max_events: int = DEFAULT_MAX_EVENTS
+    #: Fraction of client commands the (seeded) validation hook refuses, identically at
+    #: every honest member: never queued by them (the daemon's mempool runs the same checks)
+    #: and refused in a Byzantine leader's block (`ValidateBlock` answered false).
+    refuse_commands: float = 0.0
 
 
 def liveness_bound_ms(config: SimConfig) -> int:
@@ -194,14 +209,26 @@ class SimNode:
     incarnation: int = 0
     handler: Any = None  # Core or Behaviour
     guard: list[GuardRecord] = field(default_factory=list)  # durable
-    finalized: list[tuple[Block, Certificate]] = field(default_factory=list)  # durable
-    exec_root: bytes = ZERO_DIGEST
-    #: The node's log as a Merkle frontier (durable, like `finalized`): one leaf per command.
+    #: Finalised by the core; only the first `durable` are in the store (node/journal.py:
+    #: a run of blocks is stored once its last one carries its own finalization).
+    finalized: list[tuple[Block, Certificate]] = field(default_factory=list)
+    durable: int = 0
+    exec_root: bytes = ZERO_DIGEST  # after executing the durable blocks
+    #: The node's log as a Merkle frontier (durable, like the stored blocks): one leaf per
+    #: command of each stored block.
     log: merkle.Frontier = field(default_factory=merkle.Frontier)
-    #: Roots after the last block the node executed (what its restart is rebuilt from).
+    #: Roots after the last stored block (what a restart replays the log to).
+    durable_roots: CertifiedRoots | None = None
+    #: Roots after the last block the node executed.
     executed: CertifiedRoots | None = None
     crash_cut: int | None = None  # armed torn crash: execute this many actions, then die
-    #: What a backup saved: guard records and blocks kept, exec root, log, executed roots.
+    cut_after_guard: Crash | None = None  # armed scripted torn crash (Crash.cut_after_guard)
+    #: Catch-up as node/resolver.py's fetcher: one request at a time, one more queued (later
+    #: ones dropped), peers asked in turn until one answer verifies.
+    fetching: FetchBlocks | None = None
+    fetch_queued: FetchBlocks | None = None
+    fetch_turn: int = 0
+    #: What a backup saved: guard records and stored blocks kept, exec root, log, roots.
     backup: tuple[int, int, bytes, merkle.Frontier, CertifiedRoots | None] | None = None
     #: First-seen statements of others, durable as the daemon's seen_votes (newest kept).
     seen: list[SeenStatement] = field(default_factory=list)
@@ -246,6 +273,7 @@ class Simulation:
         self._trace = blake3.blake3()
         self.stats = SimStats()
         self._verified: dict[bytes, Message | str] = {}
+        self.oracle = Oracle(self.committee)
         byz = dict(config.byzantine)
         amnesiacs = {c.node for c in config.crashes if c.wipe_guard}
         members = [*range(config.n), *config.twins]
@@ -293,8 +321,15 @@ class Simulation:
         self._seq += 1
         heapq.heappush(self._queue, (at, self._seq, kind, payload))
 
+    def refuses(self, command: bytes) -> bool:
+        """The seeded validation hook's verdict on one command (the same at every member)."""
+        share = self.config.refuse_commands
+        return share > 0 and blake3_digest(b"%d/refuse/" % self.seed + command)[0] < 256 * share
+
     def _boot(self, node: SimNode, durable: DurableState) -> None:
         core = Core(self.committee, node.key, self.config.core, durable)
+        # The resolver asks its links in the order they came up: any peer may be first.
+        node.fetch_turn = self._fetch.randrange(len(self.nodes))
         if node.behaviour != "honest":
             factory: BehaviourFactory = CATALOGUE[node.behaviour]
             node.handler = factory(core, random.Random(f"{self.seed}:byz:{node.node}"))
@@ -370,19 +405,16 @@ class Simulation:
                 node.executed = roots
                 self._step(node, BlockExecuted(roots))
         elif kind == "fetched":
-            idx, inc, chain = payload
+            idx, inc, src, attempt, chain = payload
             node = self.nodes[idx]
             if node.up and node.incarnation == inc:
-                try:
-                    verify_fetched(self.committee, chain)
-                except RemoteError as exc:
-                    raise self.fail(f"honest peer served a bad chain: {exc}") from None
-                self._step(node, BlocksFetched(chain))
+                self._on_fetch_answer(node, src, attempt, chain)
         elif kind == "command":
             (count,) = payload
             cmd = b"cmd/%d" % count
+            refused = self.refuses(cmd)
             for node in self.nodes:
-                if node.up:
+                if node.up and not (refused and not node.faulty):  # the mempool's checks
                     self._step(node, CommandSubmitted(cmd))
             if self.now + self.config.command_interval_ms <= self.config.commands_until_ms:
                 self._push(self.now + self.config.command_interval_ms, "command", (count + 1,))
@@ -391,7 +423,9 @@ class Simulation:
             node = self.nodes[crash.node]
             if not node.up:
                 return
-            if crash.torn:
+            if crash.cut_after_guard is not None:
+                node.cut_after_guard = crash
+            elif crash.torn:
                 node.crash_cut = self._faults.randint(0, 6)
                 self._push(self.now + TORN_CRASH_GRACE_MS, "hardcrash", (crash.node,))
             else:
@@ -405,15 +439,16 @@ class Simulation:
             self._restart(self.nodes[crash.node], crash.wipe_guard, crash.backup_ms is not None)
         elif kind == "backup":
             node = self.nodes[payload[0]]
-            node.backup = (len(node.guard), len(node.finalized), node.exec_root,
-                           merkle.Frontier(node.log.size, node.log.stack), node.executed)
+            node.backup = (len(node.guard), node.durable, node.exec_root,
+                           merkle.Frontier(node.log.size, node.log.stack), node.durable_roots)
         else:  # pragma: no cover
             raise self.fail(f"unknown event kind {kind}")
 
     def _crash(self, node: SimNode) -> None:
         node.up = False
-        node.crash_cut = None
+        node.crash_cut = node.cut_after_guard = None
         node.incarnation += 1
+        node.fetching = node.fetch_queued = None
 
     def _restart(self, node: SimNode, wipe_guard: bool, from_backup: bool = False) -> None:
         if node.up:
@@ -424,14 +459,13 @@ class Simulation:
         if wipe_guard:
             node.guard.clear()
         if from_backup and node.backup is not None:
-            guard_len, blocks_len, node.exec_root, log, node.executed = node.backup
+            guard_len, blocks_len, node.exec_root, log, node.durable_roots = node.backup
             node.log = merkle.Frontier(log.size, log.stack)
-            del node.guard[guard_len:], node.finalized[blocks_len:]
+            del node.guard[guard_len:]
+            node.durable = min(node.durable, blocks_len)
+        del node.finalized[node.durable:]  # finalised but not yet stored: lost
         tip, cert = node.finalized[-1] if node.finalized else (None, None)
-        if tip is not None and (node.executed is None or node.executed.height < tip.height):
-            # Recovery executes every stored block, as the daemon's does (node/voter.py).
-            node.executed = CertifiedRoots(tip.height, node.exec_root, node.log.size,
-                                           node.log.root())
+        node.executed = node.durable_roots  # recovery replays the stored blocks
         if wipe_guard or from_backup:
             node.seen.clear()  # a wiped or restored store has lost them too
         self._boot(node, DurableState(tuple(node.guard), tip, cert, node.executed, wipe_guard,
@@ -479,6 +513,7 @@ class Simulation:
         if isinstance(cached, str):
             self.stats.refused_wire[cached] = self.stats.refused_wire.get(cached, 0) + 1
             return
+        self.oracle.learn(cached)
         touched = self._note_delivery(node, cached) if not node.faulty else []
         self._step(node, MessageReceived(self.nodes[src].member, cached))
         for member, view in touched:
@@ -486,20 +521,46 @@ class Simulation:
 
     # -- stepping and actions ---------------------------------------------------------------
 
-    @staticmethod
-    def _validate(commands: tuple[bytes, ...]) -> bool:
-        """The component's verdict on a block's commands (every command is valid here)."""
-        return True
+    def _validate(self, node: SimNode, commands: tuple[bytes, ...]) -> bool:
+        """The component's verdict on a block's commands: the seeded refusals
+        (`SimConfig.refuse_commands`) at honest members; a Byzantine member accepts all."""
+        return node.faulty or not any(self.refuses(c) for c in commands)
 
     def _step(self, node: SimNode, event: Event) -> None:
-        actions: list[Action | RawSend] = node.handler.step(event)
+        actions = self._handle(node, event)
         cut = node.crash_cut
+        scripted = node.cut_after_guard
+        if scripted is not None:
+            cut = next((i + 1 for i, a in enumerate(actions)
+                        if isinstance(a, PersistSignerGuard)
+                        and a.kind is scripted.cut_after_guard), None)
+            if cut is not None:  # restart_ms is unused: the restart counts from the cut
+                self._push(self.now + scripted.restart_after_ms, "restart", (scripted,))
+                self._stable_since = max(self._stable_since,
+                                         self.now + scripted.restart_after_ms)
         if cut is not None:
             actions = actions[:cut]
         for action in actions:
             self._execute(node, action)
         if cut is not None:
             self._crash(node)
+
+    def _handle(self, node: SimNode, event: Event) -> list[Action | RawSend]:
+        """Step the node on `event`, then on every message it sent itself, in order, as the
+        daemon's consensus loop does (node/voter.py `_step_core`): a broadcast reaches the
+        sender's own core too, before anything of the step is executed."""
+        out: list[Action | RawSend] = []
+        pending: deque[Event] = deque([event])
+        while pending:
+            if len(out) > DEFAULT_MAX_EVENTS:
+                raise self.fail(f"node {node.node} keeps sending itself messages")
+            actions: list[Action | RawSend] = node.handler.step(pending.popleft())
+            for action in actions:
+                if isinstance(action, Broadcast) or (isinstance(action, Send)
+                                                     and action.to == node.member):
+                    pending.append(MessageReceived(node.member, action.message))
+            out.extend(actions)
+        return out
 
     def _execute(self, node: SimNode, action: Action | RawSend) -> None:
         if isinstance(action, PersistSignerGuard):
@@ -514,6 +575,8 @@ class Simulation:
             msg = action.message
             if not node.faulty:
                 self._check_honest_signature(node, msg)
+                self._check_honest_message(node, msg)
+                self.oracle.learn(msg)
             data = encode_message(self.committee, msg)
             if isinstance(action, Send):
                 dsts = [x.node for x in self.nodes if x.member == action.to]
@@ -555,7 +618,7 @@ class Simulation:
         elif isinstance(action, ValidateBlock):
             # The shell answers in the same round (node/voter.py): no time passes.
             self._push(self.now, "validated", (node.node, node.incarnation, action.view,
-                                               action.digest, self._validate(action.commands)))
+                                               action.digest, self._validate(node, action.commands)))
         elif isinstance(action, FetchBlocks):
             self._serve_fetch(node, action)
         elif isinstance(action, StateDivergence):
@@ -579,44 +642,107 @@ class Simulation:
         for item in block.evidence:  # evidence already in the chain counts as known
             ev = Evidence.decode(item)
             node.evidence.add((ev.member, ev.view, ev.kind))
-        node.exec_root = blake3_digest(node.exec_root + block.digest)
-        for i, command in enumerate(block.commands):
-            node.log.append(merkle.leaf_hash(encode([block.height, i, command])))
-        roots = CertifiedRoots(block.height, node.exec_root, node.log.size, node.log.root())
-        self._push(self.now + EXECUTE_DELAY_MS, "execute", (node.node, node.incarnation, roots))
+        cert = action.certificate
+        if cert.kind is VoteKind.FINALIZE and cert.digest == block.digest:
+            # Stored (node/journal.py `take_blocks`), then executed (node/voter.py).
+            for stored, _ in node.finalized[node.durable:]:
+                node.exec_root = blake3_digest(node.exec_root + stored.digest)
+                for i, command in enumerate(stored.commands):
+                    node.log.append(merkle.leaf_hash(encode([stored.height, i, command])))
+                roots = CertifiedRoots(stored.height, node.exec_root, node.log.size,
+                                       node.log.root())
+                node.durable_roots = roots
+                self._push(self.now + EXECUTE_DELAY_MS, "execute",
+                           (node.node, node.incarnation, roots))
+            node.durable = len(node.finalized)
         if node.faulty:
             return
         prior = self._final_at.setdefault(block.height, block.digest)
         if prior != block.digest:
             raise self.fail(f"agreement: height {block.height} finalised as "
                             f"{prior.hex()[:12]} and {block.digest.hex()[:12]}")
+        refusal = self.oracle.finalized_refusal(block, cert)
+        if refusal is not None:
+            raise self.fail(f"node {node.node} finalised height {block.height}: {refusal}")
+        self.oracle.finalized.add(block.digest)
         self.stats.max_height = max(self.stats.max_height, block.height)
         node.last_final_ms = self.now
         if self.now >= max(self._stable_since, node.restarted_at):
             node.finals_since_stable += 1
 
     def _serve_fetch(self, node: SimNode, action: FetchBlocks) -> None:
-        peers = [x for x in self.nodes
-                 if x.up and not x.faulty and x.node != node.node and x.finalized]
-        if not peers:
+        if node.fetching is None:
+            node.fetching = action
+            self._fetch_from(node, 0)
+        elif node.fetch_queued is None:
+            node.fetch_queued = action
+
+    def _fetch_done(self, node: SimNode) -> None:
+        node.fetching, node.fetch_queued = node.fetch_queued, None
+        if node.fetching is not None:
+            self._fetch_from(node, 0)
+
+    def _on_fetch_answer(self, node: SimNode, src: int, attempt: int,
+                         chain: tuple[tuple[Block, Certificate], ...] | None) -> None:
+        if chain:
+            try:
+                verify_fetched(self.committee, chain)  # as the resolver does
+            except RemoteError as exc:
+                if not self.nodes[src].faulty:
+                    raise self.fail(f"honest peer served a bad chain: {exc}") from None
+                reason = f"fetched: {type(exc).__name__}: {exc}"
+                self.stats.refused_wire[reason] = self.stats.refused_wire.get(reason, 0) + 1
+                chain = None
+        if not chain:
+            self._fetch_from(node, attempt + 1)  # no answer, or a refused one: the next peer
             return
-        peer = self._fetch.choice(peers)
+        node.fetch_turn += attempt + 1
+        self.oracle.learn_chain(chain)
+        self._step(node, BlocksFetched(chain))
+        if node.up:
+            self._fetch_done(node)
+
+    def _fetch_from(self, node: SimNode, attempt: int) -> None:
+        """Ask the next peer in turn, Byzantine ones included; it answers from its store
+        (the durable blocks), as the resolver's block server does."""
+        action = node.fetching
+        peers = [x for x in self.nodes if x.up and x.node != node.node]
+        if action is None or attempt >= len(peers):
+            self._fetch_done(node)
+            return
+        peer = peers[(node.fetch_turn + attempt) % len(peers)]
         # Serve the range, extended up to a block finalised by its own certificate so that
         # every certificate in the answer refers to a block in it (verify_fetched).
         chain_list: list[tuple[Block, Certificate]] = []
-        for block, cert in peer.finalized:
+        for block, cert in peer.finalized[:peer.durable]:
             if block.height < action.from_height:
                 continue
             if block.height > action.to_height and chain_list and \
                     chain_list[-1][1].digest == chain_list[-1][0].digest:
                 break
             chain_list.append((block, cert))
-        chain = tuple(chain_list)
-        if chain and self._link_ok(peer.node, node.node, None):
-            delay = 2 * self._base[(node.node, peer.node)]
-            self._push(self.now + delay, "fetched", (node.node, node.incarnation, chain))
+        chain: tuple[tuple[Block, Certificate], ...] | None = tuple(chain_list)
+        if isinstance(peer.handler, Behaviour):
+            stored = tuple(f for f in peer.finalized[:peer.durable]
+                           if f[0].height >= action.from_height)
+            chain = peer.handler.serve_fetch(node.member, action, tuple(chain_list), stored)
+        if not self._link_ok(peer.node, node.node, None):
+            chain = None
+        delay = 2 * self._base[(node.node, peer.node)] if chain is not None else FETCH_TIMEOUT_MS
+        self._push(self.now + delay, "fetched",
+                   (node.node, node.incarnation, peer.node, attempt, chain))
 
     # -- invariants -------------------------------------------------------------------------
+
+    def _check_honest_message(self, node: SimNode, msg: Message) -> None:
+        """What an honest node sends is well formed and its notarise votes are justified
+        (testing/oracle.py)."""
+        refusal = self.oracle.message_refusal(msg)
+        if refusal is None and isinstance(msg, Vote) and msg.kind is VoteKind.NOTARIZE:
+            refusal = self.oracle.notarize_refusal(msg.digest)
+        if refusal is not None:
+            raise self.fail(f"honest node {node.node} sent {type(msg).__name__} for view "
+                            f"{message_view(msg)}: {refusal}")
 
     def _check_honest_signature(self, node: SimNode, msg: Message) -> None:
         """No honest member ever signs two conflicting statements (across restarts)."""
