@@ -34,13 +34,22 @@ from coalitiond.consensus.events import (
     GuardRecord,
     MessageReceived,
     Send,
+    Start,
+    TimerFired,
+    TimerKind,
 )
 from coalitiond.consensus.limits import MAX_VIEWS_BEHIND, SKIP_AFTER_SILENT_LEADS
-from coalitiond.consensus.messages import Nullification
+from coalitiond.consensus.messages import (
+    Finalization,
+    Notarization,
+    Nullification,
+    RecallAnswer,
+    RecallRequest,
+)
 from coalitiond.consensus.statements import SignedKind
 from coalitiond.consensus.types import ZERO_DIGEST, Certificate, Vote, VoteKind
 from coalitiond.consensus.voter import Core
-from coalitiond.testing.cores import started
+from coalitiond.testing.cores import end_recall, started
 from coalitiond.testing.simulator import (
     Crash,
     SimConfig,
@@ -183,6 +192,59 @@ def test_a_laggard_is_sent_the_newest_certificates_and_our_votes() -> None:
     assert views == [1, 3]
 
 
+def test_a_laggard_is_sent_the_finalisation_of_the_view_it_votes_in() -> None:
+    """It signed the finalisation (so nobody passes it on to it) and then crashed before
+    forming it: without it, it cannot check a proposal's roots nor build on the tip."""
+    c, _ = _core(0)
+    d = b"\x01" * 32
+    c.step(MessageReceived(1, Notarization(_cert(VoteKind.NOTARIZE, 1, d), None)))
+    c.step(MessageReceived(1, Finalization(_cert(VoteKind.FINALIZE, 1, d), None)))
+    assert c.view == 2
+    late = Vote.sign(KEYS[3], COMMITTEE, 3, VoteKind.NOTARIZE, 1, d)
+    sent = [a.message for a in c.step(MessageReceived(3, late)) if isinstance(a, Send)]
+    assert [(type(m), m.certificate.view) for m in sent
+            if isinstance(m, Notarization | Finalization)] == [(Notarization, 1),
+                                                               (Finalization, 1)]
+
+
+def test_a_recall_request_is_answered_with_what_a_laggard_is_sent() -> None:
+    """A recall request says its sender just started: it gets our newest certificates and
+    our votes in our view with the answer, once per view, whatever it re-sent (§3.10)."""
+    c, _ = _core(0)
+    for v in range(1, 4):
+        c.step(MessageReceived(1, Nullification(_cert(VoteKind.NULLIFY, v))))
+    assert c.view == 4
+    assert _nullify_votes(c.step(TimerFired(TimerKind.LEADER, 4)), 0) == [4]
+    sent = [a.message for a in c.step(MessageReceived(2, RecallRequest()))
+            if isinstance(a, Send) and a.to == 2]
+    assert [type(m) for m in sent] == [RecallAnswer, Nullification, Vote]
+    assert isinstance(sent[1], Nullification) and sent[1].certificate.view == 3
+    assert isinstance(sent[2], Vote) and (sent[2].kind, sent[2].view) == (VoteKind.NULLIFY, 4)
+    assert [a for a in c.step(MessageReceived(2, RecallRequest()))
+            if isinstance(a, Send)] == []  # once per view
+
+
+def test_the_end_of_the_recall_does_what_it_held_back() -> None:
+    """A restarted member reaches its peers' view before their recall answers: the checks
+    that end a view early, and the leader timer, run while it may not sign yet. They are
+    run again when the recall ends, not left to the next timer."""
+    guard = (GuardRecord(0, 6, SignedKind.NULLIFY, ZERO_DIGEST),)
+    c = Core(COMMITTEE, KEYS[2], DAEMON, DurableState(guard=guard))
+    c.step(Start())
+    c.step(MessageReceived(1, Nullification(_cert(VoteKind.NULLIFY, 6))))
+    assert c.view == 7 and c.abstaining
+    for member in (0, 1):  # more than n − q nullify: view 7 cannot be finalised
+        vote = Vote.sign(KEYS[member], COMMITTEE, member, VoteKind.NULLIFY, 7, ZERO_DIGEST)
+        assert _nullify_votes(c.step(MessageReceived(member, vote)), 2) == []
+    assert c.step(MessageReceived(0, RecallAnswer(2, ()))) == []
+    assert _nullify_votes(c.step(MessageReceived(1, RecallAnswer(2, ()))), 2) == [7]
+    # The leader timer of view 1 fires during the recall; the recall ends on its timer.
+    fresh = Core(COMMITTEE, KEYS[2], DAEMON)
+    fresh.step(Start())
+    assert _nullify_votes(fresh.step(TimerFired(TimerKind.LEADER, 1)), 2) == []
+    assert _nullify_votes(end_recall(fresh), 2) == [1]
+
+
 def test_a_vote_from_beyond_the_window_is_answered_with_the_newest_certificates() -> None:
     c, _ = _core(0)
     far = MAX_VIEWS_BEHIND + 10
@@ -271,12 +333,16 @@ def percentile(values: list[int], p: float) -> int:
 def test_a_restarted_member_finalises_within_a_leader_timeout_and_a_view(
         sim_seeds: list[int], request: pytest.FixtureRequest) -> None:
     """The issue's target: p99 ≤ one leader timeout + one view (before: p99 ~6 s, 11 of 200
-    seeds above 3 s). `--sim-seeds 200` (or more) runs the full campaign."""
+    seeds above 3 s), and p90 under half a leader timeout. `--sim-seeds 200` (or more) runs
+    the full campaign."""
     explicit = (request.config.getoption("--sim-seeds") is not None
                 or request.config.getoption("--sim-seed") is not None)
     seeds = sim_seeds if explicit else list(range(RESTART_DEFAULT_SEEDS))
     took = restart_recovery_ms(seeds)
-    p50, p99 = percentile(took, 0.5), percentile(took, 0.99)
+    p50, p90, p99 = percentile(took, 0.5), percentile(took, 0.9), percentile(took, 0.99)
     print(f"restart to first finalisation over {len(took)} seeds: p50 {p50} ms, "
-          f"p90 {percentile(took, 0.9)} ms, p99 {p99} ms, max {max(took)} ms")
+          f"p90 {p90} ms, p99 {p99} ms, max {max(took)} ms")
     assert p99 <= DAEMON.leader_timeout_ms + ONE_VIEW_MS, sorted(took)[-5:]
+    # Most restarts wait for no timer at all: the recall's answers bring the peers' view
+    # and votes, and its end acts on them (before: p90 ~1.1 s, one leader timeout).
+    assert p90 < DAEMON.leader_timeout_ms // 2, sorted(took)[-len(took) // 10:]

@@ -163,7 +163,7 @@ def newest_certificates(latest: Mapping[VoteKind, Certificate], blocks: Mapping[
     return [Broadcast(certificate_message(latest[kind], blocks, tip)) for kind in sorted(latest)]
 
 
-def catch_up(answered: Certificate, latest: Mapping[VoteKind, Certificate],
+def catch_up(answered: Certificate | None, latest: Mapping[VoteKind, Certificate],
              blocks: Mapping[bytes, Block], tip: Block,
              current: Iterable[Proposal | Vote]) -> Iterator[Proposal | Vote | Message]:
     """What to send a laggard besides the certificate that `answered` its vote (§3.8): our
@@ -172,8 +172,11 @@ def catch_up(answered: Certificate, latest: Mapping[VoteKind, Certificate],
     votes, all in the guard), so it finds the view already voted on when it gets there
     (docs/protocol.md §3.10). Sent as often as the answer itself: once per peer and view."""
     for kind in sorted(latest):
-        if latest[kind].view > answered.view:
-            yield certificate_message(latest[kind], blocks, tip)
+        cert = latest[kind]
+        if answered is None or cert.view > answered.view or (
+                cert.view == answered.view and cert.kind is VoteKind.FINALIZE
+                and answered.kind is not VoteKind.FINALIZE):
+            yield certificate_message(cert, blocks, tip)
     yield from current
 
 

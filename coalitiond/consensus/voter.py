@@ -147,6 +147,8 @@ class _View:
     phase: Phase = Phase.OPEN
     #: Firings of this view's timer: the first nullifies, later ones re-broadcast (§3.5).
     view_timer_fired: int = 0
+    #: The leader timer fired with no proposal: nullify as soon as we may sign (§8).
+    leader_timed_out: bool = False
     #: Members whose sync request for this view we answered (once each, §3.7).
     sync_answered: set[int] = field(default_factory=set)
     #: The proposal the shell is validating (`ValidateBlock`); decided on its answer.
@@ -296,6 +298,7 @@ class Core:
                 s.finalization.digest if s.finalization else b"",
                 sorted([int(k), sorted([i, vote.digest] for i, vote in vs.items())]
                        for k, vs in s.votes.items()),
+                s.leader_timed_out and self._recall.open,  # acted on when the recall ends
             ])
         guard = sorted([v, int(k), d] for (v, k), d in self._guard.items())
         return blake3_digest(encode([self.view, self.tip.digest, guard, views,
@@ -389,6 +392,7 @@ class Core:
                 self._try_propose()
         elif kind is TimerKind.LEADER:
             if s.proposal is None:
+                s.leader_timed_out = True
                 self._nullify(view)
         else:
             s.view_timer_fired += 1
@@ -526,7 +530,7 @@ class Core:
                 return
             self._guard_recalled(msg)
             if not self._recall.open:
-                self._progress()  # q − 1 answers: a waiting proposal may now be decided
+                self._recall_ended()  # q − 1 answers
         else:
             self._on_evidence(sender, msg.evidence)
 
@@ -680,6 +684,14 @@ class Core:
         if recall.should_answer(self._recall_answered, sender, self.view):
             self._emit(Send(sender, RecallAnswer(sender,
                                                  recall.own_statements(self._seen, sender))))
+            # It just started: what a laggard is sent (§3.8), our newest certificates and
+            # what we said in our view, so it joins us without waiting for our timers (§3.10).
+            here = self._vs(self.view)
+            current = relay.restatements(self._key, self.committee, self.me, self.view,
+                                         here.proposal, self._views.get(self.view - 1),
+                                         self._guard)
+            for msg in relay.catch_up(None, self._latest, self._blocks, self.tip, current):
+                self._emit(Send(sender, msg))
 
     def _guard_recalled(self, answer: RecallAnswer) -> None:
         """Our own statements a peer returned are ours: into the guard, durably, so a second
@@ -704,7 +716,19 @@ class Core:
             self._recall_round(n + 1)
             return
         self._recall.close()  # the last round: go on with the answers we have
+        self._recall_ended()
+
+    def _recall_ended(self) -> None:
+        """The recall is over: do now what it held back in the current view (§8, §3.10).
+        Entering a view, a nullify vote and the leader timer each try to sign only once;
+        a restarted member usually jumps to its peers' view before the answers arrive, so
+        without this it would wait out that view's timers although the view was already
+        known dead (nullified by others, or led by a silent leader)."""
+        self._end_early()
         self._progress()  # a waiting proposal, or our own, may now be decided
+        s = self._vs(self.view)
+        if s.leader_timed_out and s.proposal is None:
+            self._nullify(self.view)
 
     def _learn_block(self, block: Block) -> None:
         """Keep a block some certificate of ours refers to (late proposal, cert with block)."""
