@@ -102,6 +102,11 @@ class DurableState:
     guard_lost: bool = False
     #: First-seen statements of other members, in the store's window (§5).
     seen: tuple[SeenStatement, ...] = ()
+    #: Roots the newest stored blocks certify (§7): a restarted member checks a proposal's
+    #: claim for one of those heights against them (it keeps its own only for the newest).
+    certified: tuple[CertifiedRoots, ...] = ()
+    #: This member's own roots for the last heights its recovery replayed (§7).
+    replayed: tuple[CertifiedRoots, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------

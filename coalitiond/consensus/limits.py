@@ -64,3 +64,6 @@ MIN_MAX_BLOCK_BYTES: Final = 1024 * 1024
 #: Dead-leader skip (docs/protocol.md §3.10): a leader whose last this-many led views were
 #: nullified, with nothing signed by it seen since the earliest of them, is nullified at once.
 SKIP_AFTER_SILENT_LEADS: Final = 1
+#: Stored blocks whose certified roots a restarted member is handed (§7): enough to check a
+#: leader that executed a few heights less than this member had when it stopped.
+RECOVERED_CERTIFIED_BLOCKS: Final = 64

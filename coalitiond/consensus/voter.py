@@ -24,7 +24,7 @@ of deterministic inputs), so a seed fully determines a simulation.
 from __future__ import annotations
 
 import enum
-from collections import deque
+from collections import ChainMap, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -215,6 +215,14 @@ class Core:
         if durable.executed is not None and durable.executed.height > 0:
             self._executed = durable.executed
             self._roots[durable.executed.height] = durable.executed
+        for own in durable.replayed:
+            if own.height > 0:
+                self._roots.setdefault(own.height, own)
+        self._trim(self._roots)
+        for certified in durable.certified:
+            if certified.height > 0:
+                self._claims.setdefault(certified.height, certified)
+        self._trim(self._claims)
         self._consecutive_nulls = 0
         #: Highest-view certificate of each kind, re-sent when a view is stuck.
         self._latest: dict[VoteKind, Certificate] = {}
@@ -254,6 +262,9 @@ class Core:
         elif isinstance(event, BlocksFetched):
             self._on_fetched(event.chain)
         elif isinstance(event, Start):
+            certified = self._claims.get(self._executed.height)
+            if certified is not None and certified != self._executed:
+                self._diverge(certified, self._executed)  # our replayed state is not theirs
             if self._recall.open:
                 self._recall_round(1)
             self._enter_view(self.view)
@@ -602,7 +613,9 @@ class Core:
                 s.waiting = proposal  # decided when the recall ends (§8)
             return
         try:
-            verdict = rules.check_proposal(b, self.tip, self._blocks, self._views, self._roots,
+            # Our own roots, else the ones finalised blocks certified: both are right.
+            known = ChainMap(self._roots, self._claims)
+            verdict = rules.check_proposal(b, self.tip, self._blocks, self._views, known,
                                            self._executed.height, self.committee,
                                            max_block_bytes=self.config.max_block_bytes)
         except rules.InvalidProposal as exc:

@@ -833,6 +833,16 @@ class Store:
         self._check_size(size)
         return merkle.root(self._nodes, size)
 
+    def log_at(self, height: int) -> tuple[int, bytes]:
+        """The log's (size, root) after the block at `height`, as its checkpoint states it."""
+        if height == 0:
+            return 0, merkle.EMPTY_ROOT
+        row = self._conn.execute("SELECT size, root FROM checkpoints WHERE height=?",
+                                 (height,)).fetchone()
+        if row is None:
+            raise StoreUsageError(f"no checkpoint at height {height} (head is {self.height})")
+        return int(row[0]), bytes(row[1])
+
     def _check_size(self, size: int) -> None:
         if not 0 <= size <= self.frontier.size:
             raise StoreUsageError(f"tree size {size} outside 0..{self.frontier.size}")

@@ -50,7 +50,7 @@ from ..consensus.events import (
     ValidateBlock,
     WrongRootFound,
 )
-from ..consensus.limits import MAX_VIEWS_BEHIND
+from ..consensus.limits import MAX_VIEWS_BEHIND, RECOVERED_CERTIFIED_BLOCKS
 from ..consensus.messages import Message, NullificationsRequest, encode_message
 from ..consensus.root_evidence import WRONG_ROOT_KIND
 from ..consensus.statements import SignedKind
@@ -182,12 +182,16 @@ def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: Blo
     """Store thread, before the voter starts: rebuild the executor from the newest good
     snapshot and the blocks after it (node/snapshots.py), and the core's durable state."""
 
+    replayed: deque[tuple[int, bytes]] = deque(maxlen=RECOVERED_CERTIFIED_BLOCKS)
+
     def apply(block: Block) -> bytes:
         # Our own store holds only blocks whose envelopes were verified before they were
         # certified and stored: replay without checking every client signature again
         # (restart time would grow with the log). Admission is still decided afresh.
-        return executor.apply_block(block.height, block.digest, block.commands, checked=[
+        root = executor.apply_block(block.height, block.digest, block.commands, checked=[
             _decoded_unverified(c) for c in block.commands]).state_root
+        replayed.append((block.height, root))
+        return root
 
     restored = restore_and_replay(s, executor, snapshots, apply)
     tip: FinalizedBlock | None = s.finalized(s.height) if s.height else None
@@ -225,6 +229,9 @@ def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: Blo
         if status.height else None,
         guard_lost=guard_lost,
         seen=seen,
+        replayed=tuple(CertifiedRoots(h, root, *s.log_at(h)) for h, root in replayed),
+        certified=tuple(r for r in (s.block(h).roots for h in range(
+            max(1, s.height - RECOVERED_CERTIFIED_BLOCKS + 1), s.height + 1)) if r.height > 0),
     )
 
 

@@ -58,7 +58,7 @@ from ..consensus.events import (
     WrongRootFound,
 )
 from ..consensus.evidence import Evidence, EvidenceKind, evidence_kind
-from ..consensus.limits import MAX_VIEWS_AHEAD, MAX_VIEWS_BEHIND
+from ..consensus.limits import MAX_VIEWS_AHEAD, MAX_VIEWS_BEHIND, RECOVERED_CERTIFIED_BLOCKS
 from ..consensus.messages import (
     Finalization,
     Message,
@@ -219,6 +219,8 @@ class SimNode:
     log: merkle.Frontier = field(default_factory=merkle.Frontier)
     #: Roots after the last stored block (what a restart replays the log to).
     durable_roots: CertifiedRoots | None = None
+    #: Roots after each stored height, newest last (what a restart's replay recomputes).
+    stored_roots: list[CertifiedRoots] = field(default_factory=list)
     #: Roots after the last block the node executed.
     executed: CertifiedRoots | None = None
     crash_cut: int | None = None  # armed torn crash: execute this many actions, then die
@@ -468,8 +470,13 @@ class Simulation:
         node.executed = node.durable_roots  # recovery replays the stored blocks
         if wipe_guard or from_backup:
             node.seen.clear()  # a wiped or restored store has lost them too
+        certified = tuple(b.roots for b, _ in node.finalized[-RECOVERED_CERTIFIED_BLOCKS:]
+                          if b.executed_height > 0)  # as node/voter.py recover() reads them
+        top = 0 if tip is None else tip.height
+        replayed = tuple(r for r in node.stored_roots if r.height <= top)
         self._boot(node, DurableState(tuple(node.guard), tip, cert, node.executed, wipe_guard,
-                                      seen=tuple(node.seen)))
+                                      seen=tuple(node.seen), certified=certified,
+                                      replayed=replayed))
 
     # -- network ----------------------------------------------------------------------------
 
@@ -652,6 +659,8 @@ class Simulation:
                 roots = CertifiedRoots(stored.height, node.exec_root, node.log.size,
                                        node.log.root())
                 node.durable_roots = roots
+                node.stored_roots.append(roots)
+                del node.stored_roots[:-RECOVERED_CERTIFIED_BLOCKS]
                 self._push(self.now + EXECUTE_DELAY_MS, "execute",
                            (node.node, node.incarnation, roots))
             node.durable = len(node.finalized)
