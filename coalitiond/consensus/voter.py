@@ -1,10 +1,12 @@
 """The sans-IO consensus core: `Core.step(event) -> list[action]` (docs/protocol.md §3–§8).
 
-Why this module is long: what remains is one object's state transitions: every handler reads
-and writes the same view table, guard, tip and block store, and each emits into the same
-ordered list of actions. Two parts have tables of their own and could leave later: evidence
-bookkeeping (§5) and execution roots (§7), about 100 lines together; they stay here to keep
-this split small and reviewable.
+Why this module is long: it is one object's state transitions: every handler reads and
+writes the same view table, guard, tip and block store, and emits into the same ordered list
+of actions, so the handlers of one step are read together. The pure decisions already live
+elsewhere (`rules`, `relay`, `catchup`, `recall`). Four parts keep tables of their own and are
+the next to leave, each as a small class the core holds: evidence bookkeeping (§5), roots and
+divergence (§7), the start-up recall's state (§8) and the nullification fetch (§9), about 250
+lines together; they stayed here while issue #14's pieces were merged in one round.
 
 This is the state machine: views and their phases, votes and certificates, timers, the signer
 guard's in-memory copy, proposing, finalisation and execution roots. What is safe to sign is

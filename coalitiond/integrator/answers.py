@@ -3,14 +3,16 @@ the verified results, and the shape checks every decoded answer goes through fir
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..consensus.types import Block, BlockHeader, Certificate
 from ..log.checkpoint import Checkpoint
 from ..log.records import FinalizedBlock
 from ..primitives.errors import RemoteError
+
+T = TypeVar("T")
 
 
 class ApiError(RemoteError):
@@ -176,31 +178,26 @@ def expect_hashes(obj: Any, name: str, what: str) -> list[bytes]:
     return list(value)
 
 
-def decode_block(data: Any, what: str) -> Block:
+def _decoded(decode: Callable[[bytes], T], data: Any, what: str, name: str) -> T:
+    """`decode(data)`, or MalformedResponse naming `what` and the `name` of the item."""
     if not isinstance(data, bytes):
-        raise MalformedResponse(f"{what}: block must be bytes")
+        raise MalformedResponse(f"{what}: {name} must be bytes")
     try:
-        return Block.decode(data)
-    except RemoteError as e:
-        raise MalformedResponse(f"{what}: block does not decode: {e}") from None
+        return decode(data)
+    except (RemoteError, ValueError) as e:
+        raise MalformedResponse(f"{what}: {name} does not decode: {e}") from None
+
+
+def decode_block(data: Any, what: str) -> Block:
+    return _decoded(Block.decode, data, what, "block")
 
 
 def decode_header(data: Any, what: str) -> BlockHeader:
-    if not isinstance(data, bytes):
-        raise MalformedResponse(f"{what}: block header must be bytes")
-    try:
-        return BlockHeader.decode(data)
-    except RemoteError as e:
-        raise MalformedResponse(f"{what}: block header does not decode: {e}") from None
+    return _decoded(BlockHeader.decode, data, what, "block header")
 
 
 def decode_certificate(data: Any, what: str) -> Certificate:
-    if not isinstance(data, bytes):
-        raise MalformedResponse(f"{what}: certificate must be bytes")
-    try:
-        return Certificate.decode(data)
-    except (RemoteError, ValueError) as e:
-        raise MalformedResponse(f"{what}: certificate does not decode: {e}") from None
+    return _decoded(Certificate.decode, data, what, "certificate")
 
 
 def certifier_of(cp: Checkpoint, chain: Sequence[BlockHeader], certifier: int, what: str
