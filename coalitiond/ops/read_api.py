@@ -71,6 +71,11 @@ MAX_CERTIFY_WAIT_S: Final = 10.0
 #: Arguments of one state read at most, and the encoded `args=` map's size.
 MAX_STATE_ARGS: Final = 16
 MAX_ARGS_BYTES: Final = 1024
+#: The largest value of any unsigned parameter (`from`, `limit`, `size`, `index`, `old`,
+#: `new`, `height`): SQLite's INTEGER is a signed 64-bit value, and a page's `next`
+#: (`from` + at most 256 items) must stay below 2^64 to be encoded as a CBOR unsigned
+#: integer. 400 `<name>: must be <lo>..9223372036854775807, got <value>` above it.
+MAX_PARAM_UINT: Final = (1 << 63) - 1
 #: Parameters of /v1/state/<name> that are not query arguments.
 STATE_RESERVED: Final = frozenset({"format", "wait", "args"})
 
@@ -140,13 +145,17 @@ class _Params:
                 (raw == "0" or not raw.startswith("0"))):
             raise ValueError(f"{name}: must be an unsigned decimal integer, got {raw[:32]!r}")
         value = int(raw)
-        if value < lo or (hi is not None and value > hi):
+        top = MAX_PARAM_UINT if hi is None else min(hi, MAX_PARAM_UINT)
+        if value < lo:
             bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
             raise ValueError(f"{name}: must be {bound}, got {value}")
+        if value > top:
+            raise ValueError(f"{name}: must be {lo}..{top}, got {value}")
         return value
 
     def limit(self, maximum: int) -> int:
-        # An oversize limit is capped rather than refused: readers page with `next`.
+        # An oversize limit is capped rather than refused: readers page with `next` (a limit
+        # above MAX_PARAM_UINT is still refused, as every other unsigned parameter).
         return min(self.uint("limit", maximum, lo=1), maximum)
 
     def flag(self, name: str) -> bool:
