@@ -66,3 +66,21 @@ async def test_submit_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert r.stderr.decode().strip() == \
         "coalitiond: error: --timeout must be a positive number of seconds, got 0.0"
+
+
+
+async def test_submit_and_tail_wait_as_long_as_timeout_says(tmp_path: Path) -> None:
+    """`--timeout S` replaces the fixed 10 s connect (and 30 s reply) deadlines of `submit`
+    and `tail`: with no member up, each gives up after S and says so on one line."""
+    committee = write_committee(tmp_path, 4)  # nothing started: no member listens
+    client = str(committee.client_config_path)
+    for args in (("submit", "--kind", "k", "--body", "1"), ("tail", "--from", "1")):
+        r = await _cli(args[0], "--config", client, "--timeout", "0.5", *args[1:])
+        assert r.returncode == 2, r.stderr.decode()
+        (line,) = r.stderr.decode().splitlines()
+        assert line.startswith("coalitiond: error: could not reach any committee member at "
+                               "127.0.0.1:") and line.endswith(" within 0.5s"), line
+        r = await _cli(args[0], "--config", client, "--timeout", "-1", *args[1:])
+        assert r.returncode == 2
+        assert r.stderr.decode().strip() == \
+            "coalitiond: error: --timeout must be a positive number of seconds, got -1.0"

@@ -21,6 +21,7 @@ from ..node.client import (
     load_client_config,
 )
 from ..primitives.errors import CoalitiondError, RemoteError
+from .submit import add_timeout_argument, client_timeouts
 
 NAME = "tail"
 HELP = "print finalised blocks and entries, verifying each certificate"
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="first height to print (default 1)")
     parser.add_argument("--follow", action="store_true", help="keep printing new blocks")
     parser.add_argument("--limit", type=int, default=None, help="stop after this many blocks")
+    add_timeout_argument(parser)
 
 
 def block_json(fb: FinalizedBlock) -> dict[str, Any]:
@@ -65,9 +67,10 @@ def _jsonable(x: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    timeouts = client_timeouts(args.timeout)
     config = load_client_config(args.config)
     try:
-        trio.run(_tail, config, max(args.from_height, 1), args.follow, args.limit)
+        trio.run(_tail, config, max(args.from_height, 1), args.follow, args.limit, timeouts)
     except RefusedByMember as e:
         print(f"coalitiond: {e}", file=sys.stderr)
         return 1
@@ -77,9 +80,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _tail(config: ClientConfig, start: int, follow: bool, limit: int | None) -> None:
+async def _tail(config: ClientConfig, start: int, follow: bool, limit: int | None,
+                timeouts: dict[str, float]) -> None:
     printed = 0
-    async with CommitteeClient.open(config) as client:
+    async with CommitteeClient.open(config, **timeouts) as client:
         verifier = ChainVerifier(client.committee)
         if start > 1:
             # Anchor the chain at the block before `start`; it needs no check of its own:

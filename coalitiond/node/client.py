@@ -145,7 +145,8 @@ class CommitteeClient:
             if scope.cancelled_caught:
                 raise OperatorError(
                     "could not reach any committee member at "
-                    + ", ".join(f"{h}:{p}" for h, p in connect))
+                    + ", ".join(f"{h}:{p}" for h, p in connect)
+                    + f" within {connect_timeout:g}s")
             try:
                 yield client
             finally:

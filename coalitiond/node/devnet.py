@@ -1,8 +1,14 @@
 """The devnet supervisor: N member processes on loopback, a steady load, live progress.
 
 `coalitiond devnet` generates the configs (cli/devnet.py), then this module:
-1. starts `coalitiond run` for every member as a child process (logs in DIR/member-<i>.log);
-2. connects a client (DIR/client.toml, the operator key) and submits the component's demo
+1. checks that every port the members will bind is free (a busy one fails at once, naming the
+   port and `--base-port`), then starts `coalitiond run` for every member as a child process
+   (logs in DIR/member-<i>.log) and waits, member by member and saying which, until each
+   reports READY=1 over the systemd notify protocol (a socket of the supervisor's own, in
+   the child's `$NOTIFY_SOCKET`): the same moment it would tell systemd it is ready. A member
+   that exits before the devnet stops it (at start or later) ends the devnet with its exit
+   status and the last line of its log;
+2. once every member is ready, connects a client (DIR/client.toml, the operator key) and submits the component's demo
    commands (coalitiond/node/devnet_workloads.py) at a steady rate, round-robin over the
    members; companions (the Almanac a compute committee follows) are started first;
 3. prints one progress line a second: height, commands/s, submit-to-final latency, members
@@ -20,7 +26,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,14 +41,22 @@ from typing import Any, Final, TextIO
 
 import trio
 
+from ..config import load_config
 from ..primitives.errors import CoalitiondError, OperatorError
 from ..primitives.keys import load_key_file
 from ..primitives.logs import configure
 from .client import ClientConfig, CommitteeClient, load_client_config
 from .devnet_workloads import Workload, summarise
 
-#: How long members get to become reachable before the devnet gives up.
-STARTUP_TIMEOUT_S: Final = 60.0
+#: How long a member that is still running gets to report READY=1 before the devnet gives up
+#: (only a bound on a broken start: the devnet waits for the READY, not for a time).
+STARTUP_TIMEOUT_S: Final = 120.0
+#: Bytes read back from the end of a member's log for its last line.
+LAST_LINE_BYTES: Final = 4096
+#: Characters of that last line the devnet prints.
+LAST_LINE_CHARS: Final = 400
+#: One notify datagram at most (sd_notify messages are a few short assignments).
+NOTIFY_DATAGRAM_BYTES: Final = 4096
 #: How long a member gets to exit after SIGTERM before it is killed.
 STOP_TIMEOUT_S: Final = 15.0
 #: Submissions in flight at once (each waits for its outcome).
@@ -61,6 +77,43 @@ def write_client_config(dir: Path) -> Path:
 
 def coalitiond_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "coalitiond", *args]
+
+
+def busy_port(configs: Sequence[Path]) -> str | None:
+    """The first port a member of `configs` will bind (listen, then metrics) that something
+    else holds, as one line naming it and `--base-port`; None when all are free. Bound the
+    way the member binds (SO_REUSEADDR), so a port left in TIME_WAIT by the previous run
+    is not taken for busy."""
+    for path in configs:
+        node = load_config(path, check_key=False).node
+        for what, address in (("listen", node.listen), ("metrics", node.metrics)):
+            if address is None:
+                continue
+            with socket.socket(socket.AF_INET6 if ":" in address.host else socket.AF_INET,
+                               socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((address.host, address.port))
+                except OSError as e:
+                    return (f"port {address.port} is already in use ({path.stem}'s {what} "
+                            f"address {address.host}:{address.port}: {e.strerror}); "
+                            "stop what holds it or pick other ports with --base-port")
+    return None
+
+
+def last_line(path: Path, since: int = 0) -> str:
+    """The last non-blank line written to `path` after byte offset `since` (bounded)."""
+    try:
+        with path.open("rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            f.seek(max(since, end - LAST_LINE_BYTES))
+            tail = f.read()
+    except OSError as e:
+        return f"(cannot read {path.name}: {e.strerror})"
+    lines = [ln for ln in tail.decode("utf-8", "replace").splitlines() if ln.strip()]
+    if not lines:
+        return "(nothing in its log)"
+    return lines[-1].strip()[:LAST_LINE_CHARS]
 
 
 @dataclass
@@ -97,29 +150,108 @@ class Devnet:
         self.byzantine = dict(byzantine or {})
         #: The last status of each member, by index (None: never answered).
         self.last_status: list[dict[str, Any] | None] = [None] * len(configs)
+        #: Set when member i (companions: ("almanac", i)) reported READY=1, or exited.
+        self.ready: dict[tuple[bool, int], trio.Event] = {}
+        #: Set once the devnet is stopping its members: exits after this are expected.
+        self.stopping = False
+        #: Why the devnet stopped early (an honest member exited): the line to print.
+        self.failure: str | None = None
+        #: Cancelled when an honest member exits before the devnet stops it.
+        self.work_scope = trio.CancelScope()
         self.client_config: ClientConfig = load_client_config(write_client_config(dir))
 
     # -- members ------------------------------------------------------------------------
 
+    def _name(self, i: int, companion: bool) -> str:
+        return f"{self.companions[i].stem if companion else f'member {i}'}"
+
     async def _run_member(self, i: int, task_status: trio.TaskStatus[None], *,
                           companion: bool = False) -> None:
         config = self.companions[i] if companion else self.configs[i]
-        log = config.with_suffix(".log").open("ab")
+        ready = self.ready[(companion, i)] = trio.Event()
+        log_path = config.with_suffix(".log")
+        log = log_path.open("ab")
+        since = log.seek(0, os.SEEK_END)
+        # The member's READY=1 arrives on a notify socket of our own (abstract: no file).
+        notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        name = f"coalitiond-devnet-{os.getpid()}-{id(self):x}-{int(companion)}-{i}"
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        env["NOTIFY_SOCKET"] = "@" + name
         try:
+            await notify.bind("\0" + name)
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._await_ready, notify, ready)
                 behaviour = None if companion else self.byzantine.get(i)
                 command = coalitiond_command("run", "--config", str(config)) \
                     if behaviour is None else [
                         sys.executable, "-m", "coalitiond.testing.byzantine_member",
                         "--behaviour", behaviour, "--config", str(config)]
                 process = await nursery.start(lambda task_status: trio.run_process(
-                    command,
+                    command, env=env,
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=False,
                     task_status=task_status))
                 (self.companion_processes if companion else self.processes)[i] = process
                 task_status.started()
+                await process.wait()
+                was_ready = ready.is_set()
+                ready.set()
+                if not self.stopping:
+                    log.flush()
+                    self._exited(i, companion, process.returncode, was_ready,
+                                 last_line(log_path, since))
+                nursery.cancel_scope.cancel()
         finally:
+            notify.close()
             log.close()
+
+    @staticmethod
+    async def _await_ready(notify: trio.socket.SocketType, ready: trio.Event) -> None:
+        while not ready.is_set():
+            datagram = await notify.recv(NOTIFY_DATAGRAM_BYTES)
+            if b"READY=1" in datagram.split(b"\n"):
+                ready.set()
+
+    def _exited(self, i: int, companion: bool, code: int | None, was_ready: bool,
+                line: str) -> None:
+        """A member exited before the devnet stopped it: an honest one (or a companion)
+        stops the devnet with its reason; a Byzantine one is reported at the end."""
+        when = "while running" if was_ready else "at start"
+        if not companion and i in self.byzantine:
+            print(f"devnet: Byzantine member {i} exited {when} with status {code}: {line}",
+                  file=self.out, flush=True)
+            return
+        log = (self.companions[i] if companion else self.configs[i]).with_suffix(".log")
+        if self.failure is None:
+            self.failure = (f"devnet: {self._name(i, companion)} exited {when} with status "
+                            f"{code}; last line of {log.name}: {line}")
+        self.work_scope.cancel()
+
+    async def wait_ready(self) -> bool:
+        """Wait for every companion, then every member, to report READY=1, saying which one
+        is awaited. False (with `failure` set) if one is not ready in STARTUP_TIMEOUT_S."""
+        started = time.monotonic()
+        order = [(True, i) for i in range(len(self.companions))] + \
+            [(False, i) for i in range(len(self.configs))]
+        for companion, i in order:
+            event = self.ready[(companion, i)]
+            if not event.is_set():
+                config = load_config(self.companions[i] if companion else self.configs[i],
+                                     check_key=False)
+                print(f"devnet: waiting for {self._name(i, companion)} "
+                      f"({config.node.listen.host}:{config.node.listen.port}) to be ready",
+                      file=self.out, flush=True)
+            with trio.move_on_after(STARTUP_TIMEOUT_S):
+                await event.wait()
+            if not event.is_set():
+                log = (self.companions[i] if companion else self.configs[i]).with_suffix(".log")
+                self.failure = (f"devnet: {self._name(i, companion)} is running but not ready "
+                                f"after {STARTUP_TIMEOUT_S:.0f}s; last line of {log.name}: "
+                                f"{last_line(log)}")
+                return False
+        print(f"devnet: all {len(self.configs)} members ready after "
+              f"{time.monotonic() - started:.1f}s; starting the load", file=self.out, flush=True)
+        return True
 
     async def stop_members(self) -> list[int | None]:
         codes = await self._stop(self.processes)
@@ -217,41 +349,35 @@ class Devnet:
     async def run(self, duration: float | None) -> int:
         print(f"devnet: starting {len(self.configs)} members (logs in {self.dir}/member-*.log)",
               file=self.out, flush=True)
-        status = 0
+        interrupted = False
+
+        async def watch_signals(signals: Any) -> None:
+            nonlocal interrupted
+            async for _ in signals:
+                interrupted = True
+                self.work_scope.cancel()
+                return
+
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as members:
+                members.start_soon(watch_signals, signals)
                 for i in range(len(self.companions)):
                     await members.start(partial(self._run_member, companion=True), i)
                 for i in range(len(self.configs)):
                     await members.start(self._run_member, i)
                 try:
-                    # Members are still starting (imports, key files, listeners): give them
-                    # the whole start-up budget, not a client's usual connect timeout.
-                    async with CommitteeClient.open(self.client_config,
-                                                    connect_timeout=STARTUP_TIMEOUT_S) as client:
-                        with trio.move_on_after(STARTUP_TIMEOUT_S):
-                            await client.manager.wait_until(
-                                lambda: len(client.members()) == len(self.configs))
-                        workload = Workload(self.kind, self.dir,
-                                            load_key_file(self.client_config.key_file),
-                                            client.committee.committee_id)
-                        async with trio.open_nursery() as work:
-                            if workload.submits:
-                                work.start_soon(self._load, client, workload)
-                            work.start_soon(self._report, client)
-                            if duration is not None:
-                                with trio.move_on_after(duration):
-                                    async for _ in signals:
-                                        status = 130
-                                        break
-                            else:
-                                async for _ in signals:
-                                    break
-                            work.cancel_scope.cancel()
+                    with self.work_scope:
+                        if await self.wait_ready():
+                            await self._work(duration)
                 finally:
+                    self.stopping = True
                     print("devnet: stopping members", file=self.out, flush=True)
                     codes = await self.stop_members()
                     members.cancel_scope.cancel()
+        status = 130 if interrupted and duration is not None else 0
+        if self.failure is not None:
+            print(self.failure, file=self.out, flush=True)
+            status = 1
         for i in sorted(self.byzantine):
             if codes[i] != 0:  # the attacker's own fate is not the committee's
                 print(f"devnet: Byzantine member {i} exited with {codes[i]}", file=self.out)
@@ -265,6 +391,25 @@ class Devnet:
         if duration is not None and status == 0:
             status = await trio.to_thread.run_sync(self.check_archives)
         return status
+
+    async def _work(self, duration: float | None) -> None:
+        """The load and the progress lines, for `duration` seconds (None: until a signal)."""
+        # Every member is ready (it listens): the client's links come up at once.
+        async with CommitteeClient.open(self.client_config,
+                                        connect_timeout=STARTUP_TIMEOUT_S) as client:
+            with trio.move_on_after(STARTUP_TIMEOUT_S):
+                await client.manager.wait_until(
+                    lambda: len(client.members()) == len(self.configs))
+            workload = Workload(self.kind, self.dir, load_key_file(self.client_config.key_file),
+                                client.committee.committee_id)
+            async with trio.open_nursery() as work:
+                if workload.submits:
+                    work.start_soon(self._load, client, workload)
+                work.start_soon(self._report, client)
+                if duration is None:
+                    await trio.sleep_forever()
+                await trio.sleep(duration)  # the devnet's own run time, not a wait for state
+                work.cancel_scope.cancel()
 
     # -- after the run: export, verify, agree -------------------------------------------
 
@@ -346,6 +491,9 @@ def run_devnet(dir: Path, configs: list[Path], *, duration: float | None, rate: 
                companions: Sequence[Path] = (), byzantine: dict[int, str] | None = None) -> int:
     if rate <= 0:
         raise OperatorError("--rate must be positive")
+    busy = busy_port([*companions, *configs])
+    if busy is not None:
+        raise OperatorError(f"devnet: {busy}")
     # The supervisor's own transport chatter (dials before members listen) is noise here;
     # each member's log is in DIR/member-<i>.log.
     configure("console", "warning")
