@@ -13,7 +13,7 @@ JOBS ?= auto
 N ?= 20
 FLAKE_ARGS ?=
 
-.PHONY: all venv test lint bench devnet flake-hunt mutants clean
+.PHONY: all venv test lint bench devnet flake-hunt mutants clean fuzz fuzz-smoke
 
 all: test
 
@@ -38,7 +38,7 @@ flake-hunt: $(STAMP)
 	$(BIN)/python tests/flake_hunt.py --runs $(N) --jobs $(JOBS) $(FLAKE_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check coalitiond tests benchmarks
+	$(BIN)/ruff check coalitiond tests benchmarks fuzz
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -47,6 +47,17 @@ bench: $(STAMP)
 
 devnet: $(STAMP)
 	$(BIN)/coalitiond devnet --members 5 --component feed --dir $(DEVNET_DIR) $(DEVNET_ARGS)
+
+# Coverage-guided fuzzing (atheris) of every decoder of outside bytes (fuzz/targets.py), one
+# harness at a time. `fuzz-smoke`: 2 s each, about a minute in all (CI); `fuzz`: the long
+# campaign, FUZZ_SECONDS per harness; `FUZZ_ARGS="--harness cbor --work DIR"` narrows it.
+FUZZ_SECONDS ?= 300
+FUZZ_ARGS ?=
+fuzz-smoke: $(STAMP)
+	$(BIN)/python -m fuzz.campaign --seconds 2 $(FUZZ_ARGS)
+
+fuzz: $(STAMP)
+	$(BIN)/python -m fuzz.campaign --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEVNET_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

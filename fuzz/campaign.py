@@ -46,7 +46,9 @@ def run_one(name: str, seconds: int, work: Path) -> tuple[str, int, float, int, 
         log = r.stdout + r.stderr
         code = r.returncode
     except subprocess.TimeoutExpired as e:
-        log = f"{e.stdout or ''}{e.stderr or ''}\n(timed out)"
+        # TimeoutExpired carries bytes, whatever `text` said.
+        log = "".join(x.decode("utf-8", "replace") if isinstance(x, bytes) else x or ""
+                      for x in (e.stdout, e.stderr)) + "\n(timed out)"
         code = -1
     elapsed = time.monotonic() - started
     (out / "fuzz.log").write_text(log, encoding="utf-8", errors="replace")
