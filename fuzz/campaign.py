@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fuzz.targets import MAX_INPUT, TARGETS
+from fuzz.targets import MAX_INPUT, MAX_INPUT_BY_HARNESS, TARGETS
 
 HERE = Path(__file__).resolve().parent
 #: Beyond the run time: libFuzzer's start-up (instrumenting imports) and final merge.
@@ -37,7 +37,7 @@ def run_one(name: str, seconds: int, work: Path) -> tuple[str, int, float, int, 
     corpus.mkdir(parents=True, exist_ok=True)
     seeds = HERE / "corpus" / name
     argv = [sys.executable, "-m", "fuzz.run", name, f"-max_total_time={seconds}",
-            f"-max_len={MAX_INPUT}", f"-artifact_prefix={out}/", "-print_final_stats=1",
+            f"-max_len={MAX_INPUT_BY_HARNESS.get(name, MAX_INPUT)}", f"-artifact_prefix={out}/", "-print_final_stats=1",
             "-rss_limit_mb=2048", "-timeout=30", str(corpus), str(seeds)]
     started = time.monotonic()
     try:

@@ -36,8 +36,11 @@ class Finding(Exception):
 
 Target = Callable[[bytes], None]
 
-#: Largest input any target reads (libFuzzer's -max_len in `fuzz/run.py`).
-MAX_INPUT: Final = 64 * 1024
+#: Largest input a harness is given (libFuzzer's -max_len, `fuzz/campaign.py`): 8 KiB
+#: holds every structure the decoders parse (nested CBOR, a handshake, a few frames); config
+#: files and archives get the size of their largest seed and more.
+MAX_INPUT: Final = 8 * 1024
+MAX_INPUT_BY_HARNESS: Final = {"config": 32 * 1024, "archive": 32 * 1024}
 
 
 # ---------------------------------------------------------------------- deterministic CBOR

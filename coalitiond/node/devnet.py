@@ -8,9 +8,10 @@
    the child's `$NOTIFY_SOCKET`): the same moment it would tell systemd it is ready. A member
    that exits before the devnet stops it (at start or later) ends the devnet with its exit
    status and the last line of its log;
-2. once every member is ready, connects a client (DIR/client.toml, the operator key) and submits the component's demo
-   commands (coalitiond/node/devnet_workloads.py) at a steady rate, round-robin over the
-   members; companions (the Almanac a compute committee follows) are started first;
+2. once every member is ready, connects a client (DIR/client.toml, the operator key) and
+   submits the component's demo commands (coalitiond/node/devnet_workloads.py) at a steady
+   rate, round-robin over the members; companions (the Almanac a compute committee
+   follows) are started first;
 3. prints one progress line a second: height, commands/s, submit-to-final latency, members
    up, and the component's own numbers (ticks, cards, entries and anchors, requests and
    grants);
@@ -150,7 +151,7 @@ class Devnet:
         self.byzantine = dict(byzantine or {})
         #: The last status of each member, by index (None: never answered).
         self.last_status: list[dict[str, Any] | None] = [None] * len(configs)
-        #: Set when member i (companions: ("almanac", i)) reported READY=1, or exited.
+        #: (is a companion, index) -> set when that member reported READY=1, or exited.
         self.ready: dict[tuple[bool, int], trio.Event] = {}
         #: Set once the devnet is stopping its members: exits after this are expected.
         self.stopping = False
@@ -163,7 +164,7 @@ class Devnet:
     # -- members ------------------------------------------------------------------------
 
     def _name(self, i: int, companion: bool) -> str:
-        return f"{self.companions[i].stem if companion else f'member {i}'}"
+        return self.companions[i].stem if companion else f"member {i}"
 
     async def _run_member(self, i: int, task_status: trio.TaskStatus[None], *,
                           companion: bool = False) -> None:
@@ -355,6 +356,7 @@ class Devnet:
             nonlocal interrupted
             async for _ in signals:
                 interrupted = True
+                self.stopping = True  # the members got the signal too: their exits are ours
                 self.work_scope.cancel()
                 return
 
