@@ -112,3 +112,26 @@ async def test_handler_errors_map_to_statuses_with_a_one_line_message() -> None:
 def test_jsonable_renders_bytes_keys_and_tuples() -> None:
     assert jsonable({b"\xab": (1, b"\x00"), 7: None, "s": [True]}) == {
         "ab": [1, "00"], "7": None, "s": [True]}
+
+
+async def test_a_busy_address_is_one_operator_error_naming_it() -> None:
+    """Something else listens on the metrics address: serving fails with an OperatorError
+    naming `node.metrics` and the address (the CLI's one line), not hypercorn's traceback."""
+    import socket
+
+    from coalitiond.primitives.errors import OperatorError
+
+    app = OpsApp(status=dict, ready=lambda: True)
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(BaseException) as raised:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(serve_ops, app, f"127.0.0.1:{port}")
+    error: BaseException = raised.value
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    assert isinstance(error, OperatorError), repr(raised.value)
+    assert str(error) == f"node.metrics 127.0.0.1:{port}: cannot listen: Address already in use"

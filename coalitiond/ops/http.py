@@ -27,6 +27,7 @@ from hypercorn.trio import serve
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..primitives.encoding import encode
+from ..primitives.errors import OperatorError
 from ..primitives.logs import get_logger
 from ..primitives.metrics import REGISTRY
 
@@ -173,10 +174,23 @@ class OpsApp:
 
 async def serve_ops(app: OpsApp, bind: str, *,
                     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled; reports the bound addresses through `task_status`."""
+    """Serve until cancelled; reports the bound addresses through `task_status`. An address
+    that cannot be bound (in use, not ours) is an OperatorError naming it, not a traceback."""
     config = Config()
     config.bind = [bind]
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 1.0
-    await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
+    try:
+        await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
+    except* OSError as group:
+        first = _leaves(group)[0]
+        raise OperatorError(f"node.metrics {bind}: cannot listen: "
+                            f"{getattr(first, 'strerror', None) or first}") from None
+
+
+def _leaves(group: BaseExceptionGroup[OSError]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
