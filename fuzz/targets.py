@@ -325,9 +325,14 @@ def read_api_query(data: bytes) -> None:
 @cache
 def _scratch() -> Path:
     """Where file targets write their input: memory-backed when the host has /dev/shm."""
+    import atexit
+    import shutil
+
     shm = Path("/dev/shm")
-    return Path(tempfile.mkdtemp(prefix="coalitiond-fuzz-files-",
+    path = Path(tempfile.mkdtemp(prefix="coalitiond-fuzz-files-",
                                  dir=shm if shm.is_dir() else None))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def config(data: bytes) -> None:
