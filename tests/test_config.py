@@ -157,6 +157,16 @@ def test_absolute_paths_stay_and_home_expands(monkeypatch: pytest.MonkeyPatch) -
     assert c.node.data_dir == Path("/var/lib/x")
 
 
+def test_paths_of_unknown_users_and_with_nul_are_config_errors() -> None:
+    """Found by the `config` fuzz harness (fuzz/regressions/config/): `~user/...` for a user
+    the host does not know made pathlib raise RuntimeError, a traceback instead of a line."""
+    refused(BASE.replace('"keys/member.key"', '"~no-such-user-coalitiond/k.key"'),
+            "node.key_file", "cannot expand '~no-such-user-coalitiond': no such user's home "
+            "directory")
+    refused(BASE.replace('"data"', '"da\\u0000ta"'), "node.data_dir",
+            "must not contain a NUL character")
+
+
 def test_committee_spec() -> None:
     c = parse(BASE)
     spec = c.committee_spec()

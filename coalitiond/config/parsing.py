@@ -165,7 +165,13 @@ class Table:
             return value
         if not value:
             raise self.error(name, "must not be empty")
-        p = Path(value).expanduser()
+        if "\0" in value:
+            raise self.error(name, "must not contain a NUL character")
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:  # `~user/...` for a user this host does not know
+            raise self.error(name, f"cannot expand {value.split('/')[0][:64]!r}: no such "
+                             "user's home directory") from None
         return p if p.is_absolute() else base / p
 
     def array(
