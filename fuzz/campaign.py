@@ -17,6 +17,7 @@ A crash found becomes a regression input in `fuzz/regressions/<harness>/` (repla
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -41,7 +42,8 @@ def run_one(name: str, seconds: int, work: Path) -> tuple[str, int, float, int, 
             "-rss_limit_mb=2048", "-timeout=30", str(corpus), str(seeds)]
     started = time.monotonic()
     try:
-        r = subprocess.run(argv, cwd=HERE.parent, capture_output=True, text=True,
+        env = {**os.environ, "COALITIOND_FUZZ_SCRATCH": str(out / "scratch")}
+        r = subprocess.run(argv, cwd=HERE.parent, capture_output=True, text=True, env=env,
                            timeout=seconds + GRACE_S, check=False)
         log = r.stdout + r.stderr
         code = r.returncode
@@ -71,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = args.harness or list(TARGETS)
     failed = False
-    with tempfile.TemporaryDirectory(prefix="coalitiond-fuzz-") as tmp:
+    shm = Path("/dev/shm")  # memory-backed: the file harnesses write every input
+    with tempfile.TemporaryDirectory(prefix="coalitiond-fuzz-",
+                                     dir=shm if shm.is_dir() else None) as tmp:
         work = args.work or Path(tmp)
         print(f"fuzz: {len(names)} harnesses, {args.seconds} s each, work in {work}",
               flush=True)

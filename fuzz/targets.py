@@ -324,10 +324,17 @@ def read_api_query(data: bytes) -> None:
 
 @cache
 def _scratch() -> Path:
-    """Where file targets write their input: memory-backed when the host has /dev/shm."""
+    """Where file targets write their input: `$COALITIOND_FUZZ_SCRATCH` (the campaign's work
+    directory: libFuzzer ends the process without running atexit), else a directory of our
+    own, memory-backed when the host has /dev/shm, removed at exit."""
     import atexit
+    import os
     import shutil
 
+    given = os.environ.get("COALITIOND_FUZZ_SCRATCH")
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        return Path(given)
     shm = Path("/dev/shm")
     path = Path(tempfile.mkdtemp(prefix="coalitiond-fuzz-files-",
                                  dir=shm if shm.is_dir() else None))
