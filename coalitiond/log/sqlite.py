@@ -50,6 +50,7 @@ from ..primitives.identity import digest as blake3_digest
 from ..primitives.logs import get_logger
 from ..primitives.metrics import counter, gauge, histogram
 from .audit import AuditFailure, AuditSummary, LogAuditor
+from .base import MAX_FRONTIER_HASHES, BadFrontier, LogBase, frontier_positions
 from .checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from .errors import (
     GUARD_KIND_NAMES,
@@ -70,7 +71,6 @@ from .records import (
     entry_leaves,
     vote_for,
 )
-from .base import MAX_FRONTIER_HASHES, BadFrontier, BelowBase, LogBase, frontier_positions
 from .schema import APPLICATION_ID, DDL, MIGRATABLE_VERSION, MIGRATE_2_TO_3, SCHEMA_VERSION
 
 log = get_logger(__name__)
@@ -1011,6 +1011,13 @@ class Store:
         if row is None:
             raise StoreUsageError(f"no checkpoint at height {height} (head is {self.height})")
         return int(row[0]), bytes(row[1])
+
+    def frontier_hashes(self, size: int) -> list[bytes]:
+        """The right edge of the tree of `size` leaves (one hash per set bit of `size`,
+        highest level first): what a state-syncing member needs of the log at that size."""
+        self._check_size(size)
+        self._check_not_below(size=size)
+        return [h for _, h in merkle.Frontier.load(self._nodes, size).stack]
 
     def _check_size(self, size: int) -> None:
         if not 0 <= size <= self.frontier.size:
