@@ -14,11 +14,11 @@ import trio
 from node_harness import Committee, all_reach, client_for, in_process, write_committee
 
 from coalitiond.commands.client import EnvelopeSigner, publish
-from coalitiond.node.client import CommitteeClient
 from coalitiond.components.feed.component import _SNAPSHOT as FEED_SNAPSHOT
 from coalitiond.consensus.types import CertifiedRoots
 from coalitiond.log.base import BelowBase
 from coalitiond.node import wire
+from coalitiond.node.client import CommitteeClient
 from coalitiond.node.member import Member
 from coalitiond.node.snapshots import SnapshotFile
 from coalitiond.node.state_sync import SnapshotServer
