@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 from node_harness import Committee, all_reach, client_for, in_process, write_committee
@@ -22,6 +23,8 @@ from coalitiond.node.client import CommitteeClient
 from coalitiond.node.member import Member
 from coalitiond.node.snapshots import SnapshotFile
 from coalitiond.node.state_sync import SnapshotServer
+from coalitiond.ops.http import OpsApp, serve_ops
+from coalitiond.ops.read_api import ReadApi, ReadSource
 
 pytestmark = pytest.mark.live
 
@@ -80,6 +83,7 @@ async def test_a_wiped_member_state_syncs_then_votes_and_restarts(tmp_path: Path
             with pytest.raises(BelowBase, match=rf"its log starts at height {base + 1}"):
                 await synced.store.run(lambda s: s.block(1))
             assert synced.voter_status.restored_from == base
+            await _reads_below_the_base_are_410(synced, base)
             # It catches up and stops abstaining; then the committee needs its votes.
             others = [m for m in running.members() if m is not synced]
             target = max(m.height for m in others) + 2
@@ -101,6 +105,25 @@ async def test_a_wiped_member_state_syncs_then_votes_and_restarts(tmp_path: Path
             landed = await _publish(client, committee, 1, "restarted")
             await all_reach(running.members(), landed)
             assert again.state_root == running.members()[0].state_root
+
+
+async def _reads_below_the_base_are_410(member: Member, base: int) -> None:
+    """The read API answers a read below a synced member's base with 410 and one line."""
+    app = ReadApi(ReadSource.for_member(member)).install(
+        OpsApp(status=member.status, ready=lambda: member.ready))
+    async with trio.open_nursery() as nursery:
+        (address,) = await nursery.start(serve_ops, app, "127.0.0.1:0")
+        async with httpx.AsyncClient(base_url=address) as http:
+            for path in ("/v1/blocks?from=1", "/v1/entries?from=0",
+                         "/v1/proof/inclusion?index=0", f"/v1/checkpoint?height={base - 1}"):
+                r = await http.get(path)
+                assert r.status_code == 410, (path, r.status_code, r.text)
+                assert "below this member's base" in r.json()["error"]
+                assert f"its log starts at height {base + 1}" in r.json()["error"]
+                assert "ask another member" in r.json()["error"]
+            r = await http.get(f"/v1/blocks?from={base + 1}")
+            assert r.status_code == 200 and r.json()["blocks"][0]["height"] == base + 1
+        nursery.cancel_scope.cancel()
 
 
 class ForgedStateServer(SnapshotServer):
