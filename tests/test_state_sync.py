@@ -148,6 +148,15 @@ class ForgedStateServer(SnapshotServer):
         return self.forged[offset:offset + wire.MAX_SYNC_CHUNK]
 
 
+class WrongFrontierServer(SnapshotServer):
+    """TEST DOUBLE: the right snapshot with a log frontier that is not the log's."""
+
+    async def _read_meta(self, height: int):  # type: ignore[no-untyped-def]
+        meta = await super()._read_meta(height)
+        return type(meta)(height, meta.total, meta.log_size,
+                          (b"\x55" * 32,) + meta.frontier[1:])
+
+
 class TruncatingServer(SnapshotServer):
     """TEST DOUBLE: every page one byte short."""
 
@@ -164,15 +173,15 @@ class OversizeServer(SnapshotServer):
 
 async def test_peers_whose_snapshots_do_not_verify_are_refused_and_the_next_is_used(
         tmp_path: Path) -> None:
-    committee = write_committee(tmp_path, 5)
+    committee = write_committee(tmp_path, 6)  # q = 5: members 0..4 vote throughout
     _configure(committee)
     with trio.fail_after(240):
         async with in_process(committee) as running, client_for(committee) as client, \
                 trio.open_nursery() as doubles:
             await _publish(client, committee, 6, "before")
             await all_reach(running.members(), 4 * INTERVAL)
-            for i, double in ((0, ForgedStateServer), (1, TruncatingServer),
-                              (2, OversizeServer)):
+            for i, double in ((0, ForgedStateServer), (1, WrongFrontierServer),
+                              (2, TruncatingServer), (3, OversizeServer)):
                 m = running.members()[i]
                 real = m.snapshot_server
                 assert m.resolver is not None and real is not None
@@ -180,18 +189,21 @@ async def test_peers_whose_snapshots_do_not_verify_are_refused_and_the_next_is_u
                 server._config, server._key = m.config, m.key  # type: ignore[attr-defined]
                 m.resolver.snapshot_requests = server.queue_request
                 doubles.start_soon(server.run)
-            synced = await _wipe_and_sync(running, committee, 4)
+            synced = await _wipe_and_sync(running, committee, 5)
             refusals = synced.sync_refusals
-            assert len(refusals) == 3, refusals
-            assert refusals[0].startswith("state sync: member 0 (")
+            assert len(refusals) == 4, refusals
+            for i, refusal in enumerate(refusals):
+                assert refusal.startswith(f"state sync: member {i} ("), refusals
             assert "certifies state root" in refusals[0] and "the snapshot at height" in \
                 refusals[0], refusals[0]
-            assert refusals[1].startswith("state sync: member 1 (")
-            assert "bytes at offset 0, expected" in refusals[1], refusals[1]
-            assert refusals[2].startswith("state sync: member 2 (")
+            assert "the frontier (size" in refusals[1] and "is not the snapshot's log" in \
+                refusals[1], refusals[1]
+            assert "bytes at offset 0, expected" in refusals[2], refusals[2]
             assert f"a chunk of {wire.MAX_SYNC_CHUNK + 1} bytes exceeds " \
-                f"{wire.MAX_SYNC_CHUNK}" in refusals[2], refusals[2]
+                f"{wire.MAX_SYNC_CHUNK}" in refusals[3], refusals[3]
             assert synced.synced_from is not None
+            # Nothing of the refused peers was written: the synced state is the committee's.
+            assert synced.store is not None
             landed = await _publish(client, committee, 1, "after")
             await all_reach(running.members(), landed)
             assert len({m.state_root for m in running.members()}) == 1
