@@ -218,9 +218,10 @@ def verify_synced(committee: CommitteeSpec, executor: Executor, snap: SnapshotFi
                 if ours != (c.state_root, c.log_size, c.log_root):
                     raise SyncRefused(
                         f"{who}: finalised block {b.height} certifies state root "
-                        f"{c.state_root.hex()[:16]}, log size {c.log_size} at height "
-                        f"{c.height}; the snapshot at height {h} gives "
-                        f"{ours[0].hex()[:16]}, {ours[1]}")
+                        f"{c.state_root.hex()[:16]}, log size {c.log_size}, log root "
+                        f"{c.log_root.hex()[:16]} at height {c.height}; the snapshot at "
+                        f"height {h} gives {ours[0].hex()[:16]}, {ours[1]}, "
+                        f"{ours[2].hex()[:16]}")
                 certified = c.height
             root = executor.apply_block(b.height, b.digest, b.commands).state_root
             for leaf in entry_leaves(b):
