@@ -154,7 +154,7 @@ class WrongFrontierServer(SnapshotServer):
     async def _read_meta(self, height: int):  # type: ignore[no-untyped-def]
         meta = await super()._read_meta(height)
         return type(meta)(height, meta.total, meta.log_size,
-                          (b"\x55" * 32,) + meta.frontier[1:])
+                          (b"U" * 32, *meta.frontier[1:]))
 
 
 class TruncatingServer(SnapshotServer):

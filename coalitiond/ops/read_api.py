@@ -37,8 +37,8 @@ from ..components.base import QueryError, QueryNotFound
 from ..components.executor import Executor
 from ..consensus.types import Block
 from ..log.aio import AsyncStore
-from ..log.checkpoint import Checkpoint, split_note
 from ..log.base import BelowBase
+from ..log.checkpoint import Checkpoint, split_note
 from ..log.errors import StoreUsageError
 from ..log.sqlite import Store
 from ..primitives.committee import CommitteeSpec
