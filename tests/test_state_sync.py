@@ -19,7 +19,7 @@ from coalitiond.components.feed.component import _SNAPSHOT as FEED_SNAPSHOT
 from coalitiond.consensus.types import CertifiedRoots
 from coalitiond.log.base import BelowBase
 from coalitiond.node import wire
-from coalitiond.node.client import CommitteeClient
+from coalitiond.node.client import CommitteeClient, RefusedByMember
 from coalitiond.node.member import Member
 from coalitiond.node.snapshots import SnapshotFile
 from coalitiond.node.state_sync import SnapshotServer
@@ -84,6 +84,14 @@ async def test_a_wiped_member_state_syncs_then_votes_and_restarts(tmp_path: Path
                 await synced.store.run(lambda s: s.block(1))
             assert synced.voter_status.restored_from == base
             await _reads_below_the_base_are_410(synced, base)
+            # Over the client channel too (catch-up gets the same refusal on the sync channel).
+            with trio.fail_after(30):
+                await client.manager.wait_until(lambda: len(client.members()) == committee.n)
+            with pytest.raises(RefusedByMember, match=rf"block 1 is below this member's base "
+                               rf"\(it state-synced: its log starts at height {base + 1}"):
+                await client.blocks(1, member=synced.key.public)
+            served = await client.blocks(base + 1, member=synced.key.public)
+            assert served.blocks[0].height == base + 1
             # It catches up and stops abstaining; then the committee needs its votes.
             others = [m for m in running.members() if m is not synced]
             target = max(m.height for m in others) + 2
