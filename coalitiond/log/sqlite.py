@@ -18,6 +18,9 @@ Failure policy:
   dropped the dirty pages, so retrying could "succeed" on lost data (fsyncgate); the member
   restarts and recovers from what is durable.
 * damage found in committed data raises StoreCorrupt and is never truncated away.
+
+A state-synced log (`install_base`, log/base.py) starts at its base: reads below it raise
+BelowBase (a StoreUsageError) saying where the log starts.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ A member is four parts, each in its own module, plus the block journal they shar
     transport ─(sync/client blocks?)─► Resolver: block servers ◄─ store (parked until the
        voter executes: `wake_parked`)
 
+Before the parts are built the links come up, and a member whose log is empty and whose
+`node.state_sync` is set fetches a peer's certified snapshot first (node/state_sync.py); every
+member serves its own snapshots to syncing peers (the resolver hands it `snapshot?`).
+
 Parts talk only through constructor arguments: the voter's inbox (node/inbox.py), bounded
 memory channels, the shared `CheckedEnvelopes` and `SeenMessages` tables (node/verifier.py)
 and the voter's `VoterStatus`. This module builds them, starts every task in the member's
