@@ -216,3 +216,21 @@ async def test_peers_whose_snapshots_do_not_verify_are_refused_and_the_next_is_u
             await all_reach(running.members(), landed)
             assert len({m.state_root for m in running.members()}) == 1
             doubles.cancel_scope.cancel()
+
+
+async def test_with_no_snapshot_anywhere_a_wiped_member_starts_from_genesis(
+        tmp_path: Path) -> None:
+    committee = write_committee(tmp_path, 3)  # and no member writes snapshots
+    for path in committee.configs:
+        path.write_text(path.read_text().replace("[node]\n", "[node]\nsnapshot_interval = 0\n",
+                                                 1))
+    with trio.fail_after(240):
+        async with in_process(committee) as running, client_for(committee) as client:
+            await _publish(client, committee, 2, "before")
+            member = await _wipe_and_sync(running, committee, 2)
+            assert (member.synced_from, member.sync_refusals) == (None, [])
+            assert member.store is not None
+            assert await member.store.run(lambda s: s.base) is None
+            landed = await _publish(client, committee, 1, "after")
+            await all_reach(running.members(), landed)
+            assert len({m.state_root for m in running.members()}) == 1

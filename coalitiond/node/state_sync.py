@@ -91,9 +91,10 @@ class SnapshotServer:
         self.diverged = diverged
         self._send, self._recv = trio.open_memory_channel[tuple[bytes, wire.SnapshotRequest]](
             MAX_SNAPSHOT_REQUESTS)
-        #: The one snapshot whose size and frontier were worked out last (a sync pages
+        #: Size and frontier of each snapshot file paged so far, by height (a sync pages
         #: through one file; reading it again per page would cost the whole file each time).
-        self._meta: _Meta | None = None
+        #: Only heights still on disk are kept: at most `snapshots_kept` entries.
+        self._meta: dict[int, _Meta] = {}
 
     def queue_request(self, peer: bytes, request: wire.SnapshotRequest) -> None:
         try:
@@ -123,9 +124,11 @@ class SnapshotServer:
         if height not in heights:
             return wire.Refused(request.request_id, f"no snapshot at height {height} held "
                                 f"(newest: {heights[0] if heights else 'none'})")
-        meta = self._meta
-        if meta is None or meta.height != height:
-            meta = self._meta = await self._read_meta(height)
+        for gone in [h for h in self._meta if h not in heights]:
+            del self._meta[gone]
+        meta = self._meta.get(height)
+        if meta is None:
+            meta = self._meta[height] = await self._read_meta(height)
         if request.offset >= meta.total:
             return wire.Refused(request.request_id, f"offset {request.offset} is beyond the "
                                 f"{meta.total}-byte snapshot at height {height}")
