@@ -286,7 +286,7 @@ def test_unknown_keys() -> None:
             "unknown key (allowed here: attestation, coalition, committee, component, network, node)")
     refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\ndatadir = "x"'), "node.datadir",
             "unknown key (allowed here: advertise, almanac_config, data_dir, key_file, listen, log_format, "
-            "log_level, metrics, snapshot_interval, snapshots_kept, ticket_issuer_configs)")
+            "log_level, metrics, snapshot_interval, snapshots_kept, state_sync, ticket_issuer_configs)")
     refused(BASE.replace('operator = "a"', 'operator = "a"\nweight = 2'),
             "committee.members[0].weight",
             "unknown key (allowed here: address, operator, peer_id)")
@@ -612,3 +612,11 @@ def test_snapshot_keys() -> None:
             "node.snapshots_kept", "must be at most 16, got 17")
     refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\nsnapshot_interval = -1'),
             "node.snapshot_interval", "must be at least 0, got -1")
+
+
+def test_state_sync_key() -> None:
+    assert parse(BASE).node.state_sync is False
+    c = parse(BASE.replace('data_dir = "data"', 'data_dir = "data"\nstate_sync = true'))
+    assert c.node.state_sync is True
+    refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\nstate_sync = "yes"'),
+            "node.state_sync", "expected a boolean, got a string")

@@ -46,6 +46,9 @@ class NodeConfig:
     snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL
     #: Snapshot files kept (the newest ones).
     snapshots_kept: int = DEFAULT_SNAPSHOTS_KEPT
+    #: Start an empty log from a peer's certified snapshot instead of from genesis
+    #: (docs/protocol.md §12); ignored once the log holds anything.
+    state_sync: bool = False
 
 
 def _path_item(t: Table, base: Path) -> Callable[[str, Any], Path]:
@@ -74,6 +77,7 @@ def parse_node(t: Table, base: Path) -> NodeConfig:
                                     maximum=MAX_SNAPSHOT_INTERVAL),
         snapshots_kept=t.integer("snapshots_kept", DEFAULT_SNAPSHOTS_KEPT, minimum=1,
                                  maximum=MAX_SNAPSHOTS_KEPT),
+        state_sync=t._get("state_sync", False, bool, "a boolean"),
     )
     t.finish()
     return node

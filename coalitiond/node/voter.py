@@ -231,7 +231,8 @@ def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: Blo
         seen=seen,
         replayed=tuple(CertifiedRoots(h, root, *s.log_at(h)) for h, root in replayed),
         certified=tuple(r for r in (s.block(h).roots for h in range(
-            max(1, s.height - RECOVERED_CERTIFIED_BLOCKS + 1), s.height + 1)) if r.height > 0),
+            max(1, s.first_height - 1, s.height - RECOVERED_CERTIFIED_BLOCKS + 1),
+            s.height + 1)) if r.height > 0),
     )
 
 
