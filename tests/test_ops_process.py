@@ -21,7 +21,9 @@ from coalitiond.ops.process import (
     RECOMMENDED_OPEN_FILES,
     STATUS_INTERVAL_S,
     measure_data_dir,
+    refresh_gauges,
     report_status,
+    set_committee_gauges,
     status_line,
 )
 from coalitiond.primitives.metrics import sample_value
@@ -122,3 +124,18 @@ async def test_run_raises_a_lowered_open_files_limit_and_says_what_it_got(
     assert "coalitiond: open files limit 512 (raised from 256), hard limit 512" in text, text
     assert (f"coalitiond: WARNING: open files limit 512 is below the recommended "
             f"{RECOMMENDED_OPEN_FILES}") in text
+
+
+async def test_gauges_set_only_by_status_are_refreshed_between_scrapes(
+        tmp_path: Path, autojump_clock: object) -> None:
+    calls: list[float] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(refresh_gauges, tmp_path,
+                                   lambda: calls.append(trio.current_time()), interval=15.0))
+        await trio.sleep(45.5)
+        nursery.cancel_scope.cancel()
+    assert len(calls) == 4  # at 0, 15, 30, 45 s
+    assert sample_value("coalitiond_data_dir_free_bytes") is not None
+    set_committee_gauges(7, 5)
+    assert (sample_value("coalitiond_committee_members"),
+            sample_value("coalitiond_committee_quorum")) == (7, 5)

@@ -22,9 +22,10 @@ from .http import OpsApp, serve_ops
 from .process import (
     open_files_lines,
     raise_open_files_limit,
+    refresh_gauges,
     report_status,
+    set_committee_gauges,
     status_line,
-    watch_data_dir,
 )
 from .read_api import ReadApi, ReadSource
 from .systemd import Notifier
@@ -75,7 +76,8 @@ async def run_member(config: MemberConfig, key: SigningKey, *, guard_lost: bool 
                 await nursery.start(serve_ops, app, bind)
             if notifier.watchdog_interval_s:
                 nursery.start_soon(_watchdog, notifier, notifier.watchdog_interval_s, member)
-            nursery.start_soon(watch_data_dir, config.node.data_dir)
+            set_committee_gauges(member.committee.n, member.committee.quorum)
+            nursery.start_soon(refresh_gauges, config.node.data_dir, member.status)
             ready_status = status_line(member.status())
             notifier.ready(ready_status)
             if notifier.enabled:

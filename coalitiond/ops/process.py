@@ -11,7 +11,9 @@ Three things the daemon's wiring (`ops/daemon.py`) starts next to the member:
   `systemctl status` shows the member's height now, not the one it had at READY;
 * the free and total bytes of the filesystem holding the data directory, every
   `DISK_INTERVAL_S` (`coalitiond_data_dir_free_bytes`, `coalitiond_data_dir_size_bytes`),
-  for the "disk almost full" alert (deploy/prometheus/alerts.yaml).
+  for the "disk almost full" alert (deploy/prometheus/alerts.yaml), with the committee's
+  n and q (`coalitiond_committee_members`, `coalitiond_committee_quorum`) for the quorum and
+  peers alerts.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ OPEN_FILES_LIMIT = gauge("process_open_files_limit",
 DATA_DIR_FREE = gauge("data_dir_free_bytes",
                       "Bytes available to the member on the data directory's filesystem")
 DATA_DIR_SIZE = gauge("data_dir_size_bytes", "Size of the data directory's filesystem")
+COMMITTEE_MEMBERS = gauge("committee_members", "Members of this member's committee (n)")
+COMMITTEE_QUORUM = gauge("committee_quorum", "Votes a certificate needs (q)")
+
+
+def set_committee_gauges(n: int, quorum: int) -> None:
+    """n and q as metrics, so alert rules compare links and members up against them."""
+    COMMITTEE_MEMBERS.set(n)
+    COMMITTEE_QUORUM.set(quorum)
 
 
 def raise_open_files_limit() -> tuple[int, int, int]:
@@ -110,7 +120,12 @@ def measure_data_dir(path: Path) -> tuple[int, int] | None:
     return free, size
 
 
-async def watch_data_dir(path: Path, *, interval: float = DISK_INTERVAL_S) -> None:
+async def refresh_gauges(path: Path, refresh: Callable[[], object], *,
+                         interval: float = DISK_INTERVAL_S) -> None:
+    """Every `interval`: measure the data directory's filesystem and call `refresh` (the
+    member's `status`, which also sets `coalitiond_network_members_connected`), so gauges
+    that are not set as things happen are at most one interval old when scraped."""
     while True:
         measure_data_dir(path)
+        refresh()
         await trio.sleep(interval)
