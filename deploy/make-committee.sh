@@ -14,7 +14,8 @@
 # Addresses: compose     member-<i>:7000, metrics and read API on 0.0.0.0:9100
 #            kubernetes  coalitiond-<i>.coalitiond:7000 (StatefulSet pods behind the
 #                        headless Service), metrics on 0.0.0.0:9100
-#            loopback    127.0.0.1:(7400+i), metrics 127.0.0.1:(7500+i) (--network host)
+#            loopback    127.0.0.1:(BASE_PORT+i), metrics 127.0.0.1:(BASE_PORT+100+i)
+#                        (--network host; BASE_PORT defaults to 7400)
 # Re-runnable: existing keys in DIR/.devnet are kept. COALITIOND names the command
 # (default: coalitiond on PATH).
 set -euo pipefail
@@ -22,7 +23,7 @@ dir="${1:?usage: deploy/make-committee.sh DIR [N] [compose|kubernetes|loopback]}
 n="${2:-4}"
 mode="${3:-compose}"
 coalitiond="${COALITIOND:-coalitiond}"
-base=7400
+base="${BASE_PORT:-7400}"
 case "$mode" in
     compose) pattern="member-%d:7000" ;;
     kubernetes) pattern="coalitiond-%d.coalitiond:7000" ;;
