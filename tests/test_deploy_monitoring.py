@@ -9,6 +9,8 @@ import importlib
 import json
 import pkgutil
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,20 @@ def test_every_alert_has_its_runbook_paragraph() -> None:
         anchor = alert["alert"].lower()
         assert alert["annotations"]["runbook"] == f"docs/operations.md#{anchor}"
         assert alert["labels"]["severity"] in ("warning", "critical")
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool not installed (make promtool-deps; CI installs it first)")
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    """Each panel's query, with the dashboard variable filled in, parsed by Prometheus' own
+    parser (as a recording rule for `promtool check rules`)."""
+    exprs = _exprs(json.loads(DASHBOARD.read_text(encoding="utf-8")))
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query_{i}", "expr": e.replace("$committee", "coalitiond-feed")}
+        for i, e in enumerate(exprs)]}]}
+    path = tmp_path / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump(rules), encoding="utf-8")
+    r = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True,
+                       text=True, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in r.stdout
