@@ -132,8 +132,14 @@ def generate_devnet(members: int, component: str, dir: Path, base_port: int) -> 
         almanac_paths = _write_committee(dir, "almanac", "almanac", ALMANAC_MEMBERS,
                                          base_port + ALMANAC_OFFSET, operator, [])
         follow = load_config(almanac_paths[0], check_key=False).committee_spec().committee_id
-    return _write_committee(dir, "member", component, members, base_port, operator,
-                            client_keys(component, operator, providers), follow=follow)
+    paths = _write_committee(dir, "member", component, members, base_port, operator,
+                             client_keys(component, operator, providers), follow=follow)
+    # `submit`, `tail` and `status` need client.toml whether or not the devnet then runs
+    # (--generate-only, or members started by hand or in containers).
+    from ..node.devnet import write_client_config
+
+    write_client_config(dir)
+    return paths
 
 
 def almanac_configs(dir: Path) -> list[Path]:

@@ -26,6 +26,7 @@ BelowBase (a StoreUsageError) saying where the log starts.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -214,6 +215,27 @@ class _DbNodes:
         return h
 
 
+def open_read_only_uri(path: Path) -> tuple[str, bool]:
+    """The SQLite URI that opens `path` read-only, and whether it is `immutable=1`.
+
+    A WAL-mode store opened `mode=ro` needs its `-shm` file, which SQLite creates when it is
+    missing, so a read-only data directory (a `:ro` volume, a snapshot mount) refuses a
+    cleanly stopped store, whose `-wal` and `-shm` were removed at its last close. There,
+    and only when no write-ahead log with content lies beside it, nothing else can be
+    writing it, so it is opened `immutable=1` (no locks, no `-shm`). A store with a `-wal`
+    is opened `mode=ro` as usual, so committed transactions still in the WAL are read.
+    """
+    uri = path.absolute().as_uri() + "?mode=ro"
+    wal = path.with_name(path.name + "-wal")
+    try:
+        wal_has_data = wal.stat().st_size > 0
+    except OSError:
+        wal_has_data = False
+    if not os.access(path.parent, os.W_OK) and not wal_has_data:
+        return uri + "&immutable=1", True
+    return uri, False
+
+
 class Store:
     """The per-member signed log. Use `Store.open`; call from one thread at a time."""
 
@@ -225,6 +247,9 @@ class Store:
         self.member = member
         self._key = signing_key
         self.read_only = read_only
+        #: Opened with SQLite's `immutable=1`: a read-only data directory with no
+        #: write-ahead log beside the store (see `open_read_only_uri`).
+        self.immutable = False
         self._failed: str | None = None
         self._nodes = _DbNodes(conn, path)
         self.height = 0
@@ -257,15 +282,28 @@ class Store:
         kwargs: dict[str, Any] = {"isolation_level": None, "check_same_thread": False}
         if connection_factory is not None:
             kwargs["factory"] = connection_factory
+        immutable = False
         try:
             if read_only:
-                conn = sqlite3.connect(p.absolute().as_uri() + "?mode=ro", uri=True, **kwargs)
+                uri, immutable = open_read_only_uri(p)
+                conn = sqlite3.connect(uri, uri=True, **kwargs)
             else:
                 conn = sqlite3.connect(spath, **kwargs)
         except sqlite3.Error as e:
             raise StoreOpenError(f"{spath}: cannot open the store: {e}") from None
         try:
             store = cls._setup(conn, spath, committee, signing_key, read_only, exists)
+            store.immutable = immutable
+        except sqlite3.OperationalError as e:
+            # SQLITE_CANTOPEN and friends: the file or its -wal/-shm could not be opened
+            # (permissions, a read-only directory). Not damage: nothing was read yet.
+            conn.close()
+            if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_CANTOPEN:
+                raise StoreCorrupt(spath, "sqlite", f"{e}") from None
+            hint = (" (its directory is read-only and a write-ahead log is beside it: copy "
+                    "the data directory somewhere writable, or export while the member runs)"
+                    if read_only else "")
+            raise StoreOpenError(f"{spath}: cannot open the store: {e}{hint}") from None
         except sqlite3.DatabaseError as e:
             # SQLite itself could not read committed pages: damage, reported, never repaired.
             conn.close()
@@ -292,6 +330,11 @@ class Store:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             tables = {r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CANTOPEN:
+                raise  # could not open, not damage (reported by `open`)
+            raise StoreCorrupt(path, "sqlite header", f"not a readable SQLite database ({e})"
+                               ) from None
         except sqlite3.DatabaseError as e:
             raise StoreCorrupt(path, "sqlite header", f"not a readable SQLite database ({e})"
                                ) from None
