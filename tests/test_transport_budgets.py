@@ -50,7 +50,7 @@ def test_a_reader_relays_only_its_own_record_and_departure() -> None:
     assert c.upsert(rec(P), NOW, sender=P.public)[0] is Outcome.NEW
     assert c.upsert(rec(Q), NOW)[0] is Outcome.NEW  # from a member's link: accepted
     dep = Departure(Q.public, NET, 1, 1, NOW).sign(Q)
-    with pytest.raises(CatalogError, match="departure of .* relayed by reader"):
+    with pytest.raises(CatalogError, match=r"departure of .* relayed by reader"):
         c.depart(dep, NOW, sender=P.public)
     assert Q.public in c
 

@@ -234,7 +234,7 @@ async def test_a_ping_flood_is_rate_limited_then_closed(autojump_clock: object) 
         node = await serve(n)
         key = throwaway(5, 5)
         s = reader_session(key, NET)
-        stream, peer, events = await raw_client(node.listen_port or 0, s)
+        stream, peer, _ = await raw_client(node.listen_port or 0, s)
         assert peer is not None
         await node.wait_until(lambda: key.public in node.links)
         before = metric("transport_rate_limited_total", kind="ping")
