@@ -102,10 +102,12 @@ def test_anonymous_pool_per_address_share_and_idle_eviction() -> None:
     assert admit_anonymous(pool, "c", 59, **kw).refusal == (
         "not a committee member and all 3 anonymous reader slots are taken")
     # …until a slot has been idle for the timeout: the longest idle one makes room.
-    assert admit_anonymous(pool, "c", 66, **kw).evict == bytes([2]) * 32 or \
-        admit_anonymous(pool, "c", 66, **kw).evict == bytes([1]) * 32
     assert admit_anonymous(pool, "c", 60, **kw).evict == bytes([1]) * 32
-    assert admit_anonymous(pool, "a", 65, **kw).evict == bytes([1]) * 32
+    assert admit_anonymous(pool, "c", 70, **kw).evict == bytes([1]) * 32  # the idlest
+    # A full address share evicts among that address's readers only.
+    share = slots((1, "b", 0), (2, "a", 5), (3, "a", 7))
+    assert admit_anonymous(share, "a", 100, **kw).evict == bytes([2]) * 32
+    assert admit_anonymous(share, "a", 64, **kw).refusal is not None
 
 
 # -- receive queues --------------------------------------------------------------------------
