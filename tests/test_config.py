@@ -283,7 +283,7 @@ def test_confluence_fingerprint_of_a_member_config() -> None:
 
 def test_unknown_keys() -> None:
     refused(BASE + "\n[extra]\n", "extra",
-            "unknown key (allowed here: attestation, coalition, committee, component, network, node)")
+            "unknown key (allowed here: attestation, coalition, committee, component, network, node, transport)")
     refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\ndatadir = "x"'), "node.datadir",
             "unknown key (allowed here: advertise, almanac_config, data_dir, key_file, listen, log_format, "
             "log_level, metrics, snapshot_interval, snapshots_kept, state_sync, ticket_issuer_configs)")

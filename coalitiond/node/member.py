@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import trio
 
@@ -55,6 +56,7 @@ from ..primitives.crypto import SigningKey
 from ..primitives.errors import OperatorError
 from ..primitives.logs import get_logger
 from ..primitives.metrics import gauge
+from ..transport.limits import KindLimit, RateLimits
 from ..transport.manager import ConnectionManager, TransportConfig
 from ..transport.router import Channel
 from . import wire
@@ -212,7 +214,7 @@ class Member:
                 advertise=[(node.advertise.host, node.advertise.port)],
                 bootstrap=[(a.host, a.port) for a in self.config.network.bootstrap],
                 roles=("member",), tickets=tickets, admission=gate,
-                config=self.transport_config)
+                config=self.transport_config or transport_config(self.config))
             async with trio.open_nursery() as nursery:
                 # The links come up first: state sync (before recovery) talks to the peers.
                 try:
@@ -423,3 +425,34 @@ class Member:
 def _plain(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v.hex() if isinstance(v, bytes) else v for k, v in obj.items()
             if isinstance(v, bytes | int | str | bool | None)}
+
+_T = TypeVar("_T")
+
+
+def transport_config(config: MemberConfig) -> TransportConfig:
+    """The member's links as its file says: `[transport]` over the transport's defaults;
+    the committee's ACL clients get reserved reader slots too (docs/configuration.md)."""
+    t = config.transport
+    base = TransportConfig()
+    timing = base.timing
+    rates = RateLimits(**{kind: KindLimit(float(per_s), float(burst))
+                          for kind, per_s, burst in t.rates})
+    timing = replace(
+        timing, rates=rates,
+        send_queue=_or(t.send_queue_messages, timing.send_queue),
+        send_queue_bytes=_or(t.send_queue_bytes, timing.send_queue_bytes))
+    return replace(
+        base, timing=timing,
+        reserved_readers=frozenset(config.committee.acl.clients) | frozenset(t.reserved_readers),
+        max_readers=_or(t.max_anonymous_readers, base.max_readers),
+        max_readers_per_address=_or(t.max_readers_per_address, base.max_readers_per_address),
+        reader_idle_timeout=float(_or(t.reader_idle_timeout_s, base.reader_idle_timeout)),
+        reader_send_queue_bytes=_or(t.reader_send_queue_bytes, base.reader_send_queue_bytes),
+        anonymous_send_bytes=_or(t.anonymous_send_bytes, base.anonymous_send_bytes),
+        recv_queue_bytes=_or(t.recv_queue_bytes, base.recv_queue_bytes),
+        max_catalog_bytes=_or(t.max_catalog_bytes, base.max_catalog_bytes),
+        max_reader_record=_or(t.max_reader_record_bytes, base.max_reader_record))
+
+
+def _or(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
