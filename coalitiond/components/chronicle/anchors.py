@@ -434,6 +434,8 @@ class AnchorPublisher:
             self.published_upto = resume
             self._known_upto = max(self._known_upto, resume)
             self._update_lag()
+            self._progress.set()
+            self._progress = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
