@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 from eth_account.signers.local import LocalAccount
+from node_harness import Committee, free_ports, write_committee
 
 from coalitiond.components.chronicle import evm_contract
 from coalitiond.components.chronicle.evm_keys import (
@@ -26,7 +27,6 @@ from coalitiond.components.chronicle.evm_keys import (
 )
 from coalitiond.config.template import EvmAnchorTemplate, _evm_sink
 from coalitiond.node.evm_devchain import DevChain, find_anvil
-from node_harness import Committee, free_ports, write_committee
 
 
 def need_anvil() -> Path:

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import trio
+from evm_harness import anvil_chain, evm_committee, wait_for_chain
+from node_harness import client_for, in_process
 
 import coalitiond.node.member as member_module
 from coalitiond.cli import main as cli_main
@@ -25,8 +27,6 @@ from coalitiond.log.archive import export_archive
 from coalitiond.node.drivers import AnchorPublishing
 from coalitiond.node.member import Member
 from coalitiond.testing.evm_anchors import WrongDigestSink, wrong_digest
-from evm_harness import anvil_chain, evm_committee, wait_for_chain
-from node_harness import client_for, in_process
 
 pytestmark = [pytest.mark.live]
 

@@ -113,6 +113,8 @@ class AnchorContract:
 
     async def _word(self, data: bytes, block: int | str = "latest") -> bytes:
         out = await self._call(data, block)
+        if not out and block != "latest":
+            return ZERO32  # a block before the contract existed: nothing posted yet
         if len(out) != 32:
             raise RpcError(f"contract {self.address_hex}: unexpected answer of {len(out)} "
                            "bytes (not a ChronicleAnchors contract?)")

@@ -6,7 +6,7 @@ dozen methods the sink needs are one POST each; signing is `eth_account`'s, ABI 
 
 `JsonRpc(urls)` tries its URLs in order on every call and sticks to the first that answers.
 Every failure is an `RpcError` whose message is one line naming the URL and the cause:
-`RPC http://127.0.0.1:8545: connection refused`, `… no answer within 10 s`, `… HTTP 502`,
+`RPC http://127.0.0.1:8545: cannot connect (node down?): …`, `… no answer within 10 s`, `… HTTP 502`,
 `… eth_call: execution reverted (code 3)`. An error object from the node (`RpcCallError`)
 carries the node's `code` and `data` (revert data) for the caller to decode.
 """
@@ -98,9 +98,8 @@ class JsonRpc:
             except httpx.TimeoutException:
                 status = None
             except httpx.ConnectError as e:
-                cause = "connection refused" if "refused" in str(e).lower() else _one_line(
-                    str(e) or type(e).__name__)
-                raise RpcError(f"RPC {url}: {cause}") from None
+                raise RpcError(f"RPC {url}: cannot connect (node down?): "
+                               f"{_one_line(str(e) or type(e).__name__)}") from None
             except (httpx.HTTPError, httpx.InvalidURL) as e:
                 raise RpcError(f"RPC {url}: {type(e).__name__}: {_one_line(str(e))}"
                                ) from None

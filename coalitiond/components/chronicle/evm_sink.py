@@ -160,11 +160,10 @@ class EvmAnchorSink(AnchorSink):
     async def _publish(self, anchor: ChronicleAnchor) -> None:
         upto, digest = anchor.upto_seq, anchor.digest
         while True:
-            depth = await self._depth_block()
-            if depth >= 0 and await self.contract.posted(upto, self.address, depth) == digest:
+            if await self.confirmed(upto, digest):
                 self._resume = max(self._resume, upto)
                 self._sent = None
-                log.info("anchors.evm.confirmed", upto_seq=upto, block=depth)
+                log.info("anchors.evm.confirmed", upto_seq=upto)
                 return
             current = await self.contract.posted(upto, self.address)
             if current == digest:
@@ -184,6 +183,11 @@ class EvmAnchorSink(AnchorSink):
                 return
             await self._send(upto, digest)
             await self._wait_mined()
+
+    async def confirmed(self, upto: int, digest: bytes) -> bool:
+        """Our post of `digest` for `upto` is in the chain `confirmations` blocks deep."""
+        depth = await self._depth_block()
+        return depth >= 0 and await self.contract.posted(upto, self.address, depth) == digest
 
     async def _send(self, upto: int, digest: bytes) -> None:
         me = self.account.address
