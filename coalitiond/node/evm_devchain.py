@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -93,3 +93,93 @@ class DevChain:
 
     async def fund(self, address: str, wei: int = 10**20) -> None:
         await self.rpc.call("anvil_setBalance", address, hex(wei))
+
+
+# ---------------------------------------------------------------------------------------
+# `coalitiond devnet --component chronicle --anchor evm`
+
+
+class BlockingDevChain:
+    """anvil for the devnet's command line, which runs several trio loops in turn: started
+    and stopped without one (subprocess), talked to inside each loop through `url`."""
+
+    def __init__(self, port: int, state: Path, log_path: Path) -> None:
+        binary = find_anvil()
+        if binary is None:
+            raise OperatorError("--anchor evm: anvil not found: run `make tools` (installs it "
+                                "from npm into .tools/), or set COALITIOND_ANVIL")
+        self.args = [str(binary), "--port", str(port), "--host", "127.0.0.1", "--chain-id",
+                     str(DEVNET_CHAIN_ID), "--state", str(state), "--accounts", "0", "--silent"]
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen(self.args, stdout=out, stderr=out)
+
+        async def ready() -> None:
+            rpc = JsonRpc([self.url], timeout=2.0)
+            with trio.move_on_after(START_TIMEOUT_S):
+                while True:
+                    if self.process is not None and self.process.poll() is not None:
+                        raise OperatorError(f"anvil exited at start (port busy?); see "
+                                            f"{self.log_path}")
+                    try:
+                        await rpc.call("eth_chainId")
+                        return
+                    except RpcError:
+                        await trio.sleep(0.05)
+            raise OperatorError(f"anvil did not answer on {self.url}")
+
+        trio.run(ready)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def prepare_evm_anchors(dir: Path, url: str, members: int, quorum: int
+                        ) -> tuple[bytes, tuple[bytes, ...]]:
+    """Member EVM keys (`evm-<i>.key`, kept across runs), funded; the anchor contract,
+    deployed once per chain state (its address kept in `anchor-contract.txt`). Returns
+    (contract, member addresses)."""
+    from ..components.chronicle.evm_contract import AnchorContract, deploy
+    from ..components.chronicle.evm_keys import (
+        evm_address,
+        generate_evm_key,
+        load_evm_key_file,
+        write_evm_key_file,
+    )
+
+    def account(path: Path) -> Any:
+        if not path.exists():
+            write_evm_key_file(path, generate_evm_key())
+        return load_evm_key_file(path)
+
+    accounts = [account(dir / f"evm-{i}.key") for i in range(members)]
+    deployer = account(dir / "evm-deployer.key")
+    addresses = tuple(evm_address(a) for a in accounts)
+    saved = dir / "anchor-contract.txt"
+
+    async def go() -> bytes:
+        rpc = JsonRpc([url])
+        for a in (*accounts, deployer):
+            await rpc.call("anvil_setBalance", a.address, hex(10**21))
+        if saved.exists():
+            known = bytes.fromhex(saved.read_text().strip().removeprefix("0x"))
+            contract = AnchorContract(rpc, known)
+            if await contract.has_code() and await contract.members() == addresses \
+                    and await contract.quorum() == quorum:
+                return known
+        address, _ = await deploy(rpc, deployer, DEVNET_CHAIN_ID, addresses, quorum)
+        saved.write_text("0x" + address.hex() + "\n")
+        return address
+
+    return trio.run(go), addresses

@@ -58,6 +58,9 @@ class JsonRpc:
         self.timeout = timeout
         self._preferred = 0
         self._id = 0
+        #: One connection pool for the object's life (a fresh client per call costs ~60 ms
+        #: of TLS context set-up); created in the trio run that first calls.
+        self._client: httpx.AsyncClient | None = None
 
     async def call(self, method: str, *params: Any) -> Any:
         """The `result` of `method(params)`; RpcError (RpcCallError for a node's error
@@ -86,9 +89,10 @@ class JsonRpc:
         status: int | None = None
         with trio.move_on_after(self.timeout):
             try:
-                async with httpx.AsyncClient(timeout=self.timeout) as client, \
-                        client.stream("POST", url, content=body,
-                                      headers={"content-type": "application/json"}) as resp:
+                if self._client is None:
+                    self._client = httpx.AsyncClient(timeout=self.timeout)
+                async with self._client.stream("POST", url, content=body, headers={
+                        "content-type": "application/json"}) as resp:
                     async for chunk in resp.aiter_bytes():
                         data += chunk
                         if len(data) > MAX_RPC_RESPONSE_BYTES:

@@ -61,6 +61,9 @@ FEE_BUMP_DEN: Final = 4
 #: eth_estimateGas times this (the estimate is tight; a post costs 61k to 125k gas).
 GAS_MARGIN_NUM: Final = 5
 GAS_MARGIN_DEN: Final = 4
+#: Gas limit floor of a post: the costliest path measured is 125k (a member's first post
+#: that also completes the quorum); see docs/chronicle.md §7.
+MIN_POST_GAS: Final = 160_000
 
 
 @dataclass(slots=True)
@@ -198,7 +201,9 @@ class EvmAnchorSink(AnchorSink):
         except RpcCallError as e:
             raise AnchorPublishError(f"post(upto_seq={upto}) would revert: "
                                      f"{describe_revert(e.data)} ({e})") from None
-        gas = estimate * GAS_MARGIN_NUM // GAS_MARGIN_DEN
+        # The estimate depends on the order the members' posts land in (the quorum-reaching
+        # post writes more): never below the costliest path, unused gas is not charged.
+        gas = max(estimate * GAS_MARGIN_NUM // GAS_MARGIN_DEN, MIN_POST_GAS)
         nonce = hex_int(await self.rpc.call("eth_getTransactionCount", me, "latest"),
                         "eth_getTransactionCount")
         max_fee, tip = await fee_caps(self.rpc)
