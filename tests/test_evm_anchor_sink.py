@@ -250,3 +250,36 @@ def test_contract_compiles_reproducibly_with_the_pinned_solc() -> None:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "identical to a fresh compile with solc-js 0.8.30" in out.stdout
+
+
+def test_evm_keygen_writes_a_0600_key_and_prints_its_address(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from coalitiond.cli import main
+    from coalitiond.components.chronicle.evm_keys import load_evm_key_file
+
+    out = tmp_path / "evm.key"
+    assert main(["evm-keygen", "--out", str(out)]) == 0
+    assert (out.stat().st_mode & 0o777) == 0o600
+    assert capsys.readouterr().out.strip() == load_evm_key_file(out).address
+    before = out.read_bytes()
+    assert main(["evm-keygen", "--out", str(out)]) == 2
+    assert "refusing to overwrite an existing key file" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    out.chmod(0o644)
+    from coalitiond.primitives.errors import KeyFileError
+    with pytest.raises(KeyFileError, match=r"key file mode is 0644; it must not be readable"):
+        load_evm_key_file(out)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["verify", "--archive", "a", "--anchors", "http://x"],
+     "--anchors and --contract go together"),
+    (["devnet", "--component", "feed", "--anchor", "evm", "--generate-only"],
+     "--anchor evm: only a chronicle anchors (use --component chronicle)"),
+])
+def test_anchor_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                             argv: list[str], message: str) -> None:
+    from coalitiond.cli import main
+
+    assert main([*argv, *(["--dir", str(tmp_path)] if argv[0] == "devnet" else [])]) == 2
+    assert message in capsys.readouterr().err
