@@ -283,3 +283,30 @@ def test_anchor_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str],
 
     assert main([*argv, *(["--dir", str(tmp_path)] if argv[0] == "devnet" else [])]) == 2
     assert message in capsys.readouterr().err
+
+
+async def test_post_estimated_early_still_completes_the_quorum(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Member 1 estimates its gas as the second poster; member 2's post, sent later with a
+    higher tip, lands first in the block, so member 1's completes the quorum, which writes
+    more. The gas floor keeps it from running out of gas."""
+    import coalitiond.components.chronicle.evm_sink as evm_sink_module
+
+    async with anvil_chain(tmp_path) as chain:
+        accounts, contract, _ = await setup(chain)
+        sinks = [sink_for(chain, accounts, contract, i) for i in range(3)]
+        await sinks[0].publish(ChronicleAnchor(1, D1), COMMITTEE)
+        await chain.rpc.call("evm_setAutomine", False)
+        for s in sinks[1:]:
+            await s.prepare()
+        await sinks[1]._send(1, D1)
+
+        async def rich_fees(rpc: JsonRpc) -> tuple[int, int]:
+            return 10**12, 10**11
+        monkeypatch.setattr(evm_sink_module, "fee_caps", rich_fees)
+        await sinks[2]._send(1, D1)
+        await chain.rpc.call("evm_mine")
+        await chain.rpc.call("evm_setAutomine", True)
+        for s in sinks[1:]:
+            await s._wait_mined()   # raises if the post reverted
+        assert await contract.confirmed(1) == D1
