@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import trio
-from evm_harness import anvil_chain, evm_committee, wait_for_chain
+from evm_harness import anvil_chain, evm_committee
 from node_harness import client_for, in_process
 
 import coalitiond.node.member as member_module
@@ -104,23 +104,28 @@ async def test_evm_anchors_survive_chain_outage_and_member_restart_and_expose_a_
                 await chain.start()
                 await all_published(running, 7)
 
-                # Member 1 stops with its post for anchor 9 sent but not mined.
+                # Member 1 stops with its post for anchor 9 sent but not mined, and starts
+                # again while that post is still pending: it must replace it (same nonce),
+                # not add a second one.
                 await chain.rpc.call("evm_setAutomine", False)
-                m1 = running.members()[1].config.component.anchor_sink  # type: ignore[union-attr]
                 addr1 = evm.accounts[1].address
+                before = speed_up(running.members()[1])
                 mined_before = await tx_count(chain.rpc, addr1)
                 await append(client, 2)
-
-                async def m1_sent() -> bool:
-                    return await tx_count(chain.rpc, addr1, "pending") > mined_before
-                await wait_for_chain("member 1's post of anchor 9 pending", m1_sent)
+                await before.wait_attempts(before.attempts + 1)
+                assert await tx_count(chain.rpc, addr1, "pending") == mined_before + 1
                 await running.stop(1)
+                restarted_member = await running.start(1)
+                restarted = speed_up(restarted_member)
+                await restarted.wait_attempts(1)
+                # It found its own post pending: nothing sent, nothing failed.
+                assert restarted.sent == 0 and publisher_of(restarted_member).failures == 0
+                assert await tx_count(chain.rpc, addr1, "pending") == mined_before + 1
+                assert await contract.posted(9, bytes.fromhex(addr1[2:])) == bytes(32)
                 await chain.rpc.call("evm_setAutomine", True)
                 await chain.rpc.call("evm_mine")
-                assert await contract.posted(9, bytes.fromhex(addr1[2:])) != bytes(32)
-                speed_up(await running.start(1))
                 await all_published(running, 9)
-                assert m1.kind == "evm"
+                assert restarted.sent == 0
 
         # Every member posted each of the 5 anchors exactly once (one transaction each:
         # no double post, not even a reverted one), and each is confirmed.

@@ -45,7 +45,9 @@ class RpcCallError(RpcError):
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())[:MAX_RPC_ERROR_TEXT]
+    """Printable text on one line, cut to MAX_RPC_ERROR_TEXT (nodes quote raw bytes)."""
+    printable = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(printable.split())[:MAX_RPC_ERROR_TEXT]
 
 
 class JsonRpc:

@@ -106,6 +106,9 @@ class EvmAnchorSink(AnchorSink):
         self._sent: _Sent | None = None
         #: Transactions this process sent (tests: no double post).
         self.sent = 0
+        #: Posts sent or found pending (its own, from before a restart); `wait_attempts`.
+        self.attempts = 0
+        self._attempt_event = trio.Event()
 
     # -- state checks -------------------------------------------------------------------
 
@@ -135,6 +138,11 @@ class EvmAnchorSink(AnchorSink):
 
     def resume_after(self) -> int:
         return self._resume
+
+    async def wait_attempts(self, count: int) -> None:
+        """Return once this process has posted (or found its post pending) `count` times."""
+        while self.attempts < count:
+            await self._attempt_event.wait()
 
     async def _latest(self) -> int:
         return hex_int(await self.rpc.call("eth_blockNumber"), "eth_blockNumber")
@@ -184,23 +192,43 @@ class EvmAnchorSink(AnchorSink):
                           error=f"account {self.account.address} already posted upto_seq "
                                 f"{nxt - 1}; upto_seq {upto} can no longer be posted")
                 return
-            await self._send(upto, digest)
-            await self._wait_mined()
+            sent = await self._send(upto, digest)
+            self.attempts += 1
+            self._attempt_event.set()
+            self._attempt_event = trio.Event()
+            if sent:
+                await self._wait_mined()
+            else:
+                log.info("anchors.evm.pending", upto_seq=upto)
+                await trio.sleep(self.poll_interval)
 
     async def confirmed(self, upto: int, digest: bytes) -> bool:
         """Our post of `digest` for `upto` is in the chain `confirmations` blocks deep."""
         depth = await self._depth_block()
         return depth >= 0 and await self.contract.posted(upto, self.address, depth) == digest
 
-    async def _send(self, upto: int, digest: bytes) -> None:
+    async def _own_post_pending(self, upto: int) -> bool:
+        """The node estimates against its pending state: a post of ours for `upto` still
+        pending there (sent before a restart) makes a new one revert. It is waited for, never
+        sent twice."""
+        pending = await self.contract.next_seq(self.address, "pending")
+        mined = await self.contract.next_seq(self.address)
+        return mined <= upto < pending
+
+    async def _send(self, upto: int, digest: bytes) -> bool:
+        """Send our post; False when one of ours is already pending (nothing sent)."""
         me = self.account.address
         data = post_data(upto, digest)
         call = {"from": me, "to": self.contract.address_hex, "data": "0x" + data.hex()}
         try:
             estimate = hex_int(await self.rpc.call("eth_estimateGas", call), "eth_estimateGas")
         except RpcCallError as e:
-            raise AnchorPublishError(f"post(upto_seq={upto}) would revert: "
-                                     f"{describe_revert(e.data)} ({e})") from None
+            reason = describe_revert(e.data)
+            if reason.startswith("NotAfterLastPost(") and await self._own_post_pending(upto):
+                return False
+            detail = "" if e.data else f" ({e})"
+            raise AnchorPublishError(f"post(upto_seq={upto}) would revert: {reason}{detail}"
+                                     ) from None
         # The estimate depends on the order the members' posts land in (the quorum-reaching
         # post writes more): never below the costliest path, unused gas is not charged.
         gas = max(estimate * GAS_MARGIN_NUM // GAS_MARGIN_DEN, MIN_POST_GAS)
@@ -231,6 +259,7 @@ class EvmAnchorSink(AnchorSink):
                 raise
         self.sent += 1
         log.info("anchors.evm.sent", upto_seq=upto, nonce=nonce, tx=tx_hash, gas=gas)
+        return True
 
     async def _wait_mined(self) -> None:
         assert self._sent is not None
