@@ -357,3 +357,26 @@ def test_file_sink_never_cuts_a_file_that_is_not_anchors(tmp_path: Path) -> None
     with pytest.raises(OperatorError, match="not an anchor file"):
         FileAnchorSink(path)
     assert path.read_bytes() == b"dear diary\nno newline at the end"
+
+
+async def test_publisher_lag_metric_and_alert_threshold(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """The lag (entries committed anchors cover beyond what was published) is exported, and
+    crossing `lag_alert_entries` raises the alert gauge until the sink catches up."""
+    from coalitiond.components.chronicle.anchors import LAG_ALERT, LAG_ALERT_ENTRIES, LAG_ENTRIES
+
+    ex = chronicle_with(0)
+    sink = FlakySink(failures=3)
+    pub = AnchorPublisher(sink, COMMITTEE, query_reader(ex.query), initial_backoff=1.0,
+                          lag_alert_entries=3)
+    assert LAG_ALERT_ENTRIES._value.get() == 3
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pub.run)
+        pub.offer([anchor(1), anchor(3)])
+        assert pub.lag_entries == 4 and LAG_ENTRIES._value.get() == 4
+        assert LAG_ALERT._value.get() == 1   # 4 > 3
+        await sink.wait_for(3)
+        nursery.cancel_scope.cancel()
+    assert pub.failures == 3
+    assert pub.lag_entries == 0 and LAG_ENTRIES._value.get() == 0
+    assert LAG_ALERT._value.get() == 0
