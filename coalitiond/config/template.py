@@ -164,7 +164,9 @@ def _component(t: TemplateInput) -> str:
             "",
             "# Where anchors go: a file (development), an HTTP endpoint, or an EVM contract:",
             '#   kind = "http", url = "https://…"',
-            '#   kind = "evm", chain_id = 1, contract = "0x<40 hex>", url = "<JSON-RPC URL>"',
+            '#   kind = "evm", chain_id = 1, contract = "0x<40 hex>", url = "<JSON-RPC URL>",',
+            '#   members = ["0x<each member\'s EVM address>", …], key_file = "evm.key" '
+            "(docs/chronicle.md §9)",
             "[component.anchor_sink]",
             *(_evm_sink(t.evm_anchor) if t.evm_anchor else
               ['kind = "file"', f"path = {_q(t.anchor_file)}"]),
