@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import trio
 from eth_account.signers.local import LocalAccount
 from node_harness import Committee, free_ports, write_committee
 
@@ -90,13 +89,3 @@ async def evm_committee(dir: Path, chain: DevChain, n: int = 4, *, anchor_every:
         assert 'kind = "evm"' in text and f"anchor_every = {anchor_every}" in text
         path.write_text(text)
     return EvmCommittee(committee, contract, accounts, int(receipt["gasUsed"], 16))
-
-
-async def wait_for_chain(predicate_desc: str, check: object, *, timeout: float = 30) -> None:
-    """Poll chain state (an async predicate) until it holds; fail naming what was awaited."""
-    assert callable(check)
-    with trio.move_on_after(timeout):
-        while not await check():
-            await trio.sleep(0.02)
-        return
-    raise AssertionError(f"chain state never reached: {predicate_desc}")

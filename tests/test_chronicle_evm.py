@@ -56,7 +56,8 @@ async def tx_count(rpc: JsonRpc, address: str, tag: str = "latest") -> int:
 
 
 async def test_evm_anchors_survive_chain_outage_and_member_restart_and_expose_a_liar(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     async with anvil_chain(tmp_path) as chain:
         evm = await evm_committee(tmp_path / "c", chain)
         committee = evm.committee
@@ -162,3 +163,9 @@ async def test_evm_anchors_survive_chain_outage_and_member_restart_and_expose_a_
             ["verify", "--archive", str(tmp_path / "a.cda"), "--anchors", chain.url,
              "--contract", "0x" + evm.contract.hex()]))
         assert code == 0
+        out = capsys.readouterr().out
+        assert "5 recomputed from the archive; 5 confirmed, 0 missing, 0 conflicting" in out
+        assert "member 0: 5 ok, 0 absent, 0 wrong" in out
+        assert "member 3: 0 ok, 0 absent, 5 wrong" in out
+        assert "member 3 posted digests that are not the archive's at upto_seq 1, 3, 5, 7, 9" \
+            in out

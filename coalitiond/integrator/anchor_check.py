@@ -123,6 +123,12 @@ def render(report: AnchorReport) -> str:
     lines = [f"anchors on {address_hex(report.contract)}: {len(report.anchors)} recomputed from "
              f"the archive; {counts[CONFIRMED]} confirmed, {counts[MISSING]} missing, "
              f"{counts[CONFLICTING]} conflicting"]
+    members = sorted({m for a in report.anchors for m in a.members})
+    if members:
+        lines.append("  posts per member: " + "; ".join(
+            f"member {m}: " + ", ".join(
+                f"{sum(a.members.get(m, '').startswith(k) for a in report.anchors)} {k}"
+                for k in ("ok", "absent", "wrong")) for m in members))
     for a in report.anchors:
         if a.status != CONFIRMED or any(s != "ok" for s in a.members.values()):
             who = ", ".join(f"member {m}: {s}" for m, s in sorted(a.members.items()))
