@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import trio
 from eth_account.signers.local import LocalAccount
 from evm_harness import anvil_chain, funded_account
 
@@ -311,3 +312,25 @@ async def test_post_estimated_early_still_completes_the_quorum(
         for s in sinks[1:]:
             await s._wait_mined()   # raises if the post reverted
         assert await contract.confirmed(1) == D1
+
+
+async def test_anchor_deploy_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                     ) -> None:
+    from coalitiond.cli import main
+    from coalitiond.components.chronicle.evm_keys import generate_evm_key, write_evm_key_file
+
+    async with anvil_chain(tmp_path) as chain:
+        write_evm_key_file(tmp_path / "deployer.key", generate_evm_key())
+        deployer = evm_contract.account_of(bytes.fromhex(
+            (tmp_path / "deployer.key").read_text().split()[1]))
+        await chain.fund(deployer.address)
+        members = [os.urandom(20) for _ in range(4)]
+        argv = ["anchor-deploy", "--rpc", chain.url, "--key", str(tmp_path / "deployer.key"),
+                *[x for m in members for x in ("--member-address", "0x" + m.hex())]]
+        code = await trio.to_thread.run_sync(lambda: main(argv))
+        assert code == 0
+        out = capsys.readouterr().out.strip().splitlines()
+        assert "members 4, quorum 3" in out[0]
+        contract = AnchorContract(chain.rpc, bytes.fromhex(out[-1][2:]))
+        assert await contract.members() == tuple(members)
+        assert await contract.quorum() == 3
