@@ -236,9 +236,22 @@ kind = "evm"
 chain_id = 1
 contract = "0x00000000000000000000000000000000000000aa"
 url = "http://127.0.0.1:8545"
+members = ["0x0101010101010101010101010101010101010101", "0202020202020202020202020202020202020202"]
+key_file = "evm.key"
+confirmations = 3
+fallback_urls = ["http://127.0.0.1:8546"]
+lag_alert_entries = 500
 """)).component
     assert isinstance(evm, ChronicleConfig)
-    assert evm.anchor_sink.contract == b"\x00" * 19 + b"\xaa"
+    sink = evm.anchor_sink
+    assert sink.contract == b"\x00" * 19 + b"\xaa"
+    assert sink.members == (b"\x01" * 20, b"\x02" * 20)
+    assert sink.key_file is not None and sink.key_file.name == "evm.key"
+    assert (sink.confirmations, sink.fallback_urls, sink.lag_alert_entries) == (
+        3, ("http://127.0.0.1:8546",), 500)
+    # Only the chain, the contract and the members are consensus content.
+    assert sink.to_cbor() == {"kind": "evm", "chain_id": 1, "contract": sink.contract,
+                              "members": [b"\x01" * 20, b"\x02" * 20]}
     compute = parse(with_component("compute", f'follow_almanac = "{make_id("alm").hex()}"'))
     assert compute.component == ComputeConfig(follow_almanac=make_id("alm"))
 
@@ -353,6 +366,22 @@ chain_id = 1
 contract = "0x1234"
 url = "http://127.0.0.1:8545"
 """), "component.anchor_sink.contract", "expected 40 hex characters (20 bytes), got 4")
+    evm = """
+[component.anchor_sink]
+kind = "evm"
+chain_id = 1
+contract = "0x00000000000000000000000000000000000000aa"
+url = "http://127.0.0.1:8545"
+key_file = "evm.key"
+"""
+    refused(with_component("chronicle", evm + 'members = ["0x12"]\n'),
+            "component.anchor_sink.members[0]", "expected 40 hex characters (20 bytes), got 2")
+    refused(with_component("chronicle", evm + "members = []\n"),
+            "component.anchor_sink.members", "the evm sink needs every member's EVM address")
+    refused(with_component("chronicle", evm + f'members = ["{"01" * 20}", "{"01" * 20}"]\n'),
+            "component.anchor_sink.members[1]", "duplicate of component.anchor_sink.members[0]")
+    refused(with_component("chronicle", evm + f'members = ["{"01" * 20}"]\nconfirmations = 0\n'),
+            "component.anchor_sink.confirmations", "must be at least 1, got 0")
 
 
 def test_duplicates() -> None:

@@ -21,16 +21,27 @@ Layout of DIR:
     provider-<j>.key         compute only: the demo providers' client keys
     almanac-<i>.key/.toml    compute only: a 3-member Almanac the compute committee follows
                              for its ticks (deadlines, grant validity), started alongside
+    evm-<i>.key              chronicle --anchor evm: member i's EVM account (anchor posts)
+    evm-deployer.key         chronicle --anchor evm: the account that deploys the contract
+    anchor-contract.txt      chronicle --anchor evm: the anchor contract's address
+    anvil-state.json         chronicle --anchor evm: the local chain (anvil), kept across runs
+    anvil.log                chronicle --anchor evm: anvil's output
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from ..config import COMPONENT_KINDS, load_config
-from ..config.template import MemberLine, TemplateInput, render_member_config
+from ..config.template import (
+    EvmAnchorTemplate,
+    MemberLine,
+    TemplateInput,
+    render_member_config,
+)
 from ..node.devnet_workloads import (
     DEFAULT_RATE,
     DEFAULT_RATES,
@@ -38,10 +49,19 @@ from ..node.devnet_workloads import (
     client_keys,
     provider_key_paths,
 )
+from ..node.evm_devchain import DEVNET_CHAIN_ID
 from ..primitives.crypto import SigningKey
 from ..primitives.errors import LocalError, OperatorError
 from ..primitives.identity import make_id
 from .init import load_or_create_key, write_text_atomically
+
+
+@dataclass(frozen=True, slots=True)
+class EvmAnchorInput:
+    url: str
+    contract: bytes
+    members: tuple[bytes, ...]
+
 
 NAME = "devnet"
 HELP = "run an N-member committee on loopback with a steady load and live progress"
@@ -77,6 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="feed commands signed together in one envelope (default 1)")
     parser.add_argument("--generate-only", action="store_true",
                         help="write keys and configs, print the summary, start nothing")
+    parser.add_argument("--anchor", choices=("file", "evm"), default="file",
+                        help="chronicle: anchors to a file per member (default), or to a "
+                             "contract on a local anvil chain the devnet starts (evm)")
     parser.add_argument("--byzantine", action="append", default=[], metavar="I=BEHAVIOUR",
                         help="TEST ONLY: run member I with a Byzantine behaviour of the "
                              "simulator's catalogue (e.g. 1=bad-root); repeatable up to the "
@@ -103,7 +126,12 @@ def parse_byzantine(items: list[str], members: int, fault_bound: int) -> dict[in
     return out
 
 
-def generate_devnet(members: int, component: str, dir: Path, base_port: int) -> list[Path]:
+#: `--anchor evm`: anvil listens on BASE_PORT + ANVIL_OFFSET.
+ANVIL_OFFSET: Final = 90
+
+
+def generate_devnet(members: int, component: str, dir: Path, base_port: int, *,
+                    evm_anchor: EvmAnchorInput | None = None) -> list[Path]:
     """Write (or refresh) a devnet's keys and configs; return the config paths in order."""
     if not MIN_DEVNET_MEMBERS <= members <= MAX_DEVNET_MEMBERS:
         raise OperatorError(
@@ -133,7 +161,8 @@ def generate_devnet(members: int, component: str, dir: Path, base_port: int) -> 
                                          base_port + ALMANAC_OFFSET, operator, [])
         follow = load_config(almanac_paths[0], check_key=False).committee_spec().committee_id
     paths = _write_committee(dir, "member", component, members, base_port, operator,
-                             client_keys(component, operator, providers), follow=follow)
+                             client_keys(component, operator, providers), follow=follow,
+                             evm_anchor=evm_anchor)
     # `submit`, `tail` and `status` need client.toml whether or not the devnet then runs
     # (--generate-only, or members started by hand or in containers).
     from ..node.devnet import write_client_config
@@ -150,7 +179,8 @@ def almanac_configs(dir: Path) -> list[Path]:
 
 def _write_committee(dir: Path, prefix: str, component: str, members: int, base_port: int,
                      operator: SigningKey, clients: list[bytes], *,
-                     follow: bytes | None = None) -> list[Path]:
+                     follow: bytes | None = None,
+                     evm_anchor: EvmAnchorInput | None = None) -> list[Path]:
     keys = [load_or_create_key(dir / f"{prefix}-{i}.key") for i in range(members)]
     lines = [
         MemberLine(k.public, f"127.0.0.1:{base_port + i}", f"devnet-{prefix}-{i}")
@@ -179,6 +209,9 @@ def _write_committee(dir: Path, prefix: str, component: str, members: int, base_
                 anchor_every=DEVNET_ANCHOR_EVERY,
                 follow_almanac=follow,
                 almanac_config=None if follow is None else "almanac-0.toml",
+                evm_anchor=None if evm_anchor is None else EvmAnchorTemplate(
+                    evm_anchor.url, DEVNET_CHAIN_ID, evm_anchor.contract, evm_anchor.members,
+                    f"evm-{i}.key", confirmations=1),
             )
         )
         if not path.exists() or path.read_text(encoding="utf-8") != text:
@@ -188,7 +221,39 @@ def _write_committee(dir: Path, prefix: str, component: str, members: int, base_
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = generate_devnet(args.members, args.component, args.dir, args.base_port)
+    if args.anchor == "evm":
+        return _run_with_evm_anchors(args)
+    return _run(args)
+
+
+def _run_with_evm_anchors(args: argparse.Namespace) -> int:
+    """Start anvil, deploy the anchor contract for the members' EVM keys, fund them, then
+    run the devnet against it; anvil stops (its state kept in DIR) when the devnet does."""
+    from ..node.evm_devchain import BlockingDevChain, prepare_evm_anchors
+    from ..primitives.committee import default_fault_bound, quorum_size
+
+    if args.component != "chronicle":
+        raise OperatorError("--anchor evm: only a chronicle anchors (use --component chronicle)")
+    if not MIN_DEVNET_MEMBERS <= args.members <= MAX_DEVNET_MEMBERS:
+        raise OperatorError(f"--members must be between {MIN_DEVNET_MEMBERS} and "
+                            f"{MAX_DEVNET_MEMBERS}, got {args.members}")
+    args.dir.mkdir(parents=True, exist_ok=True)
+    chain = BlockingDevChain(args.base_port + ANVIL_OFFSET, args.dir / "anvil-state.json",
+                             args.dir / "anvil.log")
+    chain.start()
+    try:
+        quorum = quorum_size(args.members, default_fault_bound(args.members))
+        contract, members = prepare_evm_anchors(args.dir, chain.url, args.members, quorum)
+        print(f"anvil on {chain.url} (chain {DEVNET_CHAIN_ID}); anchor contract "
+              f"0x{contract.hex()}, {args.members} member accounts funded, quorum {quorum}")
+        return _run(args, EvmAnchorInput(chain.url, contract, members))
+    finally:
+        chain.stop()
+
+
+def _run(args: argparse.Namespace, evm_anchor: EvmAnchorInput | None = None) -> int:
+    paths = generate_devnet(args.members, args.component, args.dir, args.base_port,
+                            evm_anchor=evm_anchor)
     configs = [load_config(p) for p in paths]
     spec = configs[0].committee_spec()
     byzantine = parse_byzantine(args.byzantine, args.members, spec.fault_bound)
@@ -217,4 +282,6 @@ def run(args: argparse.Namespace) -> int:
               f"(python -m coalitiond.testing.byzantine_member)")
     return run_devnet(args.dir, paths, duration=args.duration, rate=rate,
                       commands_per_envelope=args.commands_per_envelope, kind=args.component,
-                      companions=followed, byzantine=byzantine)
+                      companions=followed, byzantine=byzantine,
+                      anchor_chain=None if evm_anchor is None
+                      else (evm_anchor.url, evm_anchor.contract))

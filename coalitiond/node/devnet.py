@@ -98,6 +98,8 @@ class Devnet:
         #: The last status of each member, by index (None: never answered).
         self.last_status: list[dict[str, Any] | None] = [None] * len(configs)
         self.client_config: ClientConfig = load_client_config(write_client_config(dir))
+        #: `--anchor evm`: (JSON-RPC URL, contract) whose confirmed anchors the status shows.
+        self.anchor_chain: tuple[str, bytes] | None = None
 
     # -- members ------------------------------------------------------------------------
 
@@ -212,6 +214,8 @@ class Devnet:
             activity = summarise(self.kind, best)
             if activity:
                 line += f" | {self.kind}: {activity}"
+            if self.anchor_chain is not None:
+                line += f" | on chain: {await _confirmed_anchors(*self.anchor_chain)}"
             print(line, file=self.out, flush=True)
 
     async def run(self, duration: float | None) -> int:
@@ -325,12 +329,54 @@ class Devnet:
                 return 1
         print(f"devnet: all {len(archives)} archives verify and agree on their common prefix",
               file=self.out, flush=True)
+        if self.anchor_chain is not None and not self.check_anchors(archives[0]):
+            return 1
         print(json.dumps({"finalised": self.progress.finalized,
                           "refused": self.progress.refused,
                           "p50_ms": _ms_value(self.progress.percentile(50)),
                           "p99_ms": _ms_value(self.progress.percentile(99))}),
               file=self.out, flush=True)
         return 0
+
+
+    def check_anchors(self, archive: Path) -> bool:
+        """`verify --anchors` on one archive: every anchor the chain confirmed is the
+        archive's, no member posted another digest, and only a tail (anchors committed as
+        the devnet stopped) may be unconfirmed."""
+        from ..components.chronicle.evm_rpc import JsonRpc, RpcError
+        from ..integrator.anchor_check import CONFIRMED, MISSING, check_anchors, render
+        from ..log import AuditFailure
+
+        assert self.anchor_chain is not None
+        url, contract = self.anchor_chain
+        try:
+            report = trio.run(lambda: check_anchors(archive, JsonRpc([url]), contract))
+        except (AuditFailure, RpcError) as e:
+            print(f"devnet: cannot check the anchors: {e}", file=self.out)
+            return False
+        print(render(report), file=self.out, flush=True)
+        statuses = [a.status for a in report.anchors]
+        tail = len(statuses) - statuses[::-1].index(CONFIRMED) if CONFIRMED in statuses else 0
+        ok = (all(s == CONFIRMED for s in statuses[:tail])
+              and all(s == MISSING for s in statuses[tail:])
+              and not report.wrong_posts() and not report.stray)
+        print(f"devnet: anchors on chain {'agree with' if ok else 'DISAGREE with'} the archive "
+              f"({tail} confirmed, {len(statuses) - tail} still unconfirmed at the stop)",
+              file=self.out, flush=True)
+        return ok
+
+
+async def _confirmed_anchors(url: str, contract: bytes) -> str:
+    from ..components.chronicle.evm_contract import AnchorContract
+    from ..components.chronicle.evm_rpc import JsonRpc, RpcError
+
+    try:
+        with trio.move_on_after(2.0):
+            count = await AnchorContract(JsonRpc([url], timeout=2.0), contract).anchored_count()
+            return f"{count} anchors confirmed"
+    except RpcError as e:
+        return f"unreachable ({e})"
+    return "no answer"
 
 
 def _ms(x: float | None) -> str:
@@ -343,7 +389,8 @@ def _ms_value(x: float | None) -> float | None:
 
 def run_devnet(dir: Path, configs: list[Path], *, duration: float | None, rate: float,
                commands_per_envelope: int, kind: str = "feed",
-               companions: Sequence[Path] = (), byzantine: dict[int, str] | None = None) -> int:
+               companions: Sequence[Path] = (), byzantine: dict[int, str] | None = None,
+               anchor_chain: tuple[str, bytes] | None = None) -> int:
     if rate <= 0:
         raise OperatorError("--rate must be positive")
     # The supervisor's own transport chatter (dials before members listen) is noise here;
@@ -351,5 +398,6 @@ def run_devnet(dir: Path, configs: list[Path], *, duration: float | None, rate: 
     configure("console", "warning")
     devnet = Devnet(dir, configs, rate=rate, commands_per_envelope=commands_per_envelope,
                     kind=kind, companions=companions, byzantine=byzantine)
+    devnet.anchor_chain = anchor_chain
     result: Any = trio.run(devnet.run, duration)
     return int(result)

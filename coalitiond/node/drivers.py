@@ -32,6 +32,7 @@ from ..commands.envelope import Acl, Envelope
 from ..commands.member import MemberCommand
 from ..components import base as component_base
 from ..components.chronicle.anchors import AnchorPublisher, AnchorSink, anchors_in, query_reader
+from ..components.chronicle.config import DEFAULT_LAG_ALERT_ENTRIES
 from ..components.executor import (
     ADMIT_CLIENTS_OP,
     MAX_CLIENTS_PER_COMMAND,
@@ -476,9 +477,11 @@ class AnchorPublishing(Driver):
     The sink's own record (the file's last line) says where a restart resumes; anchors
     committed while the member was down are caught up from the component's state."""
 
-    def __init__(self, executor: Executor, sink: AnchorSink) -> None:
+    def __init__(self, executor: Executor, sink: AnchorSink, *,
+                 lag_alert_entries: int = DEFAULT_LAG_ALERT_ENTRIES) -> None:
         self.publisher = AnchorPublisher(sink, executor.committee_id,
-                                         query_reader(executor.query))
+                                         query_reader(executor.query),
+                                         lag_alert_entries=lag_alert_entries)
 
     async def run(self) -> None:
         await self.publisher.run()

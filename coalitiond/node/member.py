@@ -369,8 +369,12 @@ class Member:
                          or self.config.node.data_dir / "collateral")
             drivers.append(ProviderQuoteDriver(CollateralCache(cache_dir), wall=time.time))
         if isinstance(self.config.component, ChronicleConfig):
-            drivers.append(AnchorPublishing(self.executor,
-                                            make_sink(self.config.component.anchor_sink)))
+            sink_config = self.config.component.anchor_sink
+            drivers.append(AnchorPublishing(
+                self.executor, make_sink(sink_config, member_index=self.me,
+                                         quorum=self.committee.quorum,
+                                         committee_size=self.committee.n),
+                lag_alert_entries=sink_config.lag_alert_entries))
         return drivers
 
     async def broadcast_observation(self, data: bytes) -> None:
