@@ -91,6 +91,8 @@ path = "anchors.jsonl"
     "compute": "",
     "intents": f"""
 failure_mode = "partial"
+follow_almanac = "{make_id("almanac").hex()}"
+partial_deadline_ticks = 5
 [[component.citizens]]
 stable_id = "{make_id("lattice|a").hex()}"
 [[component.citizens]]
@@ -612,3 +614,12 @@ def test_snapshot_keys() -> None:
             "node.snapshots_kept", "must be at most 16, got 17")
     refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\nsnapshot_interval = -1'),
             "node.snapshot_interval", "must be at least 0, got -1")
+
+
+def test_partial_mode_needs_an_almanac_and_a_deadline() -> None:
+    text = with_component("intents")
+    refused(text.replace("partial_deadline_ticks = 5\n", ""), "component.failure_mode",
+            'failure_mode = "partial" needs follow_almanac and partial_deadline_ticks >= 1 '
+            "(the deadline is counted in Almanac ticks)")
+    refused(text.replace('failure_mode = "partial"', 'failure_mode = "stall"'),
+            "component.partial_deadline_ticks", 'only meaningful with failure_mode = "partial"')
