@@ -287,7 +287,7 @@ def test_unknown_keys() -> None:
     refused(BASE + "\n[extra]\n", "extra",
             "unknown key (allowed here: attestation, coalition, committee, component, network, node)")
     refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\ndatadir = "x"'), "node.datadir",
-            "unknown key (allowed here: advertise, almanac_config, data_dir, key_file, listen, log_format, "
+            "unknown key (allowed here: advertise, almanac_config, citizen_configs, data_dir, key_file, listen, log_format, "
             "log_level, metrics, snapshot_interval, snapshots_kept, ticket_issuer_configs)")
     refused(BASE.replace('operator = "a"', 'operator = "a"\nweight = 2'),
             "committee.members[0].weight",

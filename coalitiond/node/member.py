@@ -40,6 +40,7 @@ from ..components.almanac.component import Almanac
 from ..components.chronicle.anchors import make_sink
 from ..components.chronicle.config import ChronicleConfig
 from ..components.compute.component import Compute
+from ..components.confluence.component import Confluence
 from ..components.executor import Executor
 from ..config import MemberConfig
 from ..consensus.events import CoreConfig
@@ -63,6 +64,7 @@ from .drivers import (
     load_almanac_spec,
     load_ticket_issuers,
 )
+from .confluence import ConfluenceDriver, load_citizens
 from .inbox import open_inbox
 from .journal import BlockJournal
 from .mempool import Mempool
@@ -306,6 +308,14 @@ class Member:
         for root, issuer_config, issuer in load_ticket_issuers(self.config):
             drivers.append(TicketFollower(self.key, self.executor, root, issuer_config, issuer,
                                           **position(issuer)))
+        if isinstance(self.component, Confluence):
+            def store(followed: CommitteeSpec) -> tuple[SnapshotStore, int]:
+                p = position(followed)
+                return p["position"], p["position_interval"]
+
+            drivers.append(ConfluenceDriver(
+                self.key, self.executor,
+                load_citizens(self.config, self.component.citizens), store))
         if isinstance(self.component, Almanac):
             drivers.append(AlmanacTicker(self.committee, self.key, self.me, self.component,
                                          self.component.tick_interval_ms,

@@ -1,0 +1,86 @@
+"""Confluence members over real citizen feed committees (real TCP, signatures, SQLite): each
+member follows every citizen's certified log, the leader proposes ingests and record
+commits, the others vote only for what their own replicas show; a citizen that stops holds up
+only the slots that need it (stall mode) and is followed again once it is back."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import trio
+from node_harness import Committee, client_for, in_process, write_committee
+
+from coalitiond.commands.client import EnvelopeSigner, publish
+from coalitiond.components.confluence.component import Confluence
+from coalitiond.components.executor import CommandOutcome
+from coalitiond.node.member import Member
+
+T = b"\x42" * 20
+
+
+def confluence_committee(dir: Path, citizens: list[Committee], kind: str) -> Committee:
+    c = write_committee(dir, 3, component=kind)
+    ids = [cit.member_config(0).committee_spec().committee_id for cit in citizens]
+    paths = [cit.configs[0] for cit in citizens]
+    for path in c.configs:
+        text = path.read_text()
+        text = text[:text.index("[component]")] + "[component]\n" + "".join(
+            f'[[component.citizens]]\nstable_id = "{i.hex()}"\n' for i in ids)
+        text = re.sub(r"(\nlog_level = [^\n]*\n)", "\\1citizen_configs = ["
+                      + ", ".join(f'"{p}"' for p in paths) + "]\n", text, count=1)
+        path.write_text(text)
+    return c
+
+
+SIGNERS: dict[Path, EnvelopeSigner] = {}
+
+
+async def publish_all(committee: Committee, items: list[tuple[str, Any]]) -> None:
+    spec = committee.member_config(0).committee_spec()
+    signer = SIGNERS.setdefault(committee.dir, EnvelopeSigner(committee.operator,
+                                                              spec.committee_id))
+    async with client_for(committee) as client:
+        for kind, body in items:
+            ack, outcome = await client.submit(signer.sign([publish(kind, body)]).raw)
+            assert ack.accepted and outcome is not None
+            assert CommandOutcome.from_wire(outcome.outcomes[0]).status == "applied"
+
+
+def component(m: Member) -> Confluence:
+    assert isinstance(m.component, Confluence)
+    return m.component
+
+
+def intent(n: int, slot: int) -> tuple[str, Any]:
+    return ("intent", {"intent_id": bytes([n]) * 32, "origin": b"\x01" * 20,
+                       "targets": [[T, slot]]})
+
+
+async def test_a_confluence_follows_its_citizens_through_a_citizen_stall(tmp_path: Path) -> None:
+    a = write_committee(tmp_path / "a", 3)
+    b = write_committee(tmp_path / "b", 3)
+    conf = confluence_committee(tmp_path / "intents", [a, b], "intents")
+    with trio.fail_after(240):
+        async with in_process(a), in_process(b) as cb, in_process(conf) as cc:
+            await publish_all(a, [intent(1, 5), ("slot", {"slot": 5})])
+            await publish_all(b, [intent(2, 5), ("slot", {"slot": 5})])
+            for m in cc.members():
+                await m.wait_until(lambda m: component(m).committed_count >= 1)
+            # Citizen b stops: slot 6 cannot be final (stall mode), a is still read.
+            for i in range(3):
+                await cb.stop(i)
+            await publish_all(a, [intent(3, 6), ("slot", {"slot": 6})])
+            for m in cc.members():
+                await m.wait_until(lambda m: component(m).positions[0][2] == 4)
+            assert all(component(m).committed_count == 1 for m in cc.members())
+            # b is back (on its own data) and passes slot 6: the route is committed.
+            for i in range(3):
+                await cb.start(i)
+            await publish_all(b, [("slot", {"slot": 6})])
+            for m in cc.members():
+                await m.wait_until(lambda m: component(m).committed_count >= 2)
+            roots = {m.executor.state_root() for m in cc.members()
+                     if m.height == cc.members()[0].height}
+            assert len(roots) == 1
