@@ -55,6 +55,7 @@ from ..transport.manager import ConnectionManager, TransportConfig
 from ..transport.router import Channel
 from . import wire
 from .almanac_ticker import AlmanacTicker
+from .confluence import ConfluenceDriver, load_citizens
 from .drivers import (
     AlmanacFollower,
     AnchorPublishing,
@@ -64,7 +65,6 @@ from .drivers import (
     load_almanac_spec,
     load_ticket_issuers,
 )
-from .confluence import ConfluenceDriver, load_citizens
 from .inbox import open_inbox
 from .journal import BlockJournal
 from .mempool import Mempool
