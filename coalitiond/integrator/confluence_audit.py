@@ -47,7 +47,7 @@ from ..log.archive import read_blocks, read_header, verify_archive
 from ..log.audit import AuditFailure
 from ..primitives.committee import CommitteeSpec
 from ..primitives.encoding import encode
-from ..primitives.errors import CoalitiondError
+from ..primitives.errors import CoalitiondError, OperatorError
 from ..primitives.identity import digest
 
 
@@ -343,8 +343,8 @@ def audit_archives(confluence: Path, citizens: Sequence[Path], *,
     for stable_id in component.citizens:
         found = by_id.get(stable_id)
         if found is None:
-            raise AuditFailure(f"no archive of spanned citizen {stable_id.hex()} (pass it "
-                               "with --citizen)")
+            raise OperatorError(f"no archive of spanned citizen {stable_id.hex()} (pass it "
+                                "with --citizen)")
         views.append(citizen_view(found, stable_id, given.get(stable_id)))
     with read_blocks(confluence) as (_, blocks):
         report = audit_blocks(component, committee.committee_id,

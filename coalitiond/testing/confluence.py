@@ -31,29 +31,43 @@ from ..components.feed.component import Feed
 from ..consensus.types import Block, genesis_block
 from ..log.sqlite import BlockToAppend
 from ..primitives.committee import CommitteeSpec, default_fault_bound
+from ..primitives.crypto import SigningKey
 from ..primitives.encoding import decode
 from ..primitives.identity import digest, hash_structure
 from .chain import ChainBuilder, seeded_key
-from .rooted_chain import RootedChain
 
 ALMANAC_ID = b"\xa1" * 32
 
 
 class FeedCitizen:
-    """One citizen: a certified feed chain and a verified view of it."""
+    """One citizen: a certified feed chain and a verified view of it. Seeded by default;
+    `committee`, `keys`, `publisher` and `params` make it the committee a config describes."""
 
-    def __init__(self, seed: int) -> None:
-        self.chain = RootedChain(4, seed=seed)
-        self.committee = self.chain.committee
-        self.stable_id = self.committee.committee_id
+    def __init__(self, seed: int = 0, *, committee: CommitteeSpec | None = None,
+                 keys: Sequence[SigningKey] | None = None, publisher: SigningKey | None = None,
+                 params: Mapping[str, Any] | None = None) -> None:
+        keys = list(keys) if keys is not None else [seeded_key(seed, i) for i in range(4)]
+        publisher = publisher or seeded_key(seed, 10_000)
+        if committee is None:
+            committee = CommitteeSpec("fixture-net", "feed", "feed-citizen",
+                                      tuple(k.public for k in keys), default_fault_bound(len(keys)))
+        self.committee = committee
+        self.chain = ChainBuilder(len(keys))
+        self.chain.keys, self.chain.committee = list(keys), committee
+        self.chain.head, self.chain.view = genesis_block(committee), 0
+        self.publisher = publisher
+        feed = Feed.from_params(params or {"publishers": [publisher.public]})
+        feed.bind(committee)
+        self.executor = Executor(committee.committee_id, Acl.allow([publisher.public]), feed)
+        self.stable_id = committee.committee_id
         self.key20 = self.stable_id[:20]
-        self.signer = EnvelopeSigner(self.chain.publisher, self.stable_id)
+        self.signer = EnvelopeSigner(publisher, self.stable_id)
         self.queued: list[bytes] = []
         self.items: list[BlockToAppend] = []
         self.view = MemoryView([], {})
 
     def feed(self) -> Feed:
-        component = self.chain.executor.component
+        component = self.executor.component
         assert isinstance(component, Feed)
         return component
 
@@ -76,6 +90,7 @@ class FeedCitizen:
         item = self.chain.next(tuple(self.queued))
         self.queued = []
         self.items.append(item)
+        self.executor.apply_block(item.block.height, item.block.digest, item.block.commands)
         feed = self.feed()
         self.view.entries = [feed.query("entry", {"index": i})["encoded"]
                              for i in range(len(feed))]
@@ -99,8 +114,10 @@ class ConfluenceRun:
     def __init__(self, kind: str, citizens: Sequence[FeedCitizen], *,
                  failure_mode: str = "stall", deadline: int = 0,
                  cls: type[Confluence] | None = None,
-                 tamper_ingest: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-                 ) -> None:
+                 tamper_ingest: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 committee: CommitteeSpec | None = None,
+                 keys: Sequence[SigningKey] | None = None,
+                 params: Mapping[str, Any] | None = None) -> None:
         self.citizens = list(citizens)
         self.params: dict[str, Any] = {"citizens": [c.stable_id for c in citizens],
                                        "failure_mode": failure_mode,
@@ -108,11 +125,15 @@ class ConfluenceRun:
                                        else None}
         if failure_mode == "partial":
             self.params["partial_deadline_ticks"] = deadline
+        if params is not None:  # a member config's [component] section
+            self.params = dict(params)
         base: type[Confluence] = Intents if kind == "intents" else Ledger
         self.cls = cls or base
-        self.committee, keys = confluence_committee(kind, self.params)
+        if committee is None or keys is None:
+            committee, keys = confluence_committee(kind, self.params)
+        self.committee = committee
         self.chain = ChainBuilder(len(keys))
-        self.chain.keys, self.chain.committee = keys, self.committee
+        self.chain.keys, self.chain.committee = list(keys), self.committee
         self.chain.head, self.chain.view = genesis_block(self.committee), 0
         self.component = self.make_component(self.cls)
         self.executor = Executor(self.committee.committee_id, Acl.allow([]), self.component,
