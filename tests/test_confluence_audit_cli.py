@@ -97,8 +97,8 @@ def test_a_dropped_submission_is_named_by_its_upstream_entry(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = world(tmp_path, "ledger-drop")
     assert main(args) == 1
-    first = [line for line in capsys.readouterr().out.splitlines()
-             if line.startswith("confluence")][0]
+    first = next(line for line in capsys.readouterr().out.splitlines()
+                 if line.startswith("confluence"))
     assert first.startswith(f"confluence block 2: record_dropped_submission: attest slot 5 "
                             f"recipient {R.hex()}: submission 0101010101010101 is missing "
                             "[citizen ")
