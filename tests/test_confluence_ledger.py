@@ -149,3 +149,24 @@ def test_a_tampered_attestation_presentation_is_refused() -> None:
                          cert.signatures[:1]).to_wire()
     with pytest.raises(BadPresentation, match="quorum is 3"):
         verify_presentation(run.committee, checker, encode(obj))
+
+
+def test_the_signed_bytes_of_an_attestation_are_the_documented_ones() -> None:
+    """docs/confluences.md §5, rebuilt from the text with blake3 and raw ed25519 only."""
+    import blake3
+    import nacl.signing
+
+    _, run = world()
+    data, index = _presentation(run)
+    tag, version, header, commands, at, cert = decode(data)
+    assert (tag, version, at) == ("confluence-record", 1, index)
+    assert blake3.blake3(encode(commands)).digest() == header[7]  # commands_digest
+    digest = blake3.blake3(encode(header)).digest()
+    _, _, kind, epoch, view, signed, sigs = cert
+    assert (kind, signed) == (1, digest)
+    cid = run.committee.committee_id
+    message = b"coalitiond/finalize/v1\x00" + encode(["vote", 1, 1, cid, epoch, view, digest])
+    assert len(sigs) >= run.committee.quorum
+    for i, sig in sigs:
+        nacl.signing.VerifyKey(run.committee.members[i]).verify(message, sig)
+    assert commands[index] == encode(["member", 1, cid, "attest", run.committed()[0]])
