@@ -234,3 +234,21 @@ def test_no_client_command_is_accepted(citizens: list[FeedCitizen]) -> None:
     from coalitiond.commands.envelope import Command
     with pytest.raises(InvalidCommand, match="takes no client command"):
         component.check(b"\x00" * 32, Command("publish", {}))
+
+
+def test_an_intent_for_a_slot_its_citizen_already_passed_is_late(
+        citizens: list[FeedCitizen]) -> None:
+    a, b, _ = citizens
+    a.intent(iid(1), [(T, 4)])
+    a.slot(4)
+    a.intent(iid(2), [(T, 4)])  # a said it was done with slot 4
+    a.block()
+    b.block()
+    run = ConfluenceRun("intents", [a, b])
+    run.run(2)
+    assert run.component.late == 1
+    b.slot(4)
+    b.block()
+    run.run(2)
+    (route,) = run.committed()
+    assert [r[0] for r in route["intents"]] == [iid(1)]
