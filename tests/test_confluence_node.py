@@ -84,3 +84,31 @@ async def test_a_confluence_follows_its_citizens_through_a_citizen_stall(tmp_pat
             roots = {m.executor.state_root() for m in cc.members()
                      if m.height == cc.members()[0].height}
             assert len(roots) == 1
+
+
+async def test_a_follower_waiting_on_a_member_that_restarts_asks_again_at_once(
+        tmp_path: Path) -> None:
+    """A `wait` blocks request to a member that goes away ends when the link does, not after
+    the reply timeout (40 s): a restarted citizen member never answers the old request."""
+    from coalitiond.node.client import CommitteeClient
+    from coalitiond.primitives.errors import OperatorError
+
+    a = write_committee(tmp_path / "a", 3)
+    config = a.member_config(0)
+    spec = config.committee_spec()
+    async with in_process(a) as ca:
+        connect = [(m.address.host, m.address.port) for m in config.committee.members]
+        async with CommitteeClient.connect(a.operator, spec, connect) as client:
+            with trio.fail_after(30):
+                await client.manager.wait_until(lambda: len(client.members()) == 3)
+            target = client.members()[0]
+            index = spec.members.index(target)
+            with trio.fail_after(20):  # REPLY_TIMEOUT_S + BLOCKS_WAIT_S = 40 without the rule
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(ca.stop, index)
+                    try:
+                        await client.blocks(10, wait=True, member=target)
+                        raise AssertionError("a block 10 that nobody published")
+                    except OperatorError as exc:
+                        assert "went away before its blocks reply" in str(exc) \
+                            or "is not reachable" in str(exc)
