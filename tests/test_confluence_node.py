@@ -29,7 +29,8 @@ def confluence_committee(dir: Path, citizens: list[Committee], kind: str) -> Com
         text = text[:text.index("[component]")] + "[component]\n" + "".join(
             f'[[component.citizens]]\nstable_id = "{i.hex()}"\n' for i in ids)
         text = re.sub(r"(\nlog_level = [^\n]*\n)", "\\1citizen_configs = ["
-                      + ", ".join(f'"{p}"' for p in paths) + "]\n", text, count=1)
+                      + ", ".join(f'"{p}"' for p in paths) + "]\nsnapshot_interval = 2\n",
+                      text, count=1)
         path.write_text(text)
     return c
 
@@ -60,7 +61,7 @@ def intent(n: int, slot: int) -> tuple[str, Any]:
 
 async def test_a_confluence_follows_its_citizens_through_a_citizen_stall(tmp_path: Path) -> None:
     a = write_committee(tmp_path / "a", 3)
-    b = write_committee(tmp_path / "b", 3)
+    b = write_committee(tmp_path / "b", 4)  # q = 3: two members down stall it
     conf = confluence_committee(tmp_path / "intents", [a, b], "intents")
     with trio.fail_after(240):
         async with in_process(a), in_process(b) as cb, in_process(conf) as cc:
@@ -68,15 +69,17 @@ async def test_a_confluence_follows_its_citizens_through_a_citizen_stall(tmp_pat
             await publish_all(b, [intent(2, 5), ("slot", {"slot": 5})])
             for m in cc.members():
                 await m.wait_until(lambda m: component(m).committed_count >= 1)
-            # Citizen b stops: slot 6 cannot be final (stall mode), a is still read.
-            for i in range(3):
+            # Citizen b stalls (two of its four members stop): slot 6 cannot be final
+            # (stall mode), a is still read.
+            for i in (2, 3):
                 await cb.stop(i)
             await publish_all(a, [intent(3, 6), ("slot", {"slot": 6})])
             for m in cc.members():
                 await m.wait_until(lambda m: component(m).positions[0][2] == 4)
             assert all(component(m).committed_count == 1 for m in cc.members())
-            # b is back (on its own data) and passes slot 6: the route is committed.
-            for i in range(3):
+            # b is back (the two restart on their own data) and passes slot 6: the route is
+            # committed.
+            for i in (2, 3):
                 await cb.start(i)
             await publish_all(b, [("slot", {"slot": 6})])
             for m in cc.members():
@@ -84,6 +87,22 @@ async def test_a_confluence_follows_its_citizens_through_a_citizen_stall(tmp_pat
             roots = {m.executor.state_root() for m in cc.members()
                      if m.height == cc.members()[0].height}
             assert len(roots) == 1
+            # A confluence member restarts: it resumes each citizen from its position files
+            # (at or below what the confluence committed) and keeps voting for ingests.
+            follow = conf.member_config(2).node.data_dir / "follow"
+            assert sorted(p.name for p in follow.iterdir()) == sorted(
+                c.member_config(0).committee_spec().committee_id.hex() for c in (a, b))
+            await cc.stop(2)
+            await publish_all(a, [intent(4, 7), ("slot", {"slot": 7})])
+            await publish_all(b, [intent(5, 7), ("slot", {"slot": 7})])
+            await cc.start(2)
+            for m in cc.members():
+                await m.wait_until(lambda m: component(m).committed_count >= 3)
+            top = max(m.height for m in cc.members())
+            for m in cc.members():
+                await m.wait_until(lambda m: m.height >= top)
+            assert len({m.executor.state_root() for m in cc.members()
+                        if m.height == top}) == 1
 
 
 async def test_a_follower_waiting_on_a_member_that_restarts_asks_again_at_once(
