@@ -20,14 +20,23 @@ from coalitiond.node.member import Member
 T = b"\x42" * 20
 
 
-def confluence_committee(dir: Path, citizens: list[Committee], kind: str) -> Committee:
+def confluence_committee(dir: Path, citizens: list[Committee], kind: str,
+                         almanac: Committee | None = None) -> Committee:
     c = write_committee(dir, 3, component=kind)
     ids = [cit.member_config(0).committee_spec().committee_id for cit in citizens]
     paths = [cit.configs[0] for cit in citizens]
+    partial = ""
+    if almanac is not None:
+        aid = almanac.member_config(0).committee_spec().committee_id
+        partial = ('failure_mode = "partial"\npartial_deadline_ticks = 3\n'
+                   f'follow_almanac = "{aid.hex()}"\n')
     for path in c.configs:
         text = path.read_text()
-        text = text[:text.index("[component]")] + "[component]\n" + "".join(
+        text = text[:text.index("[component]")] + "[component]\n" + partial + "".join(
             f'[[component.citizens]]\nstable_id = "{i.hex()}"\n' for i in ids)
+        if almanac is not None:
+            text = text.replace("[node]\n", f'[node]\nalmanac_config = "{almanac.configs[0]}"\n',
+                                1)
         text = re.sub(r"(\nlog_level = [^\n]*\n)", "\\1citizen_configs = ["
                       + ", ".join(f'"{p}"' for p in paths) + "]\nsnapshot_interval = 2\n",
                       text, count=1)
@@ -131,3 +140,25 @@ async def test_a_follower_waiting_on_a_member_that_restarts_asks_again_at_once(
                     except OperatorError as exc:
                         assert "went away before its blocks reply" in str(exc) \
                             or "is not reachable" in str(exc)
+
+
+async def test_partial_mode_commits_without_a_stalled_citizen_after_the_tick_deadline(
+        tmp_path: Path) -> None:
+    # A single-member Almanac and citizen b keep the process light.
+    # Ticks at the default 1 s: a stamp is proposed once its tick has been the latest for
+    # STAMP_SETTLE_S, so intervals below that starve stamps (node/drivers.py).
+    almanac = write_committee(tmp_path / "almanac", 1, component="almanac")
+    a = write_committee(tmp_path / "a", 3)
+    b = write_committee(tmp_path / "b", 1)  # never publishes: stalled for slot purposes
+    conf = confluence_committee(tmp_path / "intents", [a, b], "intents", almanac)
+    with trio.fail_after(120):
+        async with in_process(almanac), in_process(a), in_process(b), \
+                in_process(conf) as cc:
+            await publish_all(a, [intent(1, 5), ("slot", {"slot": 5})])
+            for m in cc.members():
+                await m.wait_until(lambda m: component(m).committed_count >= 1)
+            for m in cc.members():
+                c = component(m)
+                assert c.positions[1][2] == 0 and c.watermarks == [5, None]
+                assert m.executor.stamp is not None
+                assert c.committed_count == 1 and not c.pending

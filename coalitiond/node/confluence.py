@@ -31,7 +31,7 @@ from typing import Final
 import trio
 
 from ..commands.member import MemberCommand
-from ..components.confluence.component import Confluence
+from ..components.confluence.component import Confluence, Key
 from ..components.confluence.leader import leader_commands, vote_check
 from ..components.confluence.records import INGEST_OP
 from ..components.executor import BlockResult, Executor
@@ -199,6 +199,8 @@ class ConfluenceDriver(Driver):
             store, interval = position(spec)
             self.followers.append(CitizenFollower(key, executor, i, cfg, spec, position=store,
                                                   position_interval=interval))
+        #: Sealed, uncommitted records -> when this member first saw them (≤ MAX_PENDING).
+        self.sealed_seen: dict[Key, float] = {}
         #: The committee each citizen config last described (None: it did not load).
         self.seen: list[CommitteeSpec | None] = list(self.specs)
         self._committed = component.committed_count
@@ -210,8 +212,13 @@ class ConfluenceDriver(Driver):
             nursery.start_soon(self.watch_configs)
 
     def member_commands(self) -> tuple[bytes, ...]:
+        now = trio.current_time()
+
+        def ready(key: Key) -> bool:
+            return self.sealed_seen.setdefault(key, now) <= now - STAMP_SETTLE_S
+
         return tuple(leader_commands(self.executor.committee_id, self.component,
-                                     [f.settled() for f in self.followers]))
+                                     [f.settled() for f in self.followers], ready))
 
     def vote_check(self, command: Checked) -> str | None:
         if not (isinstance(command, MemberCommand)
@@ -220,6 +227,12 @@ class ConfluenceDriver(Driver):
         return vote_check(self.component, self.followers, command)
 
     def on_applied(self, result: BlockResult) -> None:
+        # When this member first saw each sealed record: a leader proposes a record only
+        # once the others have most likely executed the block that sealed it too (they
+        # vote for it only then), as it does for citizen blocks.
+        now = trio.current_time()
+        pending = self.component.pending
+        self.sealed_seen = {k: self.sealed_seen.get(k, now) for k in pending}
         for f, (height, _, _) in zip(self.followers, self.component.positions, strict=True):
             CITIZEN_POSITION.labels(label(f.followed.committee_id)).set(height)
             f.room.set()

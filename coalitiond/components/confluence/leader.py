@@ -13,13 +13,13 @@ these with them; the test harness and `coalitiond audit` call them with in-memor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from ...commands.envelope import InvalidCommand
 from ...commands.member import MemberCommand
 from ...primitives.encoding import encode
-from .component import Confluence
+from .component import Confluence, Key
 from .records import INGEST_OP, CitizenView, build_ingest, parse_ingest
 
 #: Record commits one proposal carries.
@@ -27,9 +27,14 @@ MAX_OUTPUTS_PER_PROPOSAL: Final = 16
 
 
 def leader_commands(committee_id: bytes, component: Confluence,
-                    views: Sequence[CitizenView | None]) -> list[bytes]:
+                    views: Sequence[CitizenView | None],
+                    ready: Callable[[Key], bool] | None = None) -> list[bytes]:
+    """`ready(key)`: whether a sealed record may be proposed yet (the member shell waits
+    until the others have most likely executed the block that sealed it; default: all)."""
+    records = [r for r in component.pending.values()
+               if ready is None or ready(component.key_of(r))]
     out = [MemberCommand.make(committee_id, component.OUTPUT_OP, record).raw
-           for record in component.pending_outputs(MAX_OUTPUTS_PER_PROPOSAL)]
+           for record in records[:MAX_OUTPUTS_PER_PROPOSAL]]
     for citizen, view in enumerate(views):
         if view is None:
             continue
