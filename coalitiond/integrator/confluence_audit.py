@@ -313,7 +313,7 @@ def citizen_view(path: Path, stable_id: bytes, config: MemberConfig | None = Non
             except CoalitiondError as e:
                 raise AuditFailure(f"{path}: replay failed at height {fb.height}: {e}") from None
             view.blocks[fb.height] = (fb.block.digest, len(feed))
-    view.entries = [feed.query("entry", {"index": i})["encoded"] for i in range(len(feed))]
+    view.entries = [feed.encoded(i) for i in range(len(feed))]
     return view
 
 

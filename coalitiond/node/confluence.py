@@ -149,7 +149,7 @@ class CitizenFollower(CommitteeFollower):
         return len(self.feed())
 
     def entry(self, seq: int) -> bytes:
-        return bytes(self.feed().query("entry", {"index": seq})["encoded"])
+        return self.feed().encoded(seq)
 
     def block(self, height: int) -> tuple[bytes, int] | None:
         known = self.known.get(height)

@@ -92,8 +92,7 @@ class FeedCitizen:
         self.items.append(item)
         self.executor.apply_block(item.block.height, item.block.digest, item.block.commands)
         feed = self.feed()
-        self.view.entries = [feed.query("entry", {"index": i})["encoded"]
-                             for i in range(len(feed))]
+        self.view.entries = [feed.encoded(i) for i in range(len(feed))]
         self.view.blocks[item.block.height] = (item.block.digest, len(feed))
         return item
 
