@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from node_harness import Committee, client_for, in_process, write_committee
 
@@ -162,3 +163,28 @@ async def test_partial_mode_commits_without_a_stalled_citizen_after_the_tick_dea
                 assert c.positions[1][2] == 0 and c.watermarks == [5, None]
                 assert m.executor.stamp is not None
                 assert c.committed_count == 1 and not c.pending
+
+
+def test_a_citizen_follower_resumes_at_or_below_the_committed_position(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A position file past the citizen height the confluence committed would lack the
+    digests of blocks not ingested yet: such files are never resumed from."""
+    from coalitiond.commands.envelope import Acl
+    from coalitiond.components.confluence.intents import Intents
+    from coalitiond.components.executor import Executor
+    from coalitiond.node.confluence import CitizenFollower
+    from coalitiond.node.drivers import CommitteeFollower
+    from coalitiond.node.snapshots import SnapshotStore
+
+    a = write_committee(tmp_path / "a", 3)
+    cfg = a.member_config(0)
+    spec = cfg.committee_spec()
+    confluence = Intents([spec.committee_id])
+    executor = Executor(b"\x01" * 32, Acl.allow([]), confluence)
+    follower = CitizenFollower(a.keys[0], executor, 0, cfg, spec,
+                               position=SnapshotStore(tmp_path / "pos", 3), position_interval=2)
+    monkeypatch.setattr(CommitteeFollower, "resume_heights", lambda self: [6, 4, 2])
+    confluence.positions[0] = [5, b"\x00" * 32, 3]
+    assert follower.resume_heights() == [4, 2]
+    confluence.positions[0] = [1, b"\x00" * 32, 0]
+    assert follower.resume_heights() == []
