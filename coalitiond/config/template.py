@@ -212,6 +212,11 @@ def render_member_config(t: TemplateInput) -> str:
         almanac_config += ("\n# Member configs of the spanned citizens' feed committees.\n"
                            "citizen_configs = [" + ", ".join(_q(p) for p in t.citizen_configs)
                            + "]")
+    elif t.kind in ("intents", "ledger"):
+        almanac_config += ("\n# Member configs of the spanned citizens' feed committees, one "
+                           "per citizen (required).\n"
+                           '# citizen_configs = ["citizen-a-member.toml", '
+                           '"citizen-b-member.toml"]')
     return f"""\
 # coalitiond member configuration ({t.kind}). Every key: docs/configuration.md.
 # Relative paths resolve against this file's directory.
