@@ -91,6 +91,8 @@ path = "anchors.jsonl"
     "compute": "",
     "intents": f"""
 failure_mode = "partial"
+follow_almanac = "{make_id("almanac").hex()}"
+partial_deadline_ticks = 5
 [[component.citizens]]
 stable_id = "{make_id("lattice|a").hex()}"
 [[component.citizens]]
@@ -298,7 +300,7 @@ def test_unknown_keys() -> None:
     refused(BASE + "\n[extra]\n", "extra",
             "unknown key (allowed here: attestation, coalition, committee, component, network, node, transport)")
     refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\ndatadir = "x"'), "node.datadir",
-            "unknown key (allowed here: advertise, almanac_config, data_dir, key_file, listen, log_format, "
+            "unknown key (allowed here: advertise, almanac_config, citizen_configs, data_dir, key_file, listen, log_format, "
             "log_level, metrics, snapshot_interval, snapshots_kept, state_sync, ticket_issuer_configs)")
     refused(BASE.replace('operator = "a"', 'operator = "a"\nweight = 2'),
             "committee.members[0].weight",
@@ -649,3 +651,12 @@ def test_state_sync_key() -> None:
     assert c.node.state_sync is True
     refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\nstate_sync = "yes"'),
             "node.state_sync", "expected a boolean, got a string")
+
+
+def test_partial_mode_needs_an_almanac_and_a_deadline() -> None:
+    text = with_component("intents")
+    refused(text.replace("partial_deadline_ticks = 5\n", ""), "component.failure_mode",
+            'failure_mode = "partial" needs follow_almanac and partial_deadline_ticks >= 1 '
+            "(the deadline is counted in Almanac ticks)")
+    refused(text.replace('failure_mode = "partial"', 'failure_mode = "stall"'),
+            "component.partial_deadline_ticks", 'only meaningful with failure_mode = "partial"')

@@ -79,6 +79,12 @@ ALMANAC_OFFSET: Final = 20
 DEVNET_ANCHOR_EVERY: Final = 200
 #: Components that read ticks: the devnet runs an Almanac for them to follow.
 FOLLOWS_ALMANAC: Final = ("compute",)
+#: Confluences: the devnet runs CITIZENS small feed committees for them to span
+#: (citizen<k>-<i>.toml, ports BASE_PORT + CITIZEN_OFFSET + CITIZEN_MEMBERS * k + i).
+CONFLUENCES: Final = ("intents", "ledger")
+CITIZENS: Final = 3
+CITIZEN_MEMBERS: Final = 3
+CITIZEN_OFFSET: Final = 30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +149,8 @@ def generate_devnet(members: int, component: str, dir: Path, base_port: int, *,
                             f"expected one of {', '.join(COMPONENT_KINDS)}")
     span = max(members, ALMANAC_OFFSET + ALMANAC_MEMBERS) if component in FOLLOWS_ALMANAC \
         else members
+    if component in CONFLUENCES:
+        span = max(members, CITIZEN_OFFSET + CITIZENS * CITIZEN_MEMBERS)
     top = base_port + METRICS_OFFSET + span - 1
     if base_port < 1024 or top > 65535:
         raise OperatorError(f"--base-port {base_port} leaves ports outside 1024..65535 "
@@ -160,15 +168,32 @@ def generate_devnet(members: int, component: str, dir: Path, base_port: int, *,
         almanac_paths = _write_committee(dir, "almanac", "almanac", ALMANAC_MEMBERS,
                                          base_port + ALMANAC_OFFSET, operator, [])
         follow = load_config(almanac_paths[0], check_key=False).committee_spec().committee_id
-    paths = _write_committee(dir, "member", component, members, base_port, operator,
-                             client_keys(component, operator, providers), follow=follow,
-                             evm_anchor=evm_anchor)
+    if component in CONFLUENCES:
+        spanned = []
+        for k in range(CITIZENS):
+            cpaths = _write_committee(dir, f"citizen{k}", "feed", CITIZEN_MEMBERS,
+                                      base_port + CITIZEN_OFFSET + CITIZEN_MEMBERS * k,
+                                      operator, [operator.public], name=f"devnet-citizen{k}")
+            spec = load_config(cpaths[0], check_key=False).committee_spec()
+            spanned.append((f"citizen{k}", spec.committee_id, cpaths[0].name))
+        paths = _write_committee(dir, "member", component, members, base_port, operator,
+                                 [operator.public], spanned=spanned)
+    else:
+        paths = _write_committee(dir, "member", component, members, base_port, operator,
+                                 client_keys(component, operator, providers), follow=follow,
+                                 evm_anchor=evm_anchor)
     # `submit`, `tail` and `status` need client.toml whether or not the devnet then runs
     # (--generate-only, or members started by hand or in containers).
     from ..node.devnet import write_client_config
 
     write_client_config(dir)
     return paths
+
+
+def citizen_configs(dir: Path) -> list[Path]:
+    """The configs of the citizen feed committees a confluence devnet spans (may be none)."""
+    return [dir / f"citizen{k}-{i}.toml" for k in range(CITIZENS)
+            for i in range(CITIZEN_MEMBERS) if (dir / f"citizen{k}-{i}.toml").exists()]
 
 
 def almanac_configs(dir: Path) -> list[Path]:
@@ -179,14 +204,17 @@ def almanac_configs(dir: Path) -> list[Path]:
 
 def _write_committee(dir: Path, prefix: str, component: str, members: int, base_port: int,
                      operator: SigningKey, clients: list[bytes], *,
-                     follow: bytes | None = None,
+                     follow: bytes | None = None, name: str | None = None,
+                     spanned: list[tuple[str, bytes, str]] | None = None,
                      evm_anchor: EvmAnchorInput | None = None) -> list[Path]:
     keys = [load_or_create_key(dir / f"{prefix}-{i}.key") for i in range(members)]
     lines = [
         MemberLine(k.public, f"127.0.0.1:{base_port + i}", f"devnet-{prefix}-{i}")
         for i, k in enumerate(keys)
     ]
-    citizens = [(name, make_id(name)) for name in DEVNET_CITIZENS]
+    citizens = [(c, make_id(c)) for c in DEVNET_CITIZENS]
+    if spanned is not None:  # a confluence: the devnet's citizen feed committees
+        citizens = [(label, sid) for label, sid, _ in spanned]
     paths = []
     for i in range(members):
         path = dir / f"{prefix}-{i}.toml"
@@ -194,7 +222,7 @@ def _write_committee(dir: Path, prefix: str, component: str, members: int, base_
         text = render_member_config(
             TemplateInput(
                 kind=component,
-                committee_name=f"devnet-{component}",
+                committee_name=name or f"devnet-{component}",
                 network_name=DEVNET_NETWORK,
                 key_file=f"{prefix}-{i}.key",
                 data_dir=f"{prefix}-{i}-data",
@@ -212,6 +240,7 @@ def _write_committee(dir: Path, prefix: str, component: str, members: int, base_
                 evm_anchor=None if evm_anchor is None else EvmAnchorTemplate(
                     evm_anchor.url, DEVNET_CHAIN_ID, evm_anchor.contract, evm_anchor.members,
                     f"evm-{i}.key", confirmations=1),
+                citizen_configs=[c for _, _, c in spanned or ()],
             )
         )
         if not path.exists() or path.read_text(encoding="utf-8") != text:
@@ -273,6 +302,10 @@ def _run(args: argparse.Namespace, evm_anchor: EvmAnchorInput | None = None) -> 
         almanac = load_config(followed[0], check_key=False).committee_spec()
         print(f"following Almanac {almanac.committee_id.hex()[:16]} ({len(followed)} members, "
               f"{followed[0].name} ...), started alongside for its ticks")
+    if args.component in CONFLUENCES:
+        followed = citizen_configs(args.dir)
+        print(f"spanning {CITIZENS} citizen feed committees ({CITIZEN_MEMBERS} members each, "
+              "citizen<k>-<i>.toml), started alongside; the load goes to them")
     from ..node.devnet import run_devnet
 
     rate = args.rate if args.rate is not None else DEFAULT_RATES.get(args.component,

@@ -80,6 +80,8 @@ class TemplateInput:
     #: one of that Almanac's member configs (node-local: where its members are).
     follow_almanac: bytes | None = None
     almanac_config: str | None = None
+    #: Confluences: member configs of the spanned citizens' feed committees (node-local).
+    citizen_configs: Sequence[str] = ()
 
 
 def _q(text: str) -> str:
@@ -234,6 +236,15 @@ def render_member_config(t: TemplateInput) -> str:
         if t.almanac_config
         else "# almanac_config = \"almanac-member.toml\"   # with component.follow_almanac"
     )
+    if t.citizen_configs:
+        almanac_config += ("\n# Member configs of the spanned citizens' feed committees.\n"
+                           "citizen_configs = [" + ", ".join(_q(p) for p in t.citizen_configs)
+                           + "]")
+    elif t.kind in ("intents", "ledger"):
+        almanac_config += ("\n# Member configs of the spanned citizens' feed committees, one "
+                           "per citizen (required).\n"
+                           '# citizen_configs = ["citizen-a-member.toml", '
+                           '"citizen-b-member.toml"]')
     return f"""\
 # coalitiond member configuration ({t.kind}). Every key: docs/configuration.md.
 # Relative paths resolve against this file's directory.

@@ -167,7 +167,7 @@ class CommitteeFollower(Driver):
         does not is refused with a log line and the next older one tried (else: genesis)."""
         if self.position is None:
             return
-        for height in self.position.heights()[:MAX_SNAPSHOT_CANDIDATES]:
+        for height in self.resume_heights()[:MAX_SNAPSHOT_CANDIDATES]:
             where = str(self.position.path(height))
             try:
                 snap = self.position.read(height)
@@ -183,6 +183,11 @@ class CommitteeFollower(Driver):
             self.on_followed_block(snap.block)  # what the replica holds is verified here
             log.info("follow.resumed", committee=self.followed.component_kind, height=height)
             return
+
+    def resume_heights(self) -> list[int]:
+        """Position files to try, newest first (a subclass may rule some out)."""
+        assert self.position is not None
+        return self.position.heights()
 
     def _apply(self, block: Block) -> bytes:
         return self.replay.apply_block(block.height, block.digest, block.commands).state_root

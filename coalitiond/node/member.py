@@ -45,6 +45,7 @@ from ..components.almanac.component import Almanac
 from ..components.chronicle.anchors import make_sink
 from ..components.chronicle.config import ChronicleConfig
 from ..components.compute.component import Compute
+from ..components.confluence.component import Confluence
 from ..components.executor import Executor
 from ..config import MemberConfig
 from ..consensus.events import CoreConfig, DurableState
@@ -61,6 +62,7 @@ from ..transport.manager import ConnectionManager, TransportConfig
 from ..transport.router import Channel
 from . import wire
 from .almanac_ticker import AlmanacTicker
+from .confluence import ConfluenceDriver, load_citizens
 from .drivers import (
     AlmanacFollower,
     AnchorPublishing,
@@ -358,6 +360,14 @@ class Member:
         for root, issuer_config, issuer in load_ticket_issuers(self.config):
             drivers.append(TicketFollower(self.key, self.executor, root, issuer_config, issuer,
                                           **position(issuer)))
+        if isinstance(self.component, Confluence):
+            def store(followed: CommitteeSpec) -> tuple[SnapshotStore, int]:
+                p = position(followed)
+                return p["position"], p["position_interval"]
+
+            drivers.append(ConfluenceDriver(
+                self.key, self.executor,
+                load_citizens(self.config, self.component.citizens), store))
         if isinstance(self.component, Almanac):
             drivers.append(AlmanacTicker(self.committee, self.key, self.me, self.component,
                                          self.component.tick_interval_ms,
