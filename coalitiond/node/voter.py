@@ -16,9 +16,10 @@ after executing (`wake_readers`).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import trio
 
@@ -67,7 +68,7 @@ from ..primitives.identity import digest as blake3_digest
 from ..primitives.logs import get_logger
 from ..primitives.metrics import counter, gauge, histogram
 from ..transport.router import Channel, Router
-from . import wire
+from . import trace, wire
 from .drivers import Drivers
 from .inbox import SUBMISSIONS, Submission, VoterInput
 from .journal import BlockJournal, bounded_put
@@ -271,6 +272,7 @@ class Voter:
         self.snapshot_writer = snapshot_writer
         self.core = Core(committee, key, core_config, durable,
                          member_commands=drivers.member_commands)
+        trace.start_from_environment(me)
         self.timers = timers
         self._waiting: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
         #: Commands a driver's vote-time check refused during the current step.
@@ -298,6 +300,7 @@ class Voter:
         and the next view's proposal usually do."""
         self._sends_since_yield = 0  # the receive that gave us `inputs` let the writers run
         self.status.last_step_at = trio.current_time()
+        tracing = trace.begin() if trace.TRACER is not None else None
         actions: list[Action] = []
         for item in inputs:
             if isinstance(item, Submission):
@@ -305,7 +308,10 @@ class Voter:
             else:
                 actions.extend(self._step_core(item)[0])
         while actions:
+            if tracing is not None:
+                _trace_step(actions, tracing, self.core.view)
             executed = await self._execute(actions)
+            tracing = trace.begin() if trace.TRACER is not None else None
             actions = [a for event in executed for a in self._step_core(event)[0]]
         VIEW.set(self.core.view)
 
@@ -402,7 +408,12 @@ class Voter:
         if seen:
             self._note_seen(seen)
         finalized = [a for a in actions if isinstance(a, Finalized)]
+        tracing = trace.begin() if trace.TRACER is not None else None
         appended = await self._persist(guard, finalized) if guard or finalized else ([], [])
+        if tracing is not None:
+            if guard or finalized:
+                _trace_durable(guard, appended[0], tracing)
+            tracing = trace.begin()
         for action in actions:
             # Queued without yielding: the links' writers run after the round and send
             # everything it produced for a peer in one write.
@@ -444,6 +455,8 @@ class Voter:
                 log.critical("state.divergence", reason=self.status.diverged)
             elif isinstance(action, Refused):
                 CORE_REFUSED.labels(action.reason.split(":")[0][:48]).inc()
+        if tracing is not None:
+            _trace_sent(guard, tracing)
         return await self._apply_finalized(appended)
 
     def _note_seen(self, records: Sequence[SeenRecord]) -> None:
@@ -484,8 +497,8 @@ class Voter:
             if guard:
                 # One event transaction holds at most MAX_EVENT_ITEMS items in all.
                 seen, floor = self._take_seen(max(0, MAX_EVENT_ITEMS - len(guard) - len(late)))
-                await self.store.write_soon(lambda s: s.record_event(
-                    guard=guard, late_votes=late, seen=seen, seen_floor=floor))
+                await self.store.write_soon(_store_call(lambda s: s.record_event(
+                    guard=guard, late_votes=late, seen=seen, seen_floor=floor)))
                 LATE_VOTES.labels("stored").inc(len(late))
             else:
                 self.journal.put_back_late_votes(late)
@@ -497,13 +510,13 @@ class Voter:
         # where SQLite's C code runs alongside the loop.
         seen, floor = self._take_seen()
         if sum(len(item.block.commands) for item in items) <= INLINE_APPEND_COMMANDS:
-            checkpoints = await self.store.write_soon(lambda s: s.append_blocks(
+            checkpoints = await self.store.write_soon(_store_call(lambda s: s.append_blocks(
                 items, verify_signatures=False, guard=guard, late_votes=late, seen=seen,
-                seen_floor=floor))
+                seen_floor=floor)))
         else:
-            checkpoints = await self.store.append_blocks(
+            checkpoints = await self.store.run(_store_call(lambda s: s.append_blocks(
                 items, verify_signatures=False, guard=guard, late_votes=late, seen=seen,
-                seen_floor=floor)
+                seen_floor=floor)))
         self.journal.stored(items)
         LATE_VOTES.labels("stored").inc(len(late))
         return items, checkpoints
@@ -520,6 +533,7 @@ class Voter:
         status = self.status
         for item, checkpoint in zip(items, checkpoints, strict=True):
             block = item.block
+            tracing = trace.begin() if trace.TRACER is not None else None
             log_index = status.log_size
             status.log_size += len(block.commands)
             checked = [self.checked.get(blake3_digest(c)) for c in block.commands]
@@ -540,7 +554,14 @@ class Voter:
             if self.snapshot_writer is not None:
                 self.snapshot_writer.offer(block, roots, self.executor)
             self.drivers.on_applied(result)
+            if tracing is not None and trace.TRACER is not None:
+                trace.TRACER.section("execute", *tracing, (block.view,))
+                trace.TRACER.event("executed", block.view)
+                tracing = trace.begin()
             await self._tell_submitters(result, log_index)
+            if tracing is not None and trace.TRACER is not None:
+                trace.TRACER.section("outcome", *tracing, (block.view,))
+                trace.TRACER.event("outcome", block.view)
         self.wake_readers()
         status.advanced()
         return executed
@@ -585,3 +606,71 @@ class Voter:
                     self._refused_by_drivers.append(command)
                     return False
         return True
+
+
+# -- tracing (node/trace.py; only when COALITIOND_TRACE is set) --------------------------
+
+_KIND_NAMES: Final = {SignedKind.PROPOSE: "propose", SignedKind.NOTARIZE: "notarize",
+                      SignedKind.FINALIZE: "finalize", SignedKind.NULLIFY: "nullify"}
+
+
+def _trace_step(actions: Sequence[Action], began: tuple[int, int], view: int) -> None:
+    """The core's step of a round: what it built (signed statements, finalised blocks)."""
+    tracer = trace.TRACER
+    assert tracer is not None
+    built = [(f"built:{_KIND_NAMES[a.kind]}", a.view) for a in actions
+             if isinstance(a, PersistSignerGuard)]
+    built += [("finalized", a.block.view) for a in actions if isinstance(a, Finalized)]
+    kinds = {name.split(":")[-1] for name, _ in built}
+    section = ("step:propose" if "propose" in kinds else
+               "step:vote" if kinds & {"notarize", "finalize", "nullify"} else
+               "step:finalized" if "finalized" in kinds else "step:collect")
+    tracer.section(section, *began, sorted({v for _, v in built}) or (view,))
+    for name, v in built:
+        tracer.event(name, v)
+
+
+_T = TypeVar("_T")
+#: The last store call's (thread CPU ns, wall ns) inside the call, when tracing.
+_last_store_call = (0, 0)
+
+
+def _store_call(fn: Callable[[Store], _T]) -> Callable[[Store], _T]:
+    """`fn`, timed on whichever thread runs it when tracing (else `fn` itself)."""
+    if trace.TRACER is None:
+        return fn
+
+    def timed(s: Store) -> _T:
+        global _last_store_call
+        cpu0, wall0 = trace.begin()
+        try:
+            return fn(s)
+        finally:
+            cpu1, wall1 = trace.begin()
+            _last_store_call = (cpu1 - cpu0, wall1 - wall0)
+    return timed
+
+
+def _trace_durable(guard: Sequence[StoreGuardRecord], appended: Sequence[BlockToAppend],
+                   began: tuple[int, int]) -> None:
+    """The round's store commit: its CPU and wall time inside the store call, and the wall
+    time around it (a hand-off to the worker thread and waiting for it included)."""
+    tracer = trace.TRACER
+    assert tracer is not None
+    views = sorted({g.view for g in guard} | {i.block.view for i in appended})
+    name = "append" if appended else "guard"
+    cpu_ns, wall_ns = _last_store_call
+    tracer.measured(name, cpu_ns, began[1], views)
+    tracer.measured(f"{name}:inside", 0, time.monotonic_ns() - wall_ns, views)
+    for g in guard:
+        tracer.event(f"guarded:{_KIND_NAMES[SignedKind(int(g.kind))]}", g.view)
+    for item in appended:
+        tracer.event("appended", item.block.view)
+
+
+def _trace_sent(guard: Sequence[StoreGuardRecord], began: tuple[int, int]) -> None:
+    tracer = trace.TRACER
+    assert tracer is not None
+    tracer.section("send", *began, sorted({g.view for g in guard}))
+    for g in guard:
+        tracer.event(f"sent:{_KIND_NAMES[SignedKind(int(g.kind))]}", g.view)
