@@ -45,6 +45,7 @@ from ..config import MemberConfig
 from ..consensus.events import CoreConfig
 from ..consensus.voter import Core
 from ..log.aio import AsyncStore
+from ..log.guard_journal import GuardJournal, journal_path
 from ..log.sqlite import store_path
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
@@ -189,6 +190,9 @@ class Member:
                                            signing_key=self.key)
         store = self.store
         try:
+            # Before recovery: it puts the records of the last run into the store.
+            guard_journal = await store.run(lambda s: GuardJournal.open(
+                journal_path(store_path(node.data_dir)), s, self.committee.epoch))
             snapshots = SnapshotStore(node.data_dir / SNAPSHOT_DIR, node.snapshots_kept)
             durable = await store.run(lambda s: recover(
                 s, self.committee, self.executor, self.journal, self.voter_status,
@@ -227,7 +231,7 @@ class Member:
                 remember_verified=verifier.remember_verified, inbox=inbox_recv, timers=timers,
                 relay_outbox=mempool.relay_outbox, fetch_requests=resolver.fetch_requests,
                 wake_readers=resolver.wake_parked, status=status, asked=solicited.asked,
-                snapshot_writer=snapshot_writer)
+                snapshot_writer=snapshot_writer, guard_journal=guard_journal)
             async with trio.open_nursery() as nursery:
                 try:
                     await nursery.start(manager.run)

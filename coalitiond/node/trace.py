@@ -22,9 +22,14 @@ from __future__ import annotations
 import atexit
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Final, TextIO, TypeVar
+
+from ..consensus.events import Action, Finalized, PersistSignerGuard
+from ..consensus.statements import SignedKind
+from ..log.sqlite import BlockToAppend, Store
+from ..log.sqlite import GuardRecord as StoreGuardRecord
 
 #: Environment variable naming the directory traces are written to.
 TRACE_ENV: Final = "COALITIOND_TRACE"
@@ -85,3 +90,76 @@ def start_from_environment(member: int) -> Tracer | None:
 def begin() -> tuple[int, int]:
     """(thread CPU ns, monotonic ns) now: the start of a section."""
     return time.thread_time_ns(), time.monotonic_ns()
+
+
+# -- what the consensus loop traces (node/voter.py) --------------------------------------
+
+_KIND_NAMES: Final = {SignedKind.PROPOSE: "propose", SignedKind.NOTARIZE: "notarize",
+                      SignedKind.FINALIZE: "finalize", SignedKind.NULLIFY: "nullify"}
+
+
+def trace_step(actions: Sequence[Action], began: tuple[int, int], view: int) -> None:
+    """The core's step of a round: what it built (signed statements, finalised blocks)."""
+    tracer = TRACER
+    assert tracer is not None
+    built = [(f"built:{_KIND_NAMES[a.kind]}", a.view) for a in actions
+             if isinstance(a, PersistSignerGuard)]
+    built += [("finalized", a.block.view) for a in actions if isinstance(a, Finalized)]
+    kinds = {name.split(":")[-1] for name, _ in built}
+    section = ("step:propose" if "propose" in kinds else
+               "step:vote" if kinds & {"notarize", "finalize", "nullify"} else
+               "step:finalized" if "finalized" in kinds else "step:collect")
+    tracer.section(section, *began, sorted({v for _, v in built}) or (view,))
+    for name, v in built:
+        tracer.event(name, v)
+
+
+_T = TypeVar("_T")
+#: The last store call's (thread CPU ns, wall ns) inside the call, when tracing.
+_last_store_call = (0, 0)
+
+
+def store_call(fn: Callable[[Store], _T]) -> Callable[[Store], _T]:
+    """`fn`, timed on whichever thread runs it when tracing (else `fn` itself)."""
+    if TRACER is None:
+        return fn
+
+    def timed(s: Store) -> _T:
+        global _last_store_call
+        cpu0, wall0 = begin()
+        try:
+            return fn(s)
+        finally:
+            cpu1, wall1 = begin()
+            _last_store_call = (cpu1 - cpu0, wall1 - wall0)
+    return timed
+
+
+def trace_durable(guard: Sequence[StoreGuardRecord], appended: Sequence[BlockToAppend],
+                   began: tuple[int, int], journal: bool = False) -> None:
+    """The round's store commit: its CPU and wall time inside the store call, and the wall
+    time around it (a hand-off to the worker thread and waiting for it included); or the
+    guard journal's write (on the loop)."""
+    tracer = TRACER
+    assert tracer is not None
+    views = sorted({g.view for g in guard} | {i.block.view for i in appended})
+    name = "append" if appended else "guard"
+    if journal:
+        tracer.section(name, *began, views)
+        tracer.section(f"{name}:inside", *began, views)
+    else:
+        cpu_ns, wall_ns = _last_store_call
+        tracer.measured(name, cpu_ns, began[1], views)
+        tracer.measured(f"{name}:inside", 0, time.monotonic_ns() - wall_ns, views)
+    for g in guard:
+        tracer.event(f"guarded:{_KIND_NAMES[SignedKind(int(g.kind))]}", g.view)
+    for item in appended:
+        tracer.event("appended", item.block.view)
+
+
+def trace_sent(guard: Sequence[StoreGuardRecord], began: tuple[int, int]) -> None:
+    tracer = TRACER
+    assert tracer is not None
+    tracer.section("send", *began, sorted({g.view for g in guard}))
+    for g in guard:
+        tracer.event(f"sent:{_KIND_NAMES[SignedKind(int(g.kind))]}", g.view)

@@ -1,11 +1,18 @@
 """The consensus loop: the one task that owns the consensus core and the executor.
 
+Why this module is long: the round (step, guard, send, commit, execute, tell) is one
+sequence whose order is the safety argument, kept in one place; recovery is the reverse of
+it. Its tracing lives in node/trace.py.
+
 It takes everything queued in its inbox (node/inbox.py) a round at a time: every input is
-stepped through the core (and every message the core sends itself), then one store
-transaction makes the round's guard records and finalised blocks durable (`_persist`, with
-the block journal), then the messages go out, then what was finalised is executed and its
-submitters are told (`_apply_finalized`). A signature never leaves before its guard record
-is durable, and a round costs one fsync.
+stepped through the core (and every message the core sends itself), then the round's guard
+records are made durable by one O_DSYNC write to the guard journal (log/guard_journal.py),
+then the messages go out, then one store transaction appends the finalised blocks and carries
+the journalled guard records into the store (`_persist`, with the block journal), then what
+was finalised is executed and its submitters are told (`_apply_finalized`). A signature never
+leaves before its guard record is durable, and an outcome never before its block is. Without
+a guard journal (`guard_journal=None`) the guard records go into that store transaction,
+made before the sends.
 
 The voter reports what it has executed in `VoterStatus`, which the other parts and the
 member's status read; it asks the resolver for missing blocks (`fetch_requests`), hands
@@ -16,10 +23,9 @@ after executing (`wake_readers`).
 from __future__ import annotations
 
 import contextlib
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import trio
 
@@ -59,6 +65,7 @@ from ..consensus.types import Block, Certificate, CertifiedRoots, VoteKind
 from ..consensus.voter import Core
 from ..log.aio import AsyncStore
 from ..log.checkpoint import Checkpoint
+from ..log.guard_journal import GuardJournal
 from ..log.records import FinalizedBlock
 from ..log.sqlite import MAX_EVENT_ITEMS, BlockToAppend, EvidenceRecord, SeenRecord, Store
 from ..log.sqlite import GuardRecord as StoreGuardRecord
@@ -93,6 +100,9 @@ MAX_WAITING_SUBMITTERS: Final = 65_536
 #: own); beyond this the oldest are dropped and counted: only detection across a restart
 #: is weakened, never safety.
 MAX_PENDING_SEEN: Final = 2048
+#: With a guard journal, a round without finalised blocks commits its journalled guard records
+#: to the store once this many wait (well below guard_journal.MAX_UNSETTLED).
+GUARD_COMMIT_RECORDS: Final = 256
 #: The seen_votes table is pruned when its floor (view − MAX_VIEWS_BEHIND) moved this far.
 SEEN_PRUNE_VIEWS: Final = 16
 
@@ -251,7 +261,8 @@ class Voter:
                  fetch_requests: trio.MemorySendChannel[FetchBlocks],
                  wake_readers: Callable[[], None], status: VoterStatus,
                  asked: Callable[[int, NullificationsRequest], None] | None = None,
-                 snapshot_writer: SnapshotWriter | None = None) -> None:
+                 snapshot_writer: SnapshotWriter | None = None,
+                 guard_journal: GuardJournal | None = None) -> None:
         self.committee = committee
         self.me = me
         self.executor = executor
@@ -270,6 +281,11 @@ class Voter:
         #: Told of every `nullifications?` the core sends, so the verifier admits the answer.
         self.asked = asked
         self.snapshot_writer = snapshot_writer
+        #: Where a round's guard records become durable before its sends (None: in the
+        #: round's store commit, before the sends, as without a journal).
+        self.guard_journal = guard_journal
+        #: Journalled guard records not yet in the store, and the journal's count after them.
+        self._guard_unsettled: list[StoreGuardRecord] = []
         self.core = Core(committee, key, core_config, durable,
                          member_commands=drivers.member_commands)
         trace.start_from_environment(me)
@@ -309,7 +325,7 @@ class Voter:
                 actions.extend(self._step_core(item)[0])
         while actions:
             if tracing is not None:
-                _trace_step(actions, tracing, self.core.view)
+                trace.trace_step(actions, tracing, self.core.view)
             executed = await self._execute(actions)
             tracing = trace.begin() if trace.TRACER is not None else None
             actions = [a for event in executed for a in self._step_core(event)[0]]
@@ -409,10 +425,19 @@ class Voter:
             self._note_seen(seen)
         finalized = [a for a in actions if isinstance(a, Finalized)]
         tracing = trace.begin() if trace.TRACER is not None else None
-        appended = await self._persist(guard, finalized) if guard or finalized else ([], [])
+        appended: tuple[list[BlockToAppend], list[Checkpoint]] = ([], [])
+        if self.guard_journal is not None:
+            # Durable now (one O_DSYNC write on the loop): our signatures may leave; the
+            # records reach the store with its next commit, after the sends.
+            self.guard_journal.write(guard)
+            self._guard_unsettled.extend(guard)
+            if tracing is not None and guard:
+                trace.trace_durable(guard, [], tracing, journal=True)
+        elif guard or finalized:
+            appended = await self._persist(guard, finalized)
+            if tracing is not None:
+                trace.trace_durable(guard, appended[0], tracing)
         if tracing is not None:
-            if guard or finalized:
-                _trace_durable(guard, appended[0], tracing)
             tracing = trace.begin()
         for action in actions:
             # Queued without yielding: the links' writers run after the round and send
@@ -456,8 +481,30 @@ class Voter:
             elif isinstance(action, Refused):
                 CORE_REFUSED.labels(action.reason.split(":")[0][:48]).inc()
         if tracing is not None:
-            _trace_sent(guard, tracing)
+            trace.trace_sent(guard, tracing)
+        if self.guard_journal is not None:
+            appended = await self._persist_after_journal(finalized)
         return await self._apply_finalized(appended)
+
+    async def _persist_after_journal(self, finalized: list[Finalized]
+                                     ) -> tuple[list[BlockToAppend], list[Checkpoint]]:
+        """With a guard journal: the round's store commit, after its sends. It appends the
+        round's finalised blocks and carries the journalled guard records into the store;
+        a round without blocks commits only when GUARD_COMMIT_RECORDS records wait (the
+        journal holds at most guard_journal.MAX_UNSETTLED)."""
+        assert self.guard_journal is not None
+        unsettled = self._guard_unsettled
+        if not finalized and len(unsettled) < GUARD_COMMIT_RECORDS:
+            return [], []
+        through = self.guard_journal.written
+        tracing = trace.begin() if trace.TRACER is not None else None
+        appended = await self._persist(unsettled, finalized)
+        # _persist commits guard records it is given, with blocks or without.
+        self._guard_unsettled = []
+        self.guard_journal.settled(through)
+        if tracing is not None and appended[0]:
+            trace.trace_durable([], appended[0], tracing)
+        return appended
 
     def _note_seen(self, records: Sequence[SeenRecord]) -> None:
         """Queue first-seen statements for the next commit, bounded (MAX_PENDING_SEEN)."""
@@ -497,7 +544,7 @@ class Voter:
             if guard:
                 # One event transaction holds at most MAX_EVENT_ITEMS items in all.
                 seen, floor = self._take_seen(max(0, MAX_EVENT_ITEMS - len(guard) - len(late)))
-                await self.store.write_soon(_store_call(lambda s: s.record_event(
+                await self.store.write_soon(trace.store_call(lambda s: s.record_event(
                     guard=guard, late_votes=late, seen=seen, seen_floor=floor)))
                 LATE_VOTES.labels("stored").inc(len(late))
             else:
@@ -510,11 +557,11 @@ class Voter:
         # where SQLite's C code runs alongside the loop.
         seen, floor = self._take_seen()
         if sum(len(item.block.commands) for item in items) <= INLINE_APPEND_COMMANDS:
-            checkpoints = await self.store.write_soon(_store_call(lambda s: s.append_blocks(
+            checkpoints = await self.store.write_soon(trace.store_call(lambda s: s.append_blocks(
                 items, verify_signatures=False, guard=guard, late_votes=late, seen=seen,
                 seen_floor=floor)))
         else:
-            checkpoints = await self.store.run(_store_call(lambda s: s.append_blocks(
+            checkpoints = await self.store.run(trace.store_call(lambda s: s.append_blocks(
                 items, verify_signatures=False, guard=guard, late_votes=late, seen=seen,
                 seen_floor=floor)))
         self.journal.stored(items)
@@ -606,71 +653,3 @@ class Voter:
                     self._refused_by_drivers.append(command)
                     return False
         return True
-
-
-# -- tracing (node/trace.py; only when COALITIOND_TRACE is set) --------------------------
-
-_KIND_NAMES: Final = {SignedKind.PROPOSE: "propose", SignedKind.NOTARIZE: "notarize",
-                      SignedKind.FINALIZE: "finalize", SignedKind.NULLIFY: "nullify"}
-
-
-def _trace_step(actions: Sequence[Action], began: tuple[int, int], view: int) -> None:
-    """The core's step of a round: what it built (signed statements, finalised blocks)."""
-    tracer = trace.TRACER
-    assert tracer is not None
-    built = [(f"built:{_KIND_NAMES[a.kind]}", a.view) for a in actions
-             if isinstance(a, PersistSignerGuard)]
-    built += [("finalized", a.block.view) for a in actions if isinstance(a, Finalized)]
-    kinds = {name.split(":")[-1] for name, _ in built}
-    section = ("step:propose" if "propose" in kinds else
-               "step:vote" if kinds & {"notarize", "finalize", "nullify"} else
-               "step:finalized" if "finalized" in kinds else "step:collect")
-    tracer.section(section, *began, sorted({v for _, v in built}) or (view,))
-    for name, v in built:
-        tracer.event(name, v)
-
-
-_T = TypeVar("_T")
-#: The last store call's (thread CPU ns, wall ns) inside the call, when tracing.
-_last_store_call = (0, 0)
-
-
-def _store_call(fn: Callable[[Store], _T]) -> Callable[[Store], _T]:
-    """`fn`, timed on whichever thread runs it when tracing (else `fn` itself)."""
-    if trace.TRACER is None:
-        return fn
-
-    def timed(s: Store) -> _T:
-        global _last_store_call
-        cpu0, wall0 = trace.begin()
-        try:
-            return fn(s)
-        finally:
-            cpu1, wall1 = trace.begin()
-            _last_store_call = (cpu1 - cpu0, wall1 - wall0)
-    return timed
-
-
-def _trace_durable(guard: Sequence[StoreGuardRecord], appended: Sequence[BlockToAppend],
-                   began: tuple[int, int]) -> None:
-    """The round's store commit: its CPU and wall time inside the store call, and the wall
-    time around it (a hand-off to the worker thread and waiting for it included)."""
-    tracer = trace.TRACER
-    assert tracer is not None
-    views = sorted({g.view for g in guard} | {i.block.view for i in appended})
-    name = "append" if appended else "guard"
-    cpu_ns, wall_ns = _last_store_call
-    tracer.measured(name, cpu_ns, began[1], views)
-    tracer.measured(f"{name}:inside", 0, time.monotonic_ns() - wall_ns, views)
-    for g in guard:
-        tracer.event(f"guarded:{_KIND_NAMES[SignedKind(int(g.kind))]}", g.view)
-    for item in appended:
-        tracer.event("appended", item.block.view)
-
-
-def _trace_sent(guard: Sequence[StoreGuardRecord], began: tuple[int, int]) -> None:
-    tracer = trace.TRACER
-    assert tracer is not None
-    tracer.section("send", *began, sorted({g.view for g in guard}))
-    for g in guard:
-        tracer.event(f"sent:{_KIND_NAMES[SignedKind(int(g.kind))]}", g.view)
