@@ -143,7 +143,8 @@ async def _coalitiond_load(dir: Path, n: int, clients: int, window: int, size: i
     done = 0
     shed = 0
     outstanding = 0
-    async with CommitteeClient.open(config) as client:
+    # A busy machine starts five Python processes slowly: give them their time.
+    async with CommitteeClient.open(config, connect_timeout=120) as client:
         with trio.fail_after(60):
             await client.manager.wait_until(lambda: len(client.members()) == n)
         signer = EnvelopeSigner(key, client.committee.committee_id, time.time_ns() // 1000)
@@ -239,9 +240,12 @@ def run_coalitiond(n: int, clients: int, window: int, size: int, warmup: float,
         if traced:
             (dir / "trace").mkdir()
             env[TRACE_ENV] = str(dir / "trace")
+        logs = os.environ.get("BENCH_MEMBER_LOGS")  # a directory: keep the members' output
         procs = [subprocess.Popen(coalitiond_command("run", "--config", str(p)),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  stdin=subprocess.DEVNULL, env=env) for p in paths]
+                                  stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env,
+                                  stderr=subprocess.DEVNULL if not logs else
+                                  open(f"{logs}/member-{i}.log", "w"))  # noqa: SIM115
+                 for i, p in enumerate(paths)]
         try:
             configure("console", "error")
             result = trio.run(_coalitiond_load, dir, n, clients, window, size, warmup, duration,
