@@ -5,14 +5,15 @@ sequence whose order is the safety argument, kept in one place; recovery is the 
 it. Its tracing lives in node/trace.py.
 
 It takes everything queued in its inbox (node/inbox.py) a round at a time: every input is
-stepped through the core (and every message the core sends itself), then the round's guard
-records are made durable by one O_DSYNC write to the guard journal (log/guard_journal.py),
-then the messages go out, then one store transaction appends the finalised blocks and carries
-the journalled guard records into the store (`_persist`, with the block journal), then what
-was finalised is executed and its submitters are told (`_apply_finalized`). A signature never
-leaves before its guard record is durable, and an outcome never before its block is. Without
-a guard journal (`guard_journal=None`) the guard records go into that store transaction,
-made before the sends.
+stepped through the core (and every message the core sends itself), then the round is made
+durable — a round that finalised blocks by one store transaction holding its guard records,
+its blocks and the guard records the guard journal holds for the store (`_persist`, with the
+block journal); a round that only signs by one O_DSYNC write of its guard records to the
+guard journal (log/guard_journal.py) — then the messages go out, then what was finalised is
+executed and its submitters are told (`_apply_finalized`). A signature never leaves before
+its guard record is durable, a round costs one durable write, and an outcome never leaves
+before its block is durable. Without a guard journal (`guard_journal=None`) every round's
+guard records go to the store.
 
 The voter reports what it has executed in `VoterStatus`, which the other parts and the
 member's status read; it asks the resolver for missing blocks (`fetch_requests`), hands
@@ -100,8 +101,9 @@ MAX_WAITING_SUBMITTERS: Final = 65_536
 #: own); beyond this the oldest are dropped and counted: only detection across a restart
 #: is weakened, never safety.
 MAX_PENDING_SEEN: Final = 2048
-#: With a guard journal, a round without finalised blocks commits its journalled guard records
-#: to the store once this many wait (well below guard_journal.MAX_UNSETTLED).
+#: With a guard journal, the journalled guard records are committed to the store by a commit
+#: of their own once this many wait with no finalised block to carry them (well below
+#: guard_journal.MAX_UNSETTLED).
 GUARD_COMMIT_RECORDS: Final = 256
 #: The seen_votes table is pruned when its floor (view − MAX_VIEWS_BEHIND) moved this far.
 SEEN_PRUNE_VIEWS: Final = 16
@@ -281,10 +283,9 @@ class Voter:
         #: Told of every `nullifications?` the core sends, so the verifier admits the answer.
         self.asked = asked
         self.snapshot_writer = snapshot_writer
-        #: Where a round's guard records become durable before its sends (None: in the
-        #: round's store commit, before the sends, as without a journal).
+        #: Where a round that only signs makes its guard records durable (None: the store).
         self.guard_journal = guard_journal
-        #: Journalled guard records not yet in the store, and the journal's count after them.
+        #: Journalled guard records not yet in the store.
         self._guard_unsettled: list[StoreGuardRecord] = []
         self.core = Core(committee, key, core_config, durable,
                          member_commands=drivers.member_commands)
@@ -426,15 +427,23 @@ class Voter:
         finalized = [a for a in actions if isinstance(a, Finalized)]
         tracing = trace.begin() if trace.TRACER is not None else None
         appended: tuple[list[BlockToAppend], list[Checkpoint]] = ([], [])
-        if self.guard_journal is not None:
+        journal = self.guard_journal
+        if journal is not None and guard and not finalized:
             # Durable now (one O_DSYNC write on the loop): our signatures may leave; the
-            # records reach the store with its next commit, after the sends.
-            self.guard_journal.write(guard)
+            # records reach the store with its next commit.
+            journal.write(guard)
             self._guard_unsettled.extend(guard)
-            if tracing is not None and guard:
+            if tracing is not None:
                 trace.trace_durable(guard, [], tracing, journal=True)
         elif guard or finalized:
-            appended = await self._persist(guard, finalized)
+            # A round that finalises commits before its sends, with its guard records and
+            # those the journal holds for the store: one durable write.
+            through = journal.written if journal is not None else 0
+            rows = self._guard_unsettled + guard if journal is not None else guard
+            appended = await self._persist(rows, finalized)
+            if journal is not None:
+                self._guard_unsettled = []
+                journal.settled(through)
             if tracing is not None:
                 trace.trace_durable(guard, appended[0], tracing)
         if tracing is not None:
@@ -482,29 +491,20 @@ class Voter:
                 CORE_REFUSED.labels(action.reason.split(":")[0][:48]).inc()
         if tracing is not None:
             trace.trace_sent(guard, tracing)
-        if self.guard_journal is not None:
-            appended = await self._persist_after_journal(finalized)
+        if self.guard_journal is not None and \
+                len(self._guard_unsettled) >= GUARD_COMMIT_RECORDS:
+            await self._settle_journal()
         return await self._apply_finalized(appended)
 
-    async def _persist_after_journal(self, finalized: list[Finalized]
-                                     ) -> tuple[list[BlockToAppend], list[Checkpoint]]:
-        """With a guard journal: the round's store commit, after its sends. It appends the
-        round's finalised blocks and carries the journalled guard records into the store;
-        a round without blocks commits only when GUARD_COMMIT_RECORDS records wait (the
-        journal holds at most guard_journal.MAX_UNSETTLED)."""
+    async def _settle_journal(self) -> None:
+        """Commit the journalled guard records to the store when GUARD_COMMIT_RECORDS wait
+        and no round finalised a block to carry them (after the sends; the journal holds at
+        most guard_journal.MAX_UNSETTLED)."""
         assert self.guard_journal is not None
-        unsettled = self._guard_unsettled
-        if not finalized and len(unsettled) < GUARD_COMMIT_RECORDS:
-            return [], []
         through = self.guard_journal.written
-        tracing = trace.begin() if trace.TRACER is not None else None
-        appended = await self._persist(unsettled, finalized)
-        # _persist commits guard records it is given, with blocks or without.
+        await self._persist(self._guard_unsettled, [])
         self._guard_unsettled = []
         self.guard_journal.settled(through)
-        if tracing is not None and appended[0]:
-            trace.trace_durable([], appended[0], tracing)
-        return appended
 
     def _note_seen(self, records: Sequence[SeenRecord]) -> None:
         """Queue first-seen statements for the next commit, bounded (MAX_PENDING_SEEN)."""
