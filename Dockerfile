@@ -10,6 +10,10 @@
 #
 # The key file must be owned by uid 10001 with mode 0600 (coalitiond refuses a key file
 # others can read); the config's data_dir should be /var/lib/coalitiond.
+#
+# `make system-test` builds this file unchanged with podman (--pull=never, the FROM image
+# made locally with mmdebstrap) and runs a committee from it; deploy/ has a compose file and
+# Kubernetes manifests for it (docs/operations.md, "Containers").
 
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1

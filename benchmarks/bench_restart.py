@@ -12,7 +12,11 @@ tail check) + `voter.recover` (executor rebuilt, durable state for the core) —
 a member's start whose cost depends on the log; the transport's bind and the tasks' start
 after it do not — and the child's peak RSS. Cases: no snapshot (replay from genesis), and the
 newest snapshot SNAPSHOT_INTERVAL blocks below the head (a restart just before the next
-snapshot: the most a restart replays with the default interval).
+snapshot: the most a restart replays with the default interval). And *state sync* (protocol.md
+§12): a wiped member given that snapshot file (what the pages deliver), the frontier and the
+block after it: `verify_synced` (decode, full restore, roots checked against the certifying
+block, whose certificate is real), the base written, then `recover` — everything after the
+transfer; the transfer itself is `pages` round trips of 1 MiB.
 
 Usage: `python -m benchmarks restart` or `python -m benchmarks.bench_restart [--quick]`
 (`--quick`: 10,000 blocks).
@@ -34,7 +38,9 @@ from coalitiond.consensus.types import VoteKind
 from coalitiond.log.sqlite import GuardRecord, Store
 from coalitiond.node.journal import BlockJournal
 from coalitiond.node.snapshots import SnapshotFile, SnapshotStore, restore_replica
+from coalitiond.node.state_sync import verify_synced
 from coalitiond.node.voter import VoterStatus, recover
+from coalitiond.node.wire import MAX_SYNC_CHUNK
 from coalitiond.primitives.logs import configure
 from coalitiond.testing.rooted_chain import RootedChain
 
@@ -63,6 +69,8 @@ def build(directory: Path, blocks: int, every: int = 1) -> dict[str, Any]:
             items, guard = [], []
             for _ in range(min(BATCH, blocks - height)):
                 height += 1
+                # Real certificates after the snapshot: state sync verifies the certifying one.
+                rc.fake_signatures = height <= snap_at
                 item = rc.next((rc.envelope(b"entry %d" % height),) if height % every == 0
                                else ())
                 items.append(item)
@@ -106,6 +114,40 @@ def child(directory: Path, use_snapshot: bool) -> None:
                       "ready_s": ready - started, "peak_mb": peak_kib / 1024,
                       "restored_from": status.restored_from, "height": status.height,
                       "guard_rows": len(durable.guard)}))
+
+
+def sync_child(directory: Path) -> None:
+    """What a state-syncing member does once the pages arrived: verify, write, recover.
+    Prints a JSON line."""
+    configure("console", "warning", stream=sys.stderr)
+    rc = RootedChain(5, seed=SEED, fake_signatures=True)
+    snapshots = SnapshotStore(directory / "snapshots")
+    height = snapshots.heights()[0]
+    data = snapshots.path(height).read_bytes()
+    with Store.open(directory / "log.sqlite3", read_only=True) as full:
+        size = full.log_at(height)[0]
+        frontier = full.frontier_hashes(size)
+        fetched = list(full.iter_finalized(height + 1, height + 1))  # lag one: it certifies
+    synced = directory / "synced"
+    synced.mkdir()
+    executor = rc.make_executor()
+    started = time.perf_counter()
+    snap = SnapshotFile.decode(data, "bench")
+    blocks = verify_synced(rc.committee, executor, snap, size, frontier, fetched, "bench")
+    verified = time.perf_counter()
+    with Store.open(synced / "log.sqlite3", rc.committee, signing_key=rc.chain.keys[1]) as s:
+        own = SnapshotStore(synced / "snapshots")
+        own.write(snap)
+        s.install_base(snap.block, size, frontier, blocks)
+        written = time.perf_counter()
+        status = VoterStatus()
+        recover(s, rc.committee, executor, BlockJournal(rc.committee.quorum, 0), status, False,
+                own)
+        ready = time.perf_counter()
+    print(json.dumps({"verify_s": verified - started, "write_s": written - verified,
+                      "recover_s": ready - written, "ready_s": ready - started,
+                      "peak_mb": _peak_rss_kib() / 1024, "height": height,
+                      "pages": -(-len(data) // MAX_SYNC_CHUNK)}))
 
 
 def follower_child(directory: Path) -> None:
@@ -154,6 +196,9 @@ def main(argv: list[str]) -> None:
         at = argv.index("--child")
         child(Path(argv[at + 1]), argv[at + 2] == "1")
         return
+    if "--sync-child" in argv:
+        sync_child(Path(argv[argv.index("--sync-child") + 1]))
+        return
     if "--follower-child" in argv:
         follower_child(Path(argv[argv.index("--follower-child") + 1]))
         return
@@ -186,6 +231,14 @@ def _workload(blocks: int, every: int) -> None:
         f = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{'follower resume':>22} {'':>7} {'':>10} {f['ready_s']:>14.2f} "
               f"{f['peak_mb']:>12.0f} {'(then the followed blocks after ' + str(f['height']) + ')':>9}")
+        out = subprocess.run([sys.executable, "-m", "benchmarks.bench_restart",
+                              "--sync-child", str(d)], check=True, capture_output=True,
+                             text=True)
+        y = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{'state sync (wiped)':>22} {y['write_s']:>7.2f} "
+              f"{y['verify_s'] + y['recover_s']:>10.2f} {y['ready_s']:>14.2f} "
+              f"{y['peak_mb']:>12.0f} {1:>9}  (+ {y['pages']} pages of 1 MiB; open = base "
+              f"written, recover = verified + recovered)")
         print(f"(peak RSS of a process that only imports the member: {_baseline_mb():.0f} MB; "
               f"guard rows loaded: {r['guard_rows']}; a follower without a position fetches and "
               f"replays all {blocks} followed blocks: at least the replay row)")

@@ -208,12 +208,17 @@ async def router_throughput(size: int, count: int) -> tuple[float, float, int]:
     """End to end through two ConnectionManagers: router.send -> send queue -> writer ->
     socket -> reader -> channel queue. A window keeps the sender within the send queue."""
     from coalitiond.primitives.committee import CommitteeSpec
+    from coalitiond.transport.limits import KindLimit, RateLimits
     from coalitiond.transport.link import LinkTiming
     from coalitiond.transport.manager import ConnectionManager, TransportConfig
 
     spec = CommitteeSpec("bench", "feed", "bench", (KEY_A.public, KEY_B.public), 0)
-    # This measures throughput, not the per-peer rate limit: lift the limit out of reach.
-    unlimited = TransportConfig(timing=LinkTiming(rate_messages=1e9, rate_messages_burst=1e9))
+    # This measures throughput, not the per-peer rate limits: lift them out of reach (the
+    # link-wide one and the channel's own).
+    lifted = KindLimit(1e9, 1e9)
+    unlimited = TransportConfig(timing=LinkTiming(
+        rate_messages=1e9, rate_messages_burst=1e9,
+        rates=RateLimits(consensus=lifted, sync=lifted, gossip=lifted, client=lifted)))
     a = ConnectionManager(KEY_A, spec, {}, config=unlimited)
     b = ConnectionManager(KEY_B, spec, {}, config=unlimited)
     window = trio.Semaphore(128)

@@ -214,7 +214,10 @@ async def test_expiry_watcher_rechecks_when_admissions_lapse(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_expiry_rechecks, gate, recheck, wall)
-        await trio.sleep(3600 + 1)
+        await trio.sleep(1)
+        # What the "attestation expiry near" alert reads: the first lapse, member 3's.
+        assert sample_value("coalitiond_attestation_earliest_expiry_seconds") == NOW + 3600 - 180
+        await trio.sleep(3600)
         nursery.cancel_scope.cancel()
     # Tickets issued at NOW, NOW-60, NOW-120, NOW-180 with a one-hour age limit lapse in
     # reverse order; each lapse triggers exactly one re-check at that second.

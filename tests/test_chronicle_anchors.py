@@ -195,9 +195,29 @@ def test_make_sink(tmp_path: Path) -> None:
                       FileAnchorSink)
     http = make_sink(config.AnchorSink("http", url="http://127.0.0.1:9/anchors"))
     assert isinstance(http, HttpAnchorSink) and http.url == "http://127.0.0.1:9/anchors"
-    with pytest.raises(OperatorError, match=r"^component.anchor_sink.kind: the EVM sink is not "
-                                            r"in this build \(use \"file\" or \"http\"\)$"):
-        make_sink(config.AnchorSink("evm", url="http://x", chain_id=1, contract=b"\x01" * 20))
+    # The evm sink: its key file must be this member's address, and one address per member.
+    from coalitiond.components.chronicle.evm_keys import (
+        evm_address,
+        generate_evm_key,
+        load_evm_key_file,
+        write_evm_key_file,
+    )
+    from coalitiond.components.chronicle.evm_sink import EvmAnchorSink
+
+    write_evm_key_file(tmp_path / "evm.key", generate_evm_key())
+    me = evm_address(load_evm_key_file(tmp_path / "evm.key"))
+    evm = config.AnchorSink("evm", url="http://127.0.0.1:9", chain_id=1,
+                            contract=b"\x01" * 20, members=(b"\x02" * 20, me),
+                            key_file=tmp_path / "evm.key")
+    sink = make_sink(evm, member_index=1, quorum=2, committee_size=2)
+    assert isinstance(sink, EvmAnchorSink) and sink.address == me
+    with pytest.raises(OperatorError, match=r"^component.anchor_sink.key_file: its account "
+                                            r"0x[0-9a-fA-F]{40} is not this member's address in "
+                                            r"component.anchor_sink.members\[0\] "):
+        make_sink(evm, member_index=0, quorum=2, committee_size=2)
+    with pytest.raises(OperatorError, match=r"^component.anchor_sink.members: 2 addresses for a "
+                                            r"committee of 3 members"):
+        make_sink(evm, member_index=1, quorum=2, committee_size=3)
 
 
 # -- publisher --------------------------------------------------------------------------------
@@ -337,3 +357,26 @@ def test_file_sink_never_cuts_a_file_that_is_not_anchors(tmp_path: Path) -> None
     with pytest.raises(OperatorError, match="not an anchor file"):
         FileAnchorSink(path)
     assert path.read_bytes() == b"dear diary\nno newline at the end"
+
+
+async def test_publisher_lag_metric_and_alert_threshold(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """The lag (entries committed anchors cover beyond what was published) is exported, and
+    crossing `lag_alert_entries` raises the alert gauge until the sink catches up."""
+    from coalitiond.components.chronicle.anchors import LAG_ALERT, LAG_ALERT_ENTRIES, LAG_ENTRIES
+
+    ex = chronicle_with(0)
+    sink = FlakySink(failures=3)
+    pub = AnchorPublisher(sink, COMMITTEE, query_reader(ex.query), initial_backoff=1.0,
+                          lag_alert_entries=3)
+    assert LAG_ALERT_ENTRIES._value.get() == 3
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pub.run)
+        pub.offer([anchor(1), anchor(3)])
+        assert pub.lag_entries == 4 and LAG_ENTRIES._value.get() == 4
+        assert LAG_ALERT._value.get() == 1   # 4 > 3
+        await sink.wait_for(3)
+        nursery.cancel_scope.cancel()
+    assert pub.failures == 3
+    assert pub.lag_entries == 0 and LAG_ENTRIES._value.get() == 0
+    assert LAG_ALERT._value.get() == 0

@@ -109,15 +109,26 @@ def raw_append(**changes: Any) -> Command:
 
 
 def test_params_from_config_table_and_registry() -> None:
-    cfg = ChronicleConfig(AnchorSink("evm", chain_id=1, contract=b"\x05" * 20), anchor_every=7,
+    evm_members = (b"\x06" * 20, b"\x07" * 20)
+    cfg = ChronicleConfig(AnchorSink("evm", chain_id=1, contract=b"\x05" * 20,
+                                     members=evm_members), anchor_every=7,
                           follow_almanac=b"\x09" * 32)
     c = component_class("chronicle").from_params(cfg.to_cbor())
     assert isinstance(c, Chronicle)
-    assert (c.anchor_every, c.sink_kind, c.chain_id, c.contract, c.follow_almanac) == (
-        7, "evm", 1, b"\x05" * 20, b"\x09" * 32)
+    assert (c.anchor_every, c.sink_kind, c.chain_id, c.contract, c.follow_almanac,
+            c.evm_members) == (7, "evm", 1, b"\x05" * 20, b"\x09" * 32, evm_members)
     assert c.params() == cfg.to_cbor()
+    # The members' EVM addresses are consensus content: bound into the committee id.
     assert c.config_digest() == hash_structure("chronicle-config", 1, "chronicle/1", 7,
-                                               ["evm", 1, b"\x05" * 20], b"\x09" * 32)
+                                               ["evm", 1, b"\x05" * 20, list(evm_members)],
+                                               b"\x09" * 32)
+    swapped = ChronicleConfig(AnchorSink("evm", chain_id=1, contract=b"\x05" * 20,
+                                         members=evm_members[::-1]), anchor_every=7,
+                              follow_almanac=b"\x09" * 32)
+    assert Chronicle.from_params(swapped.to_cbor()).config_digest() != c.config_digest()
+    # A file sink's digest is as before (no members element).
+    assert make(3).config_digest() == hash_structure("chronicle-config", 1, "chronicle/1", 3,
+                                                     ["file", None, None], None)
     assert make(3).config_digest() != make(4).config_digest()
 
 
@@ -142,7 +153,18 @@ SINK = {"kind": "file", "chain_id": None, "contract": None}
     ({"anchor_every": 1, "anchor_sink": {**SINK, "kind": "evm", "chain_id": 1}},
      "component.anchor_sink.contract: required for evm, 20 bytes"),
     ({"anchor_every": 1, "anchor_sink": {**SINK, "chain_id": 1}},
-     "component.anchor_sink: chain_id and contract belong to the evm sink, not 'file'"),
+     "component.anchor_sink: chain_id, contract and members belong to the evm sink, not "
+     "'file'"),
+    ({"anchor_every": 1, "anchor_sink": {**SINK, "members": [b"\x01" * 20]}},
+     "component.anchor_sink: chain_id, contract and members belong to the evm sink, not "
+     "'file'"),
+    ({"anchor_every": 1, "anchor_sink": {**SINK, "kind": "evm", "chain_id": 1,
+                                         "contract": b"\x01" * 20}},
+     "component.anchor_sink.members: required for evm, 1..64 distinct 20-byte addresses"),
+    ({"anchor_every": 1, "anchor_sink": {**SINK, "kind": "evm", "chain_id": 1,
+                                         "contract": b"\x01" * 20,
+                                         "members": [b"\x02" * 20, b"\x02" * 20]}},
+     "component.anchor_sink.members: required for evm, 1..64 distinct 20-byte addresses"),
     ({"anchor_every": 1, "anchor_sink": SINK, "follow_almanac": b"\x01"},
      "component.follow_almanac: must be 32 bytes or absent"),
 ])

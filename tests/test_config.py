@@ -91,6 +91,8 @@ path = "anchors.jsonl"
     "compute": "",
     "intents": f"""
 failure_mode = "partial"
+follow_almanac = "{make_id("almanac").hex()}"
+partial_deadline_ticks = 5
 [[component.citizens]]
 stable_id = "{make_id("lattice|a").hex()}"
 [[component.citizens]]
@@ -236,9 +238,22 @@ kind = "evm"
 chain_id = 1
 contract = "0x00000000000000000000000000000000000000aa"
 url = "http://127.0.0.1:8545"
+members = ["0x0101010101010101010101010101010101010101", "0202020202020202020202020202020202020202"]
+key_file = "evm.key"
+confirmations = 3
+fallback_urls = ["http://127.0.0.1:8546"]
+lag_alert_entries = 500
 """)).component
     assert isinstance(evm, ChronicleConfig)
-    assert evm.anchor_sink.contract == b"\x00" * 19 + b"\xaa"
+    sink = evm.anchor_sink
+    assert sink.contract == b"\x00" * 19 + b"\xaa"
+    assert sink.members == (b"\x01" * 20, b"\x02" * 20)
+    assert sink.key_file is not None and sink.key_file.name == "evm.key"
+    assert (sink.confirmations, sink.fallback_urls, sink.lag_alert_entries) == (
+        3, ("http://127.0.0.1:8546",), 500)
+    # Only the chain, the contract and the members are consensus content.
+    assert sink.to_cbor() == {"kind": "evm", "chain_id": 1, "contract": sink.contract,
+                              "members": [b"\x01" * 20, b"\x02" * 20]}
     compute = parse(with_component("compute", f'follow_almanac = "{make_id("alm").hex()}"'))
     assert compute.component == ComputeConfig(follow_almanac=make_id("alm"))
 
@@ -283,10 +298,10 @@ def test_confluence_fingerprint_of_a_member_config() -> None:
 
 def test_unknown_keys() -> None:
     refused(BASE + "\n[extra]\n", "extra",
-            "unknown key (allowed here: attestation, coalition, committee, component, network, node)")
+            "unknown key (allowed here: attestation, coalition, committee, component, network, node, transport)")
     refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\ndatadir = "x"'), "node.datadir",
-            "unknown key (allowed here: advertise, almanac_config, data_dir, key_file, listen, log_format, "
-            "log_level, metrics, snapshot_interval, snapshots_kept, ticket_issuer_configs)")
+            "unknown key (allowed here: advertise, almanac_config, citizen_configs, data_dir, key_file, listen, log_format, "
+            "log_level, metrics, snapshot_interval, snapshots_kept, state_sync, ticket_issuer_configs)")
     refused(BASE.replace('operator = "a"', 'operator = "a"\nweight = 2'),
             "committee.members[0].weight",
             "unknown key (allowed here: address, operator, peer_id)")
@@ -353,6 +368,22 @@ chain_id = 1
 contract = "0x1234"
 url = "http://127.0.0.1:8545"
 """), "component.anchor_sink.contract", "expected 40 hex characters (20 bytes), got 4")
+    evm = """
+[component.anchor_sink]
+kind = "evm"
+chain_id = 1
+contract = "0x00000000000000000000000000000000000000aa"
+url = "http://127.0.0.1:8545"
+key_file = "evm.key"
+"""
+    refused(with_component("chronicle", evm + 'members = ["0x12"]\n'),
+            "component.anchor_sink.members[0]", "expected 40 hex characters (20 bytes), got 2")
+    refused(with_component("chronicle", evm + "members = []\n"),
+            "component.anchor_sink.members", "the evm sink needs every member's EVM address")
+    refused(with_component("chronicle", evm + f'members = ["{"01" * 20}", "{"01" * 20}"]\n'),
+            "component.anchor_sink.members[1]", "duplicate of component.anchor_sink.members[0]")
+    refused(with_component("chronicle", evm + f'members = ["{"01" * 20}"]\nconfirmations = 0\n'),
+            "component.anchor_sink.confirmations", "must be at least 1, got 0")
 
 
 def test_duplicates() -> None:
@@ -612,3 +643,20 @@ def test_snapshot_keys() -> None:
             "node.snapshots_kept", "must be at most 16, got 17")
     refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\nsnapshot_interval = -1'),
             "node.snapshot_interval", "must be at least 0, got -1")
+
+
+def test_state_sync_key() -> None:
+    assert parse(BASE).node.state_sync is False
+    c = parse(BASE.replace('data_dir = "data"', 'data_dir = "data"\nstate_sync = true'))
+    assert c.node.state_sync is True
+    refused(BASE.replace('data_dir = "data"', 'data_dir = "data"\nstate_sync = "yes"'),
+            "node.state_sync", "expected a boolean, got a string")
+
+
+def test_partial_mode_needs_an_almanac_and_a_deadline() -> None:
+    text = with_component("intents")
+    refused(text.replace("partial_deadline_ticks = 5\n", ""), "component.failure_mode",
+            'failure_mode = "partial" needs follow_almanac and partial_deadline_ticks >= 1 '
+            "(the deadline is counted in Almanac ticks)")
+    refused(text.replace('failure_mode = "partial"', 'failure_mode = "stall"'),
+            "component.partial_deadline_ticks", 'only meaningful with failure_mode = "partial"')

@@ -89,13 +89,18 @@ async def test_catch_up_keeps_only_what_verifies(tmp_path: Path, mode: str) -> N
             serving = running.members()
             await all_reach(serving, 5)
             tamper = _poison(mode)
+            altered: list[int] = []  # heights of blocks served changed, across all peers
             for m in serving:  # every peer serves poisoned catch-up replies
                 assert m.resolver is not None
                 honest_read = m.resolver.read_blocks
 
                 def read(s: Any, start: int, count: int, limit: int,
                          honest_read: Any = honest_read) -> list[FinalizedBlock]:
-                    return tamper(honest_read(s, start, count, limit))
+                    honest = honest_read(s, start, count, limit)
+                    served = tamper(honest)
+                    altered.extend(h.block.height for h, t in zip(honest, served, strict=True)
+                                   if h != t)
+                    return served
 
                 m.resolver.read_blocks = read  # type: ignore[method-assign]
             late = await running.start(3)
@@ -103,6 +108,8 @@ async def test_catch_up_keeps_only_what_verifies(tmp_path: Path, mode: str) -> N
             assert late.store is not None
             summary = await late.store.run(lambda s: s.audit())  # raises on any bad signature
             assert summary.blocks >= 8
+            # The late member was served tampered blocks (else this test shows nothing).
+            assert altered, f"mode {mode!r} changed no block served to the late member"
 
 
 async def test_a_reader_asking_for_more_than_fits_gets_what_fits(tmp_path: Path) -> None:

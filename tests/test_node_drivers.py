@@ -111,8 +111,12 @@ class RefuseMarked(Driver):
 
     checks_envelopes = True
 
+    def __init__(self, refusals: list[bytes]) -> None:
+        self.refusals = refusals
+
     def vote_check(self, command: Any) -> str | None:
         if isinstance(command, Envelope) and command.commands[0].args.get("kind") == "poison":
+            self.refusals.append(command.envelope_id)
             return "poison: refused by this member's check"
         return None
 
@@ -120,8 +124,9 @@ class RefuseMarked(Driver):
 async def test_a_refused_command_is_not_queued_and_never_stalls_proposals(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     original = Member._build_drivers
+    refusals: list[bytes] = []
     monkeypatch.setattr(Member, "_build_drivers",
-                        lambda self: [*original(self), RefuseMarked()])
+                        lambda self: [*original(self), RefuseMarked(refusals)])
     committee = write_committee(tmp_path / "c", 3)
     spec = committee.member_config(0).committee_spec()
     signer = EnvelopeSigner(committee.operator, spec.committee_id)
@@ -130,6 +135,7 @@ async def test_a_refused_command_is_not_queued_and_never_stalls_proposals(
         async with in_process(committee) as running, client_for(committee) as client:
             ack, _ = await client.submit(poison, wait=False)
             assert not ack.accepted and ack.reason == "poison: refused by this member's check"
+            assert len(refusals) == 1  # at submission, by the member the client reached
             # A member that queued it anyway (as if its own check had passed at the time,
             # e.g. collateral that expired since) proposes it; nobody votes for that block,
             # every member drops it from its batch, and the committee carries on.
@@ -142,3 +148,11 @@ async def test_a_refused_command_is_not_queued_and_never_stalls_proposals(
             await all_reach(running.members(), outcome.height)
             for member in running.members():
                 assert member.core is not None and member.core.pending_commands == 0
+            # The poisoned proposal was made and refused: checks after the injection are
+            # checks of a proposal carrying it (the submission path was bypassed) ...
+            assert len(refusals) > 1
+            # ... and no member's log holds it.
+            for member in running.members():
+                commands = await member.store.run(
+                    lambda s: [c for h in range(1, s.height + 1) for c in s.block(h).commands])
+                assert commands and poison not in commands

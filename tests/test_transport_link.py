@@ -120,7 +120,7 @@ async def test_unknown_peer_without_reader_slots(autojump_clock: object) -> None
         assert peer is not None  # the initiator finishes first; the responder refuses after
         _, closed = await read_until_closed(stream, s, events)
         assert closed.reason is CloseReason.UNKNOWN_PEER and closed.authenticated
-        assert closed.detail == "not a committee member and all 0 reader slots are taken"
+        assert closed.detail == "not a committee member and all 0 anonymous reader slots are taken"
         await wait_close(node, "unknown_peer")
         assert metric("transport_refused_total", reason="unknown_peer") == before + 1
         n.cancel_scope.cancel()

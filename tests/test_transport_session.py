@@ -20,8 +20,10 @@ from coalitiond.transport.session import (
     HandshakeDone,
     Limits,
     MessageReceived,
+    PingReceived,
     Session,
     State,
+    identity_proof,
 )
 
 NET = network_id("session-test")
@@ -53,7 +55,7 @@ def test_in_memory_handshake_and_messages_both_ways() -> None:
     assert b.receive_data(a.data_to_send()) == [MessageReceived(b""), MessageReceived(b"q" * 200_000)]
     b.send_message(b"r")
     b.send_ping()
-    assert a.receive_data(b.data_to_send()) == [MessageReceived(b"r")]
+    assert a.receive_data(b.data_to_send()) == [MessageReceived(b"r"), PingReceived()]
 
 
 @settings(max_examples=50, deadline=None)
@@ -123,3 +125,59 @@ def test_local_message_limit_is_a_local_error() -> None:
     a, _ = pair(limits=Limits(max_message=10))
     with pytest.raises(LocalError, match="message of 11 bytes exceeds 10"):
         a.send_message(b"x" * 11)
+
+
+def test_a_refused_third_handshake_message_gets_an_encrypted_close() -> None:
+    """wire.md §3: the responder refuses the initiator's proof (here: a signature over
+    another static key) with an encrypted CLOSE, which the initiator — already split —
+    reads as authenticated. Before, this went out as a cleartext CLOSE_NOTICE."""
+
+    class Forger(Session):
+        def _proof(self) -> bytes:
+            return identity_proof(self.identity, self.network_id, b"\x00" * 32,
+                                  self._signed_record)
+
+    a = Forger(initiator=True, identity=A, network_id=NET,
+               signed_record=PeerRecord(A.public, NET, 1, 1, 1_700_000_000).sign(A))
+    b = sess(B, False)
+    a.initiate()
+    b.receive_data(a.data_to_send())
+    (done,) = a.receive_data(b.data_to_send())
+    assert isinstance(done, HandshakeDone) and a.state is State.OPEN
+    (refused,) = b.receive_data(a.data_to_send())
+    assert isinstance(refused, Closed) and refused.reason is CloseReason.BAD_SIGNATURE
+    out = b.data_to_send()
+    assert out[0] == fr.FRAME_TRANSPORT  # encrypted, not a 0x03 notice
+    (ev,) = a.receive_data(out)
+    assert isinstance(ev, Closed) and ev.authenticated and ev.by_peer
+    assert ev.reason is CloseReason.BAD_SIGNATURE
+    assert ev.detail.startswith("identity ") and "did not sign this Noise static key" in ev.detail
+
+
+def test_an_unknown_close_code_is_labelled_other_and_keeps_its_number() -> None:
+    """Peers cannot mint metric series: any code this version does not know is "other"."""
+    a, b = pair()
+    a._encrypt_record(bytes((fr.REC_CLOSE,)) + (4242).to_bytes(2, "big") + b"newer")
+    (ev,) = b.receive_data(a.data_to_send())
+    assert isinstance(ev, Closed)
+    assert (ev.code, ev.label, ev.detail) == (4242, "other", "code 4242: newer")
+    c = sess(B, False)
+    (notice,) = c.receive_data(fr.encode_frame(fr.FRAME_CLOSE_NOTICE, b"\xff\xff"))
+    assert isinstance(notice, Closed) and notice.label == "other"
+
+
+def test_rekey_follows_the_message_with_nonce_65535() -> None:
+    """wire.md §4: the sender rekeys right after the message sent with nonce 65535 (the
+    counter then reads 65536), not after nonce 0; the receiver does the same."""
+    a, b = pair(limits=Limits(rekey_interval=1 << 16))
+    assert a._send is not None and b._recv is not None
+    for _ in range(65535):  # nonces 0 … 65534
+        a.send_ping()
+    b.receive_data(a.data_to_send())
+    assert (a.rekeys, b.rekeys, a._send.n) == (0, 0, 65535)
+    a.send_message(b"nonce 65535")
+    assert (a.rekeys, a._send.n) == (1, 65536)
+    assert b.receive_data(a.data_to_send()) == [MessageReceived(b"nonce 65535")]
+    assert b.rekeys == 1
+    a.send_message(b"after")  # decrypts only because both sides rekeyed at the same point
+    assert b.receive_data(a.data_to_send()) == [MessageReceived(b"after")]

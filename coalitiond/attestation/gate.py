@@ -43,6 +43,10 @@ ADMITTED = counter("attestation_admitted", "Links admitted by TDX admission")
 DISABLED = gauge(
     "attestation_disabled", "1 when this node runs with attestation = \"none\" (development only)"
 )
+EARLIEST_EXPIRY = gauge(
+    "attestation_earliest_expiry_seconds",
+    "Unix time the first admitted peer's attestation lapses unless renewed (0: none tracked)",
+)
 
 
 class PeerRecord(Protocol):
@@ -174,6 +178,7 @@ async def run_expiry_rechecks(
     while True:
         now = wall()
         earliest = gate.earliest_expiry()
+        EARLIEST_EXPIRY.set(earliest or 0)
         if earliest is not None and earliest <= now:
             recheck()
             gate.forget_lapsed(now)

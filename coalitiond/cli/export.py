@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..log import Store, store_path
@@ -33,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
     # Read-only: export works while the daemon runs (WAL readers never block the writer) and
     # can never modify the log it exports.
     with Store.open(store_path(args.data_dir), read_only=True) as store:
+        if store.immutable:
+            print(f"coalitiond: {args.data_dir} is read-only: opened the store read-only as "
+                  f"an immutable file (no write-ahead log beside it)", file=sys.stderr)
         summary = export_archive(store, args.out, config_text=config_text)
         committee = store.committee.committee_id.hex()
     print(f"exported committee {committee}: heights 1..{summary.height}, {summary.entries} "

@@ -12,6 +12,10 @@ node, row counts, checksums) directly on a member's store, read-only.
 (`coalitiond prove`, docs/formats.md §7) with no network: one line `FILE: OK: …` saying
 what it proved, or `FILE: FAILED: <reason>`.
 
+`coalitiond verify --archive A --anchors RPC_URL --contract ADDR` also checks a Chronicle's
+anchors on its EVM contract: every digest recomputed from the archive against what the
+chain confirmed and what each member posted (docs/chronicle.md §9).
+
 Exit 0: everything verifies (and, with --against, one archive is a prefix of the other).
 Exit 1: a check failed; the first failure is named (height, entry, what).
 Exit 2: the operator must fix something (unreadable file, bad arguments).
@@ -45,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a member config of the archives' committee: the component "
                              "parameters a Chronicle comparison replays under; with --bundle, "
                              "the committee the bundle must be for")
+    parser.add_argument("--anchors", default=None, metavar="RPC_URL",
+                        help="with --archive of a Chronicle: check its anchors on the EVM "
+                             "chain at this JSON-RPC URL (needs --contract)")
+    parser.add_argument("--contract", default=None, metavar="ADDR",
+                        help="the anchor contract's address (0x + 40 hex)")
     parser.add_argument("--committee-id", default=None,
                         help="the committee id (64 hex) you expect; without it the archive's "
                              "(or bundle's) own committee is trusted and printed")
@@ -153,7 +162,11 @@ def run(args: argparse.Namespace) -> int:
         if args.against is not None:
             raise OperatorError("--against compares archives: use it with --archive")
         return EXIT_OK if _check_store(args.data_dir, expect) else EXIT_CHECK_FAILED
+    if (args.anchors is None) != (args.contract is None):
+        raise OperatorError("--anchors and --contract go together")
     ok = _check(args.archive, expect)
+    if args.anchors is not None:
+        ok = _check_anchors(args.archive, args.anchors, args.contract, args.config) and ok
     if args.against is None:
         return EXIT_OK if ok else EXIT_CHECK_FAILED
     ok = _check(args.against, expect) and ok
@@ -182,3 +195,34 @@ def _compare_chronicles(a: Path, b: Path, config: Path | None) -> bool:
         return False
     print(render(report))
     return not report.diverged
+
+
+def _check_anchors(archive: Path, url: str, contract_text: str, config: Path | None) -> bool:
+    import trio
+
+    from ..components.chronicle.evm_rpc import JsonRpc, RpcError
+    from ..integrator.anchor_check import check_anchors, render
+
+    body = contract_text.removeprefix("0x")
+    try:
+        contract = bytes.fromhex(body)
+    except ValueError:
+        contract = b""
+    if len(contract) != 20:
+        raise OperatorError("--contract must be an EVM address: 0x and 40 hex characters")
+    if not url.startswith(("http://", "https://")):
+        raise OperatorError("--anchors must be an http:// or https:// JSON-RPC URL")
+    params, acl = None, None
+    if config is not None:
+        member_config = load_config(config, check_key=False)
+        params, acl = member_config.component.to_cbor(), member_config.committee.acl
+    try:
+        report = trio.run(lambda: check_anchors(archive, JsonRpc([url]), contract,
+                                                params=params, acl=acl))
+    except AuditFailure as e:
+        print(f"cannot check the anchors: {e}")
+        return False
+    except RpcError as e:
+        raise OperatorError(f"cannot read the anchors: {e}") from None
+    print(render(report))
+    return report.ok

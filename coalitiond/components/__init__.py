@@ -12,6 +12,7 @@ from . import almanac as almanac
 from . import atlas as atlas
 from . import chronicle as chronicle
 from . import compute as compute
+from . import confluence as confluence
 from . import feed as feed
 from . import tickets as tickets
 from .base import Component, build, component_class, known_kinds, register

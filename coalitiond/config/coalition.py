@@ -14,6 +14,8 @@ from .parsing import MAX_CITIZENS, Table, parse_follow_almanac, refuse_duplicate
 
 CONFLUENCE_KINDS: Final = ("intents", "ledger")
 FAILURE_MODES: Final = ("partial", "stall")
+#: Bound of `partial_deadline_ticks` (the component checks the same bound).
+MAX_DEADLINE_TICKS: Final = 1 << 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +26,19 @@ class ConfluenceComponentConfig:
     citizens: tuple[CitizenRef, ...]
     failure_mode: str = "stall"
     follow_almanac: bytes | None = None
+    #: `partial` mode: Almanac ticks after a key opens before it is sealed without the
+    #: citizens that have not passed its slot (docs/confluences.md §4).
+    partial_deadline_ticks: int = 0
 
     def to_cbor(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "citizens": [c.preimage() for c in self.citizens],
             "failure_mode": self.failure_mode,
             "follow_almanac": self.follow_almanac,
         }
+        if self.failure_mode == "partial":  # stall-mode configs keep their identity
+            out["partial_deadline_ticks"] = self.partial_deadline_ticks
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +70,19 @@ def parse_confluence(kind: str, t: Table) -> IntentsConfig | LedgerConfig:
     refs = [parse_citizen_ref(row) for row in rows]
     refuse_duplicate_citizens(rows, [r.stable_id for r in refs])
     cls = IntentsConfig if kind == "intents" else LedgerConfig
+    mode = t.string("failure_mode", "stall", choices=FAILURE_MODES)
+    follow = parse_follow_almanac(t)
+    deadline = t.integer("partial_deadline_ticks", 0, minimum=0, maximum=MAX_DEADLINE_TICKS)
+    if mode == "partial" and (follow is None or deadline < 1):
+        raise t.error("failure_mode", 'failure_mode = "partial" needs follow_almanac and '
+                      "partial_deadline_ticks >= 1 (the deadline is counted in Almanac ticks)")
+    if mode == "stall" and deadline:
+        raise t.error("partial_deadline_ticks", 'only meaningful with failure_mode = "partial"')
     return cls(
         citizens=tuple(refs),
-        failure_mode=t.string("failure_mode", "stall", choices=FAILURE_MODES),
-        follow_almanac=parse_follow_almanac(t),
+        failure_mode=mode,
+        follow_almanac=follow,
+        partial_deadline_ticks=deadline,
     )
 
 

@@ -20,8 +20,13 @@ from ..components.atlas.config import AtlasConfig, CatalogEntry
 from ..components.chronicle.config import (
     ANCHOR_SINK_KINDS,
     DEFAULT_ANCHOR_EVERY,
+    DEFAULT_EVM_CONFIRMATIONS,
+    DEFAULT_LAG_ALERT_ENTRIES,
     EVM_ADDRESS_LEN,
     MAX_ANCHOR_EVERY,
+    MAX_EVM_CONFIRMATIONS,
+    MAX_EVM_MEMBERS,
+    MAX_FALLBACK_URLS,
     AnchorSink,
     ChronicleConfig,
 )
@@ -46,6 +51,7 @@ from .parsing import (
     parse_follow_almanac,
     parse_hex,
     refuse_duplicate_citizens,
+    refuse_duplicates,
 )
 
 ComponentConfig = (
@@ -130,23 +136,49 @@ def parse_component(kind: str, t: Table, base: Path) -> ComponentConfig:
 
 def parse_anchor_sink(t: Table, base: Path) -> AnchorSink:
     kind = t.string("kind", choices=ANCHOR_SINK_KINDS)
+    lag_alert = t.integer("lag_alert_entries", DEFAULT_LAG_ALERT_ENTRIES, minimum=1)
     if kind == "file":
-        sink = AnchorSink(kind, path=t.path_value("path", base))
+        sink = AnchorSink(kind, path=t.path_value("path", base), lag_alert_entries=lag_alert)
     elif kind == "http":
-        sink = AnchorSink(kind, url=http_url(t, "url"))
+        sink = AnchorSink(kind, url=http_url(t, "url"), lag_alert_entries=lag_alert)
     else:
-        contract_text = t.string("contract")
-        body = contract_text[2:] if contract_text.startswith("0x") else contract_text
-        contract = parse_hex(body, EVM_ADDRESS_LEN)
-        if isinstance(contract, str):
-            raise t.error("contract", contract)
-        url = t.string("url")
+        contract = _evm_address(t, "contract", t.string("contract"))
+        url = http_url(t, "url")
+        members = t.array("members", lambda key, v: _evm_address(t, key, v),
+                          limit=MAX_EVM_MEMBERS)
+        if not members:
+            raise t.error("members", "the evm sink needs every member's EVM address")
+        refuse_duplicates(t, "members", members)
         sink = AnchorSink(
             kind,
             url=url,
             chain_id=t.integer("chain_id", minimum=1),
             contract=contract,
+            members=members,
+            key_file=t.path_value("key_file", base),
+            confirmations=t.integer("confirmations", DEFAULT_EVM_CONFIRMATIONS, minimum=1,
+                                    maximum=MAX_EVM_CONFIRMATIONS),
+            fallback_urls=t.array("fallback_urls", lambda key, v: _http_url_item(t, key, v),
+                                  (), limit=MAX_FALLBACK_URLS),
+            lag_alert_entries=lag_alert,
         )
     t.finish()
     return sink
+
+
+def _evm_address(t: Table, key: str, value: object) -> bytes:
+    """A 20-byte EVM address written as 40 hex characters, `0x` optional."""
+    if not isinstance(value, str):
+        raise t.error(key, "expected a hex string (an EVM address)")
+    body = value[2:] if value.startswith("0x") else value
+    parsed = parse_hex(body, EVM_ADDRESS_LEN)
+    if isinstance(parsed, str):
+        raise t.error(key, parsed)
+    return parsed
+
+
+def _http_url_item(t: Table, key: str, value: object) -> str:
+    if not (isinstance(value, str) and value.startswith(("http://", "https://"))):
+        raise t.error(key, f"expected an http:// or https:// URL, got {value!r}")
+    return value
 

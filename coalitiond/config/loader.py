@@ -5,7 +5,7 @@ config digest, a confluence's fingerprint); and the standalone coalition file.""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from .committee import CommitteeConfig, parse_committee
 from .components import ComponentConfig, parse_component
 from .node import NetworkConfig, NodeConfig, parse_network, parse_node
 from .parsing import Table, read_toml
+from .transport import TransportSettings, parse_transport
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,8 @@ class MemberConfig:
     attestation: AttestationConfig
     component: ComponentConfig
     coalition: Coalition | None = None
+    #: The optional `[transport]` section (reader admission, queue budgets, rate limits).
+    transport: TransportSettings = field(default_factory=TransportSettings)
 
     @property
     def component_config_digest(self) -> bytes:
@@ -78,6 +81,7 @@ def parse_config(data: Mapping[str, Any], path: Path) -> MemberConfig:
     attestation_t = top.table("attestation")
     component_t = top.table("component")
     coalition_t = top.optional_table("coalition")
+    transport_t = top.optional_table("transport")
     top.finish()
     node = parse_node(node_t, base)
     network = parse_network(network_t)
@@ -104,6 +108,7 @@ def parse_config(data: Mapping[str, Any], path: Path) -> MemberConfig:
         attestation=attestation,
         component=component,
         coalition=coalition,
+        transport=parse_transport(transport_t),
     )
 
 

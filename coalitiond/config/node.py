@@ -17,6 +17,8 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 MAX_BOOTSTRAP_PEERS: Final = 64
 #: Ticket issuer roots one ACL recognises (and issuer configs a node names).
 MAX_RECOGNISED_ISSUERS: Final = 16
+#: Citizen configs one confluence member names (the confluence's citizens are bounded alike).
+MAX_CITIZEN_CONFIGS: Final = 256
 #: `snapshot_interval` / `snapshots_kept` defaults and bounds (node/snapshots.py uses them).
 DEFAULT_SNAPSHOT_INTERVAL: Final = 1000
 MAX_SNAPSHOT_INTERVAL: Final = 1 << 32
@@ -41,11 +43,18 @@ class NodeConfig:
     #: Member configs of the ticket issuers `committee.acl.ticket_issuers` recognises, one
     #: per issuer root (local to this node; read at start).
     ticket_issuer_configs: tuple[Path, ...] = ()
+    #: Member configs of the citizen feed committees a confluence (intents, ledger) spans,
+    #: one per spanned citizen (local to this node; read at start, re-read to notice a
+    #: citizen's configuration change).
+    citizen_configs: tuple[Path, ...] = ()
     #: Blocks between two executor snapshots in `<data_dir>/snapshots/` (0: write none);
     #: a restart replays only the blocks after the newest good one (docs/formats.md §8).
     snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL
     #: Snapshot files kept (the newest ones).
     snapshots_kept: int = DEFAULT_SNAPSHOTS_KEPT
+    #: Start an empty log from a peer's certified snapshot instead of from genesis
+    #: (docs/protocol.md §12); ignored once the log holds anything.
+    state_sync: bool = False
 
 
 def _path_item(t: Table, base: Path) -> Callable[[str, Any], Path]:
@@ -70,10 +79,13 @@ def parse_node(t: Table, base: Path) -> NodeConfig:
         almanac_config=t.path_value("almanac_config", base, None),
         ticket_issuer_configs=t.array("ticket_issuer_configs", _path_item(t, base), (),
                                       limit=MAX_RECOGNISED_ISSUERS),
+        citizen_configs=t.array("citizen_configs", _path_item(t, base), (),
+                                limit=MAX_CITIZEN_CONFIGS),
         snapshot_interval=t.integer("snapshot_interval", DEFAULT_SNAPSHOT_INTERVAL,
                                     maximum=MAX_SNAPSHOT_INTERVAL),
         snapshots_kept=t.integer("snapshots_kept", DEFAULT_SNAPSHOTS_KEPT, minimum=1,
                                  maximum=MAX_SNAPSHOTS_KEPT),
+        state_sync=t._get("state_sync", False, bool, "a boolean"),
     )
     t.finish()
     return node

@@ -46,6 +46,16 @@ class MemberLine:
 
 
 @dataclass(frozen=True, slots=True)
+class EvmAnchorTemplate:
+    url: str
+    chain_id: int
+    contract: bytes
+    members: Sequence[bytes]
+    key_file: str
+    confirmations: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class TemplateInput:
     kind: str
     committee_name: str
@@ -64,10 +74,14 @@ class TemplateInput:
     citizen_operator: bytes | None = None
     anchor_file: str = "anchors.jsonl"
     anchor_every: int = DEFAULT_ANCHOR_EVERY
+    #: A chronicle anchoring to an EVM contract instead of `anchor_file`.
+    evm_anchor: EvmAnchorTemplate | None = None
     #: The Almanac this committee's component follows (its committee id), and the path of
     #: one of that Almanac's member configs (node-local: where its members are).
     follow_almanac: bytes | None = None
     almanac_config: str | None = None
+    #: Confluences: member configs of the spanned citizens' feed committees (node-local).
+    citizen_configs: Sequence[str] = ()
 
 
 def _q(text: str) -> str:
@@ -88,6 +102,20 @@ def _follow_almanac(t: TemplateInput, what: str) -> list[str]:
     if t.follow_almanac is None:
         return [*lines, '# follow_almanac = "<64 hex>"']
     return [*lines, f"follow_almanac = {_q(t.follow_almanac.hex())}"]
+
+
+def _evm_sink(e: EvmAnchorTemplate) -> list[str]:
+    return [
+        'kind = "evm"',
+        f"url = {_q(e.url)}",
+        f"chain_id = {e.chain_id}",
+        f'contract = "0x{e.contract.hex()}"',
+        "# Every member's EVM address (coalitiond evm-keygen), in member order.",
+        "members = [" + ", ".join(f'"0x{m.hex()}"' for m in e.members) + "]",
+        "# This member's EVM account key (mode 0600).",
+        f"key_file = {_q(e.key_file)}",
+        f"confirmations = {e.confirmations}",
+    ]
 
 
 def _component(t: TemplateInput) -> str:
@@ -138,10 +166,12 @@ def _component(t: TemplateInput) -> str:
             "",
             "# Where anchors go: a file (development), an HTTP endpoint, or an EVM contract:",
             '#   kind = "http", url = "https://…"',
-            '#   kind = "evm", chain_id = 1, contract = "0x<40 hex>", url = "<JSON-RPC URL>"',
+            '#   kind = "evm", chain_id = 1, contract = "0x<40 hex>", url = "<JSON-RPC URL>",',
+            '#   members = ["0x<each member\'s EVM address>", …], key_file = "evm.key" '
+            "(docs/chronicle.md §9)",
             "[component.anchor_sink]",
-            'kind = "file"',
-            f"path = {_q(t.anchor_file)}",
+            *(_evm_sink(t.evm_anchor) if t.evm_anchor else
+              ['kind = "file"', f"path = {_q(t.anchor_file)}"]),
         ]
     elif t.kind == "compute":
         lines += [
@@ -206,6 +236,15 @@ def render_member_config(t: TemplateInput) -> str:
         if t.almanac_config
         else "# almanac_config = \"almanac-member.toml\"   # with component.follow_almanac"
     )
+    if t.citizen_configs:
+        almanac_config += ("\n# Member configs of the spanned citizens' feed committees.\n"
+                           "citizen_configs = [" + ", ".join(_q(p) for p in t.citizen_configs)
+                           + "]")
+    elif t.kind in ("intents", "ledger"):
+        almanac_config += ("\n# Member configs of the spanned citizens' feed committees, one "
+                           "per citizen (required).\n"
+                           '# citizen_configs = ["citizen-a-member.toml", '
+                           '"citizen-b-member.toml"]')
     return f"""\
 # coalitiond member configuration ({t.kind}). Every key: docs/configuration.md.
 # Relative paths resolve against this file's directory.

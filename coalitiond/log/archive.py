@@ -76,6 +76,12 @@ def _frame(obj: Any) -> bytes:
 
 def export_archive(store: Store, out: Path, *, config_text: str | None = None) -> ExportSummary:
     """Write the whole log to `out` atomically (temp file, fsync, rename, fsync dir)."""
+    if store.base is not None:
+        # An archive is the log from genesis (verify replays it); a state-synced member
+        # holds none below its base (docs/decisions.md, state sync).
+        raise OperatorError(f"{store.path}: this member state-synced: its log starts at height "
+                            f"{store.base.height + 1} (entry {store.base.log_size}), an archive "
+                            f"starts at genesis; export from a member whose log does")
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     h = hashlib.sha256()

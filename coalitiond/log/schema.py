@@ -1,14 +1,34 @@
 """SQLite schema of the per-member signed log. Bump SCHEMA_VERSION on any change; a store
-with another version is refused (no silent migration of signed data)."""
+with another version is refused (no silent migration of signed data), except the documented
+step from version 2 to 3 (`MIGRATE_2_TO_3`: one new, empty table; nothing signed changes)."""
 
 from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
+#: The older version a read-write open migrates (docs/decisions.md, schema 3).
+MIGRATABLE_VERSION: Final = 2
 #: Written into the SQLite header (PRAGMA application_id) so `file` and our open can tell a
 #: coalitiond store from any other SQLite database. ASCII "cOaL".
 APPLICATION_ID: Final = 0x634F614C
+
+#: The base of a state-synced log (log/base.py, docs/formats.md §1): at most one row. Its
+#: block is the one at `height`; the log holds blocks from `height + 1` and entries from
+#: `log_size`; `frontier` is the CBOR array of the right-edge hashes of the tree of
+#: `log_size` leaves (highest level first; also stored as `tree_nodes` rows); `note` is this
+#: member's signed checkpoint for `height`.
+BASE_DDL: Final = """CREATE TABLE base (
+        height INTEGER PRIMARY KEY CHECK (height > 0),
+        digest BLOB NOT NULL,
+        body BLOB NOT NULL,
+        log_size INTEGER NOT NULL CHECK (log_size >= 0),
+        frontier BLOB NOT NULL,
+        note TEXT NOT NULL
+    ) WITHOUT ROWID"""
+
+#: Schema 2 -> 3: the base table, empty (a schema-2 log starts at genesis).
+MIGRATE_2_TO_3: Final = (BASE_DDL,)
 
 DDL: Final = (
     # schema_version, committee (committee record, CBOR), member (checkpoint signer's key).
@@ -93,4 +113,5 @@ DDL: Final = (
         kind TEXT NOT NULL,
         body BLOB NOT NULL
     )""",
+    BASE_DDL,
 )

@@ -18,11 +18,15 @@ Failure policy:
   dropped the dirty pages, so retrying could "succeed" on lost data (fsyncgate); the member
   restarts and recovers from what is durable.
 * damage found in committed data raises StoreCorrupt and is never truncated away.
+
+A state-synced log (`install_base`, log/base.py) starts at its base: reads below it raise
+BelowBase (a StoreUsageError) saying where the log starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -50,6 +54,7 @@ from ..primitives.identity import digest as blake3_digest
 from ..primitives.logs import get_logger
 from ..primitives.metrics import counter, gauge, histogram
 from .audit import AuditFailure, AuditSummary, LogAuditor
+from .base import MAX_FRONTIER_HASHES, BadFrontier, LogBase, frontier_positions
 from .checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from .errors import (
     GUARD_KIND_NAMES,
@@ -70,7 +75,7 @@ from .records import (
     entry_leaves,
     vote_for,
 )
-from .schema import APPLICATION_ID, DDL, SCHEMA_VERSION
+from .schema import APPLICATION_ID, DDL, MIGRATABLE_VERSION, MIGRATE_2_TO_3, SCHEMA_VERSION
 
 log = get_logger(__name__)
 
@@ -210,6 +215,27 @@ class _DbNodes:
         return h
 
 
+def open_read_only_uri(path: Path) -> tuple[str, bool]:
+    """The SQLite URI that opens `path` read-only, and whether it is `immutable=1`.
+
+    A WAL-mode store opened `mode=ro` needs its `-shm` file, which SQLite creates when it is
+    missing, so a read-only data directory (a `:ro` volume, a snapshot mount) refuses a
+    cleanly stopped store, whose `-wal` and `-shm` were removed at its last close. There,
+    and only when no write-ahead log with content lies beside it, nothing else can be
+    writing it, so it is opened `immutable=1` (no locks, no `-shm`). A store with a `-wal`
+    is opened `mode=ro` as usual, so committed transactions still in the WAL are read.
+    """
+    uri = path.absolute().as_uri() + "?mode=ro"
+    wal = path.with_name(path.name + "-wal")
+    try:
+        wal_has_data = wal.stat().st_size > 0
+    except OSError:
+        wal_has_data = False
+    if not os.access(path.parent, os.W_OK) and not wal_has_data:
+        return uri + "&immutable=1", True
+    return uri, False
+
+
 class Store:
     """The per-member signed log. Use `Store.open`; call from one thread at a time."""
 
@@ -221,11 +247,16 @@ class Store:
         self.member = member
         self._key = signing_key
         self.read_only = read_only
+        #: Opened with SQLite's `immutable=1`: a read-only data directory with no
+        #: write-ahead log beside the store (see `open_read_only_uri`).
+        self.immutable = False
         self._failed: str | None = None
         self._nodes = _DbNodes(conn, path)
         self.height = 0
         self.head_digest = b""
         self.frontier = merkle.Frontier()
+        #: Where a state-synced log starts (log/base.py); None: at genesis.
+        self.base: LogBase | None = None
 
     # ------------------------------------------------------------------ open / close
 
@@ -251,15 +282,28 @@ class Store:
         kwargs: dict[str, Any] = {"isolation_level": None, "check_same_thread": False}
         if connection_factory is not None:
             kwargs["factory"] = connection_factory
+        immutable = False
         try:
             if read_only:
-                conn = sqlite3.connect(p.absolute().as_uri() + "?mode=ro", uri=True, **kwargs)
+                uri, immutable = open_read_only_uri(p)
+                conn = sqlite3.connect(uri, uri=True, **kwargs)
             else:
                 conn = sqlite3.connect(spath, **kwargs)
         except sqlite3.Error as e:
             raise StoreOpenError(f"{spath}: cannot open the store: {e}") from None
         try:
             store = cls._setup(conn, spath, committee, signing_key, read_only, exists)
+            store.immutable = immutable
+        except sqlite3.OperationalError as e:
+            # SQLITE_CANTOPEN and friends: the file or its -wal/-shm could not be opened
+            # (permissions, a read-only directory). Not damage: nothing was read yet.
+            conn.close()
+            if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_CANTOPEN:
+                raise StoreCorrupt(spath, "sqlite", f"{e}") from None
+            hint = (" (its directory is read-only and a write-ahead log is beside it: copy "
+                    "the data directory somewhere writable, or export while the member runs)"
+                    if read_only else "")
+            raise StoreOpenError(f"{spath}: cannot open the store: {e}{hint}") from None
         except sqlite3.DatabaseError as e:
             # SQLite itself could not read committed pages: damage, reported, never repaired.
             conn.close()
@@ -286,6 +330,11 @@ class Store:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             tables = {r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CANTOPEN:
+                raise  # could not open, not damage (reported by `open`)
+            raise StoreCorrupt(path, "sqlite header", f"not a readable SQLite database ({e})"
+                               ) from None
         except sqlite3.DatabaseError as e:
             raise StoreCorrupt(path, "sqlite header", f"not a readable SQLite database ({e})"
                                ) from None
@@ -299,7 +348,12 @@ class Store:
         cls._quick_check(conn, path)
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         version = meta.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version == MIGRATABLE_VERSION and not read_only:
+            cls._migrate(conn, path)
+            version = SCHEMA_VERSION
+        # A read-only open (export, verify while the daemon is stopped) reads a schema-2
+        # store as it is: it has no base table, so its log starts at genesis.
+        if version != SCHEMA_VERSION and not (read_only and version == MIGRATABLE_VERSION):
             raise SchemaMismatch(
                 f"{path}: store schema version {version}, this coalitiond reads version "
                 f"{SCHEMA_VERSION}; use a matching coalitiond or export and rebuild the store")
@@ -315,8 +369,28 @@ class Store:
                 f"{path}: this store belongs to member {member.hex()[:16]}, the identity key "
                 f"is {signing_key.public.hex()[:16]}; check [node] key path and data dir")
         store = cls(conn, path, stored, member, signing_key, read_only)
+        store.base = store._load_base(version == SCHEMA_VERSION)
         store._load_and_check_tail()
         return store
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection, path: str) -> None:
+        """Schema 2 -> 3 in one transaction: add the (empty) base table. Nothing signed
+        changes; a crash leaves version 2 or version 3, never a mix."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in MIGRATE_2_TO_3:
+                conn.execute(stmt)
+            conn.execute("UPDATE meta SET value=? WHERE key='schema_version'",
+                         (SCHEMA_VERSION,))
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise StoreIOError(f"{path}: cannot migrate the store from schema "
+                               f"{MIGRATABLE_VERSION} to {SCHEMA_VERSION}: {e}") from None
+        log.info("store.migrated", path=path, schema_from=MIGRATABLE_VERSION,
+                 schema_to=SCHEMA_VERSION)
 
     @staticmethod
     def _create(conn: sqlite3.Connection, path: str, committee: CommitteeSpec,
@@ -377,9 +451,65 @@ class Store:
                                 height)
         return b
 
+    def _load_base(self, has_table: bool) -> LogBase | None:
+        """The base row, checked (block decodes, digest, frontier shape, signed note, the
+        frontier's nodes in tree_nodes); None for a log that starts at genesis."""
+        if not has_table:
+            return None
+        rows = self._conn.execute("SELECT height, digest, body, log_size, frontier, note "
+                                  "FROM base").fetchall()
+        if not rows:
+            return None
+        if len(rows) > 1:
+            raise self._corrupt("base", f"{len(rows)} rows, at most one is allowed")
+        height, digest, body, log_size, frontier_bytes, note = rows[0]
+        block = self._decode_block(height, body, digest)
+        try:
+            hashes = decode(frontier_bytes)
+            if not isinstance(hashes, list) or len(hashes) > MAX_FRONTIER_HASHES:
+                raise BadFrontier("not an array of at most 64 hashes")
+            base = LogBase(block, int(log_size), tuple(hashes), str(note))
+            tree = base.tree()
+            cp = verify_checkpoint(base.note, self.member)
+        except (EncodingError, BadFrontier, CheckpointError) as e:
+            raise self._corrupt("base", f"{e}", height) from None
+        if (cp.size, cp.root, cp.height, cp.block_digest) != (log_size, tree.root(), height,
+                                                               block.digest):
+            raise self._corrupt("base", "the base checkpoint differs from the base row",
+                                height)
+        for (level, idx), (_, h) in zip(frontier_positions(tree.size), tree.stack,
+                                        strict=True):
+            if self._nodes.node(level, idx) != h:
+                raise self._corrupt("tree_nodes", f"base frontier node (level {level}, "
+                                    f"index {idx}) differs from the base row", height)
+        return base
+
+    @property
+    def first_height(self) -> int:
+        """The lowest height whose block record (with entries) this log holds."""
+        return 1 if self.base is None else self.base.height + 1
+
+    @property
+    def first_entry(self) -> int:
+        """The lowest entry index this log holds."""
+        return 0 if self.base is None else self.base.log_size
+
+    def _check_not_below(self, height: int | None = None, index: int | None = None,
+                         size: int | None = None) -> None:
+        base = self.base
+        if base is None:
+            return
+        if height is not None and 0 < height < base.height:
+            raise base.below(f"height {height}")
+        if index is not None and index < base.log_size:
+            raise base.below(f"entry {index}")
+        if size is not None and 0 < size < base.log_size:
+            raise base.below(f"tree size {size}")
+
     def _load_and_check_tail(self) -> None:
         """Cheap consistency check at open: the last OPEN_CHECK_BLOCKS blocks (digests, hash
-        chain, entries, leaf hashes), genesis, the Merkle root against the last checkpoint."""
+        chain, entries, leaf hashes), genesis, the Merkle root against the last checkpoint;
+        for a state-synced log, that it holds nothing below its base."""
         c = self._conn
         row = c.execute("SELECT MAX(height) FROM blocks").fetchone()
         if row is None or row[0] is None:
@@ -388,13 +518,31 @@ class Store:
         g = c.execute("SELECT body FROM blocks WHERE height=0").fetchone()
         if g is None or g[0] != genesis_block(self.committee).encode():
             raise self._corrupt("blocks", "genesis block does not match the committee", 0)
-        rows = c.execute(
-            "SELECT height, digest, body, first_entry, entry_count FROM blocks "
-            "WHERE height > ? ORDER BY height", (head - OPEN_CHECK_BLOCKS,)).fetchall()
-        if len(rows) != min(head + 1, OPEN_CHECK_BLOCKS) or rows[-1][0] != head:
-            raise self._corrupt("blocks", "heights are not contiguous", head)
+        base = self.base
         prev: Block | None = None
         prev_end: int | None = None
+        if base is None:
+            rows = c.execute(
+                "SELECT height, digest, body, first_entry, entry_count FROM blocks "
+                "WHERE height > ? ORDER BY height", (head - OPEN_CHECK_BLOCKS,)).fetchall()
+            if len(rows) != min(head + 1, OPEN_CHECK_BLOCKS) or rows[-1][0] != head:
+                raise self._corrupt("blocks", "heights are not contiguous", head)
+        else:
+            below = c.execute("SELECT COUNT(*) FROM blocks WHERE height BETWEEN 1 AND ?",
+                              (base.height,)).fetchone()[0]
+            low = c.execute("SELECT MIN(idx) FROM entries").fetchone()[0]
+            if below or (low is not None and low < base.log_size):
+                raise self._corrupt("blocks", f"blocks or entries below the base at height "
+                                    f"{base.height}", base.height)
+            head = max(head, base.height)
+            start = max(head - OPEN_CHECK_BLOCKS, base.height)
+            rows = c.execute(
+                "SELECT height, digest, body, first_entry, entry_count FROM blocks "
+                "WHERE height > ? ORDER BY height", (start,)).fetchall()
+            if len(rows) != head - start or (rows and rows[-1][0] != head):
+                raise self._corrupt("blocks", "heights are not contiguous", head)
+            if start == base.height:
+                prev, prev_end = base.block, base.log_size
         for height, digest, body, first, count in rows:
             b = self._decode_block(height, body, digest)
             if prev is not None and b.parent != prev.digest:
@@ -429,10 +577,12 @@ class Store:
             prev, prev_end = b, first + count
         assert prev is not None and prev_end is not None
         last = c.execute("SELECT MAX(idx) FROM entries").fetchone()[0]
-        if (last if last is not None else -1) != prev_end - 1:
+        if (last if last is not None else self.first_entry - 1) != prev_end - 1:
             raise self._corrupt("entries", f"entries beyond the last block (max index {last})")
         self.frontier = merkle.Frontier.load(self._nodes, prev_end)
-        if head > 0:
+        if base is not None and head == base.height:
+            pass  # the base's own checkpoint was checked with the base row
+        elif head > 0:
             cp_row = c.execute("SELECT size, root, note FROM checkpoints WHERE height=?",
                                (head,)).fetchone()
             if cp_row is None:
@@ -559,7 +709,6 @@ class Store:
             raise StoreUsageError(f"append: more than {MAX_SEEN_PER_APPEND} seen statements")
         for r in seen:
             self._check_seen(r)
-        key = self._key
         frontier = merkle.Frontier(self.frontier.size, self.frontier.stack)
         height, head = self.height, self.head_digest
 
@@ -569,38 +718,7 @@ class Store:
                 self._guard_one(c, g)
             self._add_late_votes(c, late_votes)
             self._add_seen(c, seen, seen_floor)
-            out = []
-            for it in items:
-                b = it.block
-                if b.height != height + 1 or b.parent != head:
-                    raise StoreUsageError(
-                        f"append: block {b.height} (parent {b.parent.hex()[:16]}) does not "
-                        f"extend height {height} ({head.hex()[:16]})")
-                first = frontier.size
-                leaves = entry_leaves(b)
-                c.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
-                          (b.height, b.digest, b.encode(), first, len(leaves)))
-                certs = [x for x in (it.finalization, it.notarization) if x is not None]
-                c.executemany("INSERT INTO certificates VALUES (?, ?, ?)",
-                              [(b.height, int(x.kind), x.encode()) for x in certs])
-                sigs = {(int(v.kind), v.signer): v.signature for v in it.votes}
-                for x in certs:
-                    for signer, sig in x.signatures:
-                        sigs.setdefault((int(x.kind), signer), sig)
-                c.executemany("INSERT INTO block_votes VALUES (?, ?, ?, ?)",
-                              [(b.height, k, s, sig) for (k, s), sig in sorted(sigs.items())])
-                c.executemany("INSERT INTO entries VALUES (?, ?, ?)",
-                              [(first + i, b.height, leaf) for i, leaf in enumerate(leaves)])
-                nodes: list[tuple[int, int, bytes]] = []
-                for leaf in leaves:
-                    nodes.extend(frontier.append(merkle.leaf_hash(leaf)))
-                c.executemany("INSERT INTO tree_nodes VALUES (?, ?, ?)", nodes)
-                cp = Checkpoint(frontier.size, frontier.root(), self.committee.committee_id,
-                                b.epoch, b.height, b.digest)
-                c.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?)",
-                          (b.height, cp.size, cp.root, cp.sign(key)))
-                out.append(cp)
-                height, head = b.height, b.digest
+            out, height, head = self._write_blocks(c, items, frontier, height, head)
             return out
 
         checkpoints = self._write(f"append height {items[0].block.height}", write)
@@ -608,6 +726,99 @@ class Store:
         HEIGHT.set(height)
         ENTRIES.set(frontier.size)
         return checkpoints
+
+    def install_base(self, base_block: Block, log_size: int, frontier: Sequence[bytes],
+                     items: Sequence[BlockToAppend]) -> list[Checkpoint]:
+        """Make this empty log a state-synced one, in one transaction: the base (the block
+        at H, the tree's size and right edge after it, our signed checkpoint for H) and the
+        blocks `items` from H + 1 on (as `append_blocks`, certificates verified). The caller
+        has verified the base against a certified block (node/state_sync.py); this checks
+        that the log is empty, that the frontier has the shape of its size, and links."""
+        if self._key is None:
+            raise StoreUsageError("install base: store opened without the member's signing key")
+        if self.base is not None or self.height != 0 or self.size != 0:
+            raise StoreUsageError(f"install base: the log is not empty (height {self.height}, "
+                                  f"{self.size} entries)")
+        if base_block.height < 1 or base_block.epoch != self.committee.epoch:
+            raise StoreUsageError(f"install base: block {base_block.height} of epoch "
+                                  f"{base_block.epoch} cannot be a base")
+        if not items or len(items) > MAX_BLOCKS_PER_TRANSACTION:
+            raise StoreUsageError(f"install base: 1..{MAX_BLOCKS_PER_TRANSACTION} blocks "
+                                  f"after the base, got {len(items)}")
+        if items[-1].finalization is None:
+            raise StoreUsageError("install base: the last block needs a finalize certificate")
+        for it in items:
+            self._check_item(it, True)
+        try:
+            tree = LogBase(base_block, log_size, tuple(frontier), "").tree()
+        except BadFrontier as e:
+            raise StoreUsageError(f"install base: {e}") from None
+        note = Checkpoint(log_size, tree.root(), self.committee.committee_id, base_block.epoch,
+                          base_block.height, base_block.digest).sign(self._key)
+        base = LogBase(base_block, log_size, tuple(frontier), note)
+        work = merkle.Frontier(tree.size, tree.stack)
+        height, head = base_block.height, base_block.digest
+
+        def write(c: sqlite3.Connection) -> list[Checkpoint]:
+            nonlocal height, head
+            c.execute("INSERT INTO base VALUES (?, ?, ?, ?, ?, ?)",
+                      (base_block.height, base_block.digest, base_block.encode(), log_size,
+                       encode(list(frontier)), note))
+            c.executemany("INSERT INTO tree_nodes VALUES (?, ?, ?)",
+                          [(level, idx, h) for (level, idx), (_, h) in zip(
+                              frontier_positions(log_size), tree.stack, strict=True)])
+            out, height, head = self._write_blocks(c, items, work, height, head)
+            return out
+
+        checkpoints = self._write(f"install base at height {base_block.height}", write)
+        self.base = base
+        self.frontier, self.height, self.head_digest = work, height, head
+        HEIGHT.set(height)
+        ENTRIES.set(work.size)
+        log.info("store.base_installed", path=self.path, height=base_block.height,
+                 log_size=log_size, head=height)
+        return checkpoints
+
+    def _write_blocks(self, c: sqlite3.Connection, items: Sequence[BlockToAppend],
+                      frontier: merkle.Frontier, height: int, head: bytes
+                      ) -> tuple[list[Checkpoint], int, bytes]:
+        """Insert the rows of consecutive blocks after (height, head), `frontier` the tree so
+        far (advanced in place); returns the checkpoints and the new (height, head)."""
+        key = self._key
+        assert key is not None
+        out = []
+        for it in items:
+            b = it.block
+            if b.height != height + 1 or b.parent != head:
+                raise StoreUsageError(
+                    f"append: block {b.height} (parent {b.parent.hex()[:16]}) does not "
+                    f"extend height {height} ({head.hex()[:16]})")
+            first = frontier.size
+            leaves = entry_leaves(b)
+            c.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
+                      (b.height, b.digest, b.encode(), first, len(leaves)))
+            certs = [x for x in (it.finalization, it.notarization) if x is not None]
+            c.executemany("INSERT INTO certificates VALUES (?, ?, ?)",
+                          [(b.height, int(x.kind), x.encode()) for x in certs])
+            sigs = {(int(v.kind), v.signer): v.signature for v in it.votes}
+            for x in certs:
+                for signer, sig in x.signatures:
+                    sigs.setdefault((int(x.kind), signer), sig)
+            c.executemany("INSERT INTO block_votes VALUES (?, ?, ?, ?)",
+                          [(b.height, k, s, sig) for (k, s), sig in sorted(sigs.items())])
+            c.executemany("INSERT INTO entries VALUES (?, ?, ?)",
+                          [(first + i, b.height, leaf) for i, leaf in enumerate(leaves)])
+            nodes: list[tuple[int, int, bytes]] = []
+            for leaf in leaves:
+                nodes.extend(frontier.append(merkle.leaf_hash(leaf)))
+            c.executemany("INSERT INTO tree_nodes VALUES (?, ?, ?)", nodes)
+            cp = Checkpoint(frontier.size, frontier.root(), self.committee.committee_id,
+                            b.epoch, b.height, b.digest)
+            c.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?)",
+                      (b.height, cp.size, cp.root, cp.sign(key)))
+            out.append(cp)
+            height, head = b.height, b.digest
+        return out, height, head
 
     def _check_item(self, it: BlockToAppend, verify_signatures: bool) -> None:
         b = it.block
@@ -831,23 +1042,35 @@ class Store:
         if size is None:
             return self.frontier.root()
         self._check_size(size)
+        self._check_not_below(size=size)
         return merkle.root(self._nodes, size)
 
     def log_at(self, height: int) -> tuple[int, bytes]:
         """The log's (size, root) after the block at `height`, as its checkpoint states it."""
         if height == 0:
             return 0, merkle.EMPTY_ROOT
+        self._check_not_below(height=height)
+        if self.base is not None and height == self.base.height:
+            return self.base.log_size, self.base.root()
         row = self._conn.execute("SELECT size, root FROM checkpoints WHERE height=?",
                                  (height,)).fetchone()
         if row is None:
             raise StoreUsageError(f"no checkpoint at height {height} (head is {self.height})")
         return int(row[0]), bytes(row[1])
 
+    def frontier_hashes(self, size: int) -> list[bytes]:
+        """The right edge of the tree of `size` leaves (one hash per set bit of `size`,
+        highest level first): what a state-syncing member needs of the log at that size."""
+        self._check_size(size)
+        self._check_not_below(size=size)
+        return [h for _, h in merkle.Frontier.load(self._nodes, size).stack]
+
     def _check_size(self, size: int) -> None:
         if not 0 <= size <= self.frontier.size:
             raise StoreUsageError(f"tree size {size} outside 0..{self.frontier.size}")
 
     def entry(self, index: int) -> bytes:
+        self._check_not_below(index=index)
         row = self._conn.execute("SELECT body FROM entries WHERE idx=?", (index,)).fetchone()
         if row is None:
             raise StoreUsageError(f"no entry {index} (log has {self.size})")
@@ -856,14 +1079,19 @@ class Store:
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         size = self.size if size is None else size
         self._check_size(size)
+        self._check_not_below(index=index)
         return merkle.inclusion_path(self._nodes, index, size)
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         new_size = self.size if new_size is None else new_size
         self._check_size(new_size)
+        self._check_not_below(size=old_size)
         return merkle.consistency_path(self._nodes, old_size, new_size)
 
     def block(self, height: int) -> Block:
+        self._check_not_below(height=height)
+        if self.base is not None and height == self.base.height:
+            return self.base.block
         row = self._conn.execute("SELECT body, digest FROM blocks WHERE height=?",
                                  (height,)).fetchone()
         if row is None:
@@ -872,6 +1100,9 @@ class Store:
 
     def checkpoint(self, height: int | None = None) -> str:
         h = self.height if height is None else height
+        self._check_not_below(height=h)
+        if self.base is not None and h == self.base.height:
+            return self.base.note
         row = self._conn.execute("SELECT note FROM checkpoints WHERE height=?", (h,)
                                  ).fetchone()
         if row is None:
@@ -886,6 +1117,9 @@ class Store:
         """Blocks start..stop (inclusive) with everything held about them. Damage that makes
         a row unreadable raises StoreCorrupt; content checks are the auditor's job."""
         stop = self.height if stop is None else stop
+        if self.base is not None and start <= self.base.height and start <= stop:
+            # The base block has no record here (no certificates, no entries).
+            raise self.base.below(f"block {max(start, 1)}")
         c = self._conn
         for height in range(max(start, 1), stop + 1):
             row = c.execute("SELECT body, digest, first_entry, entry_count FROM blocks "
@@ -954,7 +1188,11 @@ class Store:
 
     def audit(self) -> AuditSummary:
         """Full check of everything stored (what `coalitiond verify` does to an archive), plus
-        every stored Merkle node against the entries. Raises StoreCorrupt naming the place."""
+        every stored Merkle node against the entries. Raises StoreCorrupt naming the place.
+        A state-synced log (no history below its base) is refused: BelowBase says where it
+        starts."""
+        if self.base is not None:
+            raise self.base.below("a full audit from genesis")
         try:
             return self._audit()
         except sqlite3.DatabaseError as e:

@@ -28,7 +28,7 @@ import trio
 from ..config import MemberConfig, load_config
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
-from ..primitives.errors import ConfigError, OperatorError, RemoteError
+from ..primitives.errors import CoalitiondError, ConfigError, OperatorError, RemoteError
 from ..primitives.keys import load_key_file
 from ..transport.manager import ConnectionManager
 from ..transport.router import Channel
@@ -200,6 +200,34 @@ class CommitteeClient:
             raise RefusedByMember(f"the member refused the {what} request: {reply.reason}")
         return reply
 
+    async def _reply_while_linked(self, member: bytes,
+                                  recv: trio.MemoryReceiveChannel[wire.Message], what: str,
+                                  extra_s: float = 0.0) -> wire.Message:
+        """`_reply`, but give up as soon as the link to `member` is lost: a member that
+        restarted will never answer a request sent before (a follower waiting on a `wait`
+        request then retries at once instead of after the whole timeout)."""
+        result: list[wire.Message] = []
+        failed: list[CoalitiondError] = []
+        async with trio.open_nursery() as nursery:
+            async def answer() -> None:
+                try:
+                    result.append(await self._reply(recv, what, extra_s))
+                except CoalitiondError as exc:  # raised below, not as an exception group
+                    failed.append(exc)
+                nursery.cancel_scope.cancel()
+
+            async def link_lost() -> None:
+                await self.manager.wait_until(lambda: member not in self.members())
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(answer)
+            nursery.start_soon(link_lost)
+        if failed:
+            raise failed[0]
+        if not result:
+            raise OperatorError(f"member {member.hex()[:16]} went away before its {what} reply")
+        return result[0]
+
     async def submit(self, envelope: bytes, *, member: bytes | None = None,
                      wait: bool = True) -> tuple[wire.Submitted, wire.Outcome | None]:
         """Submit one envelope; with `wait`, also wait for its finalised outcome."""
@@ -220,7 +248,7 @@ class CommitteeClient:
         target = member or self.any_member()
         async with self._request(target, lambda rid: wire.BlocksRequest(
                 rid, from_height, max_blocks, wait)) as recv:
-            reply = await self._reply(recv, "blocks", wire.BLOCKS_WAIT_S)
+            reply = await self._reply_while_linked(target, recv, "blocks", wire.BLOCKS_WAIT_S)
             if not isinstance(reply, wire.Blocks):
                 raise RemoteError(f"unexpected reply {type(reply).__name__} to blocks?")
             return reply

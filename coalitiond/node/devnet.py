@@ -37,7 +37,13 @@ from ..primitives.errors import CoalitiondError, OperatorError
 from ..primitives.keys import load_key_file
 from ..primitives.logs import configure
 from .client import ClientConfig, CommitteeClient, load_client_config
-from .devnet_workloads import Workload, summarise
+from .devnet_workloads import (
+    CONFLUENCE_CITIZENS,
+    CONFLUENCE_KINDS,
+    CitizenLoad,
+    Workload,
+    summarise,
+)
 
 #: How long members get to become reachable before the devnet gives up.
 STARTUP_TIMEOUT_S: Final = 60.0
@@ -98,6 +104,11 @@ class Devnet:
         #: The last status of each member, by index (None: never answered).
         self.last_status: list[dict[str, Any] | None] = [None] * len(configs)
         self.client_config: ClientConfig = load_client_config(write_client_config(dir))
+        #: `--anchor evm`: (JSON-RPC URL, contract) whose confirmed anchors the status shows.
+        self.anchor_chain: tuple[str, bytes] | None = None
+        #: Confluences: records committed at the last progress line.
+        self._records = 0
+        self.run_id = time.time_ns() // 1000
 
     # -- members ------------------------------------------------------------------------
 
@@ -212,6 +223,13 @@ class Devnet:
             activity = summarise(self.kind, best)
             if activity:
                 line += f" | {self.kind}: {activity}"
+            if self.anchor_chain is not None:
+                line += f" | on chain: {await _confirmed_anchors(*self.anchor_chain)}"
+            records = (best.get("component_head") or {}).get("committed")
+            if self.kind in CONFLUENCE_KINDS and isinstance(records, int):
+                what = "routed" if self.kind == "intents" else "attestations"
+                line += f" {what}/s={records - self._records:.0f}"
+                self._records = records
             print(line, file=self.out, flush=True)
 
     async def run(self, duration: float | None) -> int:
@@ -236,7 +254,10 @@ class Devnet:
                                             load_key_file(self.client_config.key_file),
                                             client.committee.committee_id)
                         async with trio.open_nursery() as work:
-                            if workload.submits:
+                            if self.kind in CONFLUENCE_KINDS:
+                                for k, path in enumerate(self.citizen_clients()):
+                                    work.start_soon(self._citizen_load, k, path)
+                            elif workload.submits:
                                 work.start_soon(self._load, client, workload)
                             work.start_soon(self._report, client)
                             if duration is not None:
@@ -264,7 +285,66 @@ class Devnet:
             status = await trio.to_thread.run_sync(self.check_honest)
         if duration is not None and status == 0:
             status = await trio.to_thread.run_sync(self.check_archives)
+        if duration is not None and status == 0 and self.kind in CONFLUENCE_KINDS:
+            status = await trio.to_thread.run_sync(self.check_audit)
         return status
+
+    # -- confluences: citizens' load and the audit --------------------------------------
+
+    def citizen_clients(self) -> list[Path]:
+        """A client config per citizen feed committee (the operator key publishes)."""
+        out = []
+        for k in range(CONFLUENCE_CITIZENS):
+            path = self.dir / f"client-citizen{k}.toml"
+            text = ("[client]\nkey_file = \"operator.key\"\n"
+                    f"committee_config = \"citizen{k}-0.toml\"\n")
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                path.write_text(text, encoding="utf-8")
+            out.append(path)
+        return out
+
+    async def _citizen_load(self, k: int, path: Path) -> None:
+        config = load_client_config(path)
+        load = CitizenLoad(self.kind, k, load_key_file(config.key_file),
+                           config.committee.committee_id, self.run_id)
+        limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
+        interval = CONFLUENCE_CITIZENS / self.rate
+        async with CommitteeClient.open(config, connect_timeout=STARTUP_TIMEOUT_S) as client, \
+                trio.open_nursery() as nursery:
+            next_at = trio.current_time()
+            for n in itertools.count():
+                members = client.members()
+                if members:
+                    for envelope in load.round(n):
+                        self.progress.submitted += 1
+                        await limiter.acquire()
+                        limiter.release()
+                        nursery.start_soon(self._submit_one, client, envelope, 1,
+                                           members[n % len(members)], limiter)
+                next_at += interval
+                await trio.sleep_until(next_at)
+
+    def check_audit(self) -> int:
+        """Export citizen 0 of every citizen committee and run `coalitiond audit` on member
+        0's confluence archive against them."""
+        citizens = []
+        for k in range(CONFLUENCE_CITIZENS):
+            archive = self.dir / f"citizen{k}.archive"
+            r = subprocess.run(coalitiond_command(
+                "export", "--data-dir", str(self.dir / f"citizen{k}-0-data"), "--out",
+                str(archive), "--config", str(self.dir / f"citizen{k}-0.toml")),
+                capture_output=True, text=True, check=False)
+            if r.returncode != 0:
+                print(f"devnet: citizen {k}: export failed: {r.stderr.strip() or r.stdout}",
+                      file=self.out)
+                return 1
+            citizens += ["--citizen", str(archive)]
+        r = subprocess.run(coalitiond_command("audit", "--archive",
+                                              str(self.dir / "member-0.archive"), *citizens),
+                           capture_output=True, text=True, check=False)
+        print(f"devnet: audit: {r.stdout.strip() or r.stderr.strip()}", file=self.out,
+              flush=True)
+        return 0 if r.returncode == 0 else 1
 
     # -- after the run: export, verify, agree -------------------------------------------
 
@@ -325,12 +405,54 @@ class Devnet:
                 return 1
         print(f"devnet: all {len(archives)} archives verify and agree on their common prefix",
               file=self.out, flush=True)
+        if self.anchor_chain is not None and not self.check_anchors(archives[0]):
+            return 1
         print(json.dumps({"finalised": self.progress.finalized,
                           "refused": self.progress.refused,
                           "p50_ms": _ms_value(self.progress.percentile(50)),
                           "p99_ms": _ms_value(self.progress.percentile(99))}),
               file=self.out, flush=True)
         return 0
+
+
+    def check_anchors(self, archive: Path) -> bool:
+        """`verify --anchors` on one archive: every anchor the chain confirmed is the
+        archive's, no member posted another digest, and only a tail (anchors committed as
+        the devnet stopped) may be unconfirmed."""
+        from ..components.chronicle.evm_rpc import JsonRpc, RpcError
+        from ..integrator.anchor_check import CONFIRMED, MISSING, check_anchors, render
+        from ..log import AuditFailure
+
+        assert self.anchor_chain is not None
+        url, contract = self.anchor_chain
+        try:
+            report = trio.run(lambda: check_anchors(archive, JsonRpc([url]), contract))
+        except (AuditFailure, RpcError) as e:
+            print(f"devnet: cannot check the anchors: {e}", file=self.out)
+            return False
+        print(render(report), file=self.out, flush=True)
+        statuses = [a.status for a in report.anchors]
+        tail = len(statuses) - statuses[::-1].index(CONFIRMED) if CONFIRMED in statuses else 0
+        ok = (all(s == CONFIRMED for s in statuses[:tail])
+              and all(s == MISSING for s in statuses[tail:])
+              and not report.wrong_posts() and not report.stray)
+        print(f"devnet: anchors on chain {'agree with' if ok else 'DISAGREE with'} the archive "
+              f"({tail} confirmed, {len(statuses) - tail} still unconfirmed at the stop)",
+              file=self.out, flush=True)
+        return ok
+
+
+async def _confirmed_anchors(url: str, contract: bytes) -> str:
+    from ..components.chronicle.evm_contract import AnchorContract
+    from ..components.chronicle.evm_rpc import JsonRpc, RpcError
+
+    try:
+        with trio.move_on_after(2.0):
+            count = await AnchorContract(JsonRpc([url], timeout=2.0), contract).anchored_count()
+            return f"{count} anchors confirmed"
+    except RpcError as e:
+        return f"unreachable ({e})"
+    return "no answer"
 
 
 def _ms(x: float | None) -> str:
@@ -343,7 +465,8 @@ def _ms_value(x: float | None) -> float | None:
 
 def run_devnet(dir: Path, configs: list[Path], *, duration: float | None, rate: float,
                commands_per_envelope: int, kind: str = "feed",
-               companions: Sequence[Path] = (), byzantine: dict[int, str] | None = None) -> int:
+               companions: Sequence[Path] = (), byzantine: dict[int, str] | None = None,
+               anchor_chain: tuple[str, bytes] | None = None) -> int:
     if rate <= 0:
         raise OperatorError("--rate must be positive")
     # The supervisor's own transport chatter (dials before members listen) is noise here;
@@ -351,5 +474,6 @@ def run_devnet(dir: Path, configs: list[Path], *, duration: float | None, rate: 
     configure("console", "warning")
     devnet = Devnet(dir, configs, rate=rate, commands_per_envelope=commands_per_envelope,
                     kind=kind, companions=companions, byzantine=byzantine)
+    devnet.anchor_chain = anchor_chain
     result: Any = trio.run(devnet.run, duration)
     return int(result)

@@ -31,6 +31,8 @@ _SHOWN: Final[Mapping[str, tuple[str, ...]]] = {
     "chronicle": ("count", "anchors", "latest_anchor_seq"),
     "compute": ("providers", "open_requests", "live_grants", "next_grant_seq"),
     "tickets": ("count", "revoked"),
+    "intents": ("committed", "pending", "open", "duplicates", "late"),
+    "ledger": ("committed", "pending", "open", "submissions", "duplicates", "late"),
 }
 
 
@@ -111,3 +113,48 @@ def client_keys(kind: str, operator: SigningKey, providers: Sequence[SigningKey]
     """The committee ACL's client keys for a devnet of `kind`."""
     return [operator.public, *(p.public for p in providers)] if kind == "compute" \
         else [operator.public]
+
+
+#: Confluence devnets: the citizen feed committees they span, and how the load names slots.
+CONFLUENCE_KINDS: Final = ("intents", "ledger")
+CONFLUENCE_CITIZENS: Final = 3
+#: Rounds (per citizen) per slot: a citizen passes slot s once it published its round
+#: (s + 1) * ROUNDS_PER_SLOT.
+ROUNDS_PER_SLOT: Final = 20
+#: Recipients the ledger load pays (20-byte addresses).
+DEVNET_RECIPIENTS: Final = 4
+
+
+class CitizenLoad:
+    """What citizen `k`'s feed publishes in a confluence devnet: intents targeting the
+    citizens (intents) or refunds to a few recipients, every fifth one also published by
+    the next citizen so deduplication shows (ledger); and a `slot` marker each time the
+    citizen moves to the next slot."""
+
+    def __init__(self, kind: str, k: int, operator: SigningKey, committee_id: bytes,
+                 run_id: int) -> None:
+        self.kind = kind
+        self.k = k
+        self.signer = EnvelopeSigner(operator, committee_id, time.time_ns() // 1000)
+        self.run_id = run_id  # a re-run devnet never reuses an intent/submission id
+
+    def round(self, n: int) -> list[bytes]:
+        slot = n // ROUNDS_PER_SLOT
+        commands: list[Command] = []
+        if n and n % ROUNDS_PER_SLOT == 0:
+            commands.append(publish("slot", {"slot": slot - 1}))
+        if self.kind == "intents":
+            target = make_id(f"devnet-citizen{n % CONFLUENCE_CITIZENS}")[:20]
+            commands.append(publish("intent", {
+                "intent_id": make_id(f"intent|{self.run_id}|{self.k}|{n}"),
+                "origin": make_id(f"devnet-citizen{self.k}")[:20],
+                "targets": [[target, slot]]}))
+        else:
+            owner = 0 if n % 5 == 0 else self.k  # every fifth: the same submission everywhere
+            commands.append(publish("refund", {
+                "submission_id": make_id(f"refund|{self.run_id}|{owner}|{n}"),
+                "origin": make_id(f"devnet-citizen{owner}")[:20],
+                "slot": slot,
+                "recipient": make_id(f"recipient|{n % DEVNET_RECIPIENTS}")[:20],
+                "amount": n % 100 + 1}))
+        return [self.signer.sign([c]).raw for c in commands]

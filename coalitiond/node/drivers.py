@@ -32,6 +32,7 @@ from ..commands.envelope import Acl, Envelope
 from ..commands.member import MemberCommand
 from ..components import base as component_base
 from ..components.chronicle.anchors import AnchorPublisher, AnchorSink, anchors_in, query_reader
+from ..components.chronicle.config import DEFAULT_LAG_ALERT_ENTRIES
 from ..components.executor import (
     ADMIT_CLIENTS_OP,
     MAX_CLIENTS_PER_COMMAND,
@@ -166,7 +167,7 @@ class CommitteeFollower(Driver):
         does not is refused with a log line and the next older one tried (else: genesis)."""
         if self.position is None:
             return
-        for height in self.position.heights()[:MAX_SNAPSHOT_CANDIDATES]:
+        for height in self.resume_heights()[:MAX_SNAPSHOT_CANDIDATES]:
             where = str(self.position.path(height))
             try:
                 snap = self.position.read(height)
@@ -182,6 +183,11 @@ class CommitteeFollower(Driver):
             self.on_followed_block(snap.block)  # what the replica holds is verified here
             log.info("follow.resumed", committee=self.followed.component_kind, height=height)
             return
+
+    def resume_heights(self) -> list[int]:
+        """Position files to try, newest first (a subclass may rule some out)."""
+        assert self.position is not None
+        return self.position.heights()
 
     def _apply(self, block: Block) -> bytes:
         return self.replay.apply_block(block.height, block.digest, block.commands).state_root
@@ -476,9 +482,11 @@ class AnchorPublishing(Driver):
     The sink's own record (the file's last line) says where a restart resumes; anchors
     committed while the member was down are caught up from the component's state."""
 
-    def __init__(self, executor: Executor, sink: AnchorSink) -> None:
+    def __init__(self, executor: Executor, sink: AnchorSink, *,
+                 lag_alert_entries: int = DEFAULT_LAG_ALERT_ENTRIES) -> None:
         self.publisher = AnchorPublisher(sink, executor.committee_id,
-                                         query_reader(executor.query))
+                                         query_reader(executor.query),
+                                         lag_alert_entries=lag_alert_entries)
 
     async def run(self) -> None:
         await self.publisher.run()

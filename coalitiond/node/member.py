@@ -16,6 +16,10 @@ A member is four parts, each in its own module, plus the block journal they shar
     transport ─(sync/client blocks?)─► Resolver: block servers ◄─ store (parked until the
        voter executes: `wake_parked`)
 
+Before the parts are built the links come up, and a member whose log is empty and whose
+`node.state_sync` is set fetches a peer's certified snapshot first (node/state_sync.py); every
+member serves its own snapshots to syncing peers (the resolver hands it `snapshot?`).
+
 Parts talk only through constructor arguments: the voter's inbox (node/inbox.py), bounded
 memory channels, the shared `CheckedEnvelopes` and `SeenMessages` tables (node/verifier.py)
 and the voter's `VoterStatus`. This module builds them, starts every task in the member's
@@ -27,7 +31,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import trio
 
@@ -40,9 +45,10 @@ from ..components.almanac.component import Almanac
 from ..components.chronicle.anchors import make_sink
 from ..components.chronicle.config import ChronicleConfig
 from ..components.compute.component import Compute
+from ..components.confluence.component import Confluence
 from ..components.executor import Executor
 from ..config import MemberConfig
-from ..consensus.events import CoreConfig
+from ..consensus.events import CoreConfig, DurableState
 from ..consensus.voter import Core
 from ..log.aio import AsyncStore
 from ..log.guard_journal import GuardJournal, journal_path
@@ -50,11 +56,14 @@ from ..log.sqlite import store_path
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
 from ..primitives.errors import OperatorError
+from ..primitives.logs import get_logger
 from ..primitives.metrics import gauge
+from ..transport.limits import KindLimit, RateLimits
 from ..transport.manager import ConnectionManager, TransportConfig
 from ..transport.router import Channel
 from . import wire
 from .almanac_ticker import AlmanacTicker
+from .confluence import ConfluenceDriver, load_citizens
 from .drivers import (
     AlmanacFollower,
     AnchorPublishing,
@@ -70,9 +79,12 @@ from .mempool import Mempool
 from .quote_driver import ProviderQuoteDriver
 from .resolver import Resolver, SolicitedNullifications
 from .snapshots import FOLLOW_DIR, SNAPSHOT_DIR, SnapshotStore, SnapshotWriter
+from .state_sync import SnapshotServer, StateSync, needs_sync, write_synced
 from .timers import TimerService
 from .verifier import CheckedEnvelopes, SeenMessages, Verifier
 from .voter import Voter, VoterStatus, recover
+
+log = get_logger(__name__)
 
 MEMBERS_CONNECTED = gauge("network_members_connected", "Committee members with a live link")
 
@@ -134,8 +146,15 @@ class Member:
         self.resolver: Resolver | None = None
         self.mempool: Mempool | None = None
         self.voter: Voter | None = None
+        #: Opened at start, before recovery (log/guard_journal.py).
+        self.guard_journal: GuardJournal | None = None
+        self.snapshot_server: SnapshotServer | None = None
         self.started_at = time.time()
         self._ready = False
+        #: State sync (node/state_sync.py): the snapshot height this member's log was synced
+        #: from at this start (None: it was not), and the peers refused on the way.
+        self.synced_from: int | None = None
+        self.sync_refusals: list[str] = []
 
     # -- what the voter reports -----------------------------------------------------------
 
@@ -190,15 +209,7 @@ class Member:
                                            signing_key=self.key)
         store = self.store
         try:
-            # Before recovery: it puts the records of the last run into the store.
-            guard_journal = await store.run(lambda s: GuardJournal.open(
-                journal_path(store_path(node.data_dir)), s, self.committee.epoch))
             snapshots = SnapshotStore(node.data_dir / SNAPSHOT_DIR, node.snapshots_kept)
-            durable = await store.run(lambda s: recover(
-                s, self.committee, self.executor, self.journal, self.voter_status,
-                self.guard_lost, snapshots))
-            snapshot_writer = SnapshotWriter(snapshots, self.committee.committee_id,
-                                             node.snapshot_interval)
             addresses = {m.peer_id: (m.address.host, m.address.port)
                          for m in self.config.committee.members}
             gate, tickets = self._attestation()
@@ -208,31 +219,9 @@ class Member:
                 advertise=[(node.advertise.host, node.advertise.port)],
                 bootstrap=[(a.host, a.port) for a in self.config.network.bootstrap],
                 roles=("member",), tickets=tickets, admission=gate,
-                config=self.transport_config)
-            router = manager.router
-            status = self.voter_status
-            inbox, inbox_recv = open_inbox()
-            timers = TimerService(inbox.send)
-            solicited = SolicitedNullifications()
-            self.verifier = verifier = Verifier(self.committee, self.executor, router,
-                                                self.checked_envelopes, self.seen, inbox,
-                                                admit=solicited.admit)
-            self.resolver = resolver = Resolver(
-                self.committee, self.key.public, self.executor, store, router,
-                manager.member_links, self.journal, self.checked_envelopes, inbox,
-                height=lambda: status.height, diverged=lambda: status.diverged)
-            self.mempool = mempool = Mempool(self.committee, self.executor, self.drivers,
-                                             router, self.checked_envelopes, inbox,
-                                             resolver.queue_block_request, self.status)
-            self.voter = voter = Voter(
-                self.committee, self.me, self.key, self.core_config, durable,
-                executor=self.executor, drivers=self.drivers, store=store, router=router,
-                journal=self.journal, checked=self.checked_envelopes, seen=self.seen,
-                remember_verified=verifier.remember_verified, inbox=inbox_recv, timers=timers,
-                relay_outbox=mempool.relay_outbox, fetch_requests=resolver.fetch_requests,
-                wake_readers=resolver.wake_parked, status=status, asked=solicited.asked,
-                snapshot_writer=snapshot_writer, guard_journal=guard_journal)
+                config=self.transport_config or transport_config(self.config))
             async with trio.open_nursery() as nursery:
+                # The links come up first: state sync (before recovery) talks to the peers.
                 try:
                     await nursery.start(manager.run)
                 except OSError as e:
@@ -242,24 +231,92 @@ class Member:
                 if isinstance(gate, TdxGate):
                     nursery.start_soon(run_expiry_rechecks, gate,
                                        manager.recheck_admission, time.time)
-                nursery.start_soon(timers.run)
-                nursery.start_soon(snapshot_writer.run)
-                nursery.start_soon(voter.run)
-                nursery.start_soon(verifier.run)
-                nursery.start_soon(mempool.gossip_intake)
-                nursery.start_soon(mempool.gossip_relay)
-                nursery.start_soon(mempool.client_intake)
-                nursery.start_soon(resolver.sync_intake)
-                nursery.start_soon(resolver.block_server, Channel.SYNC)
-                nursery.start_soon(resolver.block_server, Channel.CLIENT)
-                nursery.start_soon(resolver.fetcher)
-                nursery.start_soon(self.drivers.run)
+                await self._state_sync(store, snapshots, manager)
+                # Right before recovery: it puts the guard records of the last run into the
+                # store (log/guard_journal.py).
+                self.guard_journal = await store.run(lambda s: GuardJournal.open(
+                    journal_path(store_path(node.data_dir)), s, self.committee.epoch))
+                durable = await store.run(lambda s: recover(
+                    s, self.committee, self.executor, self.journal, self.voter_status,
+                    self.guard_lost, snapshots))
+                self._start_parts(nursery, store, snapshots, durable)
                 self._ready = True
                 task_status.started()
         finally:
             self._ready = False
             with trio.CancelScope(shield=True):
                 await store.close()
+
+    def _start_parts(self, nursery: trio.Nursery, store: AsyncStore, snapshots: SnapshotStore,
+                     durable: DurableState) -> None:
+        """Build the parts around the recovered state and start their tasks."""
+        node = self.config.node
+        manager = self.manager
+        assert manager is not None
+        router = manager.router
+        snapshot_writer = SnapshotWriter(snapshots, self.committee.committee_id,
+                                         node.snapshot_interval)
+        status = self.voter_status
+        inbox, inbox_recv = open_inbox()
+        timers = TimerService(inbox.send)
+        solicited = SolicitedNullifications()
+        self.snapshot_server = snapshot_server = SnapshotServer(snapshots, store, router,
+                                                                lambda: status.diverged)
+        self.verifier = verifier = Verifier(self.committee, self.executor, router,
+                                            self.checked_envelopes, self.seen, inbox,
+                                            admit=solicited.admit)
+        self.resolver = resolver = Resolver(
+            self.committee, self.key.public, self.executor, store, router,
+            manager.member_links, self.journal, self.checked_envelopes, inbox,
+            height=lambda: status.height, diverged=lambda: status.diverged,
+            snapshot_requests=snapshot_server.queue_request)
+        self.mempool = mempool = Mempool(self.committee, self.executor, self.drivers,
+                                         router, self.checked_envelopes, inbox,
+                                         resolver.queue_block_request, self.status)
+        self.voter = voter = Voter(
+            self.committee, self.me, self.key, self.core_config, durable,
+            executor=self.executor, drivers=self.drivers, store=store, router=router,
+            journal=self.journal, checked=self.checked_envelopes, seen=self.seen,
+            remember_verified=verifier.remember_verified, inbox=inbox_recv, timers=timers,
+            relay_outbox=mempool.relay_outbox, fetch_requests=resolver.fetch_requests,
+            wake_readers=resolver.wake_parked, status=status, asked=solicited.asked,
+            snapshot_writer=snapshot_writer, guard_journal=self.guard_journal)
+        nursery.start_soon(timers.run)
+        nursery.start_soon(snapshot_writer.run)
+        nursery.start_soon(voter.run)
+        nursery.start_soon(verifier.run)
+        nursery.start_soon(mempool.gossip_intake)
+        nursery.start_soon(mempool.gossip_relay)
+        nursery.start_soon(mempool.client_intake)
+        nursery.start_soon(resolver.sync_intake)
+        nursery.start_soon(resolver.block_server, Channel.SYNC)
+        nursery.start_soon(resolver.block_server, Channel.CLIENT)
+        nursery.start_soon(resolver.fetcher)
+        nursery.start_soon(snapshot_server.run)
+        nursery.start_soon(self.drivers.run)
+
+    async def _state_sync(self, store: AsyncStore, snapshots: SnapshotStore,
+                          manager: ConnectionManager) -> None:
+        """With `node.state_sync` and an empty log: fetch, check and write a peer's certified
+        snapshot (node/state_sync.py); recovery then starts from it. Without one that
+        verifies, the member starts from genesis and catches up block by block."""
+        if not self.config.node.state_sync:
+            return
+        if not await store.run(needs_sync):
+            log.info("state_sync.skipped", reason="the log is not empty: restarting from it")
+            return
+        sync = StateSync(self.committee, self.key.public, self.executor, manager.router,
+                         manager.member_links)
+        self.sync_refusals = sync.refusals
+        synced = await sync.run()
+        if synced is None:
+            log.warning("state_sync.none", reason="no member served a snapshot that "
+                        "verifies; starting from genesis")
+            return
+        await write_synced(store, snapshots, synced)
+        self.synced_from = synced.snapshot.height
+        log.info("state_sync.done", height=synced.snapshot.height, head=synced.head,
+                 peer=synced.peer.hex()[:8])
 
     async def wait_until(self, predicate: Callable[[Member], bool]) -> None:
         """Return once `predicate(self)` holds; re-checked after every finalisation."""
@@ -310,6 +367,14 @@ class Member:
         for root, issuer_config, issuer in load_ticket_issuers(self.config):
             drivers.append(TicketFollower(self.key, self.executor, root, issuer_config, issuer,
                                           **position(issuer)))
+        if isinstance(self.component, Confluence):
+            def store(followed: CommitteeSpec) -> tuple[SnapshotStore, int]:
+                p = position(followed)
+                return p["position"], p["position_interval"]
+
+            drivers.append(ConfluenceDriver(
+                self.key, self.executor,
+                load_citizens(self.config, self.component.citizens), store))
         if isinstance(self.component, Almanac):
             drivers.append(AlmanacTicker(self.committee, self.key, self.me, self.component,
                                          self.component.tick_interval_ms,
@@ -321,8 +386,12 @@ class Member:
                          or self.config.node.data_dir / "collateral")
             drivers.append(ProviderQuoteDriver(CollateralCache(cache_dir), wall=time.time))
         if isinstance(self.config.component, ChronicleConfig):
-            drivers.append(AnchorPublishing(self.executor,
-                                            make_sink(self.config.component.anchor_sink)))
+            sink_config = self.config.component.anchor_sink
+            drivers.append(AnchorPublishing(
+                self.executor, make_sink(sink_config, member_index=self.me,
+                                         quorum=self.committee.quorum,
+                                         committee_size=self.committee.n),
+                lag_alert_entries=sink_config.lag_alert_entries))
         return drivers
 
     async def broadcast_observation(self, data: bytes) -> None:
@@ -377,3 +446,34 @@ class Member:
 def _plain(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v.hex() if isinstance(v, bytes) else v for k, v in obj.items()
             if isinstance(v, bytes | int | str | bool | None)}
+
+_T = TypeVar("_T")
+
+
+def transport_config(config: MemberConfig) -> TransportConfig:
+    """The member's links as its file says: `[transport]` over the transport's defaults;
+    the committee's ACL clients get reserved reader slots too (docs/configuration.md)."""
+    t = config.transport
+    base = TransportConfig()
+    timing = base.timing
+    rates = RateLimits(**{kind: KindLimit(float(per_s), float(burst))
+                          for kind, per_s, burst in t.rates})
+    timing = replace(
+        timing, rates=rates,
+        send_queue=_or(t.send_queue_messages, timing.send_queue),
+        send_queue_bytes=_or(t.send_queue_bytes, timing.send_queue_bytes))
+    return replace(
+        base, timing=timing,
+        reserved_readers=frozenset(config.committee.acl.clients) | frozenset(t.reserved_readers),
+        max_readers=_or(t.max_anonymous_readers, base.max_readers),
+        max_readers_per_address=_or(t.max_readers_per_address, base.max_readers_per_address),
+        reader_idle_timeout=float(_or(t.reader_idle_timeout_s, base.reader_idle_timeout)),
+        reader_send_queue_bytes=_or(t.reader_send_queue_bytes, base.reader_send_queue_bytes),
+        anonymous_send_bytes=_or(t.anonymous_send_bytes, base.anonymous_send_bytes),
+        recv_queue_bytes=_or(t.recv_queue_bytes, base.recv_queue_bytes),
+        max_catalog_bytes=_or(t.max_catalog_bytes, base.max_catalog_bytes),
+        max_reader_record=_or(t.max_reader_record_bytes, base.max_reader_record))
+
+
+def _or(value: _T | None, default: _T) -> _T:
+    return default if value is None else value

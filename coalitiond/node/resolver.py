@@ -37,6 +37,7 @@ from ..consensus.messages import (
 )
 from ..consensus.types import Block, Certificate, VoteKind
 from ..log.aio import AsyncStore
+from ..log.base import BelowBase
 from ..log.records import FinalizedBlock
 from ..log.sqlite import Store
 from ..primitives.committee import CommitteeSpec
@@ -107,7 +108,9 @@ class Resolver:
                  store: AsyncStore, router: Router, member_links: Callable[[], list[bytes]],
                  journal: BlockJournal, checked: CheckedEnvelopes,
                  inbox: trio.MemorySendChannel[VoterInput],
-                 height: Callable[[], int], diverged: Callable[[], str | None]) -> None:
+                 height: Callable[[], int], diverged: Callable[[], str | None],
+                 snapshot_requests: Callable[[bytes, wire.SnapshotRequest], None] | None = None
+                 ) -> None:
         self.committee = committee
         self.own_peer = own_peer
         self.executor = executor
@@ -119,13 +122,15 @@ class Resolver:
         self.inbox = inbox
         self.height = height
         self.diverged = diverged
+        #: Where `snapshot?` requests go (node/state_sync.py's server); None: refused.
+        self.snapshot_requests = snapshot_requests
         self._block_requests = {
             c: trio.open_memory_channel[_BlockRequest | None](MAX_BLOCK_REQUESTS)
             for c in (Channel.SYNC, Channel.CLIENT)}
         #: The voter's fetch requests (the core's FetchBlocks): one at a time.
         self.fetch_requests, self._fetch_recv = trio.open_memory_channel[FetchBlocks](1)
         self._fetch_replies: dict[tuple[bytes, int],
-                                  trio.MemorySendChannel[wire.Blocks]] = {}
+                                  trio.MemorySendChannel[wire.Blocks | wire.Refused]] = {}
         self._next_request_id = 1
 
     # -- intake ---------------------------------------------------------------------------
@@ -148,8 +153,11 @@ class Resolver:
         async for sender, msg in decoded_messages(self.router, Channel.SYNC):
             if isinstance(msg, wire.BlocksRequest):
                 self.queue_block_request(Channel.SYNC, sender, msg)
-            elif isinstance(msg, wire.Blocks):
-                # Only the member we asked can answer (request ids are guessable).
+            elif isinstance(msg, wire.SnapshotRequest) and self.snapshot_requests is not None:
+                self.snapshot_requests(sender, msg)
+            elif isinstance(msg, wire.Blocks | wire.Refused):
+                # Only the member we asked can answer (request ids are guessable); a refusal
+                # (a member below whose base we asked) sends us to the next member at once.
                 reply = self._fetch_replies.get((sender, msg.request_id))
                 if reply is not None:
                     with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError,
@@ -192,6 +200,11 @@ class Resolver:
             tip = max(self.height(), blocks[-1].height if blocks else 0)
             await self.router.send(req.channel, req.peer, wire.encode_message(
                 wire.Blocks(r.request_id, tip, tuple(blocks))))
+        except BelowBase as e:
+            # A state-synced member holds no blocks below its base: say so, the asker tries
+            # another member (docs/protocol.md §12).
+            await self.router.send(req.channel, req.peer, wire.encode_message(
+                wire.Refused(r.request_id, str(e))))
         except (LocalError, RemoteError) as e:
             # Serving a reader never stops the member.
             log.error("blocks.serve_failed", peer=short(req.peer), error=str(e))
@@ -283,7 +296,7 @@ class Resolver:
                           ) -> tuple[tuple[Block, Certificate], ...] | None:
         rid = self._next_request_id
         self._next_request_id += 1
-        send, recv = trio.open_memory_channel[wire.Blocks](1)
+        send, recv = trio.open_memory_channel[wire.Blocks | wire.Refused](1)
         self._fetch_replies[(peer, rid)] = send
         try:
             count = min(request.to_height - request.from_height + 1, wire.MAX_BLOCKS_PER_REPLY)
@@ -292,9 +305,12 @@ class Resolver:
             if not sent:
                 CATCHUP.labels("not sent").inc()
                 return None
-            reply: wire.Blocks | None = None
+            reply: wire.Blocks | wire.Refused | None = None
             with trio.move_on_after(FETCH_TIMEOUT_S):
                 reply = await recv.receive()
+            if isinstance(reply, wire.Refused):
+                CATCHUP.labels("refused").inc()
+                return None
             if reply is None or not reply.blocks:
                 CATCHUP.labels("timeout" if reply is None else "empty").inc()
                 return None

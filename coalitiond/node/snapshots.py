@@ -36,7 +36,7 @@ from ..consensus.types import Block, CertifiedRoots, MalformedMessage
 from ..log.checkpoint import CheckpointError, verify_checkpoint
 from ..log.sqlite import Store
 from ..primitives.encoding import decode, encode
-from ..primitives.errors import EncodingError, LocalError
+from ..primitives.errors import EncodingError, LocalError, OperatorError
 from ..primitives.identity import ID_LEN
 from ..primitives.identity import digest as blake3_digest
 from ..primitives.logs import get_logger
@@ -305,8 +305,10 @@ def restore_and_replay(s: Store, executor: Executor, snapshots: SnapshotStore | 
     blocks after it, or from genesis. Store thread, before the member starts."""
     fresh = executor.snapshot()
     refused: list[str] = []
+    # A state-synced log holds nothing below its base: only snapshots from there on fit it.
+    lowest = 0 if s.base is None else s.base.height
     candidates = [] if snapshots is None else [
-        h for h in snapshots.heights() if h <= s.height][:MAX_SNAPSHOT_CANDIDATES]
+        h for h in snapshots.heights() if lowest <= h <= s.height][:MAX_SNAPSHOT_CANDIDATES]
     for height in candidates:
         assert snapshots is not None
         where = str(snapshots.path(height))
@@ -323,6 +325,13 @@ def restore_and_replay(s: Store, executor: Executor, snapshots: SnapshotStore | 
             continue
         RESTORED_HEIGHT.set(height)
         return Restored(height, s.height - height, replay.certified_at, tuple(refused))
+    if s.base is not None:
+        raise OperatorError(
+            f"{s.path}: this member state-synced (its log starts at height "
+            f"{s.base.height + 1}) and no snapshot at or above height {s.base.height} in "
+            f"{'(none)' if snapshots is None else snapshots.directory} is usable"
+            f"{': ' + refused[-1] if refused else ''}; move the data directory away and "
+            f"start with node.state_sync = true to sync again")
     # From genesis: what the certified chain holds, as before snapshots existed (the roots
     # blocks certify are checked by the consensus core from here on, not on replay).
     replay = CertifiedReplay(CertifiedRoots(0, b"", 0, b""), check=False)

@@ -124,6 +124,9 @@ VOTE_CHECK_REFUSED = counter("vote_checks_refused_total",
                              "Proposals not voted for because a driver's check refused them")
 SEEN_DROPPED = counter("log_seen_statements_dropped_total",
                        "First-seen statements dropped before a commit took them")
+NULLIFY_VOTES = counter("consensus_nullify_votes_total",
+                        "Views this member voted to nullify: its view timer ran out, or the "
+                        "leader's proposal was missing or refused")
 LATE_VOTES = counter("log_late_votes_total",
                      "Votes that arrived after their block was handed to the log: stored with a "
                      "later commit, or dropped because too many were waiting", ("result",))
@@ -244,7 +247,8 @@ def recover(s: Store, committee: CommitteeSpec, executor: Executor, journal: Blo
         seen=seen,
         replayed=tuple(CertifiedRoots(h, root, *s.log_at(h)) for h, root in replayed),
         certified=tuple(r for r in (s.block(h).roots for h in range(
-            max(1, s.height - RECOVERED_CERTIFIED_BLOCKS + 1), s.height + 1)) if r.height > 0),
+            max(1, s.first_height - 1, s.height - RECOVERED_CERTIFIED_BLOCKS + 1),
+            s.height + 1)) if r.height > 0),
     )
 
 
@@ -421,6 +425,7 @@ class Voter:
         Returns the BlockExecuted events for the core."""
         guard = [StoreGuardRecord(a.epoch, a.view, _guard_kind(a.kind), a.digest)
                  for a in actions if isinstance(a, PersistSignerGuard)]
+        NULLIFY_VOTES.inc(sum(1 for g in guard if g.kind == VoteKind.NULLIFY))
         seen = seen_records(self.committee.epoch, actions)
         if seen:
             self._note_seen(seen)

@@ -12,7 +12,11 @@ Client channel (any authenticated peer, members and readers):
     ["status?", 1, request_id]                     -> ["status", 1, request_id, {status map}]
     any request may instead be answered           -> ["refused", 1, request_id, reason]
     (e.g. a member whose state diverged serves no reads, docs/protocol.md §7)
-Sync channel (members only): the same "blocks?" / "blocks" pair, used by catch-up.
+Sync channel (members only): the same "blocks?" / "blocks" pair, used by catch-up, and the
+state-sync pair (docs/protocol.md §12, node/state_sync.py):
+    ["snapshot?", 1, request_id, height, offset]  -> ["snapshot", 1, request_id, height, total,
+                                                      offset, log_size, [frontier hash...], chunk]
+    (height 0: the newest snapshot the member holds; a chunk is at most 1 MiB)
 Gossip channel (members only): ["envelopes", 1, [envelope...]] — submitted envelopes relayed
 to every member, a few milliseconds' worth per message, so whichever member leads the next
 view can include them; ["observation", 1, bytes] — a member's signed input for a member
@@ -48,6 +52,13 @@ MAX_CLIENT_MESSAGE: Final = 9 * 1024 * 1024
 MAX_GOSSIP_BATCH: Final = 256
 #: A member observation is one small signed record.
 MAX_OBSERVATION_BYTES: Final = 4096
+#: Bytes of a snapshot file in one "snapshot" reply (state sync pages the file by these).
+MAX_SYNC_CHUNK: Final = 1 << 20
+#: A snapshot file is at most this long (node/snapshots.py MAX_SNAPSHOT_FILE, repeated here:
+#: this module sits below the snapshot code).
+MAX_SYNC_TOTAL: Final = (1 << 31) + (1 << 20)
+#: Frontier hashes of a tree of at most 2^64 leaves (log/base.py).
+MAX_SYNC_FRONTIER: Final = 64
 
 
 def _uint(x: Any) -> bool:
@@ -118,6 +129,30 @@ class Refused:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """Ask for `MAX_SYNC_CHUNK` bytes of the snapshot file at `height` from `offset` (height
+    0: the newest snapshot held; the reply names its height)."""
+
+    request_id: int
+    height: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """Bytes `offset .. offset + len(chunk)` of the snapshot file at `height` (`total` bytes
+    long), and the sender's log frontier at the snapshot's log size."""
+
+    request_id: int
+    height: int
+    total: int
+    offset: int
+    log_size: int
+    frontier: tuple[bytes, ...]
+    chunk: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class GossipEnvelopes:
     envelopes: tuple[bytes, ...]
 
@@ -128,7 +163,7 @@ class GossipObservation:
 
 
 Message = (Submit | Submitted | Outcome | BlocksRequest | Blocks | StatusRequest | Status
-           | Refused | GossipEnvelopes | GossipObservation)
+           | Refused | GossipEnvelopes | GossipObservation | SnapshotRequest | SnapshotChunk)
 
 
 def encode_message(msg: Message) -> bytes:
@@ -154,6 +189,11 @@ def encode_message(msg: Message) -> bytes:
         return encode(["refused", SCHEMA, msg.request_id, msg.reason])
     if isinstance(msg, GossipObservation):
         return encode(["observation", SCHEMA, msg.observation])
+    if isinstance(msg, SnapshotRequest):
+        return encode(["snapshot?", SCHEMA, msg.request_id, msg.height, msg.offset])
+    if isinstance(msg, SnapshotChunk):
+        return encode(["snapshot", SCHEMA, msg.request_id, msg.height, msg.total, msg.offset,
+                       msg.log_size, list(msg.frontier), msg.chunk])
     return encode(["envelopes", SCHEMA, list(msg.envelopes)])
 
 
@@ -198,8 +238,28 @@ def decode_message(data: bytes) -> Message:
     if kind == "status":
         _expect(len(obj) == 4 and isinstance(obj[3], dict), "status: malformed")
         return Status(rid, obj[3])
+    if kind == "snapshot?":
+        _expect(len(obj) == 5 and _uint(obj[3]) and _uint(obj[4]), "snapshot?: malformed")
+        return SnapshotRequest(rid, obj[3], obj[4])
+    if kind == "snapshot":
+        return _snapshot_chunk(rid, obj)
     if kind == "refused":
         _expect(len(obj) == 4 and isinstance(obj[3], str) and len(obj[3]) <= 1024,
                 "refused: malformed")
         return Refused(rid, obj[3])
     raise MalformedMessage(f"client message: unknown type {kind!r}")
+
+
+def _snapshot_chunk(rid: int, obj: list[Any]) -> SnapshotChunk:
+    _expect(len(obj) == 9 and all(_uint(x) for x in obj[3:7]) and isinstance(obj[7], list)
+            and isinstance(obj[8], bytes), "snapshot: malformed")
+    height, total, offset, log_size, frontier, chunk = obj[3:9]
+    _expect(len(chunk) <= MAX_SYNC_CHUNK,
+            f"snapshot: a chunk of {len(chunk)} bytes exceeds {MAX_SYNC_CHUNK}")
+    _expect(0 < total <= MAX_SYNC_TOTAL and offset + len(chunk) <= total,
+            f"snapshot: bytes {offset}..{offset + len(chunk)} of a {total}-byte file")
+    _expect(len(frontier) <= MAX_SYNC_FRONTIER
+            and all(isinstance(h, bytes) and len(h) == 32 for h in frontier),
+            "snapshot: the frontier is not at most 64 hashes of 32 bytes")
+    _expect(height > 0, "snapshot: height 0 holds no snapshot")
+    return SnapshotChunk(rid, height, total, offset, log_size, tuple(frontier), chunk)

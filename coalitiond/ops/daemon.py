@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from functools import partial
 from typing import Final
 
 import trio
@@ -18,6 +19,14 @@ from ..node.member import Member
 from ..primitives.crypto import SigningKey
 from ..primitives.logs import get_logger
 from .http import OpsApp, serve_ops
+from .process import (
+    open_files_lines,
+    raise_open_files_limit,
+    refresh_gauges,
+    report_status,
+    set_committee_gauges,
+    status_line,
+)
 from .read_api import ReadApi, ReadSource
 from .systemd import Notifier
 
@@ -50,8 +59,12 @@ async def run_member(config: MemberConfig, key: SigningKey, *, guard_lost: bool 
                      notifier: Notifier | None = None) -> None:
     notifier = notifier or Notifier()
     member = Member(config, key, guard_lost=guard_lost)
-    for line in startup_lines(config, member):
+    # systemd's LimitNOFILE (or a container's ulimit) is silently capped by the host's hard
+    # limit: raise the soft limit to the hard one and say what the member got.
+    before, after, hard = raise_open_files_limit()
+    for line in startup_lines(config, member) + open_files_lines(before, after, hard):
         print(line, file=sys.stderr, flush=True)
+    log.info("process.open_files", limit=after, raised_from=before, hard=hard)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(member.run)
@@ -63,7 +76,14 @@ async def run_member(config: MemberConfig, key: SigningKey, *, guard_lost: bool 
                 await nursery.start(serve_ops, app, bind)
             if notifier.watchdog_interval_s:
                 nursery.start_soon(_watchdog, notifier, notifier.watchdog_interval_s, member)
-            notifier.ready(f"member {member.me}, height {member.height}")
+            set_committee_gauges(member.committee.n, member.committee.quorum)
+            nursery.start_soon(refresh_gauges, config.node.data_dir, member.status)
+            ready_status = status_line(member.status())
+            notifier.ready(ready_status)
+            if notifier.enabled:
+                # READY's STATUS= goes stale at once: refresh it while the member runs.
+                nursery.start_soon(partial(report_status, notifier, member.status,
+                                           sent=ready_status))
             log.info("member.ready", member=member.me, height=member.height)
             async for signum in signals:
                 log.info("member.stopping", signal=signal.Signals(signum).name)

@@ -37,6 +37,7 @@ from ..components.base import QueryError, QueryNotFound
 from ..components.executor import Executor
 from ..consensus.types import Block
 from ..log.aio import AsyncStore
+from ..log.base import BelowBase
 from ..log.checkpoint import Checkpoint, split_note
 from ..log.errors import StoreUsageError
 from ..log.sqlite import Store
@@ -378,6 +379,8 @@ class ReadApi:
     async def _store(self, fn: Callable[[Store], T]) -> T:
         try:
             return await self.source.store.run(fn)
+        except BelowBase as e:  # a state-synced member: history below its base is elsewhere
+            raise HttpError(410, str(e)) from None
         except StoreUsageError as e:  # something absent the parameters named
             raise HttpError(404, str(e)) from None
 

@@ -24,6 +24,13 @@ KEY_FILE_HEADER: Final = "coalitiond-ed25519-secret-v1"
 
 def write_key_file(path: Path, key: SigningKey, *, overwrite: bool = False) -> None:
     """Write `key` to `path` with mode 0600, atomically and durably."""
+    write_secret_file(path, KEY_FILE_HEADER, key.seed, overwrite=overwrite)
+
+
+def write_secret_file(path: Path, header: str, secret: bytes, *, overwrite: bool = False
+                      ) -> None:
+    """`header`, then the secret in hex, to `path` with mode 0600, atomically and durably
+    (identity keys here; the EVM anchor keys of components/chronicle/evm_keys.py too)."""
     if path.exists() and not overwrite:
         raise KeyFileError(f"{path}: refusing to overwrite an existing key file")
     tmp = path.with_name(path.name + ".tmp")
@@ -33,7 +40,7 @@ def write_key_file(path: Path, key: SigningKey, *, overwrite: bool = False) -> N
         raise KeyFileError(f"{path}: cannot write key file: {e.strerror}") from None
     try:
         os.fchmod(fd, 0o600)  # umask cannot widen it, but an existing tmp file might be wider
-        os.write(fd, f"{KEY_FILE_HEADER}\n{key.seed.hex()}\n".encode("ascii"))
+        os.write(fd, f"{header}\n{secret.hex()}\n".encode("ascii"))
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -47,6 +54,12 @@ def write_key_file(path: Path, key: SigningKey, *, overwrite: bool = False) -> N
 
 def load_key_file(path: Path) -> SigningKey:
     """Load an identity key; refuse loose permissions or a malformed file with one line."""
+    return SigningKey(read_secret_file(path, KEY_FILE_HEADER))
+
+
+def read_secret_file(path: Path, header: str) -> bytes:
+    """The 32-byte secret of a file `write_secret_file` wrote; refuse loose permissions or
+    a malformed file with one line."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -68,9 +81,9 @@ def load_key_file(path: Path) -> SigningKey:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    if len(lines) != 2 or lines[0] != KEY_FILE_HEADER:
+    if len(lines) != 2 or lines[0] != header:
         raise KeyFileError(
-            f"{path}: malformed key file (expected the line {KEY_FILE_HEADER!r} "
+            f"{path}: malformed key file (expected the line {header!r} "
             f"then 64 hex characters)"
         )
     seed_hex = lines[1].strip()
@@ -80,4 +93,4 @@ def load_key_file(path: Path) -> SigningKey:
         seed = b""
     if len(seed) != 32 or len(seed_hex) != 64:
         raise KeyFileError(f"{path}: malformed key file (the secret must be 64 hex characters)")
-    return SigningKey(seed)
+    return seed

@@ -60,6 +60,9 @@ class CloseReason(enum.IntEnum):
     PROTOCOL = 15
     #: Never sent: recorded locally when the socket died without a close frame.
     CONNECTION_LOST = 16
+    #: An anonymous reader that sent no request for `reader_idle_timeout` lost its slot to
+    #: a newcomer (docs/wire.md §8 "Reader admission").
+    IDLE = 17
 
     @property
     def label(self) -> str:

@@ -5,18 +5,23 @@ Tasks per link: one reader (socket → session → `on_message`), one writer (se
 session → socket) and one keepalive ticker. Only code holding `_write_lock` writes to the
 socket, so a close frame never interleaves with a half-written message.
 
-Overflow policy of the send queue (`send_queue` messages per peer): **drop the newest**
-message and count it (`transport_send_dropped_total`). The sender never blocks, so one slow
-peer cannot stall a broadcast to the others; a peer whose socket does not drain for
-`write_timeout` seconds is disconnected with TOO_SLOW (it reconnects and catches up
-through the sync channel).
+Overflow policy of the send queue (`send_queue` messages and `send_queue_bytes` bytes per
+peer, the bytes counted until the socket took them; a reader's link also draws on one byte
+budget shared by every reader link): **drop the newest** message and count it
+(`transport_send_dropped_total`). The sender never blocks, so one slow peer cannot stall a
+broadcast to the others; a peer whose socket does not drain for `write_timeout` seconds is
+disconnected with TOO_SLOW (it reconnects and catches up through the sync channel).
+
+Rate limits: a link-wide bucket for messages and one for bytes (exceeding either closes
+with RATE_LIMITED), and per-kind buckets (`limits.py`: PING here; the channels and the
+discovery kinds are checked by the manager through `admit_kind`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import trio
@@ -24,7 +29,17 @@ import trio
 from ..primitives import metrics
 from ..primitives.logs import get_logger
 from .framing import CloseReason
-from .session import Closed, Event, HandshakeDone, MessageReceived, RemotePeer, Session, State
+from .limits import Kind, KindLimiter, RateLimits, TokenBucket, Verdict
+from .session import (
+    Closed,
+    Event,
+    HandshakeDone,
+    MessageReceived,
+    PingReceived,
+    RemotePeer,
+    Session,
+    State,
+)
 
 log = get_logger(__name__)
 
@@ -36,6 +51,11 @@ CLOSE_FLUSH_TIMEOUT: Final = 1.0
 DROP_LOG_EVERY: Final = 1000
 #: The writer coalesces queued messages into one socket write up to about this many bytes.
 WRITE_BATCH_BYTES: Final = 256 * 1024
+#: Default count and byte bounds of one link's send queue. The bytes cover what is queued
+#: and what the writer holds until the socket took it; 32 MiB is eight maximal (4 MiB)
+#: messages to a member (blocks for catch-up), far above what consensus keeps in flight.
+DEFAULT_SEND_QUEUE: Final = 256
+DEFAULT_SEND_QUEUE_BYTES: Final = 32 * 1024 * 1024
 
 BYTES_SENT = metrics.counter("transport_bytes_sent_total", "Bytes written to transport links")
 BYTES_RECEIVED = metrics.counter("transport_bytes_received_total", "Bytes read from transport links")
@@ -57,12 +77,15 @@ class LinkTiming:
     read_timeout: float = 30.0
     keepalive_interval: float = 10.0
     write_timeout: float = 10.0
-    send_queue: int = 256
+    send_queue: int = DEFAULT_SEND_QUEUE
+    send_queue_bytes: int = DEFAULT_SEND_QUEUE_BYTES
     #: Token bucket per peer: sustained messages/s and bytes/s, with bursts of `*_burst`.
     rate_messages: float = 5000.0
     rate_messages_burst: float = 10000.0
     rate_bytes: float = 64 * 1024 * 1024
     rate_bytes_burst: float = 128 * 1024 * 1024
+    #: Per-kind buckets (PING, discovery, catalog, each channel).
+    rates: RateLimits = field(default_factory=RateLimits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,24 +94,31 @@ class _CloseAfter:
     detail: str
 
 
-_QueueItem = bytes | None | _CloseAfter
+@dataclass(frozen=True, slots=True)
+class _Tagged:
+    """A message whose presence in the queue the owner asks about (`Link.queued(tag)`)."""
+
+    payload: bytes
+    tag: str
 
 
-class TokenBucket:
-    """Pure token bucket; `now` comes from the caller (trio's clock)."""
+_QueueItem = bytes | None | _CloseAfter | _Tagged
 
-    __slots__ = ("burst", "last", "rate", "tokens")
 
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate, self.burst, self.tokens, self.last = rate, burst, burst, now
+class ByteBudget:
+    """Bytes held against a limit; shared by several links when it is a pool."""
 
-    def take(self, amount: float, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens < amount:
-            return False
-        self.tokens -= amount
-        return True
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def fits(self, amount: int) -> bool:
+        return self.used + amount <= self.limit
+
+
+__all__ = ["ByteBudget", "Link", "LinkTiming", "TokenBucket", "handshake"]
 
 
 async def _send_all(stream: trio.abc.Stream, data: bytes) -> None:
@@ -148,6 +178,10 @@ class Link:
         peer: RemotePeer,
         timing: LinkTiming,
         pending: list[Event] | None = None,
+        *,
+        send_budget: int | None = None,
+        pool: ByteBudget | None = None,
+        remote_host: str = "",
     ) -> None:
         self.stream = stream
         self.session = session
@@ -165,25 +199,78 @@ class Link:
         self.finished = trio.Event()  # set after the socket is closed
         self._rekeys_seen = 0
         self.dropped = 0
+        #: Bytes queued or held by the writer until the socket took them, against this
+        #: link's budget and, for a reader, the pool all reader links share.
+        self.budget = ByteBudget(timing.send_queue_bytes if send_budget is None
+                                 else send_budget)
+        self._pool = pool
+        self.remote_host = remote_host
+        self._tags: dict[str, int] = {}
+        now = trio.current_time()
+        self._kinds = KindLimiter(timing.rates, now)
+        #: trio time of the last application message on a user channel (not discovery,
+        #: not PING): what makes an anonymous reader "not idle".
+        self.last_request = now
+
+    @property
+    def queued_bytes(self) -> int:
+        return self.budget.used
+
+    def queued(self, tag: str) -> int:
+        """How many messages enqueued with `tag` the socket has not taken yet."""
+        return self._tags.get(tag, 0)
 
     @property
     def closed(self) -> Closed | None:
         return self.session.closed
 
-    def enqueue(self, payload: bytes) -> bool:
-        """Queue one message; False (and counted) if the queue is full or the link closed."""
+    def enqueue(self, payload: bytes, tag: str | None = None) -> bool:
+        """Queue one message; False (and counted) if the queue is full — in messages, in
+        this link's bytes or in the shared pool's — or the link closed."""
         if self.session.state is not State.OPEN:
             return False
+        size = len(payload)
+        if not self.budget.fits(size) or (self._pool is not None
+                                          and not self._pool.fits(size)):
+            return self._drop("send queue bytes full")
         try:
-            self._queue_send.send_nowait(payload)
+            self._queue_send.send_nowait(payload if tag is None else _Tagged(payload, tag))
         except trio.WouldBlock:
-            self.dropped += 1
-            SEND_DROPPED.inc()
-            if self.dropped % DROP_LOG_EVERY == 1:  # the first, then every Nth
-                log.warning("send queue full, message dropped", peer=self.peer_id[:4].hex(),
-                            dropped=self.dropped)
-            return False
+            return self._drop("send queue full")
+        self._hold(size)
+        if tag is not None:
+            self._tags[tag] = self._tags.get(tag, 0) + 1
         return True
+
+    def _drop(self, why: str) -> bool:
+        self.dropped += 1
+        SEND_DROPPED.inc()
+        if self.dropped % DROP_LOG_EVERY == 1:  # the first, then every Nth
+            log.warning(f"{why}, message dropped", peer=self.peer_id[:4].hex(),
+                        dropped=self.dropped, queued_bytes=self.budget.used)
+        return False
+
+    def _hold(self, size: int) -> None:
+        self.budget.used += size
+        if self._pool is not None:
+            self._pool.used += size
+
+    def _release(self, size: int) -> None:
+        self.budget.used -= size
+        if self._pool is not None:
+            self._pool.used -= size
+
+    def admit_kind(self, kind: Kind) -> bool:
+        """The per-kind rate limit: True to handle the message; False if it is dropped
+        (counted), or the link is being closed with RATE_LIMITED (it persisted)."""
+        verdict = self._kinds.check(kind, trio.current_time())
+        if verdict is Verdict.ALLOW:
+            return True
+        if verdict is Verdict.CLOSE:
+            lim = self.timing.rates.of(kind)
+            self.close(CloseReason.RATE_LIMITED,
+                       f"{kind.value} messages above {lim.rate:g}/s (burst {lim.burst:g})")
+        return False
 
     def close_after_queued(self, reason: CloseReason, detail: str = "") -> None:
         """Close once the messages already queued are written (e.g. a departure notice);
@@ -235,6 +322,9 @@ class Link:
             await trio.aclose_forcefully(self.stream)
             if self.session.closed is None:  # cancelled from outside (shutdown)
                 self.session.close(CloseReason.SHUTDOWN, "node stopping")
+            # Whatever was still queued is gone with the link: give its bytes back.
+            self._release(self.budget.used)
+            self._tags.clear()
             self.finished.set()
         closed = self.session.closed
         assert closed is not None
@@ -245,6 +335,8 @@ class Link:
         if isinstance(ev, MessageReceived):
             MESSAGES_RECEIVED.inc()
             on_message(ev.payload)
+        elif isinstance(ev, PingReceived):
+            self.admit_kind(Kind.PING)
         elif isinstance(ev, Closed):
             self._done.set()
 
@@ -306,6 +398,7 @@ class Link:
             # one send_all: one syscall and one wake-up per batch instead of per message.
             item: _QueueItem = first
             batched = 0
+            tags: list[str] = []
             while True:
                 if self.session.state is not State.OPEN:
                     return
@@ -315,6 +408,9 @@ class Link:
                 if item is None:
                     self.session.send_ping()
                 else:
+                    if isinstance(item, _Tagged):
+                        tags.append(item.tag)
+                        item = item.payload
                     self.session.send_message(item)
                     MESSAGES_SENT.inc()
                     batched += len(item)
@@ -330,6 +426,11 @@ class Link:
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                     self._lost(f"write failed: {e}")
                     return
+            # The socket took the batch: its bytes (held since enqueue) are free again.
+            if not cs.cancelled_caught:
+                self._release(batched)
+                for tag in tags:
+                    self._tags[tag] -= 1
             if cs.cancelled_caught:
                 self.close(CloseReason.TOO_SLOW, f"peer did not read for {t.write_timeout}s")
                 return

@@ -1,12 +1,23 @@
 """The connection manager: listener, dialers, one link per peer, readers, discovery.
 
+Why this module is long: it is the one place where links meet each other — admission
+against the links already up, the one-link-per-pair tie-break, gossip to every other link,
+the catalog that every link feeds — and splitting those would spread one set of shared
+tables (`links`, `catalog`) over several modules. The pure parts are elsewhere: reader
+admission (`readers.py`), rate limits (`limits.py`), the catalog (`catalog.py`).
+
 * Dials every committee member (addresses from configuration) and keeps one link per pair.
   When both sides dial, the link *initiated by the smaller PeerId* survives on both ends
   (the rule only needs the two ids, so both ends agree without talking); two links with the
   same initiator: the newer wins (the old one belongs to a dead run).
 * Reconnects with jittered exponential backoff (`backoff_delay`, rng injectable).
-* Accepts at most `max_readers` non-member peers (readers) and `max_pending_handshakes`
+* Readers (non-members): reserved slots for configured keys, a small anonymous pool with
+  a per-address share and idle eviction (`readers.py`); at most `max_pending_handshakes`
   concurrent inbound handshakes; beyond that, new connections are refused.
+* Memory: every link's send queue is bounded in messages and bytes, anonymous readers'
+  links share one byte pool, each channel's receive queue is bounded in messages and bytes,
+  the catalog in peers and bytes (`memory_held()` sums them); one catalog reply per peer is
+  in flight at a time; every message kind has a per-peer rate limit (`limits.py`).
 * Admission: committee membership (configuration only) or a free reader slot, then the
   optional `admission(peer_id, record, now_unix) -> None | reason` hook (TDX tickets).
   `recheck_admission()` re-runs the hook over live links and drops those that now fail.
@@ -35,11 +46,19 @@ from ..primitives.encoding import decode, encode
 from ..primitives.errors import EncodingError, LocalError, RemoteError, SignatureError
 from ..primitives.identity import short
 from ..primitives.logs import get_logger
-from .catalog import Catalog, CatalogError, Outcome
+from .catalog import DEFAULT_MAX_BYTES, DEFAULT_MAX_READER_RECORD, Catalog, CatalogError, Outcome
 from .framing import CloseReason
-from .link import Link, LinkTiming, handshake
+from .limits import Kind
+from .link import ByteBudget, Link, LinkTiming, handshake
 from .peer_record import Departure, PeerRecord
-from .router import MEMBER_ONLY, Channel, Router
+from .readers import (
+    DEFAULT_MAX_ANONYMOUS_READERS,
+    DEFAULT_MAX_READERS_PER_ADDRESS,
+    DEFAULT_READER_IDLE_TIMEOUT,
+    Slot,
+    admit_anonymous,
+)
+from .router import DEFAULT_RECV_QUEUE_BYTES, MEMBER_ONLY, Channel, Router
 from .session import Closed, Limits, Refusal, RemotePeer, Session
 
 log = get_logger(__name__)
@@ -49,6 +68,16 @@ Address = tuple[str, int]
 
 #: Largest batch of signed records in one catalog-exchange message.
 MAX_CATALOG_PAGE_BYTES: Final = 1024 * 1024
+#: Send-queue bytes of one reader's link, and of the pool every anonymous reader's link
+#: draws on as well: what all strangers together can make a member hold for them.
+DEFAULT_READER_SEND_QUEUE_BYTES: Final = 5 * 1024 * 1024
+DEFAULT_ANONYMOUS_SEND_BYTES: Final = 32 * 1024 * 1024
+#: The send-queue tag of catalog pages: one catalog reply per peer is in flight at a time.
+CATALOG_TAG: Final = "catalog"
+#: Channels whose messages make a reader "not idle" (requests, submissions).
+REQUEST_CHANNELS: Final = frozenset({Channel.GOSSIP, Channel.CLIENT})
+_CHANNEL_KIND: Final = {Channel.CONSENSUS: Kind.CONSENSUS, Channel.SYNC: Kind.SYNC,
+                        Channel.GOSSIP: Kind.GOSSIP, Channel.CLIENT: Kind.CLIENT}
 #: How long `stop()` waits for links to deliver their last messages and close frames.
 STOP_GRACE: Final = 2.0
 #: A link that lived this long (seconds) resets the redial backoff.
@@ -71,9 +100,18 @@ DISCOVERY_REJECTED = metrics.counter(
 class TransportConfig:
     timing: LinkTiming = field(default_factory=LinkTiming)
     limits: Limits = field(default_factory=Limits)
-    max_readers: int = 32
+    #: Anonymous reader slots (readers not in `reserved_readers`).
+    max_readers: int = DEFAULT_MAX_ANONYMOUS_READERS
+    max_readers_per_address: int = DEFAULT_MAX_READERS_PER_ADDRESS
+    reader_idle_timeout: float = DEFAULT_READER_IDLE_TIMEOUT
+    #: Reader keys with a reserved slot each (configuration: ACL clients and
+    #: `transport.reserved_readers`).
+    reserved_readers: frozenset[bytes] = frozenset()
+    reader_send_queue_bytes: int = DEFAULT_READER_SEND_QUEUE_BYTES
+    anonymous_send_bytes: int = DEFAULT_ANONYMOUS_SEND_BYTES
     max_pending_handshakes: int = 64
     recv_queue: int = 1024
+    recv_queue_bytes: int = DEFAULT_RECV_QUEUE_BYTES
     backoff_base: float = 0.25
     backoff_max: float = 30.0
     announce_interval: float = 45.0
@@ -82,6 +120,8 @@ class TransportConfig:
     record_ttl: int = 300
     max_future_skew: int = 30
     max_catalog: int = 1024
+    max_catalog_bytes: int = DEFAULT_MAX_BYTES
+    max_reader_record: int = DEFAULT_MAX_READER_RECORD
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -129,7 +169,10 @@ class ConnectionManager:
         self.wall_clock = wall_clock
         self.links: dict[bytes, Link] = {}
         self.router = Router(lambda: self.links, self.members,
-                             self.config.limits.max_message - 1, self.config.recv_queue)
+                             self.config.limits.max_message - 1, self.config.recv_queue,
+                             self.config.recv_queue_bytes)
+        #: The send-queue bytes every anonymous reader's link draws on.
+        self.anonymous_pool = ByteBudget(self.config.anonymous_send_bytes)
         self.listen_port: int | None = None
         self._start_id = int(self.now_unix() * 1000)
         self._counter = 0
@@ -163,7 +206,9 @@ class ConnectionManager:
             c = self.config
             self.catalog = Catalog(self.network_id, self._own, self._own_signed,
                                    ttl=c.record_ttl, max_future_skew=c.max_future_skew,
-                                   max_entries=c.max_catalog, protected=self.members)
+                                   max_entries=c.max_catalog, max_bytes=c.max_catalog_bytes,
+                                   max_reader_record=c.max_reader_record,
+                                   protected=self.members)
         else:
             self.catalog.set_own(self._own, self._own_signed)
 
@@ -188,6 +233,19 @@ class ConnectionManager:
 
     def reader_links(self) -> list[bytes]:
         return sorted(p for p in self.links if p not in self.members)
+
+    def is_anonymous(self, peer_id: bytes) -> bool:
+        return peer_id not in self.members and peer_id not in self.config.reserved_readers
+
+    def memory_held(self) -> dict[str, int]:
+        """Bytes the transport holds for peers right now, by where (deterministic, unlike
+        RSS): send queues (with what writers hold until the socket takes it), receive
+        queues, and the catalog's signed records."""
+        return {
+            "send_queues": sum(link.queued_bytes for link in self.links.values()),
+            "recv_queues": self.router.queued_bytes(),
+            "catalog": self.catalog.bytes_held if self.catalog is not None else 0,
+        }
 
     # -- running ---------------------------------------------------------------------------
 
@@ -334,7 +392,26 @@ class ConnectionManager:
 
     # -- one link --------------------------------------------------------------------------
 
-    def _authorize(self, peer: RemotePeer, expected: bytes | None) -> Refusal | None:
+    def _anonymous_refusal(self, pid: bytes, host: str) -> str | None:
+        """Room for anonymous reader `pid` from `host`: None (admit, after evicting an idle
+        reader if the pool was full) or the refusal's detail."""
+        if not self.is_anonymous(pid):
+            return None
+        c = self.config
+        slots = [Slot(p, link.remote_host, link.last_request)
+                 for p, link in self.links.items()
+                 if p != pid and self.is_anonymous(p) and link.closed is None]
+        decision = admit_anonymous(slots, host, trio.current_time(), max_readers=c.max_readers,
+                                   max_per_address=c.max_readers_per_address,
+                                   idle_timeout=c.reader_idle_timeout)
+        if decision.evict is not None:
+            self.links[decision.evict].close(
+                CloseReason.IDLE, f"no request for {c.reader_idle_timeout:g}s and a new "
+                "reader needs the slot")
+        return decision.refusal
+
+    def _authorize(self, peer: RemotePeer, expected: bytes | None,
+                   host: str = "") -> Refusal | None:
         pid = peer.peer_id
         if expected is not None and pid != expected:
             return Refusal(CloseReason.UNKNOWN_PEER,
@@ -345,11 +422,9 @@ class ConnectionManager:
             if self.peer_id not in self.members:
                 # Two readers have nothing to say to each other.
                 return Refusal(CloseReason.UNKNOWN_PEER, "neither side is a committee member")
-            readers = sum(1 for p in self.links if p not in self.members and p != pid)
-            if readers >= self.config.max_readers:
-                return Refusal(CloseReason.UNKNOWN_PEER,
-                               f"not a committee member and all {self.config.max_readers} "
-                               "reader slots are taken")
+            refusal = self._anonymous_refusal(pid, host)
+            if refusal is not None:
+                return Refusal(CloseReason.UNKNOWN_PEER, refusal)
         if self.admission is not None:
             reason = self.admission(pid, peer.record, self.now_unix())
             if reason is not None:
@@ -358,10 +433,11 @@ class ConnectionManager:
 
     async def _run_link(self, stream: trio.SocketStream, *, initiator: bool,
                         expected: bytes | None, pending_token: object = None) -> bytes | None:
+        host = _remote_host(stream)
         session = Session(
             initiator=initiator, identity=self.key, network_id=self.network_id,
             signed_record=self._own_signed, limits=self.config.limits,
-            authorize=lambda p: self._authorize(p, expected),
+            authorize=lambda p: self._authorize(p, expected, host),
         )
         try:
             peer, events = await handshake(stream, session, self.config.timing.handshake_timeout)
@@ -375,13 +451,18 @@ class ConnectionManager:
             self._record_close(expected, closed)
             return None
         HANDSHAKES.labels("initiator" if initiator else "responder").inc()
-        link = Link(stream, session, peer, self.config.timing, events)
+        pid = peer.peer_id
+        reader = pid not in self.members
+        link = Link(stream, session, peer, self.config.timing, events,
+                    send_budget=self.config.reader_send_queue_bytes if reader else None,
+                    pool=self.anonymous_pool if self.is_anonymous(pid) else None,
+                    remote_host=host)
         if not self._register(link):
             closed = await link.run(lambda _m: None)
             self._record_close(peer.peer_id, closed)
             return peer.peer_id
         try:
-            self._merge_record(peer.signed_record, source=None)
+            self._merge_record(peer.signed_record, source=link)
         except CatalogError as e:
             # The link is authenticated and admitted; only its record is not catalogued.
             DISCOVERY_REJECTED.labels(e.label).inc()
@@ -402,13 +483,11 @@ class ConnectionManager:
     def _register(self, link: Link) -> bool:
         pid = link.peer_id
         # Re-check reader slots: several handshakes may have raced past _authorize.
-        if (pid not in self.members
-                and len(self.reader_links()) >= self.config.max_readers
-                and pid not in self.links):
-            link.close(CloseReason.UNKNOWN_PEER,
-                       f"not a committee member and all {self.config.max_readers} reader "
-                       "slots are taken")
-            return False
+        if pid not in self.links:
+            refusal = self._anonymous_refusal(pid, link.remote_host)
+            if refusal is not None:
+                link.close(CloseReason.UNKNOWN_PEER, refusal)
+                return False
         old = self.links.get(pid)
         if old is not None:
             if self._prefer(link, old):
@@ -482,6 +561,10 @@ class ConnectionManager:
         if channel in MEMBER_ONLY and link.peer_id not in self.members:
             link.close(CloseReason.UNAUTHORISED, f"channel {channel.label} is for members only")
             return
+        if not link.admit_kind(_CHANNEL_KIND[channel]):
+            return
+        if channel in REQUEST_CHANNELS:
+            link.last_request = trio.current_time()
         self.router.deliver(channel, link.peer_id, message[1:])
 
     def _on_discovery(self, link: Link, body: bytes) -> None:
@@ -494,12 +577,15 @@ class ConnectionManager:
             link.close(CloseReason.MALFORMED, "discovery message must be [kind, ...]")
             return
         kind = msg[0]
+        if not link.admit_kind(Kind.CATALOG if kind == "catalog" else Kind.DISCOVERY):
+            return
         try:
             if kind == "announce" and len(msg) == 2 and isinstance(msg[1], bytes):
                 self._merge_record(msg[1], source=link)
             elif kind == "depart" and len(msg) == 2 and isinstance(msg[1], bytes):
                 assert self.catalog is not None
-                removed, _ = self.catalog.depart(msg[1], self.now_unix())
+                removed, _ = self.catalog.depart(msg[1], self.now_unix(),
+                                                 sender=self._reader_sender(link))
                 if removed:
                     self._gossip(encode(["depart", msg[1]]), exclude=link.peer_id)
                     self._notify()
@@ -512,7 +598,7 @@ class ConnectionManager:
                     except CatalogError as e:  # policy, not misbehaviour: skip this one
                         DISCOVERY_REJECTED.labels(e.label).inc()
                 if msg[2]:
-                    self._send_catalog(link, want_reply=False)
+                    self._reply_catalog(link)
             else:
                 link.close(CloseReason.MALFORMED, f"unknown discovery message {kind!r}")
         except SignatureError as e:
@@ -525,9 +611,16 @@ class ConnectionManager:
         except RemoteError as e:
             link.close(CloseReason.MALFORMED, f"gossiped record: {e}")
 
+    def _reader_sender(self, link: Link | None) -> bytes | None:
+        """The reader whose link brought a record (None for a member's link)."""
+        if link is None or link.peer_id in self.members:
+            return None
+        return link.peer_id
+
     def _merge_record(self, signed: bytes, source: Link | None) -> None:
         assert self.catalog is not None
-        outcome, record = self.catalog.upsert(signed, self.now_unix())
+        outcome, record = self.catalog.upsert(signed, self.now_unix(),
+                                              sender=self._reader_sender(source))
         if outcome in (Outcome.NEW, Outcome.UPDATED):
             self._gossip(encode(["announce", signed]),
                          exclude=source.peer_id if source else record.peer_id)
@@ -542,6 +635,14 @@ class ConnectionManager:
     def _announce_own(self) -> None:
         self._gossip(encode(["announce", self._own_signed]), exclude=None)
 
+    def _reply_catalog(self, link: Link) -> None:
+        """Answer a catalog request — unless our previous catalog to this peer is still
+        queued: one catalog reply per peer in flight, so requests cannot pile up pages."""
+        if link.queued(CATALOG_TAG):
+            DISCOVERY_REJECTED.labels("catalog_reply_pending").inc()
+            return
+        self._send_catalog(link, want_reply=False)
+
     def _send_catalog(self, link: Link, want_reply: bool) -> None:
         assert self.catalog is not None
         page: list[bytes] = []
@@ -549,11 +650,13 @@ class ConnectionManager:
         first = True
         for signed in self.catalog.snapshot():
             if page and size + len(signed) > MAX_CATALOG_PAGE_BYTES:
-                link.enqueue(bytes((0,)) + encode(["catalog", page, want_reply and first]))
+                link.enqueue(bytes((0,)) + encode(["catalog", page, want_reply and first]),
+                             CATALOG_TAG)
                 page, size, first = [], 0, False
             page.append(signed)
             size += len(signed)
-        link.enqueue(bytes((0,)) + encode(["catalog", page, want_reply and first]))
+        link.enqueue(bytes((0,)) + encode(["catalog", page, want_reply and first]),
+                     CATALOG_TAG)
 
     async def _announce_loop(self) -> None:
         while True:
@@ -574,3 +677,11 @@ class ConnectionManager:
             assert self.catalog is not None
             if self.catalog.expire(self.now_unix()):
                 self._notify()
+
+
+def _remote_host(stream: trio.SocketStream) -> str:
+    """The peer's IP address (what the per-address reader share counts); "" if unknown."""
+    try:
+        return str(stream.socket.getpeername()[0])
+    except (OSError, AttributeError, IndexError):
+        return ""

@@ -11,8 +11,10 @@ and never reaches the router's users.
 Queue policies:
 * send: each peer's link has a bounded send queue; when it is full the message is dropped
   (newest first) and counted — senders never block on a slow peer (see link.py).
-* receive: each channel has one bounded queue of `recv_queue` messages shared by all
-  senders; when the consumer falls that far behind, new messages on that channel are dropped
+* receive: each channel has one bounded queue of `recv_queue` messages and
+  `recv_queue_bytes` bytes shared by all senders (a message's bytes count until the
+  consumer takes it); when the consumer falls that far behind, new messages on that channel
+  are dropped
   and counted (`transport_recv_dropped_total{channel}`) rather than stalling the links, which
   also carry the other channels and keepalives. Consensus retransmits and catches up by
   sync, so a drop costs latency, never safety.
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from .link import Link
 
 DEFAULT_RECV_QUEUE: Final = 1024
+#: Bytes one channel's receive queue holds: eight maximal (4 MiB) messages.
+DEFAULT_RECV_QUEUE_BYTES: Final = 32 * 1024 * 1024
 #: Drops are counted in metrics; the log gets the first one and then every Nth.
 DROP_LOG_EVERY: Final = 1000
 
@@ -64,6 +68,34 @@ USER_CHANNELS: Final = tuple(c for c in Channel if c is not Channel.DISCOVERY)
 Received = tuple[bytes, bytes]
 
 
+class ReceiveQueue:
+    """One channel's receive side: what `Router.receive` hands the consumer. Taking a
+    message gives its bytes back to the channel's byte budget."""
+
+    def __init__(self, recv: trio.MemoryReceiveChannel[Received], held: list[int]) -> None:
+        self._recv = recv
+        self._held = held  # one cell, shared with the router's deliver side
+
+    def _took(self, item: Received) -> Received:
+        self._held[0] -= len(item[1])
+        return item
+
+    async def receive(self) -> Received:
+        return self._took(await self._recv.receive())
+
+    def receive_nowait(self) -> Received:
+        return self._took(self._recv.receive_nowait())
+
+    def __aiter__(self) -> ReceiveQueue:
+        return self
+
+    async def __anext__(self) -> Received:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+
 class Router:
     """Owned by a ConnectionManager, which calls `deliver` for every inbound message."""
 
@@ -73,15 +105,26 @@ class Router:
         members: frozenset[bytes],
         max_payload: int,
         recv_queue: int = DEFAULT_RECV_QUEUE,
+        recv_queue_bytes: int = DEFAULT_RECV_QUEUE_BYTES,
     ) -> None:
         self._links = links
         self._members = members
         self.max_payload = max_payload
+        self.recv_queue_bytes = recv_queue_bytes
         self._queues: dict[Channel, tuple[trio.MemorySendChannel[Received],
-                                          trio.MemoryReceiveChannel[Received]]] = {
-            c: trio.open_memory_channel[Received](recv_queue) for c in USER_CHANNELS
-        }
+                                          ReceiveQueue]] = {}
+        #: Bytes waiting in each channel's queue (one-element lists shared with the
+        #: ReceiveQueue, which gives them back as the consumer takes messages).
+        self._held: dict[Channel, list[int]] = {}
+        for c in USER_CHANNELS:
+            send, recv = trio.open_memory_channel[Received](recv_queue)
+            self._held[c] = [0]
+            self._queues[c] = (send, ReceiveQueue(recv, self._held[c]))
         self.dropped: dict[Channel, int] = dict.fromkeys(USER_CHANNELS, 0)
+
+    def queued_bytes(self) -> int:
+        """Bytes waiting in every channel's receive queue."""
+        return sum(h[0] for h in self._held.values())
 
     def _frame(self, channel: Channel, payload: bytes) -> bytes:
         if channel is Channel.DISCOVERY:
@@ -119,15 +162,19 @@ class Router:
             if pid in self._members and link.enqueue(frame)
         )
 
-    def receive(self, channel: Channel) -> trio.MemoryReceiveChannel[Received]:
+    def receive(self, channel: Channel) -> ReceiveQueue:
         """The channel's receive stream of (sender peer id, payload)."""
         if channel is Channel.DISCOVERY:
             raise LocalError("channel 0 is internal to the transport")
         return self._queues[channel][1]
 
     def deliver(self, channel: Channel, sender: bytes, payload: bytes) -> bool:
+        held = self._held[channel]
         try:
+            if held[0] + len(payload) > self.recv_queue_bytes:
+                raise trio.WouldBlock
             self._queues[channel][0].send_nowait((sender, payload))
+            held[0] += len(payload)
         except trio.WouldBlock:
             self.dropped[channel] += 1
             RECV_DROPPED.labels(channel.label).inc()

@@ -92,6 +92,11 @@ class MessageReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class PingReceived:
+    """A keepalive arrived (reported so the shell can rate-limit PINGs like any kind)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The link is over. `code` is a CloseReason value (or an unknown int from a newer
     peer); `by_peer` says who closed; `authenticated` is False for cleartext notices."""
@@ -110,7 +115,7 @@ class Closed:
             return None
 
 
-Event = HandshakeDone | MessageReceived | Closed
+Event = HandshakeDone | MessageReceived | PingReceived | Closed
 
 
 class State(enum.Enum):
@@ -238,8 +243,8 @@ class Session:
     def _on_frame(self, frame_type: int, body: bytes) -> list[Event]:
         if frame_type == fr.FRAME_CLOSE_NOTICE:
             code, detail = fr.decode_close_body(body)
-            label = _label(code)
-            return [self._finish(code, detail, by_peer=True, authenticated=False, label=label)]
+            return [self._finish(code, _detail(code, detail), by_peer=True,
+                                 authenticated=False, label=_label(code))]
         if self.state is State.HANDSHAKE:
             if frame_type != fr.FRAME_HANDSHAKE:
                 raise FrameError(CloseReason.PROTOCOL, "transport frame before the handshake ended")
@@ -257,12 +262,16 @@ class Session:
             self._check_hello(payload)
             self._write_handshake(self._proof())
             return []
+        if index == 3:
+            # Responder: message 3 authenticated, so both sides hold transport keys (the
+            # initiator split when it sent it). Open first, so that every refusal of the
+            # initiator's proof below — shape, signature, record, network, authorisation —
+            # goes out as an encrypted CLOSE (wire.md §3), never as a cleartext notice.
+            self._open()
         peer = self._check_proof(payload)
         refusal = self._authorize(peer) if self._authorize else None
         if index == 2 and refusal is None:  # initiator: answer with our proof, then open
             self._write_handshake(self._proof())
-            self._open()
-        elif index == 3:  # responder: keys exist, so even a refusal goes out encrypted
             self._open()
         if refusal is not None:
             return [self.close(refusal.reason, refusal.detail, refusal.label)]
@@ -334,15 +343,29 @@ class Session:
             message = self._reassembly.add(data, kind == fr.REC_MSG_END)
             return [] if message is None else [MessageReceived(message)]
         if kind == fr.REC_PING:
-            return []
+            return [PingReceived()]
         if kind == fr.REC_CLOSE:
             code, detail = fr.decode_close_body(data)
-            return [self._finish(code, detail, by_peer=True, authenticated=True, label=_label(code))]
+            return [self._finish(code, _detail(code, detail), by_peer=True, authenticated=True,
+                                 label=_label(code))]
         raise FrameError(CloseReason.MALFORMED, f"unknown record kind 0x{kind:02x}")
+
+
+#: The metric label of a close code this version does not know. Labels come from a fixed
+#: set (the CloseReason labels and this), so a peer cannot mint metric series by sending
+#: arbitrary codes; the number itself is in the Closed event's detail and the log.
+UNKNOWN_CODE_LABEL: Final = "other"
 
 
 def _label(code: int) -> str:
     try:
         return CloseReason(code).label
     except ValueError:
-        return f"code_{code}"
+        return UNKNOWN_CODE_LABEL
+
+
+def _detail(code: int, detail: str) -> str:
+    """An unknown code keeps its number in the detail (the label is only "other")."""
+    if code in CloseReason.__members__.values():
+        return detail
+    return f"code {code}: {detail}"

@@ -13,7 +13,8 @@ Every sink publishes the same JSON object per anchor (keys sorted, no spaces):
 * `HttpAnchorSink(url)`: POSTs it with `Content-Type: application/json`; any 2xx answer is
   success. The receiver deduplicates by (committee, upto_seq): after a restart a member
   re-sends anchors the receiver may already hold.
-* `kind = "evm"` is not in this build (`make_sink` says so).
+* `EvmAnchorSink` (`evm_sink.py`): posts to the committee's `ChronicleAnchors` contract from
+  this member's own account; resumes from chain state.
 
 `AnchorPublisher` owns a sink and a bounded queue: `offer(anchors)` never blocks; when the
 queue is full it counts and logs the overflow, stops queueing, and `run()` later catches up
@@ -70,6 +71,14 @@ DROPPED = counter("anchor_offers_dropped_total",
                   "Anchors not queued because the queue was full (published later by "
                   "catch-up from the component state)")
 PUBLISHED_UPTO = gauge("anchor_published_upto_seq", "upto_seq of the last anchor published")
+LAG_ENTRIES = gauge("anchor_lag_entries",
+                    "Entries covered by committed anchors that this member has not yet "
+                    "published (highest committed upto_seq - highest published upto_seq)")
+LAG_ALERT_ENTRIES = gauge("anchor_lag_alert_entries",
+                          "The configured alert threshold for coalitiond_anchor_lag_entries "
+                          "(component.anchor_sink.lag_alert_entries)")
+LAG_ALERT = gauge("anchor_lag_alert", "1 while coalitiond_anchor_lag_entries is above "
+                  "coalitiond_anchor_lag_alert_entries, else 0")
 
 
 class AnchorPublishError(RemoteError):
@@ -118,6 +127,11 @@ class AnchorSink(abc.ABC):
     def resume_after(self) -> int:
         """The highest upto_seq this sink is known to hold already (-1: nothing known)."""
         return -1
+
+    async def prepare(self) -> None:
+        """Check the destination and learn what it holds, before the first publish (and
+        again after a failure); AnchorPublishError if it cannot be reached now."""
+        return None
 
 
 class FileAnchorSink(AnchorSink):
@@ -239,8 +253,10 @@ class HttpAnchorSink(AnchorSink):
                                      + (f": {text}" if text else ""))
 
 
-def make_sink(sink: config.AnchorSink) -> AnchorSink:
-    """The sink a member's `[component.anchor_sink]` names."""
+def make_sink(sink: config.AnchorSink, *, member_index: int | None = None,
+              quorum: int | None = None, committee_size: int | None = None) -> AnchorSink:
+    """The sink a member's `[component.anchor_sink]` names (`evm` needs this member's index
+    and the committee's quorum)."""
     if sink.kind == "file":
         if sink.path is None:
             raise OperatorError("component.anchor_sink.path: required for the file sink")
@@ -250,8 +266,24 @@ def make_sink(sink: config.AnchorSink) -> AnchorSink:
             raise OperatorError("component.anchor_sink.url: required for the http sink")
         return HttpAnchorSink(sink.url)
     if sink.kind == "evm":
-        raise OperatorError("component.anchor_sink.kind: the EVM sink is not in this build "
-                            "(use \"file\" or \"http\")")
+        from .evm_keys import load_evm_key_file
+        from .evm_rpc import JsonRpc
+        from .evm_sink import EvmAnchorSink
+
+        if member_index is None or quorum is None:
+            raise LocalError("make_sink: the evm sink needs member_index and quorum")
+        if sink.key_file is None or sink.url is None or sink.chain_id is None \
+                or sink.contract is None:
+            raise OperatorError("component.anchor_sink: the evm sink needs url, chain_id, "
+                                "contract, members and key_file")
+        if committee_size is not None and len(sink.members) != committee_size:
+            raise OperatorError(f"component.anchor_sink.members: {len(sink.members)} "
+                                f"addresses for a committee of {committee_size} members "
+                                "(one per member, in member order)")
+        return EvmAnchorSink(JsonRpc((sink.url, *sink.fallback_urls)),
+                             load_evm_key_file(sink.key_file), chain_id=sink.chain_id,
+                             contract=sink.contract, members=sink.members, me=member_index,
+                             quorum=quorum, confirmations=sink.confirmations)
     raise OperatorError(f"component.anchor_sink.kind: unknown sink {sink.kind!r}")
 
 
@@ -292,13 +324,16 @@ class AnchorPublisher:
     def __init__(self, sink: AnchorSink, committee_id: bytes, read_anchors: AnchorReader, *,
                  capacity: int = DEFAULT_QUEUE_CAPACITY,
                  initial_backoff: float = DEFAULT_INITIAL_BACKOFF_S,
-                 max_backoff: float = DEFAULT_MAX_BACKOFF_S) -> None:
+                 max_backoff: float = DEFAULT_MAX_BACKOFF_S,
+                 lag_alert_entries: int = config.DEFAULT_LAG_ALERT_ENTRIES) -> None:
         if len(committee_id) != ID_LEN:
             raise LocalError(f"committee id must be {ID_LEN} bytes")
         if not 0 < capacity <= MAX_QUEUE_CAPACITY:
             raise LocalError(f"anchor queue capacity must be 1..{MAX_QUEUE_CAPACITY}")
         if not 0 < initial_backoff <= max_backoff:
             raise LocalError("anchor publish backoff: need 0 < initial <= max")
+        if lag_alert_entries < 1:
+            raise LocalError("anchor lag alert threshold: need >= 1 entry")
         self.sink = sink
         self.committee_id = committee_id
         self.read_anchors = read_anchors
@@ -316,11 +351,20 @@ class AnchorPublisher:
         self.dropped = 0
         self.failures = 0
         self._wake = trio.Event()
+        #: The highest committed anchor seen (offered or read back); the lag is measured
+        #: from it.
+        self.committed_upto = -1
+        self.lag_alert_entries = lag_alert_entries
+        self._alerting = False
+        #: Set (and replaced) on every publish: `wait_published` waits on it.
+        self._progress = trio.Event()
+        LAG_ALERT_ENTRIES.set(lag_alert_entries)
 
     def offer(self, anchors: Iterable[ChronicleAnchor]) -> None:
         """Queue fresh anchors without blocking. On a full queue: count and log, stop
         queueing, and let `run` catch up from the component's state."""
         for anchor in anchors:
+            self._saw_committed(anchor.upto_seq)
             if anchor.upto_seq <= self._known_upto:
                 continue
             if not self.behind and len(self._queue) >= self.capacity:
@@ -342,9 +386,61 @@ class AnchorPublisher:
     def queued(self) -> int:
         return len(self._queue)
 
+    @property
+    def lag_entries(self) -> int:
+        """How many entries committed anchors cover beyond what this member published."""
+        return max(0, self.committed_upto - self.published_upto)
+
+    def _saw_committed(self, upto_seq: int) -> None:
+        if upto_seq > self.committed_upto:
+            self.committed_upto = upto_seq
+            self._update_lag()
+
+    def _update_lag(self) -> None:
+        lag = self.lag_entries
+        LAG_ENTRIES.set(lag)
+        alerting = lag > self.lag_alert_entries
+        LAG_ALERT.set(int(alerting))
+        if alerting != self._alerting:
+            self._alerting = alerting
+            if alerting:
+                log.warning("anchors.lagging", lag_entries=lag,
+                            threshold=self.lag_alert_entries,
+                            published_upto=self.published_upto,
+                            committed_upto=self.committed_upto)
+            else:
+                log.info("anchors.caught_up", published_upto=self.published_upto)
+
+    async def wait_published(self, upto_seq: int) -> None:
+        """Return once an anchor at or above `upto_seq` is published."""
+        while self.published_upto < upto_seq:
+            await self._progress.wait()
+
+    async def _prepare(self) -> None:
+        """The sink's own check and resume point, retried with backoff until it answers."""
+        delay = self.initial_backoff
+        while True:
+            try:
+                await self.sink.prepare()
+                break
+            except AnchorPublishError as e:
+                self.failures += 1
+                FAILURES.inc()
+                log.warning("anchors.prepare_failed", error=str(e), retry_in_s=delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+        resume = self.sink.resume_after()
+        if resume > self.published_upto:
+            self.published_upto = resume
+            self._known_upto = max(self._known_upto, resume)
+            self._update_lag()
+            self._progress.set()
+            self._progress = trio.Event()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         task_status.started()
+        await self._prepare()
         while True:
             if self._queue:
                 await self._publish(self._queue[0])
@@ -356,8 +452,10 @@ class AnchorPublisher:
                 await self._wake.wait()
 
     async def _catch_up(self) -> None:
-        page = [a for a in self.read_anchors(self.published_upto + 1)
-                if a.upto_seq > self.published_upto]
+        read = self.read_anchors(self.published_upto + 1)
+        for a in read:
+            self._saw_committed(a.upto_seq)
+        page = [a for a in read if a.upto_seq > self.published_upto]
         if not page:
             # No await since the read: nothing was committed in between.
             self.behind = self._overflowed = False
@@ -383,6 +481,10 @@ class AnchorPublisher:
                 delay = min(delay * 2, self.max_backoff)
         self.published_upto = anchor.upto_seq
         self._known_upto = max(self._known_upto, anchor.upto_seq)
+        self._saw_committed(anchor.upto_seq)
+        self._update_lag()
+        self._progress.set()
+        self._progress = trio.Event()
         PUBLISHED.inc()
         PUBLISHED_UPTO.set(anchor.upto_seq)
         log.info("anchors.published", upto_seq=anchor.upto_seq, digest=anchor.digest.hex())

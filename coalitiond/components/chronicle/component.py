@@ -53,7 +53,7 @@ from ..base import (
 )
 from ..paging import limit_arg, since_page, uint_arg
 from ..snapshot import SnapshotFormat, is_list
-from .config import ANCHOR_SINK_KINDS, EVM_ADDRESS_LEN, MAX_ANCHOR_EVERY
+from .config import ANCHOR_SINK_KINDS, EVM_ADDRESS_LEN, MAX_ANCHOR_EVERY, MAX_EVM_MEMBERS
 from .records import (
     APPEND_OP,
     GENESIS_ANCHOR_DIGEST,
@@ -84,7 +84,7 @@ MAX_QUERY_ANCHORS: Final = 256
 MAX_SNAPSHOT_SIZE: Final = 1 << 31
 
 _PARAM_KEYS: Final = frozenset({"anchor_every", "anchor_sink", "follow_almanac"})
-_SINK_KEYS: Final = frozenset({"kind", "chain_id", "contract"})
+_SINK_KEYS: Final = frozenset({"kind", "chain_id", "contract", "members"})
 _APPEND_KEYS: Final = frozenset({"kind", "subject", "body", "evidence_pointers"})
 _SNAPSHOT: Final = SnapshotFormat("chronicle", SNAPSHOT_TYPE, 1, (is_list, is_list),
                                   '["chronicle-snapshot", 1, [entry bytes], [anchor bytes]]',
@@ -102,7 +102,8 @@ class Chronicle(Component):
     signature = "chronicle/1"
 
     def __init__(self, anchor_every: int, sink_kind: str = "file", chain_id: int | None = None,
-                 contract: bytes | None = None, follow_almanac: bytes | None = None) -> None:
+                 contract: bytes | None = None, follow_almanac: bytes | None = None,
+                 evm_members: Sequence[bytes] | None = None) -> None:
         if not (is_uint(anchor_every) and 0 < anchor_every <= MAX_ANCHOR_EVERY):
             raise OperatorError(f"component.anchor_every: must be 1..{MAX_ANCHOR_EVERY}")
         if sink_kind not in ANCHOR_SINK_KINDS:
@@ -114,15 +115,26 @@ class Chronicle(Component):
             if not (isinstance(contract, bytes) and len(contract) == EVM_ADDRESS_LEN):
                 raise OperatorError(f"component.anchor_sink.contract: required for evm, "
                                     f"{EVM_ADDRESS_LEN} bytes")
-        elif chain_id is not None or contract is not None:
-            raise OperatorError(f"component.anchor_sink: chain_id and contract belong to the "
-                                f"evm sink, not {sink_kind!r}")
+            if not (isinstance(evm_members, Sequence) and not isinstance(evm_members, bytes)
+                    and 1 <= len(evm_members) <= MAX_EVM_MEMBERS
+                    and all(isinstance(a, bytes) and len(a) == EVM_ADDRESS_LEN
+                            for a in evm_members)
+                    and len(set(evm_members)) == len(evm_members)):
+                raise OperatorError(f"component.anchor_sink.members: required for evm, "
+                                    f"1..{MAX_EVM_MEMBERS} distinct {EVM_ADDRESS_LEN}-byte "
+                                    "addresses")
+        elif chain_id is not None or contract is not None or evm_members is not None:
+            raise OperatorError(f"component.anchor_sink: chain_id, contract and members "
+                                f"belong to the evm sink, not {sink_kind!r}")
         if follow_almanac is not None and not is_id(follow_almanac):
             raise OperatorError(f"component.follow_almanac: must be {ID_LEN} bytes or absent")
         self.anchor_every = anchor_every
         self.sink_kind = sink_kind
         self.chain_id = chain_id
         self.contract = contract
+        #: evm: the members' accounts, in member order (consensus content).
+        self.evm_members: tuple[bytes, ...] | None = (tuple(evm_members) if sink_kind == "evm"
+                                                      and evm_members is not None else None)
         #: The Almanac committee whose stamps date entries; the daemon passes it to the
         #: Executor (`Executor(..., follow_almanac=component.follow_almanac)`).
         self.follow_almanac = follow_almanac
@@ -151,18 +163,22 @@ class Chronicle(Component):
         if unknown:
             raise OperatorError(f"component.anchor_sink.{unknown[0]}: unknown key")
         return cls(params["anchor_every"], sink.get("kind", ""), sink.get("chain_id"),
-                   sink.get("contract"), params.get("follow_almanac"))
+                   sink.get("contract"), params.get("follow_almanac"), sink.get("members"))
 
     def params(self) -> dict[str, Any]:
         """The consensus parameters, in `from_params` shape."""
-        return {"anchor_every": self.anchor_every,
-                "anchor_sink": {"kind": self.sink_kind, "chain_id": self.chain_id,
-                                "contract": self.contract},
+        sink: dict[str, Any] = {"kind": self.sink_kind, "chain_id": self.chain_id,
+                                "contract": self.contract}
+        if self.evm_members is not None:
+            sink["members"] = list(self.evm_members)
+        return {"anchor_every": self.anchor_every, "anchor_sink": sink,
                 "follow_almanac": self.follow_almanac}
 
     def config_digest(self) -> bytes:
-        return hash_structure(CONFIG_TYPE, 1, self.signature, self.anchor_every,
-                              [self.sink_kind, self.chain_id, self.contract],
+        sink: list[Any] = [self.sink_kind, self.chain_id, self.contract]
+        if self.evm_members is not None:
+            sink.append(list(self.evm_members))
+        return hash_structure(CONFIG_TYPE, 1, self.signature, self.anchor_every, sink,
                               self.follow_almanac)
 
     # -- commands ---------------------------------------------------------------------
