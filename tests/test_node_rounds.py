@@ -30,6 +30,7 @@ from coalitiond.consensus.messages import (
 from coalitiond.consensus.statements import SignedKind
 from coalitiond.consensus.types import Vote, VoteKind
 from coalitiond.log.aio import AsyncStore
+from coalitiond.log.guard_journal import GuardJournal
 from coalitiond.log.sqlite import Store
 from coalitiond.node import wire
 from coalitiond.primitives.committee import CommitteeSpec
@@ -72,6 +73,14 @@ def _instrument(monkeypatch: pytest.MonkeyPatch, log: Log) -> None:
     for name in ("record_event", "append_blocks"):
         monkeypatch.setattr(Store, name, durable(name))
 
+    journal_write = GuardJournal.write
+
+    def journalled(self: GuardJournal, records: Sequence[Any]) -> None:
+        journal_write(self, records)  # returns once the O_DSYNC write did
+        log.append(("durable", id(self), [(g.view, int(g.kind), g.digest) for g in records]))
+
+    monkeypatch.setattr(GuardJournal, "write", journalled)
+
     def sent(name: str) -> Callable[..., Any]:
         original = getattr(Router, name)
 
@@ -107,6 +116,8 @@ async def test_no_signature_leaves_before_its_guard_record_is_durable(
             top = max(m.height for m in members)
             await all_reach(members, top)
             owner_of_store = {id(m.store.sync): m.me for m in members if m.store is not None}
+            owner_of_store.update({id(m.voter.guard_journal): m.me for m in members
+                                   if m.voter is not None and m.voter.guard_journal is not None})
             owner_of_router = {id(m.manager.router): m.me for m in members
                                if m.manager is not None}
 

@@ -395,6 +395,7 @@ async def test_the_node_voter_tells_the_verifier_what_the_core_asked_for() -> No
         committee = COMMITTEE
         me = 3
         asked = solicited.asked
+        guard_journal = None
         router = SimpleNamespace(send_nowait=lambda channel, peer, data: sent.append(peer))
 
         async def _sent_nowait(self) -> None:

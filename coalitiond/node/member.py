@@ -51,6 +51,7 @@ from ..config import MemberConfig
 from ..consensus.events import CoreConfig, DurableState
 from ..consensus.voter import Core
 from ..log.aio import AsyncStore
+from ..log.guard_journal import GuardJournal, journal_path
 from ..log.sqlite import store_path
 from ..primitives.committee import CommitteeSpec
 from ..primitives.crypto import SigningKey
@@ -145,6 +146,8 @@ class Member:
         self.resolver: Resolver | None = None
         self.mempool: Mempool | None = None
         self.voter: Voter | None = None
+        #: Opened at start, before recovery (log/guard_journal.py).
+        self.guard_journal: GuardJournal | None = None
         self.snapshot_server: SnapshotServer | None = None
         self.started_at = time.time()
         self._ready = False
@@ -229,6 +232,10 @@ class Member:
                     nursery.start_soon(run_expiry_rechecks, gate,
                                        manager.recheck_admission, time.time)
                 await self._state_sync(store, snapshots, manager)
+                # Right before recovery: it puts the guard records of the last run into the
+                # store (log/guard_journal.py).
+                self.guard_journal = await store.run(lambda s: GuardJournal.open(
+                    journal_path(store_path(node.data_dir)), s, self.committee.epoch))
                 durable = await store.run(lambda s: recover(
                     s, self.committee, self.executor, self.journal, self.voter_status,
                     self.guard_lost, snapshots))
@@ -273,7 +280,7 @@ class Member:
             remember_verified=verifier.remember_verified, inbox=inbox_recv, timers=timers,
             relay_outbox=mempool.relay_outbox, fetch_requests=resolver.fetch_requests,
             wake_readers=resolver.wake_parked, status=status, asked=solicited.asked,
-            snapshot_writer=snapshot_writer)
+            snapshot_writer=snapshot_writer, guard_journal=self.guard_journal)
         nursery.start_soon(timers.run)
         nursery.start_soon(snapshot_writer.run)
         nursery.start_soon(voter.run)

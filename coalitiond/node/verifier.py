@@ -19,9 +19,10 @@ finality-latency histogram.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from typing import Final
+from typing import Final, TypeVar
 
 import trio
 
@@ -51,11 +52,12 @@ from ..primitives.identity import short
 from ..primitives.logs import get_logger
 from ..primitives.metrics import counter
 from ..transport.router import Channel, Router
-from . import wire
+from . import trace, wire
 from .inbox import VoterInput, enqueue
 from .journal import BlockJournal, bounded_put
 
 log = get_logger(__name__)
+_T = TypeVar("_T")
 
 #: Incoming consensus messages verified per worker-thread call.
 VERIFY_BATCH: Final = 256
@@ -158,6 +160,8 @@ class Verifier:
         self.inbox = inbox
         #: Written only on the event loop; the verifying worker thread only reads it.
         self._verified_votes = VerifiedVotes(MAX_VERIFIED_SIGNATURES)
+        #: CPU the worker thread spent on the current batch (for the trace, node/trace.py).
+        self._worker_cpu_ns = 0
 
     def _decode(self, batch: list[tuple[bytes, bytes]]) -> list[tuple[int, Message]]:
         """Decode a batch of consensus messages; drop (and count) non-members and garbage."""
@@ -225,6 +229,15 @@ class Verifier:
             out.append((MessageReceived(index, msg), checked))
         return out
 
+    def _on_worker(self, fn: Callable[[_T], list[tuple[MessageReceived, Prechecked]]], arg: _T
+                   ) -> list[tuple[MessageReceived, Prechecked]]:
+        """Worker thread: run `fn(arg)`, noting the thread's CPU for the trace."""
+        cpu0 = time.thread_time_ns()
+        try:
+            return fn(arg)
+        finally:
+            self._worker_cpu_ns = time.thread_time_ns() - cpu0
+
     def _decode_and_verify(self, batch: list[tuple[bytes, bytes]]
                            ) -> list[tuple[MessageReceived, Prechecked]]:
         """Worker thread: decode a large batch, verify it, pre-check proposed envelopes."""
@@ -239,22 +252,35 @@ class Verifier:
         limiter = trio.CapacityLimiter(1)
         while True:
             batch = [await rx.receive()]
+            tracing = trace.begin() if trace.TRACER is not None else None
             while len(batch) < VERIFY_BATCH:
                 try:
                     batch.append(rx.receive_nowait())
                 except trio.WouldBlock:
                     break
             verified: list[tuple[MessageReceived, Prechecked]]
+            self._worker_cpu_ns = 0
+            offloaded_at: int | None = None
             if sum(len(data) for _, data in batch) > INLINE_DECODE_BYTES:
-                verified = await trio.to_thread.run_sync(self._decode_and_verify, batch,
+                offloaded_at = time.thread_time_ns()
+                verified = await trio.to_thread.run_sync(self._on_worker,
+                                                         self._decode_and_verify, batch,
                                                          limiter=limiter)
             else:
                 decoded = self._decode(batch)
                 if sum(self._signature_checks(m) for _, m in decoded) <= INLINE_VERIFY_SIGNATURES:
                     verified = self._verify_decoded(decoded)
                 else:
-                    verified = await trio.to_thread.run_sync(self._verify_decoded, decoded,
+                    offloaded_at = time.thread_time_ns()
+                    verified = await trio.to_thread.run_sync(self._on_worker,
+                                                             self._verify_decoded, decoded,
                                                              limiter=limiter)
+            if tracing is not None:
+                # The loop's CPU up to the hand-off (other tasks ran while it waited), and
+                # the worker's.
+                loop_cpu = (time.thread_time_ns() if offloaded_at is None else offloaded_at
+                            ) - tracing[0]
+                _trace_verified(verified, tracing[1], loop_cpu + self._worker_cpu_ns)
             for event, checked in verified:
                 self.checked.put_all(checked)
                 self.remember_verified(event.message)
@@ -274,3 +300,16 @@ class Verifier:
                                               msg.proposer, msg.signature)
         elif isinstance(msg, Notarization | Finalization | Nullification):
             self._verified_votes.add_certificate(msg.certificate)
+
+
+def _trace_verified(verified: list[tuple[MessageReceived, Prechecked]],
+                    began: int, cpu_ns: int) -> None:
+    """Trace a verified batch (node/trace.py): the proposals in it, the CPU it took on the
+    event loop and on the worker thread."""
+    tracer = trace.TRACER
+    assert tracer is not None
+    proposals = [e.message.block.view for e, _ in verified if isinstance(e.message, Proposal)]
+    tracer.measured("verify", cpu_ns, began, proposals)
+    for view in proposals:
+        tracer.event("received:proposal", view, at=began)
+        tracer.event("verified:proposal", view)

@@ -1,11 +1,19 @@
 """The consensus loop: the one task that owns the consensus core and the executor.
 
+Why this module is long: the round (step, guard, send, commit, execute, tell) is one
+sequence whose order is the safety argument, kept in one place; recovery is the reverse of
+it. Its tracing lives in node/trace.py.
+
 It takes everything queued in its inbox (node/inbox.py) a round at a time: every input is
-stepped through the core (and every message the core sends itself), then one store
-transaction makes the round's guard records and finalised blocks durable (`_persist`, with
-the block journal), then the messages go out, then what was finalised is executed and its
-submitters are told (`_apply_finalized`). A signature never leaves before its guard record
-is durable, and a round costs one fsync.
+stepped through the core (and every message the core sends itself), then the round is made
+durable — a round that finalised blocks by one store transaction holding its guard records,
+its blocks and the guard records the guard journal holds for the store (`_persist`, with the
+block journal); a round that only signs by one O_DSYNC write of its guard records to the
+guard journal (log/guard_journal.py) — then the messages go out, then what was finalised is
+executed and its submitters are told (`_apply_finalized`). A signature never leaves before
+its guard record is durable, a round costs one durable write, and an outcome never leaves
+before its block is durable. Without a guard journal (`guard_journal=None`) every round's
+guard records go to the store.
 
 The voter reports what it has executed in `VoterStatus`, which the other parts and the
 member's status read; it asks the resolver for missing blocks (`fetch_requests`), hands
@@ -58,6 +66,7 @@ from ..consensus.types import Block, Certificate, CertifiedRoots, VoteKind
 from ..consensus.voter import Core
 from ..log.aio import AsyncStore
 from ..log.checkpoint import Checkpoint
+from ..log.guard_journal import GuardJournal
 from ..log.records import FinalizedBlock
 from ..log.sqlite import MAX_EVENT_ITEMS, BlockToAppend, EvidenceRecord, SeenRecord, Store
 from ..log.sqlite import GuardRecord as StoreGuardRecord
@@ -67,7 +76,7 @@ from ..primitives.identity import digest as blake3_digest
 from ..primitives.logs import get_logger
 from ..primitives.metrics import counter, gauge, histogram
 from ..transport.router import Channel, Router
-from . import wire
+from . import trace, wire
 from .drivers import Drivers
 from .inbox import SUBMISSIONS, Submission, VoterInput
 from .journal import BlockJournal, bounded_put
@@ -92,6 +101,10 @@ MAX_WAITING_SUBMITTERS: Final = 65_536
 #: own); beyond this the oldest are dropped and counted: only detection across a restart
 #: is weakened, never safety.
 MAX_PENDING_SEEN: Final = 2048
+#: With a guard journal, the journalled guard records are committed to the store by a commit
+#: of their own once this many wait with no finalised block to carry them (well below
+#: guard_journal.MAX_UNSETTLED).
+GUARD_COMMIT_RECORDS: Final = 256
 #: The seen_votes table is pruned when its floor (view − MAX_VIEWS_BEHIND) moved this far.
 SEEN_PRUNE_VIEWS: Final = 16
 
@@ -254,7 +267,8 @@ class Voter:
                  fetch_requests: trio.MemorySendChannel[FetchBlocks],
                  wake_readers: Callable[[], None], status: VoterStatus,
                  asked: Callable[[int, NullificationsRequest], None] | None = None,
-                 snapshot_writer: SnapshotWriter | None = None) -> None:
+                 snapshot_writer: SnapshotWriter | None = None,
+                 guard_journal: GuardJournal | None = None) -> None:
         self.committee = committee
         self.me = me
         self.executor = executor
@@ -273,8 +287,13 @@ class Voter:
         #: Told of every `nullifications?` the core sends, so the verifier admits the answer.
         self.asked = asked
         self.snapshot_writer = snapshot_writer
+        #: Where a round that only signs makes its guard records durable (None: the store).
+        self.guard_journal = guard_journal
+        #: Journalled guard records not yet in the store.
+        self._guard_unsettled: list[StoreGuardRecord] = []
         self.core = Core(committee, key, core_config, durable,
                          member_commands=drivers.member_commands)
+        trace.start_from_environment(me)
         self.timers = timers
         self._waiting: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
         #: Commands a driver's vote-time check refused during the current step.
@@ -302,6 +321,7 @@ class Voter:
         and the next view's proposal usually do."""
         self._sends_since_yield = 0  # the receive that gave us `inputs` let the writers run
         self.status.last_step_at = trio.current_time()
+        tracing = trace.begin() if trace.TRACER is not None else None
         actions: list[Action] = []
         for item in inputs:
             if isinstance(item, Submission):
@@ -309,7 +329,10 @@ class Voter:
             else:
                 actions.extend(self._step_core(item)[0])
         while actions:
+            if tracing is not None:
+                trace.trace_step(actions, tracing, self.core.view)
             executed = await self._execute(actions)
+            tracing = trace.begin() if trace.TRACER is not None else None
             actions = [a for event in executed for a in self._step_core(event)[0]]
         VIEW.set(self.core.view)
 
@@ -407,7 +430,29 @@ class Voter:
         if seen:
             self._note_seen(seen)
         finalized = [a for a in actions if isinstance(a, Finalized)]
-        appended = await self._persist(guard, finalized) if guard or finalized else ([], [])
+        tracing = trace.begin() if trace.TRACER is not None else None
+        appended: tuple[list[BlockToAppend], list[Checkpoint]] = ([], [])
+        journal = self.guard_journal
+        if journal is not None and guard and not finalized:
+            # Durable now (one O_DSYNC write on the loop): our signatures may leave; the
+            # records reach the store with its next commit.
+            journal.write(guard)
+            self._guard_unsettled.extend(guard)
+            if tracing is not None:
+                trace.trace_durable(guard, [], tracing, journal=True)
+        elif guard or finalized:
+            # A round that finalises commits before its sends, with its guard records and
+            # those the journal holds for the store: one durable write.
+            through = journal.written if journal is not None else 0
+            rows = self._guard_unsettled + guard if journal is not None else guard
+            appended = await self._persist(rows, finalized)
+            if journal is not None:
+                self._guard_unsettled = []
+                journal.settled(through)
+            if tracing is not None:
+                trace.trace_durable(guard, appended[0], tracing)
+        if tracing is not None:
+            tracing = trace.begin()
         for action in actions:
             # Queued without yielding: the links' writers run after the round and send
             # everything it produced for a peer in one write.
@@ -449,7 +494,22 @@ class Voter:
                 log.critical("state.divergence", reason=self.status.diverged)
             elif isinstance(action, Refused):
                 CORE_REFUSED.labels(action.reason.split(":")[0][:48]).inc()
+        if tracing is not None:
+            trace.trace_sent(guard, tracing)
+        if self.guard_journal is not None and \
+                len(self._guard_unsettled) >= GUARD_COMMIT_RECORDS:
+            await self._settle_journal()
         return await self._apply_finalized(appended)
+
+    async def _settle_journal(self) -> None:
+        """Commit the journalled guard records to the store when GUARD_COMMIT_RECORDS wait
+        and no round finalised a block to carry them (after the sends; the journal holds at
+        most guard_journal.MAX_UNSETTLED)."""
+        assert self.guard_journal is not None
+        through = self.guard_journal.written
+        await self._persist(self._guard_unsettled, [])
+        self._guard_unsettled = []
+        self.guard_journal.settled(through)
 
     def _note_seen(self, records: Sequence[SeenRecord]) -> None:
         """Queue first-seen statements for the next commit, bounded (MAX_PENDING_SEEN)."""
@@ -489,8 +549,8 @@ class Voter:
             if guard:
                 # One event transaction holds at most MAX_EVENT_ITEMS items in all.
                 seen, floor = self._take_seen(max(0, MAX_EVENT_ITEMS - len(guard) - len(late)))
-                await self.store.write_soon(lambda s: s.record_event(
-                    guard=guard, late_votes=late, seen=seen, seen_floor=floor))
+                await self.store.write_soon(trace.store_call(lambda s: s.record_event(
+                    guard=guard, late_votes=late, seen=seen, seen_floor=floor)))
                 LATE_VOTES.labels("stored").inc(len(late))
             else:
                 self.journal.put_back_late_votes(late)
@@ -502,13 +562,13 @@ class Voter:
         # where SQLite's C code runs alongside the loop.
         seen, floor = self._take_seen()
         if sum(len(item.block.commands) for item in items) <= INLINE_APPEND_COMMANDS:
-            checkpoints = await self.store.write_soon(lambda s: s.append_blocks(
+            checkpoints = await self.store.write_soon(trace.store_call(lambda s: s.append_blocks(
                 items, verify_signatures=False, guard=guard, late_votes=late, seen=seen,
-                seen_floor=floor))
+                seen_floor=floor)))
         else:
-            checkpoints = await self.store.append_blocks(
+            checkpoints = await self.store.run(trace.store_call(lambda s: s.append_blocks(
                 items, verify_signatures=False, guard=guard, late_votes=late, seen=seen,
-                seen_floor=floor)
+                seen_floor=floor)))
         self.journal.stored(items)
         LATE_VOTES.labels("stored").inc(len(late))
         return items, checkpoints
@@ -525,6 +585,7 @@ class Voter:
         status = self.status
         for item, checkpoint in zip(items, checkpoints, strict=True):
             block = item.block
+            tracing = trace.begin() if trace.TRACER is not None else None
             log_index = status.log_size
             status.log_size += len(block.commands)
             checked = [self.checked.get(blake3_digest(c)) for c in block.commands]
@@ -545,7 +606,14 @@ class Voter:
             if self.snapshot_writer is not None:
                 self.snapshot_writer.offer(block, roots, self.executor)
             self.drivers.on_applied(result)
+            if tracing is not None and trace.TRACER is not None:
+                trace.TRACER.section("execute", *tracing, (block.view,))
+                trace.TRACER.event("executed", block.view)
+                tracing = trace.begin()
             await self._tell_submitters(result, log_index)
+            if tracing is not None and trace.TRACER is not None:
+                trace.TRACER.section("outcome", *tracing, (block.view,))
+                trace.TRACER.event("outcome", block.view)
         self.wake_readers()
         status.advanced()
         return executed
