@@ -30,7 +30,7 @@ from coalitiond.consensus.messages import (
 from coalitiond.consensus.statements import SignedKind
 from coalitiond.consensus.types import Vote, VoteKind
 from coalitiond.log.aio import AsyncStore
-from coalitiond.log.guard_journal import GuardJournal
+from coalitiond.log.guard_journal import GUARD_CHECK_VIEWS, GuardJournal
 from coalitiond.log.sqlite import Store
 from coalitiond.node import wire
 from coalitiond.primitives.committee import CommitteeSpec
@@ -115,6 +115,16 @@ async def test_no_signature_leaves_before_its_guard_record_is_durable(
                                                    member=client.members()[k % 4]))
             top = max(m.height for m in members)
             await all_reach(members, top)
+            for m in members:
+                # The journal's pre-write conflict check knows every recent guard record,
+                # those the finalising rounds committed to the store directly included.
+                journal = m.voter.guard_journal if m.voter is not None else None
+                assert journal is not None and m.store is not None
+                floor = journal._top - GUARD_CHECK_VIEWS
+                stored = await m.store.run(
+                    lambda s: s.guard_records(spec.epoch, since_view=max(0, floor)))
+                unknown = [r for r in stored if journal._recent.get(r[:3]) != r[3]]
+                assert not unknown, f"member {m.me}'s journal does not know {unknown[:3]}"
             owner_of_store = {id(m.store.sync): m.me for m in members if m.store is not None}
             owner_of_store.update({id(m.voter.guard_journal): m.me for m in members
                                    if m.voter is not None and m.voter.guard_journal is not None})

@@ -15,12 +15,14 @@ record: epoch u64, view u64, kind u8, digest 32 bytes, 7 zero bytes, check 8 byt
 of RECORD_DOMAIN and the 56 bytes before it); little-endian. Slots are written in a ring;
 a slot is free again once the store holds its record (`settled`).
 
-At open, every slot whose check holds is a record this member wrote: a torn write fails its
-check and was never acknowledged, so its signature never left. They are all put into the
-store's `signer_guard` table (one transaction; a record already there is a no-op; one that
-contradicts it is a SignerConflict and the member does not start), then the journal starts
-again from slot 0. Records of earlier rings left in later slots are already in the store and
-are harmless when read again.
+At open, every slot whose check holds is a record this member wrote. They are all put into
+the store's `signer_guard` table (one transaction; a record already there is a no-op; one that
+contradicts it is a SignerConflict and the member does not start), then the file is zeroed
+(one write, O_DSYNC) and the journal starts again from slot 0. A slot that is neither zero
+nor a record whose check holds (`damaged_slots`) may be a torn write, never acknowledged —
+or an acknowledged record damaged since (a bad sector, a power cut rewriting its neighbour):
+the two cannot be told apart, so the member starts as one whose guard is lost (it signs
+nothing until a certificate moves it past every view it may have signed, protocol §8).
 
 Before writing, each record is checked against every record of the last GUARD_CHECK_VIEWS
 views (the store's and the journal's, in memory): the same rule as the store's
@@ -38,7 +40,7 @@ from typing import Final
 
 from ..consensus.limits import MAX_VIEWS_BEHIND
 from ..primitives.identity import digest as blake3_digest
-from .errors import SignerConflict, StoreUsageError
+from .errors import SignerConflict, StoreOpenError, StoreUsageError
 from .sqlite import MAX_EVENT_ITEMS, GuardRecord, Store
 
 JOURNAL_FILENAME: Final = "guard.journal"
@@ -87,8 +89,12 @@ def _conflicting_kind(kind: int) -> int | None:
 class GuardJournal:
     """One member's guard journal. Used from the event loop only (`write`, `settled`)."""
 
-    def __init__(self, path: Path, fd: int, known: Sequence[GuardRecord]) -> None:
+    def __init__(self, path: Path, fd: int, known: Sequence[GuardRecord],
+                 damaged_slots: int = 0) -> None:
         self.path = path
+        #: Slots found at open that were neither empty nor a checked record: the member's
+        #: guard may have lost a record (see the module docstring).
+        self.damaged_slots = damaged_slots
         self._fd = fd
         self._next = 0  # slot of the next record
         self._written = 0  # records written since open
@@ -104,26 +110,42 @@ class GuardJournal:
         """Open (creating it if missing) the journal at `path`; put every record it holds
         into `store` (store thread, before the member starts)."""
         path = Path(path)
-        if not path.exists():
-            _create(path)
-        fd = os.open(path, os.O_RDWR | os.O_DSYNC | getattr(os, "O_CLOEXEC", 0))
+        try:
+            if not path.exists():
+                _create(path)
+            fd = os.open(path, os.O_RDWR | os.O_DSYNC | getattr(os, "O_CLOEXEC", 0))
+        except OSError as e:
+            raise StoreOpenError(f"{path}: cannot open the guard journal: "
+                                 f"{e.strerror or e}") from None
         try:
             size = os.fstat(fd).st_size
             if size != JOURNAL_SLOTS * RECORD_SIZE:
-                raise StoreUsageError(f"{path}: guard journal of {size} bytes, expected "
-                                      f"{JOURNAL_SLOTS * RECORD_SIZE}")
+                raise StoreOpenError(f"{path}: guard journal of {size} bytes, expected "
+                                     f"{JOURNAL_SLOTS * RECORD_SIZE}; the store is intact: "
+                                     f"move the file aside and start with --guard-lost")
             data = os.pread(fd, size, 0)
-            records = [r for r in (decode_record(data[i:i + RECORD_SIZE])
-                                   for i in range(0, size, RECORD_SIZE)) if r is not None]
+            slots = [data[i:i + RECORD_SIZE] for i in range(0, size, RECORD_SIZE)]
+            decoded = [decode_record(slot) for slot in slots]
+            records = [r for r in decoded if r is not None]
+            damaged = sum(1 for slot, r in zip(slots, decoded, strict=True)
+                          if r is None and any(slot))
             for i in range(0, len(records), MAX_EVENT_ITEMS):
                 store.record_event(guard=records[i:i + MAX_EVENT_ITEMS])
+            if records or damaged:
+                # All of it is in the store now: a clean ring, so a damaged slot is
+                # reported once, not at every start until it is written over.
+                _write_all(fd, bytes(size), 0)
             top = store.highest_signed_view(epoch) or 0
             known = [GuardRecord(e, v, k, d) for e, v, k, d in store.guard_records(
                 epoch, since_view=max(0, top - GUARD_CHECK_VIEWS))]
+        except OSError as e:
+            os.close(fd)
+            raise StoreOpenError(f"{path}: cannot read or reset the guard journal: "
+                                 f"{e.strerror or e}") from None
         except BaseException:
             os.close(fd)
             raise
-        return cls(path, fd, known)
+        return cls(path, fd, known, damaged)
 
     def write(self, records: Sequence[GuardRecord]) -> None:
         """Make `records` durable (one write, O_DSYNC) after checking them against every
@@ -153,9 +175,14 @@ class GuardJournal:
             fresh[key] = g.digest
         data = b"".join(encode_record(g) for g in records)
         first = min(len(records), JOURNAL_SLOTS - self._next)
-        _write_all(self._fd, data[:first * RECORD_SIZE], self._next * RECORD_SIZE)
-        if first < len(records):
-            _write_all(self._fd, data[first * RECORD_SIZE:], 0)
+        try:
+            _write_all(self._fd, data[:first * RECORD_SIZE], self._next * RECORD_SIZE)
+            if first < len(records):
+                _write_all(self._fd, data[first * RECORD_SIZE:], 0)
+        except OSError as e:
+            # Nothing guarded by these records has been sent: the member stops here.
+            raise StoreOpenError(f"{self.path}: cannot write the guard journal: "
+                                 f"{e.strerror or e}") from None
         self._next = (self._next + len(records)) % JOURNAL_SLOTS
         self._written += len(records)
         for g in records:
@@ -169,6 +196,12 @@ class GuardJournal:
     def settled(self, through: int) -> None:
         """The store now holds the first `through` records written since open."""
         self._settled = max(self._settled, min(through, self._written))
+
+    def remember(self, records: Sequence[GuardRecord]) -> None:
+        """Records the store took directly (a round that finalises commits its guard records
+        with its block, not through the journal): later writes are checked against them."""
+        for g in records:
+            self._remember(g)
 
     def close(self) -> None:
         os.close(self._fd)

@@ -234,16 +234,24 @@ class Member:
                 await self._state_sync(store, snapshots, manager)
                 # Right before recovery: it puts the guard records of the last run into the
                 # store (log/guard_journal.py).
-                self.guard_journal = await store.run(lambda s: GuardJournal.open(
+                self.guard_journal = journal = await store.run(lambda s: GuardJournal.open(
                     journal_path(store_path(node.data_dir)), s, self.committee.epoch))
+                if journal.damaged_slots:
+                    log.warning("guard.journal_damaged", path=str(journal.path),
+                                slots=journal.damaged_slots,
+                                detail="a guard record may be lost: starting as guard-lost "
+                                       "(signing nothing until a certificate moves past it)")
                 durable = await store.run(lambda s: recover(
                     s, self.committee, self.executor, self.journal, self.voter_status,
-                    self.guard_lost, snapshots))
+                    self.guard_lost or journal.damaged_slots > 0, snapshots))
                 self._start_parts(nursery, store, snapshots, durable)
                 self._ready = True
                 task_status.started()
         finally:
             self._ready = False
+            if self.guard_journal is not None:
+                self.guard_journal.close()
+                self.guard_journal = None
             with trio.CancelScope(shield=True):
                 await store.close()
 

@@ -449,6 +449,7 @@ class Voter:
             if journal is not None:
                 self._guard_unsettled = []
                 journal.settled(through)
+                journal.remember(guard)
             if tracing is not None:
                 trace.trace_durable(guard, appended[0], tracing)
         if tracing is not None:
