@@ -122,7 +122,7 @@ async def test_no_signature_leaves_before_its_guard_record_is_durable(
                 assert journal is not None and m.store is not None
                 floor = journal._top - GUARD_CHECK_VIEWS
                 stored = await m.store.run(
-                    lambda s: s.guard_records(spec.epoch, since_view=max(0, floor)))
+                    lambda s, floor=floor: s.guard_records(spec.epoch, since_view=max(0, floor)))
                 unknown = [r for r in stored if journal._recent.get(r[:3]) != r[3]]
                 assert not unknown, f"member {m.me}'s journal does not know {unknown[:3]}"
             owner_of_store = {id(m.store.sync): m.me for m in members if m.store is not None}
