@@ -112,6 +112,32 @@ def test_a_member_restored_from_an_old_backup_does_not_sign_over_what_it_signed_
         (VoteKind.NULLIFY, 4)]
 
 
+def test_a_recalled_statement_the_guard_holds_does_not_stop_the_member_ending_its_view(
+        ) -> None:
+    """A whole-committee restart (n = 3, q = 3): member 0 notarised A in view 3 and the
+    committee stopped before any view-3 certificate. Its peers return that vote, which its
+    own durable guard already holds: nothing is missing, so the horizon stays where it was
+    and its view timer still nullifies view 3. With the horizon at 3 it never could, and a
+    peer that nullified view 3 meanwhile can no longer notarise: view 3 ends for nobody."""
+    a = blk(3, 3, commands=(b"a",))
+    before = Vote.sign(KEYS[0], COMMITTEE, 0, VoteKind.NOTARIZE, 3, a.digest)
+    peers = [core(i) for i in (1, 2)]
+    for p in peers:
+        p.step(MessageReceived(0, wire(before)))
+    own = DurableState(guard=(GuardRecord(0, 3, SignedKind.NOTARIZE, a.digest),))
+    c, _ = restarted(0, own)
+    assert c.view == 3
+    for p in peers:
+        [answer] = answers_to(p, 0)
+        assert [(s.kind, s.view) for s in answer.statements] == [(SignedKind.NOTARIZE, 3)]
+        assert refusals(c.step(MessageReceived(p.me, answer))) == []
+    assert not c.abstaining
+    assert [(v.kind, v.view) for v in own_votes(c.step(TimerFired(TimerKind.VIEW, 3)))] == [
+        (VoteKind.NULLIFY, 3)]
+    # Its guard still refuses a second notarise in view 3.
+    assert own_votes(c.step(proposal(blk(3, 3, commands=(b"b",))))) == []
+
+
 def test_recalled_statements_enter_the_guard_so_a_second_restart_keeps_them() -> None:
     """Peers answer each asker once per view: a member restarted twice while the committee
     waits in one view gets no answers the second time. What the first recall returned is

@@ -39,8 +39,16 @@ class Recall:
         if self.needed <= 0:
             self.open = False  # a committee of one has no one to ask
 
-    def take(self, me: int, n: int, sender: int | None, answer: RecallAnswer) -> str | None:
+    def take(self, me: int, n: int, sender: int | None, answer: RecallAnswer,
+             guard: Mapping[tuple[int, SignedKind], bytes]) -> str | None:
         """Count a (signature-checked) answer; the reason it is refused, or None.
+
+        Only a statement our durable `guard` does not already hold raises `through`: one the
+        guard holds shows nothing is missing (the guard is written in signing order, before
+        each statement is sent), and the guard's own rules already keep us from signing over
+        it. Raising the horizon for it would forbid the nullify vote that ends a view we
+        voted in before a restart; after a whole-committee restart every member may be in
+        that view, and none could ever end it (docs/protocol.md §8).
 
         Refused: an answer while no recall is open (a peer could otherwise replay our own
         current-view vote at us and make us abstain in a view we are voting in), from an
@@ -57,7 +65,8 @@ class Recall:
             return f"second recall answer from member {sender}"
         self.answered.add(sender)
         for st in answer.statements:
-            self.through = max(self.through, st.view)
+            if guard.get((st.view, st.kind)) != st.digest:
+                self.through = max(self.through, st.view)
         if len(self.answered) >= self.needed:
             self.open = False
         return None

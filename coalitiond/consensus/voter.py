@@ -537,7 +537,7 @@ class Core:
         elif isinstance(msg, RecallRequest):
             self._on_recall_request(sender)
         elif isinstance(msg, RecallAnswer):
-            refusal = self._recall.take(self.me, self.committee.n, sender, msg)
+            refusal = self._recall.take(self.me, self.committee.n, sender, msg, self._guard)
             if refusal is not None:
                 self._refuse(sender, refusal)
                 return
