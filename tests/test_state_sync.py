@@ -18,7 +18,7 @@ from coalitiond.commands.client import EnvelopeSigner, publish
 from coalitiond.components.feed.component import _SNAPSHOT as FEED_SNAPSHOT
 from coalitiond.consensus.types import CertifiedRoots
 from coalitiond.log.base import BelowBase
-from coalitiond.node import wire
+from coalitiond.node import state_sync, wire
 from coalitiond.node.client import CommitteeClient, RefusedByMember
 from coalitiond.node.member import Member
 from coalitiond.node.snapshots import SnapshotFile
@@ -180,9 +180,13 @@ class OversizeServer(SnapshotServer):
 
 
 async def test_peers_whose_snapshots_do_not_verify_are_refused_and_the_next_is_used(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     committee = write_committee(tmp_path, 6)  # q = 5: members 0..4 vote throughout
     _configure(committee)
+    # Every member is up: the syncing member asks once all its links are, in member order
+    # (with the product's 5 s bound a slow machine could start with some links missing and
+    # sync from member 4 before asking every double).
+    monkeypatch.setattr(state_sync, "SYNC_LINK_WAIT_S", 240.0)
     with trio.fail_after(240):
         async with in_process(committee) as running, client_for(committee) as client, \
                 trio.open_nursery() as doubles:

@@ -314,7 +314,7 @@ class Member:
             log.info("state_sync.skipped", reason="the log is not empty: restarting from it")
             return
         sync = StateSync(self.committee, self.key.public, self.executor, manager.router,
-                         manager.member_links)
+                         manager.member_links, links_changed=manager.wait_until)
         self.sync_refusals = sync.refusals
         synced = await sync.run()
         if synced is None:

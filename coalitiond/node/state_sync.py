@@ -17,7 +17,7 @@ refused with one log line naming it and the reason, and the next one is asked.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -53,6 +53,10 @@ MAX_SYNC_BLOCKS: Final = 1024
 #: yet refused; between rounds the member waits `SYNC_ROUND_WAIT_S` for links to come up).
 MAX_SYNC_ROUNDS: Final = 30
 SYNC_ROUND_WAIT_S: Final = 1.0
+#: Before the first round the member waits up to this long for links to every other member
+#: (they come up just before the sync starts), so it asks in member order rather than
+#: whoever linked first; past it, it asks those linked.
+SYNC_LINK_WAIT_S: float = 5.0
 
 SNAPSHOT_REQUESTS = counter("state_sync_requests_total",
                             "snapshot? requests, by what became of them", ("result",))
@@ -250,12 +254,15 @@ class StateSync:
 
     def __init__(self, committee: CommitteeSpec, own_peer: bytes, executor: Executor,
                  router: Router, member_links: Callable[[], list[bytes]],
-                 reply_timeout: float = SYNC_REPLY_TIMEOUT_S) -> None:
+                 reply_timeout: float = SYNC_REPLY_TIMEOUT_S,
+                 links_changed: Callable[[Callable[[], bool]], Awaitable[None]] | None = None
+                 ) -> None:
         self.committee = committee
         self.own_peer = own_peer
         self.executor = executor
         self.router = router
         self.member_links = member_links
+        self.links_changed = links_changed
         self.reply_timeout = reply_timeout
         self._next_id = 1
         #: One line per refusal, in order (what the member logged).
@@ -268,6 +275,9 @@ class StateSync:
     async def run(self) -> Synced | None:
         done: set[bytes] = set()  # refused, or holds no snapshot
         others = [m for m in self.committee.members if m != self.own_peer]
+        if self.links_changed is not None:
+            with trio.move_on_after(SYNC_LINK_WAIT_S):
+                await self.links_changed(lambda: set(others) <= set(self.member_links()))
         for _ in range(MAX_SYNC_ROUNDS):
             linked = set(self.member_links())
             for peer in others:
