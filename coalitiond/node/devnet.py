@@ -1,10 +1,7 @@
 """The devnet supervisor: N member processes on loopback, a steady load, live progress.
 
-Why this module is long: one supervisor owns every child process and task of a devnet run
-(start-up with the readiness wait, the load of each component kind and of confluence
-citizens, progress lines, the stop and the checks afterwards); the parts share its state
-(processes, progress, failure) and lifetime. The next split: the after-run checks
-(`check_honest`, `check_archives`, `check_audit`) into a module of their own.
+The checks after the run (archives, honest members, audit, anchors) are in
+`devnet_checks.py`; the load of each component kind in `devnet_workloads.py`.
 
 `coalitiond devnet` generates the configs (cli/devnet.py), then this module:
 1. checks that every port the members will bind is free (a busy one fails at once, naming the
@@ -31,7 +28,6 @@ Every child and task is owned by one nursery; nothing outlives the supervisor.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import signal
@@ -52,7 +48,9 @@ from ..config import load_config
 from ..primitives.errors import CoalitiondError, OperatorError
 from ..primitives.keys import load_key_file
 from ..primitives.logs import configure
+from . import devnet_checks
 from .client import ClientConfig, CommitteeClient, load_client_config
+from .devnet_checks import coalitiond_command
 from .devnet_workloads import (
     CONFLUENCE_CITIZENS,
     CONFLUENCE_KINDS,
@@ -86,10 +84,6 @@ def write_client_config(dir: Path) -> Path:
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         path.write_text(text, encoding="utf-8")
     return path
-
-
-def coalitiond_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "coalitiond", *args]
 
 
 def busy_port(configs: Sequence[Path]) -> str | None:
@@ -413,11 +407,11 @@ class Devnet:
                   file=self.out)
             status = status or 1
         if duration is not None and status == 0 and self.byzantine:
-            status = await trio.to_thread.run_sync(self.check_honest)
+            status = await trio.to_thread.run_sync(devnet_checks.check_honest, self)
         if duration is not None and status == 0:
-            status = await trio.to_thread.run_sync(self.check_archives)
+            status = await trio.to_thread.run_sync(devnet_checks.check_archives, self)
         if duration is not None and status == 0 and self.kind in CONFLUENCE_KINDS:
-            status = await trio.to_thread.run_sync(self.check_audit)
+            status = await trio.to_thread.run_sync(devnet_checks.check_audit, self)
         return status
 
     async def _work(self, duration: float | None) -> None:
@@ -477,123 +471,6 @@ class Devnet:
                 next_at += interval
                 await trio.sleep_until(next_at)
 
-    def check_audit(self) -> int:
-        """Export citizen 0 of every citizen committee and run `coalitiond audit` on member
-        0's confluence archive against them."""
-        citizens = []
-        for k in range(CONFLUENCE_CITIZENS):
-            archive = self.dir / f"citizen{k}.archive"
-            r = subprocess.run(coalitiond_command(
-                "export", "--data-dir", str(self.dir / f"citizen{k}-0-data"), "--out",
-                str(archive), "--config", str(self.dir / f"citizen{k}-0.toml")),
-                capture_output=True, text=True, check=False)
-            if r.returncode != 0:
-                print(f"devnet: citizen {k}: export failed: {r.stderr.strip() or r.stdout}",
-                      file=self.out)
-                return 1
-            citizens += ["--citizen", str(archive)]
-        r = subprocess.run(coalitiond_command("audit", "--archive",
-                                              str(self.dir / "member-0.archive"), *citizens),
-                           capture_output=True, text=True, check=False)
-        print(f"devnet: audit: {r.stdout.strip() or r.stderr.strip()}", file=self.out,
-              flush=True)
-        return 0 if r.returncode == 0 else 1
-
-    # -- after the run: export, verify, agree -------------------------------------------
-
-    def check_honest(self) -> int:
-        """With Byzantine members: every honest member was ready and not diverged at its last
-        status, and what each recorded as evidence (by kind and accused member)."""
-        from ..log.sqlite import Store, store_path
-
-        status = 0
-        for i in range(len(self.configs)):
-            if i in self.byzantine:
-                continue
-            last = self.last_status[i]
-            if last is None or not last.get("ready") or last.get("diverged"):
-                print(f"devnet: honest member {i} was not ready at the end: "
-                      f"{'no status' if last is None else last.get('diverged') or 'not ready'}",
-                      file=self.out)
-                status = 1
-            with Store.open(store_path(self.dir / f"member-{i}-data"), read_only=True) as s:
-                found: dict[tuple[str, int], int] = {}
-                for record in s.evidence():
-                    key = (record.kind, record.member)
-                    found[key] = found.get(key, 0) + 1
-            against_honest = sorted({m for _, m in found} - set(self.byzantine))
-            if against_honest:
-                print(f"devnet: member {i} recorded evidence against honest members "
-                      f"{against_honest}", file=self.out)
-                status = 1
-            summary = ", ".join(f"{kind} x{count} against member {m}"
-                                for (kind, m), count in sorted(found.items())) or "none"
-            print(f"devnet: honest member {i}: ready; evidence: {summary}", file=self.out)
-        return status
-
-    def check_archives(self) -> int:
-        archives = []
-        for i in range(len(self.configs)):
-            archive = self.dir / f"member-{i}.archive"
-            data_dir = self.dir / f"member-{i}-data"
-            steps = [("export", coalitiond_command("export", "--data-dir", str(data_dir),
-                                                   "--out", str(archive),
-                                                   "--config", str(self.configs[i]))),
-                     ("verify", coalitiond_command("verify", "--archive", str(archive)))]
-            for what, cmd in steps:
-                r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                if r.returncode != 0:
-                    print(f"devnet: member {i}: {what} failed: {r.stderr.strip() or r.stdout}",
-                          file=self.out)
-                    return 1
-            archives.append(archive)
-            print(f"devnet: member {i}: archive {archive.name} verifies", file=self.out)
-        for a, b in itertools.combinations(archives, 2):
-            r = subprocess.run(coalitiond_command("verify", "--archive", str(a), "--against",
-                                                  str(b)),
-                               capture_output=True, text=True, check=False)
-            if r.returncode != 0:
-                print(f"devnet: {a.name} and {b.name} disagree:\n{r.stdout}{r.stderr}",
-                      file=self.out)
-                return 1
-        print(f"devnet: all {len(archives)} archives verify and agree on their common prefix",
-              file=self.out, flush=True)
-        if self.anchor_chain is not None and not self.check_anchors(archives[0]):
-            return 1
-        print(json.dumps({"finalised": self.progress.finalized,
-                          "refused": self.progress.refused,
-                          "p50_ms": _ms_value(self.progress.percentile(50)),
-                          "p99_ms": _ms_value(self.progress.percentile(99))}),
-              file=self.out, flush=True)
-        return 0
-
-
-    def check_anchors(self, archive: Path) -> bool:
-        """`verify --anchors` on one archive: every anchor the chain confirmed is the
-        archive's, no member posted another digest, and only a tail (anchors committed as
-        the devnet stopped) may be unconfirmed."""
-        from ..components.chronicle.evm_rpc import JsonRpc, RpcError
-        from ..integrator.anchor_check import CONFIRMED, MISSING, check_anchors, render
-        from ..log import AuditFailure
-
-        assert self.anchor_chain is not None
-        url, contract = self.anchor_chain
-        try:
-            report = trio.run(lambda: check_anchors(archive, JsonRpc([url]), contract))
-        except (AuditFailure, RpcError) as e:
-            print(f"devnet: cannot check the anchors: {e}", file=self.out)
-            return False
-        print(render(report), file=self.out, flush=True)
-        statuses = [a.status for a in report.anchors]
-        tail = len(statuses) - statuses[::-1].index(CONFIRMED) if CONFIRMED in statuses else 0
-        ok = (all(s == CONFIRMED for s in statuses[:tail])
-              and all(s == MISSING for s in statuses[tail:])
-              and not report.wrong_posts() and not report.stray)
-        print(f"devnet: anchors on chain {'agree with' if ok else 'DISAGREE with'} the archive "
-              f"({tail} confirmed, {len(statuses) - tail} still unconfirmed at the stop)",
-              file=self.out, flush=True)
-        return ok
-
 
 async def _confirmed_anchors(url: str, contract: bytes) -> str:
     from ..components.chronicle.evm_contract import AnchorContract
@@ -610,10 +487,6 @@ async def _confirmed_anchors(url: str, contract: bytes) -> str:
 
 def _ms(x: float | None) -> str:
     return "   -  " if x is None else f"{x * 1000:5.0f}ms"
-
-
-def _ms_value(x: float | None) -> float | None:
-    return None if x is None else round(x * 1000, 1)
 
 
 def run_devnet(dir: Path, configs: list[Path], *, duration: float | None, rate: float,
